@@ -1,0 +1,184 @@
+"""One checker for every boundary: named errors and parameter tables.
+
+Every public entry point declares its keyword parameters in one table (a dict of
+:class:`Param`) and calls :func:`check_params` once. Errors are subclasses of
+``ValueError`` whose message says what was wrong and how to fix it, in the manner of
+scikit-learn: "The 'q' parameter of certify must be a float in (0, 1). Got 1.5 instead."
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "PhysgsaError",
+    "InvalidParameterError",
+    "InvalidFactorError",
+    "ChainFileError",
+    "OutputDirectoryError",
+    "CertificateBugError",
+    "Param",
+    "check_params",
+]
+
+
+class PhysgsaError(ValueError):
+    """Base class of every input error physgsa raises (a ValueError)."""
+
+
+class InvalidParameterError(PhysgsaError):
+    """A parameter of an entry point has a wrong type or value."""
+
+
+class InvalidFactorError(PhysgsaError):
+    """A factor matrix is unusable (zero, non-finite, wrong shape, non-numeric)."""
+
+
+class ChainFileError(PhysgsaError):
+    """A chain file is missing, unreadable, truncated or holds unusable arrays."""
+
+
+class OutputDirectoryError(PhysgsaError):
+    """The output directory cannot be written without losing somebody's files."""
+
+
+class CertificateBugError(RuntimeError):
+    """A proven identity or bound failed: this is a bug in physgsa, never bad input.
+
+    Raised loudly (definitions section 5: "certified but not equal is a bug").
+    """
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter: its default and the rule its value must satisfy.
+
+    Parameters
+    ----------
+    default : object
+        The default value.
+    kind : {"float", "int", "bool", "choice", "floats", "any"}
+        The value's type.
+    low, high : float, optional
+        Bounds of the allowed interval.
+    closed : str
+        Which ends are closed: "both", "left", "right" or "neither".
+    choices : tuple of str
+        Allowed values for ``kind="choice"``.
+    extra : callable, optional
+        A further validator for values not covered by ``kind`` (for example a mapping of
+        user-given groups); it returns the normalized value or raises.
+    doc : str
+        One line for help texts.
+    """
+
+    default: Any
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+    choices: tuple = ()
+    extra: Callable[[Any, str], Any] | None = None
+    doc: str = ""
+    allow_none: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            opts = ", ".join(repr(c) for c in self.choices)
+            return f"one of {{{opts}}}"
+        if self.kind == "bool":
+            return "a bool"
+        noun = {"float": "a float", "int": "an int", "floats": "a sequence of floats"}.get(self.kind, "a value")
+        if self.low is None and self.high is None:
+            return noun
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        lo = "-inf" if self.low is None else _fmt(self.low)
+        hi = "inf" if self.high is None else _fmt(self.high)
+        return f"{noun} in {left}{lo}, {hi}{right}"
+
+    def _in_range(self, x: float) -> bool:
+        if self.low is not None:
+            if self.closed in ("both", "left"):
+                if not x >= self.low:
+                    return False
+            elif not x > self.low:
+                return False
+        if self.high is not None:
+            if self.closed in ("both", "right"):
+                if not x <= self.high:
+                    return False
+            elif not x < self.high:
+                return False
+        return True
+
+    def check(self, value: Any, name: str, entry: str) -> Any:
+        """Return the normalized value or raise :class:`InvalidParameterError`."""
+        if value is None and self.allow_none:
+            return None
+        if self.extra is not None and not isinstance(value, (str, numbers.Number, bool)):
+            return self.extra(value, f"The '{name}' parameter of {entry}")
+        bad = InvalidParameterError(
+            f"The '{name}' parameter of {entry} must be {self.describe()}. Got {value!r} instead."
+        )
+        if self.kind == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                raise bad
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+                raise bad
+            return bool(value)
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise bad
+            if not self._in_range(int(value)):
+                raise bad
+            return int(value)
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise bad
+            x = float(value)
+            if x != x or not self._in_range(x):
+                raise bad
+            return x
+        if self.kind == "floats":
+            try:
+                xs = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise bad from None
+            if any(isinstance(v, bool) for v in value) or not all(self._in_range(x) for x in xs):
+                raise bad
+            return xs
+        return value
+
+
+def _fmt(x: float) -> str:
+    return repr(int(x)) if float(x).is_integer() else repr(x)
+
+
+def check_params(entry: str, table: Mapping[str, Param], given: Mapping[str, Any]) -> dict:
+    """Validate keyword parameters of ``entry`` against its table.
+
+    Returns every parameter of the table, the defaults filled in, normalized.
+    An unknown name raises with the list of the known ones.
+    """
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        known = ", ".join(sorted(table))
+        raise InvalidParameterError(
+            f"{entry} got an unknown parameter {unknown[0]!r}. Known parameters: {known}."
+        )
+    out = {}
+    for name, spec in table.items():
+        value = given.get(name, spec.default)
+        out[name] = spec.check(value, name, entry)
+    return out
+
+
+def defaults(table: Mapping[str, Param]) -> dict:
+    """The default value of every parameter of a table."""
+    return {k: v.default for k, v in table.items()}
+

@@ -1,0 +1,175 @@
+"""The static certificate (definitions section 5).
+
+Margins of the reference structure, the radius ``rho_static`` under which every perturbation
+``||E||_F < rho_static`` leaves supports, degrees, masks, graph, SRS sets and hubs unchanged,
+the three verdicts and the perturbation tests (random below and above the radius, and an
+adversarial one that shows how tight the radius is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import CertificateBugError
+from .structure import Reference, compare, structure_of
+
+__all__ = ["Margins", "margins", "verdicts", "perturbation_tests", "adversarial"]
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Margins of a reference structure and the static radius.
+
+    ``gamma_g = min_u |e_g(u) - theta_g|``; ``nu_g = max_{u not in S_g} e_g(u)`` (0 where every
+    unit is active); ``pairs`` holds, for each pair with a shared unit, ``w``, ``mu = |w - kappa|``,
+    ``n = |S_g ∩ S_h|``, ``b = sum (e_g + e_h)`` and ``rho_gh`` (positive root of
+    ``n x^2 + b x = mu``); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which
+    margin gives the radius.
+    """
+
+    gamma_g: np.ndarray
+    gamma: float
+    gamma_at: tuple[int, int]
+    nu_g: np.ndarray
+    noise_margin: np.ndarray
+    pairs: tuple[dict, ...]
+    mu_min: float | None
+    rho_static: float
+    binding: dict
+
+
+def margins(ref: Reference) -> Margins:
+    s = ref.structure
+    e = s.energies
+    gap = np.abs(e - ref.theta[:, None])
+    gamma_g = gap.min(axis=1)
+    flat = int(np.argmin(gap))
+    g0, u0 = divmod(flat, gap.shape[1])
+    gamma = float(gap[g0, u0])
+    nu_g = np.where(~s.active, e, 0.0).max(axis=1)
+    pairs = []
+    m = e.shape[0]
+    for g in range(m):
+        for h in range(g + 1, m):
+            shared = s.active[g] & s.active[h]
+            n = int(shared.sum())
+            w = float(s.w[g, h])
+            mu = abs(w - ref.kappa)
+            if n == 0:
+                continue
+            b = float(np.sum(e[g, shared] + e[h, shared]))
+            # Stable positive root of n x^2 + b x - mu = 0.
+            root = 2.0 * mu / (b + np.sqrt(b * b + 4.0 * n * mu)) if mu > 0 else 0.0
+            pairs.append({"g": g, "h": h, "w": w, "mu": mu, "n": n, "b": b, "rho": float(root)})
+    binding = {"kind": "unit_gap", "group": int(g0), "unit": int(u0), "value": gamma,
+               "energy": float(e[g0, u0]), "theta": float(ref.theta[g0])}
+    rho = gamma
+    for p in pairs:
+        if p["rho"] < rho:
+            rho = p["rho"]
+            binding = {"kind": "pair_overlap", "group": p["g"], "other": p["h"], "value": p["rho"],
+                       "w": p["w"], "kappa": ref.kappa, "mu": p["mu"]}
+    mu_min = min((p["mu"] for p in pairs), default=None)
+    return Margins(gamma_g=gamma_g, gamma=gamma, gamma_at=(int(g0), int(u0)), nu_g=nu_g,
+                   noise_margin=ref.theta - nu_g, pairs=tuple(pairs), mu_min=mu_min,
+                   rho_static=float(rho), binding=binding)
+
+
+def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float) -> dict:
+    """The a priori and measured verdicts.
+
+    A priori: ``eps_trunc <= safety * rho_static`` with ``rho_static > 0`` (no full product
+    needed). Measured: ``||E||_F < rho_static`` (strict: at equality a unit can land on its
+    threshold), or ``E = 0``.
+    """
+    return {
+        "a_priori": bool(rho_static > 0 and eps_trunc <= safety * rho_static),
+        "measured": bool(trunc_error < rho_static or trunc_error == 0.0),
+        "a_priori_ratio": float(eps_trunc / (safety * rho_static)) if rho_static > 0 else None,
+        "measured_ratio": float(trunc_error / rho_static) if rho_static > 0 else None,
+    }
+
+
+def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, below: tuple, above: tuple,
+                       n_draws: int, rng: np.random.Generator, where: str) -> dict:
+    """Random perturbations ``E`` of ``A0`` with ``||E||_F = t rho_static``.
+
+    Below the radius (t < 1) a change of structure contradicts the theorem and raises
+    :class:`CertificateBugError`; above it the rate of change is reported.
+    """
+    if not rho_static > 0 or n_draws == 0:
+        reason = "rho_static is zero" if not rho_static > 0 else "n_perturbations = 0"
+        return {"ran": False, "reason": reason, "levels": [], "below_ok": True}
+    gi = ref.partition.group_indicator()
+    ui = ref.partition.unit_indicator() if ref.partition.unit_strategy != "channels" else None
+    levels = []
+    for t in tuple(below) + tuple(above):
+        changed = 0
+        for _ in range(n_draws):
+            e = rng.standard_normal(a0.shape)
+            e *= t * rho_static / np.linalg.norm(e)
+            diff = compare(ref.structure, structure_of(a0 + e, ref, gi, ui))
+            if diff:
+                if t < 1:
+                    raise CertificateBugError(
+                        f"Interface {where}: a random perturbation of norm {t} * rho_static changed the "
+                        f"{', '.join(diff)} although the radius certifies it cannot. This is a bug in physgsa."
+                    )
+                changed += 1
+        levels.append({"t": float(t), "draws": n_draws, "changed": changed, "rate": changed / n_draws})
+    return {"ran": True, "reason": "", "levels": levels, "below_ok": True}
+
+
+def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
+    """Perturbations aimed at the binding margins, to show the radius is tight.
+
+    (1) The unit closest to its threshold: rescale the block ``A0[G_g, u]`` so its energy lands
+    just across ``theta_g``; ``||E||_F = gamma + tiny``. (2) For the pair with the smallest
+    ``rho_gh``: rescale group ``g`` on the shared units so ``w_gh`` crosses ``kappa``.
+    Reports each attempt and the smallest ``||E||_F`` that changed the structure.
+    """
+    part = ref.partition
+    s0 = ref.structure
+    attempts = []
+    g, u = mg.gamma_at
+    rows = np.flatnonzero(part.groups == g)
+    cols = np.flatnonzero(part.units == u)
+    e_gu = float(s0.energies[g, u])
+    theta = float(ref.theta[g])
+    tiny = max(1e-9 * max(mg.gamma, theta), 1e-300)
+    block = a0[np.ix_(rows, cols)]
+    if e_gu > 0:
+        direction = block / e_gu
+    else:
+        direction = np.zeros_like(block)
+        direction.flat[0] = 1.0
+    # Active units go down to just below theta, noise units up to just above it.
+    c = (theta - tiny - e_gu) if s0.active[g, u] else (theta + tiny - e_gu)
+    pert = np.zeros_like(a0)
+    pert[np.ix_(rows, cols)] = c * direction
+    attempts.append({"target": "unit_gap", "group": int(g), "unit": int(u), "norm": float(np.linalg.norm(pert)),
+                     "changed": compare(s0, structure_of(a0 + pert, ref))})
+    if mg.pairs:
+        p = min(mg.pairs, key=lambda d: d["rho"])
+        gg, hh = p["g"], p["h"]
+        shared_units = np.flatnonzero(s0.active[gg] & s0.active[hh])
+        w = p["w"]
+        # w scales linearly with group g's energies on the shared units.
+        t = (ref.kappa - w) / w
+        t = t - abs(t) * 1e-9 - 1e-15 if w >= ref.kappa else t + abs(t) * 1e-9 + 1e-15
+        rows = np.flatnonzero(part.groups == gg)
+        cols = np.flatnonzero(np.isin(part.units, shared_units))
+        pert = np.zeros_like(a0)
+        pert[np.ix_(rows, cols)] = t * a0[np.ix_(rows, cols)]
+        attempts.append({"target": "pair_overlap", "group": int(gg), "other": int(hh),
+                         "norm": float(np.linalg.norm(pert)),
+                         "changed": compare(s0, structure_of(a0 + pert, ref))})
+    changed = [a["norm"] for a in attempts if a["changed"]]
+    smallest = min(changed) if changed else None
+    return {
+        "attempts": attempts,
+        "smallest_change_norm": smallest,
+        "tightness": (smallest / mg.rho_static) if (smallest is not None and mg.rho_static > 0) else None,
+    }

@@ -1,0 +1,194 @@
+"""Factors and chains (definitions section 1).
+
+Matrix convention, fixed here for the whole package: a factor is an ``m x n`` real matrix
+whose **rows are output channels and columns are input channels**, so that a chain
+``A_1, ..., A_L`` composes as ``A_L ... A_2 A_1`` and interface ``l`` joins the output space
+of ``A_l`` (its rows, size ``m_l``) to the input space of ``A_{l+1}`` (its columns,
+``n_{l+1}``). Where ``n_{l+1} != m_l`` the chain is broken there: the break is reported,
+never guessed over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ._validation import InvalidFactorError
+
+__all__ = ["Factor", "Chain", "Link", "Break", "check_matrix"]
+
+
+def check_matrix(value, name: str, where: str = "") -> np.ndarray:
+    """Return ``value`` as a C-contiguous float64 matrix or raise a named error.
+
+    Rejected, each with the factor's name in the message: non-numeric or complex arrays,
+    anything but 2-D, an empty matrix, NaN or Inf entries, and the zero matrix (its
+    Frobenius normalization is undefined).
+    """
+    src = f" in {where}" if where else ""
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "fiu":
+        raise InvalidFactorError(
+            f"Factor {name!r}{src} has dtype {arr.dtype}, which is not a real number type. "
+            "Give a float or integer matrix."
+        )
+    if arr.ndim != 2:
+        raise InvalidFactorError(
+            f"Factor {name!r}{src} must be a 2-D matrix (rows = outputs, columns = inputs). "
+            f"Got an array of shape {arr.shape} ({arr.ndim}-D) instead."
+        )
+    if arr.size == 0:
+        raise InvalidFactorError(f"Factor {name!r}{src} is empty (shape {arr.shape}). Give a matrix with at least one entry.")
+    out = np.array(arr, dtype=np.float64, order="C", copy=True)
+    if not np.isfinite(out).all():
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise InvalidFactorError(
+            f"Factor {name!r}{src} has {bad} NaN or Inf entries. Remove or repair them before certifying."
+        )
+    if not np.any(out):
+        raise InvalidFactorError(
+            f"Factor {name!r}{src} is the zero matrix; its Frobenius normalization is undefined. "
+            "Drop it from the chain."
+        )
+    out.setflags(write=False)
+    return out
+
+
+def _check_heads(heads, size: int, name: str, axis: str) -> np.ndarray | None:
+    if heads is None:
+        return None
+    arr = np.asarray(heads)
+    if arr.ndim != 1 or arr.shape[0] != size or arr.dtype.kind not in "iu":
+        raise InvalidFactorError(
+            f"The {axis} head layout of factor {name!r} must be a 1-D integer array of length {size} "
+            f"(one head index per {axis[:-1]}). Got shape {arr.shape}, dtype {arr.dtype} instead."
+        )
+    out = arr.astype(np.int64)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A named factor of a chain.
+
+    Parameters
+    ----------
+    name : str
+        Unique within the chain (for models: ``blocks.{l}.attn``, ``blocks.{l}.mlp``).
+    matrix : ndarray of shape (m, n)
+        Rows = output channels, columns = input channels; float64, read-only.
+    row_heads, col_heads : ndarray of int, optional
+        Head (or group) index of each row / column, where the architecture has heads.
+    provenance : dict
+        Where the matrix came from: ``source`` ("matrix", "static" or "jacobian") and
+        ``kind`` ("full" = I + R, "branch" = R, or "given").
+    """
+
+    name: str
+    matrix: np.ndarray
+    row_heads: np.ndarray | None = None
+    col_heads: np.ndarray | None = None
+    provenance: dict = field(default_factory=lambda: {"source": "matrix", "kind": "given"})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+
+@dataclass(frozen=True)
+class Link:
+    """Interface ``left -> right``: the output space of ``left`` is the input of ``right``."""
+
+    index: int
+    left: int
+    right: int
+
+    def name(self, chain: "Chain") -> str:
+        return f"{chain.factors[self.left].name}->{chain.factors[self.right].name}"
+
+
+@dataclass(frozen=True)
+class Break:
+    """A place where adjacent sizes differ (n_{l+1} != m_l): no interface, reported."""
+
+    left: str
+    right: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An ordered list of factors and the interfaces between adjacent, size-matched ones."""
+
+    factors: tuple[Factor, ...]
+    links: tuple[Link, ...]
+    breaks: tuple[Break, ...]
+    skipped: tuple[dict, ...] = ()
+    source: str = "matrices"
+
+    @classmethod
+    def from_factors(cls, factors: Sequence[Factor], *, source: str = "matrices", skipped: Iterable[dict] = ()) -> "Chain":
+        factors = tuple(factors)
+        if not factors:
+            raise InvalidFactorError(f"The chain from {source} holds no factor. Give at least one 2-D matrix.")
+        seen = set()
+        for f in factors:
+            if not isinstance(f.name, str) or not f.name:
+                raise InvalidFactorError(f"Every factor needs a non-empty string name; got {f.name!r} in {source}.")
+            if f.name in seen:
+                raise InvalidFactorError(f"Factor name {f.name!r} appears twice in {source}; names must be unique.")
+            seen.add(f.name)
+        links, breaks = [], []
+        for i in range(len(factors) - 1):
+            a, b = factors[i], factors[i + 1]
+            if b.shape[1] == a.shape[0]:
+                links.append(Link(index=len(links), left=i, right=i + 1))
+            else:
+                breaks.append(
+                    Break(
+                        left=a.name,
+                        right=b.name,
+                        reason=(
+                            f"{a.name!r} has {a.shape[0]} output channels but {b.name!r} has "
+                            f"{b.shape[1]} input channels"
+                        ),
+                    )
+                )
+        return cls(factors=factors, links=tuple(links), breaks=tuple(breaks), skipped=tuple(skipped), source=source)
+
+    @classmethod
+    def from_arrays(cls, pairs, *, source: str = "matrices") -> "Chain":
+        """Build a chain from ``(name, array)`` pairs (or a mapping, in its order).
+
+        Each array is checked by :func:`check_matrix`; a bad one raises
+        :class:`~physgsa.InvalidFactorError` naming it.
+        """
+        items = list(pairs.items()) if hasattr(pairs, "items") else list(pairs)
+        factors = []
+        for item in items:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise InvalidFactorError(
+                    f"A chain from {source} is built from (name, array) pairs; got {type(item).__name__} instead."
+                )
+            name, arr = item
+            factors.append(Factor(name=str(name), matrix=check_matrix(arr, str(name), source)))
+        return cls.from_factors(factors, source=source)
+
+    @classmethod
+    def from_layout(cls, factors: Sequence[tuple], *, source: str = "matrices") -> "Chain":
+        """Build a chain from ``(name, array, row_heads, col_heads)`` tuples."""
+        out = []
+        for name, arr, rh, ch in factors:
+            m = check_matrix(arr, str(name), source)
+            out.append(
+                Factor(
+                    name=str(name),
+                    matrix=m,
+                    row_heads=_check_heads(rh, m.shape[0], str(name), "rows"),
+                    col_heads=_check_heads(ch, m.shape[1], str(name), "columns"),
+                )
+            )
+        return cls.from_factors(out, source=source)

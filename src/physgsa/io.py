@@ -1,0 +1,163 @@
+"""Chains from files: ``.npz`` and ``.safetensors`` of 2-D arrays.
+
+The order of the factors is the file's key order (for ``.npz`` the order the arrays were
+saved; for ``.safetensors`` the order of its header, which writers usually sort by name), or
+the ``order`` given. Every failure raises :class:`~physgsa.ChainFileError` (or
+:class:`~physgsa.InvalidFactorError` for a bad matrix) naming the file and the array.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ._validation import ChainFileError
+from .chain import Chain, Factor, check_matrix
+
+__all__ = ["read_chain", "SUFFIXES"]
+
+SUFFIXES = (".npz", ".safetensors")
+
+# safetensors dtypes we read; BF16 has no numpy type and is widened by hand.
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
+}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[str]:
+    if not keys:
+        raise ChainFileError(f"Chain file '{path}' holds no arrays. Save at least one 2-D matrix in it.")
+    if order is None:
+        return keys
+    order = [o.strip() for o in order]
+    missing = [o for o in order if o not in keys]
+    if missing:
+        raise ChainFileError(
+            f"--order names {missing[0]!r}, which chain file '{path}' does not hold. Its arrays: {', '.join(keys)}."
+        )
+    if len(set(order)) != len(order):
+        raise ChainFileError(f"--order names an array twice ({', '.join(order)}). Name each at most once.")
+    return order
+
+
+def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray]]:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ChainFileError(
+            f"Chain file '{path}' is not a readable .npz archive ({type(exc).__name__}: {exc}). "
+            "It may be truncated or corrupted; save it again with numpy.savez."
+        ) from None
+    if not hasattr(npz, "files"):
+        raise ChainFileError(f"Chain file '{path}' holds a single array, not an .npz archive of named matrices.")
+    with npz:
+        pairs = []
+        for key in _select(list(npz.files), order, path):
+            try:
+                arr = npz[key]
+            except ValueError as exc:
+                raise ChainFileError(
+                    f"Array {key!r} in '{path}' cannot be read without unpickling ({exc}); it is not numeric. "
+                    "Save plain numeric arrays."
+                ) from None
+            except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+                raise ChainFileError(
+                    f"Array {key!r} in '{path}' is truncated or corrupted ({type(exc).__name__}). Save the file again."
+                ) from None
+            pairs.append((key, check_matrix(arr, key, f"'{path}'")))
+    return pairs
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ChainFileError(f"Chain file '{path}' is too short to be a .safetensors file ({size} bytes).")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(_MAX_HEADER, size - 8):
+            raise ChainFileError(
+                f"Chain file '{path}' declares a {n}-byte header in a {size}-byte file; it is truncated or corrupted."
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ChainFileError(f"Chain file '{path}' has an unreadable .safetensors header; it is corrupted.") from None
+    if not isinstance(header, dict):
+        raise ChainFileError(f"Chain file '{path}' has a .safetensors header that is not a JSON object.")
+    data = size - 8 - n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        ok = isinstance(info, dict) and isinstance(info.get("shape"), list) and isinstance(info.get("data_offsets"), list)
+        if ok:
+            shape, (a, b) = info["shape"], (info["data_offsets"] + [None, None])[:2]
+            ok = all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(a, int) and isinstance(b, int)
+            ok = ok and 0 <= a <= b <= data
+        if not ok:
+            raise ChainFileError(
+                f"Tensor {key!r} in '{path}' has a malformed or out-of-range header entry; the file is "
+                "truncated or corrupted."
+            )
+    return header, 8 + n
+
+
+def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray]]:
+    header, start = _safetensors_header(path)
+    keys = [k for k in header if k != "__metadata__"]
+    pairs = []
+    for key in _select(keys, order, path):
+        info = header[key]
+        code = info.get("dtype")
+        if code not in _ST_DTYPES:
+            raise ChainFileError(
+                f"Tensor {key!r} in '{path}' has dtype {code!r}, which is not a real number type physgsa reads "
+                f"({', '.join(_ST_DTYPES)})."
+            )
+        shape = tuple(info["shape"])
+        a, b = info["data_offsets"]
+        itemsize = 2 if code == "BF16" else np.dtype(_ST_DTYPES[code]).itemsize
+        if b - a != int(np.prod(shape, dtype=np.int64)) * itemsize:
+            raise ChainFileError(
+                f"Tensor {key!r} in '{path}' declares shape {list(shape)} ({code}) but holds {b - a} bytes; "
+                "the file is corrupted."
+            )
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=start + a, shape=(b - a,)) if b > a else np.zeros(0, np.uint8)
+        if code == "BF16":
+            # bfloat16 is the top half of a float32: widen exactly.
+            arr = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        else:
+            arr = raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
+        pairs.append((key, check_matrix(arr, key, f"'{path}'")))
+        del raw
+    return pairs
+
+
+def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
+    """Read a chain from an ``.npz`` or ``.safetensors`` file of 2-D arrays.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    order : sequence of str, optional
+        The arrays to use, in this order (default: every array, in the file's key order).
+    """
+    p = Path(path)
+    if p.suffix not in SUFFIXES:
+        raise ChainFileError(
+            f"Chain file '{p}' has suffix {p.suffix!r}; physgsa reads {' and '.join(SUFFIXES)} chain files."
+        )
+    if not p.is_file():
+        raise ChainFileError(f"Chain file '{p}' does not exist. Check the path.")
+    pairs = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
+    return Chain.from_factors([Factor(name=k, matrix=m) for k, m in pairs], source=str(p))

@@ -1,0 +1,127 @@
+"""The Gibbs–Cartan orbit (definitions section 2).
+
+``p_k(s) = k^(-s) / H_r(s)`` with ``H_r(s) = sum_{k<=r} k^(-s)``: a Gibbs family with energy
+``log k``. Everything here is computed in log space (log-sum-exp), so ``r`` up to ``10^5``
+and ``s`` up to ``S_MAX`` stay finite and accurate.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+
+__all__ = [
+    "S_MAX",
+    "log_ranks",
+    "log_harmonic",
+    "orbit_probs",
+    "phi",
+    "phi_prime",
+    "fisher",
+    "bw_distance_sq",
+    "tail_gc",
+    "invert_phi",
+    "invert_mean_log",
+]
+
+#: Upper end of the exponent search. Beyond it the orbit is rank one to double precision
+#: (p_2 / p_1 = 2^-50 < 1e-15); a fit that reaches it is clipped and flagged.
+S_MAX = 50.0
+
+
+@lru_cache(maxsize=64)
+def log_ranks(r: int) -> np.ndarray:
+    """``log k`` for ``k = 1..r`` (read-only, cached)."""
+    out = np.log(np.arange(1, r + 1, dtype=np.float64))
+    out.setflags(write=False)
+    return out
+
+
+def log_harmonic(r: int, s: float) -> float:
+    """``log H_r(s) = log sum_{k<=r} k^(-s)`` by log-sum-exp."""
+    return float(logsumexp(-s * log_ranks(r)))
+
+
+def orbit_probs(r: int, s: float) -> np.ndarray:
+    """The orbit point ``p(s)``, a probability vector of length ``r``."""
+    lk = log_ranks(r)
+    logp = -s * lk
+    logp -= logsumexp(logp)
+    return np.exp(logp)
+
+
+def phi(r: int, s: float) -> float:
+    """``phi(s) = log(r / H_r(s))``: the top-radial coordinate ``rho`` on the orbit."""
+    return float(np.log(r) - log_harmonic(r, s))
+
+
+def phi_prime(r: int, s: float) -> float:
+    """``phi'(s) = E_{p(s)}[log k]`` (positive for r >= 2, decreasing in s)."""
+    return float(orbit_probs(r, s) @ log_ranks(r))
+
+
+def fisher(r: int, s: float) -> float:
+    """Fisher information ``I(s) = Var_{p(s)}[log k]`` of the orbit."""
+    p = orbit_probs(r, s)
+    lk = log_ranks(r)
+    mean = p @ lk
+    return float(p @ (lk - mean) ** 2)
+
+
+def bw_distance_sq(r: int, s1: float, s2: float) -> float:
+    """Squared Bures–Wasserstein distance between the orbit points' spectra.
+
+    The orbit points are the diagonal matrices ``diag(r p(s))`` (commuting), so
+    ``d_BW^2 = sum_k (sqrt(r p_k(s1)) - sqrt(r p_k(s2)))^2``; its line element is
+    ``(r/4) I(s) ds^2``.
+    """
+    a = np.sqrt(orbit_probs(r, s1))
+    b = np.sqrt(orbit_probs(r, s2))
+    return float(r * np.sum((a - b) ** 2))
+
+
+def tail_gc(r: int, k: int, s: float) -> float:
+    """Gibbs–Cartan model tail ``tau_GC(k; s) = r (H_r(s) - H_k(s)) / H_r(s)``.
+
+    Computed as ``r * sum_{j>k} p_j(s)`` (no cancellation).
+    """
+    if k >= r:
+        return 0.0
+    p = orbit_probs(r, s)
+    return float(r * np.sum(p[k:]))
+
+
+def invert_phi(r: int, rho: float) -> tuple[float, str]:
+    """The top chart: ``s_hat = phi^{-1}(rho)`` and a flag ("" when none).
+
+    ``phi`` is strictly increasing from ``phi(0) = 0``; the root is bracketed in
+    ``[0, S_MAX]`` and found by Brent's safeguarded bisection to machine precision.
+    Flags: ``"flat"`` (rho <= 0, clipped to 0), ``"steep"`` (clipped to S_MAX),
+    ``"rank_one_space"`` (r = 1: the orbit is a single point, s_hat = 0).
+    """
+    if r == 1:
+        return 0.0, "rank_one_space"
+    if rho <= 0.0:
+        return 0.0, "flat"
+    if rho >= phi(r, S_MAX):
+        return S_MAX, "steep"
+    return float(brentq(lambda s: phi(r, s) - rho, 0.0, S_MAX, xtol=1e-15, rtol=8.9e-16, maxiter=500)), ""
+
+
+def invert_mean_log(r: int, target: float) -> tuple[float, str]:
+    """The maximum-likelihood chart: the unique ``s`` with ``E_{p(s)}[log k] = target``.
+
+    ``E_{p(s)}[log k]`` decreases strictly from the uniform mean (s = 0) to 0; a target at or
+    above the uniform mean clips to 0 ("flat"), one below ``E_{p(S_MAX)}`` to S_MAX ("steep").
+    """
+    if r == 1:
+        return 0.0, "rank_one_space"
+    top = phi_prime(r, 0.0)
+    if target >= top:
+        return 0.0, "flat"
+    if target <= phi_prime(r, S_MAX):
+        return S_MAX, "steep"
+    return float(brentq(lambda s: phi_prime(r, s) - target, 0.0, S_MAX, xtol=1e-15, rtol=8.9e-16, maxiter=500)), ""

@@ -1,0 +1,220 @@
+"""``certify``: the whole flow on a chain, from spectra to the model-level verdict.
+
+Chain -> Spectra (one SVD per factor, reused by both interfaces) -> Transport -> PAM
+structure -> Certificate (margins, radius, verdicts, perturbation tests, ICM labels,
+protocol) -> :class:`~physgsa.result.Result`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ._validation import CertificateBugError, InvalidParameterError, Param, check_params
+from .certificate import adversarial, margins, perturbation_tests, verdicts
+from .chain import Chain
+from .icm import icm_rows
+from .protocol import interface_items, model_verdict
+from .result import Result, build_result
+from .spectra import CHARTS, compute_spectrum, dominant_window
+from .structure import (
+    Partition,
+    block_energy,
+    column_units,
+    compare,
+    decomposition,
+    expand_codes,
+    fit_reference,
+    row_groups,
+    source_incidence,
+    structure_of,
+)
+from .transport import rigidity, transport
+
+__all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
+
+#: The q grid of the window search, in [0.5, 0.999].
+WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
+
+
+def _check_user_groups(value, what: str):
+    if not isinstance(value, Mapping):
+        raise InvalidParameterError(
+            f"{what} must be one of {{'kmeans', 'modes', 'heads'}} or a mapping from an interface name "
+            f"('left->right') or a right-hand factor name to an integer array of row groups. "
+            f"Got {type(value).__name__} instead."
+        )
+    out = {}
+    for key, labels in value.items():
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise InvalidParameterError(
+                f"{what}: the row groups for {key!r} must be a 1-D integer array; got shape {arr.shape}, "
+                f"dtype {arr.dtype}."
+            )
+        out[str(key)] = arr.astype(np.int64)
+    return out
+
+
+CERTIFY_PARAMS = {
+    "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q"),
+    "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
+    "groups": Param("kmeans", "choice", choices=("kmeans", "modes", "heads"), extra=_check_user_groups,
+                    doc="row-group strategy, or a mapping of given groups"),
+    "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
+    "units": Param("channels", "choice", choices=("channels", "heads"), doc="column units"),
+    "threshold": Param("gap", "choice", choices=("gap", "relative"), doc="support threshold rule"),
+    "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
+    "kappa_fraction": Param(0.05, "float", 0.0, 1.0, "left", doc="graph level kappa / max w"),
+    "hub_degree": Param(3, "int", 2, None, doc="hub degree h"),
+    "safety": Param(0.9, "float", 0.0, 1.0, "right", doc="a priori safety factor"),
+    "tau_e": Param(0.5, "float", 0.0, 1.0, "neither", doc="ICM core-fraction level tau_E"),
+    "tau_rho": Param(0.5, "float", -1.0, 1.0, "neither", doc="ICM correlation level tau_rho"),
+    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
+    "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+    "n_perturbations": Param(4, "int", 0, None, doc="random draws per perturbation level"),
+    "below": Param((0.25, 0.5, 0.9), "floats", 0.0, 1.0, "neither", doc="levels t < 1 (must not change)"),
+    "above": Param((1.1, 1.5, 2.0, 4.0), "floats", 1.0, None, "neither", doc="levels t > 1 (rate reported)"),
+    "window_search": Param(False, "bool", doc="search the smallest certified windows"),
+    "seed": Param(0, "int", 0, None, doc="seed of every random choice"),
+}
+
+
+def _groups_for(groups, left: str, right: str):
+    if isinstance(groups, dict):
+        key = f"{left}->{right}"
+        if key in groups:
+            return groups[key]
+        if right in groups:
+            return groups[right]
+        raise InvalidParameterError(
+            f"The given row groups name no entry for interface {key!r}: add a key {key!r} or {right!r}."
+        )
+    return groups
+
+
+class _PAM:
+    """The PAM pair at given windows and everything fitted on A0."""
+
+    def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name):
+        a0, a1 = tr.m_window, tr.m_full
+        inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left)
+        g, m, gstrat = row_groups(_groups_for(p["groups"], left_name, right_name), a0, incidence=inc,
+                                  heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
+        units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where)
+        part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
+                         unit_strategy=p["units"])
+        self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
+                                 kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
+        self.mg = margins(self.ref)
+        self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"])
+        self.s1 = structure_of(a1, self.ref)
+        self.diff = compare(self.ref.structure, self.s1)
+        if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
+            raise CertificateBugError(
+                f"Interface {where} is certified (||E||_F = {tr.trunc_error:.6g}, rho_static = "
+                f"{self.mg.rho_static:.6g}) but the direct check differs in {', '.join(self.diff)}. "
+                "This is a bug in physgsa."
+            )
+
+
+def _interface(link, chain: Chain, spectra, p: dict) -> dict:
+    L, R = spectra[link.left], spectra[link.right]
+    fl, fr = chain.factors[link.left], chain.factors[link.right]
+    where = f"{fl.name}->{fr.name}"
+    rng = np.random.default_rng([p["seed"], link.index])
+    c = R.vt @ L.u
+    m_full = R.a_hat @ L.a_hat
+    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full)
+    rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
+    if rig.slack < -1e-9:
+        raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
+    if tr.trunc_error > tr.trunc_bound * (1 + 1e-10) + 1e-300:
+        raise CertificateBugError(
+            f"Interface {where}: exact truncation error {tr.trunc_error:.17g} exceeds its bound "
+            f"{tr.trunc_bound:.17g}. This is a bug in physgsa."
+        )
+    pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
+    ref, mg, ver = pam.ref, pam.mg, pam.ver
+    a0 = tr.m_window
+    e = tr.m_full - a0
+    s0 = ref.structure
+    decomp = decomposition(a0, expand_codes(s0.codes, ref.partition))
+    pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
+                              n_draws=p["n_perturbations"], rng=rng, where=where)
+    adv = adversarial(a0, ref, mg)
+    certified = ver["a_priori"] or ver["measured"]
+    icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
+                   interface_certified=certified)
+    labels = icm["label"]
+    icm_fraction = {}
+    for lab in ("SC", "SA", "ST", "zero"):
+        sel = labels == lab
+        if sel.any():
+            icm_fraction[lab] = float(icm["certified"][sel].mean())
+    nonzero = labels != "zero"
+    icm_all = bool(nonzero.any() and icm["certified"][nonzero].all())
+    items = interface_items(left=L, right=R, a0_dtype=a0.dtype, gap_floor=p["gap_floor"], rig=rig, tr=tr,
+                            decomp=decomp, mg=mg, ver=ver, direct_diff=pam.diff, pert=pert,
+                            icm_fraction=icm_fraction, icm_all=icm_all)
+    bmat, blabels, _ = block_energy(a0, ref.partition, s0)
+    search = _window_search(L, R, c, m_full, p, link, chain) if p["window_search"] else None
+    return {
+        "name": where, "left": fl.name, "right": fr.name, "index": link.index,
+        "transport": tr, "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
+        "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
+        "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
+        "window_search": search,
+    }
+
+
+def _window_search(L, R, c, m_full, p, link, chain) -> dict:
+    """Smallest windows along q for which the direct check, and the measured verdict, hold."""
+    fl, fr = chain.factors[link.left], chain.factors[link.right]
+    where = f"{fl.name}->{fr.name}"
+    steps = []
+    for q in WINDOW_SEARCH_QS:
+        _, k, _ = dominant_window(L.sigma, q, p["window_band"])
+        _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
+        tr = transport(L, R, k, kp, c=c, m_full=m_full)
+        rng = np.random.default_rng([p["seed"], link.index])
+        pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
+        steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,
+                      "rho_static": pam.mg.rho_static, "direct_same": not pam.diff,
+                      "certified_measured": pam.ver["measured"]})
+    first = lambda key: next((s for s in steps if s[key]), None)  # noqa: E731
+    return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
+
+
+def certify(chain: Chain, **params) -> Result:
+    """Spectra, transport, PAM structure and the static certificate of every interface.
+
+    Parameters
+    ----------
+    chain : Chain
+        From :meth:`Chain.from_arrays`, :func:`physgsa.read_chain` or an adapter.
+    **params
+        Keyword-only, validated against :data:`CERTIFY_PARAMS` (defaults there and in
+        docs/definitions.md): ``q`` (0.9), ``chart`` ("top"), ``groups`` ("kmeans"),
+        ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
+        ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
+        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (4),
+        ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
+        ``seed`` (0).
+
+    Returns
+    -------
+    Result
+        ``.factors``, ``.interfaces``, ``.rows`` (DataFrames), ``.certificate`` (dict), ``.save(dir)``.
+    """
+    if not isinstance(chain, Chain):
+        raise InvalidParameterError(
+            f"certify takes a physgsa Chain (Chain.from_arrays or read_chain); got {type(chain).__name__} instead."
+        )
+    p = check_params("certify", CERTIFY_PARAMS, params)
+    spectra = [compute_spectrum(f, q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
+               for f in chain.factors]
+    interfaces = [_interface(link, chain, spectra, p) for link in chain.links]
+    verdict = model_verdict([it["name"] for it in interfaces], [it["items"] for it in interfaces], len(chain.breaks))
+    return build_result(chain, spectra, interfaces, p, verdict)

@@ -1,0 +1,91 @@
+"""The margin protocol (definitions section 7): membership in the certificate domain.
+
+Each interface gets the twelve items, each with its value and verdict; an interface is a
+member iff every item passes. The model-level verdict gives the fraction of members and
+lists every failed item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["interface_items", "model_verdict", "ITEM_NAMES"]
+
+ITEM_NAMES = {
+    1: "float64 throughout, numerical rank recorded",
+    2: "normalization exact",
+    3: "window gaps above their floor",
+    4: "chart quality recorded",
+    5: "slack >= 0 and drift bound holds",
+    6: "exact truncation error <= its bound",
+    7: "decomposition orthogonal and energy-closed",
+    8: "gamma > 0 and every mu_gh > 0",
+    9: "a priori and measured verdicts",
+    10: "direct check agrees",
+    11: "perturbation tests pass below the radius",
+    12: "ICM labels certified",
+}
+
+
+def _item(i: int, passed: bool, value: dict) -> dict:
+    return {"item": i, "name": ITEM_NAMES[i], "passed": bool(passed), "value": value}
+
+
+def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp: dict, mg, ver: dict,
+                    direct_diff: list, pert: dict, icm_fraction: dict, icm_all: bool) -> list[dict]:
+    """The twelve protocol items of one interface (see ITEM_NAMES)."""
+    norm_err = [abs(s.fro2_hat - s.r) / s.r for s in (left, right)]
+    chart_q = {
+        "window_r2": [s.window_r2 for s in (left, right)],
+        "hellinger": [s.hellinger for s in (left, right)],
+        "tail_error": [s.tail_error for s in (left, right)],
+    }
+    recorded = all(v is not None and np.isfinite(v) for v in chart_q["hellinger"] + chart_q["tail_error"])
+    return [
+        _item(1, a0_dtype == np.float64 and left.a_hat.dtype == np.float64 and right.a_hat.dtype == np.float64,
+              {"dtype": str(a0_dtype), "numerical_rank": [left.numerical_rank, right.numerical_rank]}),
+        _item(2, max(norm_err) <= 1e-10, {"relative_error": norm_err}),
+        _item(3, min(left.window_gap, right.window_gap) >= gap_floor,
+              {"gaps": [left.window_gap, right.window_gap], "floor": gap_floor}),
+        _item(4, recorded, chart_q),
+        _item(5, rig.slack >= -1e-9 and rig.drift_holds,
+              {"slack": rig.slack, "drift": rig.drift, "drift_bound": rig.drift_bound}),
+        _item(6, tr.trunc_error <= tr.trunc_bound * (1 + 1e-10) + 1e-300,
+              {"trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound}),
+        _item(7, decomp["closure"] <= 1e-12 and decomp["orthogonality"] <= 1e-12,
+              {"closure": decomp["closure"], "orthogonality": decomp["orthogonality"]}),
+        _item(8, mg.gamma > 0 and (mg.mu_min is None or mg.mu_min > 0), {"gamma": mg.gamma, "mu_min": mg.mu_min}),
+        _item(9, ver["a_priori"] and ver["measured"],
+              {"a_priori": ver["a_priori"], "measured": ver["measured"], "eps_trunc": tr.eps_trunc,
+               "trunc_error": tr.trunc_error, "rho_static": mg.rho_static}),
+        _item(10, not direct_diff, {"differs": direct_diff}),
+        _item(11, pert["below_ok"] and pert["ran"], {"ran": pert["ran"], "reason": pert["reason"]}),
+        _item(12, icm_all, {"certified_fraction": icm_fraction}),
+    ]
+
+
+def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int) -> dict:
+    """Fraction of member interfaces and every failed item, by interface."""
+    failed = []
+    members = 0
+    for name, its in zip(names, items):
+        bad = [it for it in its if not it["passed"]]
+        members += not bad
+        failed += [{"interface": name, "item": it["item"], "name": it["name"]} for it in bad]
+    n = len(names)
+    if n == 0:
+        summary = "no interfaces"
+    elif members == n:
+        summary = "all interfaces are members"
+    elif members == 0:
+        summary = "no interface is a member"
+    else:
+        summary = f"{members} of {n} interfaces are members"
+    return {
+        "n_interfaces": n,
+        "n_members": members,
+        "member_fraction": (members / n) if n else None,
+        "n_chain_breaks": n_breaks,
+        "summary": summary,
+        "failed": failed,
+    }

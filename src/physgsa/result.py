@@ -1,0 +1,281 @@
+"""The Result: tables, the certificate document, and saving them atomically.
+
+A Result is plain data, separate from the inputs: three DataFrames (``factors``,
+``interfaces``, ``rows``) and one JSON-ready dict (``certificate``). :meth:`Result.save`
+writes ``factors.parquet``, ``interfaces.parquet``, ``rows.parquet`` and
+``certificate.json`` into a fresh sibling directory and renames it into place, so a failed
+run never leaves a half-written output directory. The same input and parameters give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._validation import OutputDirectoryError
+
+__all__ = ["Result", "build_result", "load_result", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "certificate.json")
+
+
+def _versions() -> dict:
+    import pyarrow
+    import scipy
+
+    from . import __version__
+
+    return {
+        "physgsa": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def _nullable(values) -> pd.array:
+    """Floats with None (never NaN or inf) for values that are undefined."""
+    out = [None if (v is None or not np.isfinite(v)) else float(v) for v in values]
+    return pd.array(out, dtype="Float64")
+
+
+def _jsonable(x):
+    """Plain JSON types; non-finite floats become None (they must not reach a table)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if np.isfinite(x) else None
+    return x
+
+
+def _factor_table(chain, spectra) -> pd.DataFrame:
+    rows = []
+    for f, s in zip(chain.factors, spectra):
+        res = s.residuals
+        rows.append({
+            "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
+            "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
+            "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
+            "hellinger": s.hellinger, "kl": s.kl,
+            "hellinger_top": res["top"][0], "hellinger_mle": res["mle"][0],
+            "hellinger_window": res["window"][0] if "window" in res else None,
+            "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
+            "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
+            "numerical_rank": s.numerical_rank, "source": f.provenance.get("source", ""),
+            "kind": f.provenance.get("kind", ""), "flags": ";".join(s.flags),
+        })
+    df = pd.DataFrame(rows)
+    for col in ("s_window", "window_r2", "hellinger_window"):
+        df[col] = _nullable(df[col].tolist())
+    return df
+
+
+def _interface_table(interfaces) -> pd.DataFrame:
+    out = []
+    for it in interfaces:
+        tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
+        st = ref.structure
+        energy = it["decomposition"]["energy"]
+        total = it["decomposition"]["total"]
+        out.append({
+            "interface": it["name"], "index": it["index"], "left": it["left"], "right": it["right"],
+            "k_left": tr.k_left, "k_right": tr.k_right, "slack": rig.slack, "amplitude": rig.amplitude,
+            "drift": rig.drift, "drift_bound": rig.drift_bound, "drift_holds": rig.drift_holds,
+            "trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
+            "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
+            "tail_error_right": tr.tail_error_right, "cos_min": tr.cos_min, "cos_mean": tr.cos_mean,
+            "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
+            "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
+            "direct_same": not it["direct_diff"],
+            "energy_core": energy["core"] / total, "energy_overlap": energy["overlap"] / total,
+            "energy_noise": energy["noise"] / total, "n_groups": ref.partition.n_groups,
+            "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
+            "adversarial_norm": it["adversarial"]["smallest_change_norm"],
+            "member": all(x["passed"] for x in it["items"]),
+            "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
+        })
+    cols = ["interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
+            "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
+            "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
+            "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
+            "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
+            "member", "failed_items"]
+    df = pd.DataFrame(out, columns=cols)
+    for col in ("drift_bound", "mu_min", "adversarial_norm"):
+        df[col] = _nullable(df[col].tolist())
+    return df
+
+
+def _row_table(interfaces) -> pd.DataFrame:
+    parts = []
+    for it in interfaces:
+        icm = it["icm"]
+        n = icm["group"].shape[0]
+        parts.append(pd.DataFrame({
+            "interface": [it["name"]] * n, "row": np.arange(n), "group": icm["group"],
+            "f_core": icm["f_core"], "f_overlap": icm["f_overlap"], "f_noise": icm["f_noise"],
+            "kappa": icm["kappa"], "label": icm["label"].astype(str), "delta_e": icm["delta_e"],
+            "delta_rho": icm["delta_rho"], "bound_e": _nullable(icm["bound_e"]),
+            "bound_rho": _nullable(icm["bound_rho"]), "certified": icm["certified"].astype(bool),
+        }))
+    cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
+            "delta_rho", "bound_e", "bound_rho", "certified"]
+    if not parts:
+        return pd.DataFrame({c: [] for c in cols})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _interface_detail(it) -> dict:
+    tr, rig, mg, ref = it["transport"], it["rigidity"], it["margins"], it["reference"]
+    st = ref.structure
+    part = ref.partition
+    bmat, blabels = it["block_energy"]
+    return {
+        "interface": it["name"], "left": it["left"], "right": it["right"],
+        "windows": {"k_left": tr.k_left, "k_right": tr.k_right},
+        "principal_cosines": {"min": tr.cos_min, "mean": tr.cos_mean, "count": int(tr.cosines.shape[0])},
+        "truncation": {"exact": tr.trunc_error, "bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
+                       "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
+                       "tail_error_right": tr.tail_error_right},
+        "rigidity": {"slack": rig.slack, "amplitude": rig.amplitude, "drift": rig.drift,
+                     "drift_bound": rig.drift_bound, "rho_term": rig.drift_rho_term, "e_term": rig.drift_e_term,
+                     "min_phi_prime": rig.drift_min_phi_prime, "holds": rig.drift_holds},
+        "structure": {
+            "group_strategy": part.group_strategy, "unit_strategy": part.unit_strategy,
+            "group_sizes": np.bincount(part.groups, minlength=part.n_groups),
+            "theta": ref.theta, "kappa": ref.kappa, "hub_degree": ref.hub_degree,
+            "supports": [np.flatnonzero(st.active[g]) for g in range(part.n_groups)],
+            "exclusive": [st.exclusive(g) for g in range(part.n_groups)],
+            "edges": [{"g": g, "h": h, "w": float(st.w[g, h]), "shared": st.shared(g, h)} for g, h in st.edge_list()],
+            "hubs": np.flatnonzero(st.hubs),
+            "block_energy": {"labels": blabels, "matrix": bmat},
+        },
+        "decomposition": it["decomposition"],
+        "margins": {"gamma": mg.gamma, "gamma_g": mg.gamma_g, "nu_g": mg.nu_g, "noise_margin": mg.noise_margin,
+                    "pairs": list(mg.pairs), "mu_min": mg.mu_min, "rho_static": mg.rho_static,
+                    "binding": mg.binding},
+        "verdicts": {**it["verdicts"], "direct_same": not it["direct_diff"], "direct_differs": it["direct_diff"]},
+        "perturbation": it["perturbation"],
+        "adversarial": it["adversarial"],
+        "icm_certified_fraction": it["icm_fraction"],
+        "protocol": it["items"],
+        "member": all(x["passed"] for x in it["items"]),
+        "window_search": it["window_search"],
+    }
+
+
+def _params_json(p: dict) -> dict:
+    out = dict(p)
+    if isinstance(out.get("groups"), dict):
+        out["groups"] = {k: v for k, v in out["groups"].items()}
+    return out
+
+
+@dataclass(frozen=True)
+class Result:
+    """What ``certify`` returns: three tables and the certificate document."""
+
+    factors: pd.DataFrame
+    interfaces: pd.DataFrame
+    rows: pd.DataFrame
+    certificate: dict
+
+    @property
+    def verdict(self) -> dict:
+        """The model-level verdict (fraction of member interfaces, failed items)."""
+        return self.certificate["verdict"]
+
+    def save(self, out, *, overwrite: bool = True) -> Path:
+        """Write the four output files into ``out`` atomically.
+
+        The files are written into a temporary sibling directory that is renamed into place,
+        so ``out`` holds either the complete new outputs or what it held before. An existing
+        ``out`` is replaced only if it holds physgsa outputs (a ``certificate.json``) and
+        ``overwrite`` is true; any other non-empty directory is refused.
+        """
+        out = Path(out)
+        if out.exists():
+            if not out.is_dir():
+                raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
+            contents = list(out.iterdir())
+            if contents and not (out / "certificate.json").exists():
+                raise OutputDirectoryError(
+                    f"Output directory '{out}' is not empty and holds no physgsa results; refusing to "
+                    "replace it. Choose an empty or new directory."
+                )
+            if contents and not overwrite:
+                raise OutputDirectoryError(f"Output directory '{out}' already holds results. Pass overwrite=True.")
+        parent = out.parent if str(out.parent) else Path(".")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        except OSError as exc:
+            raise OutputDirectoryError(f"Cannot create output directory '{out}': {exc.strerror}.") from None
+        try:
+            for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows)):
+                df.to_parquet(tmp / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
+            text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
+            (tmp / "certificate.json").write_text(text + "\n", encoding="utf-8")
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+                os.rename(out, old / "x")
+                os.rename(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+
+def build_result(chain, spectra, interfaces, params: dict, verdict: dict) -> Result:
+    """Assemble the tables and the certificate document of a run."""
+    factors = _factor_table(chain, spectra)
+    cert = {
+        "format": "physgsa.certificate/1",
+        "source": chain.source,
+        "parameters": _params_json(params),
+        "versions": _versions(),
+        "factors": [f.name for f in chain.factors],
+        "chain_breaks": [{"left": b.left, "right": b.right, "reason": b.reason} for b in chain.breaks],
+        "skipped": list(chain.skipped),
+        "interfaces": [_interface_detail(it) for it in interfaces],
+        "verdict": verdict,
+    }
+    return Result(factors=factors, interfaces=_interface_table(interfaces), rows=_row_table(interfaces),
+                  certificate=_jsonable(cert))
+
+
+def load_result(directory) -> Result:
+    """Read a saved Result back (for re-rendering reports without recomputing)."""
+    d = Path(directory)
+    missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]
+    if missing:
+        raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: {', '.join(missing)} missing.")
+    return Result(
+        factors=pd.read_parquet(d / "factors.parquet"),
+        interfaces=pd.read_parquet(d / "interfaces.parquet"),
+        rows=pd.read_parquet(d / "rows.parquet"),
+        certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
+    )

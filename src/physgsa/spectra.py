@@ -1,0 +1,267 @@
+"""Per-factor spectra in Cartan coordinates (definitions sections 1 and 2).
+
+One singular value decomposition per factor, of the Frobenius-normalized matrix
+``A_hat = sqrt(r) A / ||A||_F`` (so ``sum_k sigma_k^2 = r``); every per-factor quantity and
+both interfaces the factor belongs to read it from the :class:`Spectrum` computed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from . import orbit
+from .chain import Factor
+
+__all__ = [
+    "Spectrum",
+    "compute_spectrum",
+    "normalize",
+    "effective_rank",
+    "dominant_window",
+    "tail_energy",
+    "chart_top",
+    "chart_mle",
+    "chart_window",
+    "chart_residual",
+    "CHARTS",
+]
+
+CHARTS = ("top", "mle", "window")
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Everything section 2 defines for one factor, with its SVD kept for transport.
+
+    Attributes follow definitions.md: ``rho`` (top-radial coordinate), ``s_top``, ``s_mle``,
+    ``s_window`` (the three charts' exponents; ``s_window`` is None when the window holds fewer
+    than two positive eigenvalues), ``s_hat`` (the selected chart's), ``k_q`` (effective rank),
+    ``k`` (dominant window), ``tau = tau(k)``, ``tau_gc = tau_GC(k; s_hat)``.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    r: int
+    fro: float
+    fro2_hat: float
+    a_hat: np.ndarray
+    u: np.ndarray
+    sigma: np.ndarray
+    vt: np.ndarray
+    rho: float
+    s_top: float
+    s_mle: float
+    s_window: float | None
+    window_r2: float | None
+    chart: str
+    s_hat: float
+    residuals: dict
+    k_q: int
+    k: int
+    window_gap: float
+    tau: float
+    tau_gc: float
+    numerical_rank: int
+    fisher: float
+    flags: tuple
+
+    @property
+    def lam(self) -> np.ndarray:
+        """``lambda_k = sigma_k(A_hat)^2``."""
+        return self.sigma**2
+
+    @property
+    def hellinger(self) -> float:
+        return self.residuals[self.chart][0]
+
+    @property
+    def kl(self) -> float:
+        return self.residuals[self.chart][1]
+
+    @property
+    def tail_error(self) -> float:
+        """Signed fitted-tail error ``tau(k) - tau_GC(k; s_hat)``."""
+        return self.tau - self.tau_gc
+
+    def tau_at(self, k: int) -> float:
+        """Tail energy ``tau(k)`` at any window (exact, from the Frobenius norm)."""
+        return tail_energy(self.sigma, k, self.fro2_hat)
+
+
+def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``A_hat = sqrt(r) A / ||A||_F``, the raw norm ``||A||_F`` and ``||A_hat||_F^2``.
+
+    Scaled by ``max |A|`` first, so entries from 1e-150 to 1e150 neither overflow nor
+    underflow when squared.
+    """
+    r = min(matrix.shape)
+    amax = float(np.max(np.abs(matrix)))
+    scaled = matrix / amax
+    fro_scaled = float(np.linalg.norm(scaled))
+    a_hat = scaled * (np.sqrt(r) / fro_scaled)
+    fro2_hat = float(np.einsum("ij,ij->", a_hat, a_hat))
+    return a_hat, amax * fro_scaled, fro2_hat
+
+
+def _svd(a: np.ndarray):
+    try:
+        return np.linalg.svd(a, full_matrices=False)
+    except np.linalg.LinAlgError:
+        # gesdd occasionally fails to converge; gesvd is slower but more robust.
+        return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+
+
+def effective_rank(lam: np.ndarray, q: float) -> int:
+    """``k_q = min{k : sum_{i<=k} lambda_i >= q * sum_i lambda_i}``."""
+    cum = np.cumsum(lam)
+    k = int(np.searchsorted(cum, q * cum[-1], side="left")) + 1
+    return min(k, lam.shape[0])
+
+
+def dominant_window(sigma: np.ndarray, q: float, band: float) -> tuple[int, int, float]:
+    """The dominant window ``(k_q, k, gap)``.
+
+    ``k`` is the rank ``k < r`` with the largest relative gap ``(sigma_k - sigma_{k+1}) /
+    sigma_1`` among those whose cumulative energy fraction lies in ``[q - band, q + band]``
+    (the first on ties), or ``k_q`` if there is none; ``gap`` is that window's relative gap
+    (``sigma_{r+1} = 0``).
+    """
+    lam = sigma**2
+    r = sigma.shape[0]
+    k_q = effective_rank(lam, q)
+    cum = np.cumsum(lam)
+    frac = cum / cum[-1]
+    gaps = np.empty(r)
+    gaps[:-1] = (sigma[:-1] - sigma[1:]) / sigma[0]
+    gaps[-1] = sigma[-1] / sigma[0]
+    cand = np.flatnonzero((frac[:-1] >= q - band) & (frac[:-1] <= q + band))
+    if cand.size:
+        k = int(cand[np.argmax(gaps[cand])]) + 1
+    else:
+        k = k_q
+    return k_q, k, float(gaps[k - 1])
+
+
+def tail_energy(sigma: np.ndarray, k: int, fro2_hat: float) -> float:
+    """``tau(k) = ||A_hat||_F^2 - sum_{j<=k} sigma_j^2`` (needs only the top k values)."""
+    return max(0.0, fro2_hat - float(np.sum(sigma[:k] ** 2)))
+
+
+def chart_top(rho: float, r: int) -> tuple[float, str]:
+    """Top chart: ``s_hat = phi^{-1}(rho)``."""
+    return orbit.invert_phi(r, rho)
+
+
+def chart_mle(p: np.ndarray) -> tuple[float, str]:
+    """Gibbs maximum-likelihood chart: ``E_{p(s)}[log k] = sum_k p_k log k``."""
+    r = p.shape[0]
+    return orbit.invert_mean_log(r, float(p @ orbit.log_ranks(r)))
+
+
+def chart_window(lam: np.ndarray, k: int) -> tuple[float | None, float | None, str]:
+    """Window chart: least-squares slope of ``log lambda_k`` on ``log k`` over ranks ``1..max(k, 2)``.
+
+    Returns ``(s, R^2, flag)``; ``s = -slope`` clipped at 0. Only positive eigenvalues enter;
+    with fewer than two, the chart is undefined: ``(None, None, "window_chart_undefined")``.
+    A window whose points lie exactly on a line has ``R^2 = 1``.
+    """
+    kk = min(max(k, 2), lam.shape[0])
+    y = lam[:kk]
+    keep = y > 0
+    if np.count_nonzero(keep) < 2:
+        return None, None, "window_chart_undefined"
+    x = orbit.log_ranks(lam.shape[0])[:kk][keep]
+    y = np.log(y[keep])
+    xc = x - x.mean()
+    yc = y - y.mean()
+    slope = float(xc @ yc / (xc @ xc))
+    resid = yc - slope * xc
+    ss_tot = float(yc @ yc)
+    ss_res = float(resid @ resid)
+    r2 = 1.0 if ss_tot <= 1e-300 or ss_res <= 1e-24 * ss_tot else 1.0 - ss_res / ss_tot
+    s = -slope
+    flag = ""
+    if s < 0:
+        s, flag = 0.0, "flat"
+    return s, r2, flag
+
+
+def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
+    """Chart residual ``(Hellinger^2, KL)`` between ``p`` and the orbit point ``p(s)``.
+
+    ``Hellinger^2 = sum (sqrt p_k - sqrt p_k(s))^2``; ``KL = sum p_k log(p_k / p_k(s))``
+    (terms with ``p_k = 0`` are zero; ``p_k(s) > 0`` always).
+    """
+    ps = orbit.orbit_probs(p.shape[0], s)
+    h = float(np.sum((np.sqrt(p) - np.sqrt(ps)) ** 2))
+    nz = p > 0
+    kl = float(np.sum(p[nz] * (np.log(p[nz]) - np.log(ps[nz]))))
+    return h, max(kl, 0.0)
+
+
+def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str) -> Spectrum:
+    """All section 2 quantities of one factor, from one SVD of ``A_hat``."""
+    m, n = factor.shape
+    r = min(m, n)
+    a_hat, fro, fro2_hat = normalize(factor.matrix)
+    u, sigma, vt = _svd(a_hat)
+    lam = sigma**2
+    p = lam / lam.sum()
+    flags = []
+    rho = float(np.log(r * lam[0] / fro2_hat)) if r > 1 else 0.0
+    rho = min(max(rho, 0.0), float(np.log(r)))
+    s_top, f = chart_top(rho, r)
+    if f:
+        flags.append(f"top:{f}")
+    s_mle, f = chart_mle(p)
+    if f:
+        flags.append(f"mle:{f}")
+    k_q, k, gap = dominant_window(sigma, q, band)
+    s_win, r2, f = chart_window(lam, k)
+    if f:
+        flags.append(f"window:{f}")
+    if gap < gap_floor:
+        flags.append("window_gap_below_floor")
+    exps = {"top": s_top, "mle": s_mle, "window": s_win}
+    residuals = {c: chart_residual(p, s) for c, s in exps.items() if s is not None}
+    if exps[chart] is None:
+        # The selected chart is undefined here; fall back to the top chart, and say so.
+        flags.append(f"chart_{chart}_undefined_used_top")
+        chart = "top"
+    s_hat = float(exps[chart])
+    tau = tail_energy(sigma, k, fro2_hat)
+    numerical_rank = int(np.count_nonzero(sigma > max(m, n) * np.finfo(np.float64).eps * sigma[0]))
+    for arr in (a_hat, u, sigma, vt):
+        arr.setflags(write=False)
+    return Spectrum(
+        name=factor.name,
+        rows=m,
+        cols=n,
+        r=r,
+        fro=fro,
+        fro2_hat=fro2_hat,
+        a_hat=a_hat,
+        u=u,
+        sigma=sigma,
+        vt=vt,
+        rho=rho,
+        s_top=s_top,
+        s_mle=s_mle,
+        s_window=s_win,
+        window_r2=r2,
+        chart=chart,
+        s_hat=s_hat,
+        residuals=residuals,
+        k_q=k_q,
+        k=k,
+        window_gap=gap,
+        tau=tau,
+        tau_gc=orbit.tail_gc(r, k, s_hat),
+        numerical_rank=numerical_rank,
+        fisher=orbit.fisher(r, s_hat),
+        flags=tuple(flags),
+    )

@@ -1,0 +1,161 @@
+"""Interface transport and Part I's rigidity quantities (definitions sections 2 and 3).
+
+For the interface ``l -> l+1`` with ``A_hat_l = U S V^T`` and ``A_hat_{l+1} = U' S' V'^T``
+(thin SVDs, reused from :mod:`physgsa.spectra`):
+
+- angular interface matrix ``C = V'^T U`` (its top-left ``k' x k`` block's singular values are
+  the principal-angle cosines between the dominant output subspace of ``l`` and the dominant
+  input subspace of ``l+1``);
+- full transport ``T = S' C S`` and the windowed ``T_w`` (the ``k' x k`` block); in physical
+  coordinates ``M = A_hat_{l+1} A_hat_l`` and ``M_w`` (the product of rank-k truncations);
+- exact truncation error ``E^2 = sum_{(i,j) outside k' x k} sigma'_i^2 C_ij^2 sigma_j^2``
+  ``= ||M - M_w||_F^2`` and its bound ``sigma'_1^2 tau_l(k) + sigma_1^2 tau_{l+1}(k')``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.sparse.linalg import svds
+
+from . import orbit
+from .spectra import Spectrum
+
+__all__ = ["Transport", "Rigidity", "transport", "rigidity", "top_singular_value"]
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Section 3 quantities of one interface at windows ``(k_left, k_right)``."""
+
+    k_left: int
+    k_right: int
+    c: np.ndarray
+    cosines: np.ndarray
+    m_full: np.ndarray
+    m_window: np.ndarray
+    trunc_error: float
+    trunc_bound: float
+    eps_trunc: float
+    eps_trunc_gc: float
+    tail_error_left: float
+    tail_error_right: float
+
+    @property
+    def cos_min(self) -> float:
+        return float(self.cosines.min())
+
+    @property
+    def cos_mean(self) -> float:
+        return float(self.cosines.mean())
+
+
+@dataclass(frozen=True)
+class Rigidity:
+    """Part I's per-interface quantities: slack, amplitude, drift and its bound."""
+
+    slack: float
+    amplitude: float
+    drift: float
+    drift_bound: float | None
+    drift_rho_term: float
+    drift_e_term: float
+    drift_min_phi_prime: float
+    drift_holds: bool
+    sigma1_product: float
+
+
+def windowed_product(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp: int) -> np.ndarray:
+    """``M_w = A_hat_{l+1}^w A_hat_l^w = U'_{k'} (S' C S)_{k' x k} V_k^T``."""
+    t_w = (right.sigma[:kp, None] * c[:kp, :k]) * left.sigma[None, :k]
+    return (right.u[:, :kp] @ t_w) @ left.vt[:k]
+
+
+def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray | None = None,
+              m_full: np.ndarray | None = None) -> Transport:
+    """Transport of the dominant window of ``left`` (k) into ``right`` (k')."""
+    if c is None:
+        c = right.vt @ left.u
+    if m_full is None:
+        m_full = right.a_hat @ left.a_hat
+    m_window = windowed_product(left, right, c, k, kp)
+    # Exact error from the blocks: sum the two disjoint excluded blocks directly (no
+    # subtraction of nearly equal totals).
+    s2 = left.sigma**2
+    sp2 = right.sigma**2
+    c2 = c * c
+    e2 = float(sp2 @ (c2[:, k:] @ s2[k:])) + float(sp2[kp:] @ (c2[kp:, :k] @ s2[:k]))
+    cosines = scipy.linalg.svdvals(c[:kp, :k], check_finite=False)
+    # The bound with the tails read off the full spectrum ...
+    bound2 = sp2[0] * float(np.sum(s2[k:])) + s2[0] * float(np.sum(sp2[kp:]))
+    # ... and the a priori one, with the tails from the windows and the Frobenius norms only.
+    tau_l, tau_r = left.tau_at(k), right.tau_at(kp)
+    eps2 = sp2[0] * tau_l + s2[0] * tau_r
+    tgc_l = orbit.tail_gc(left.r, k, left.s_hat)
+    tgc_r = orbit.tail_gc(right.r, kp, right.s_hat)
+    eps2_gc = sp2[0] * tgc_l + s2[0] * tgc_r
+    for arr in (c, cosines, m_full, m_window):
+        arr.setflags(write=False)
+    return Transport(
+        k_left=k,
+        k_right=kp,
+        c=c,
+        cosines=cosines,
+        m_full=m_full,
+        m_window=m_window,
+        trunc_error=float(np.sqrt(max(e2, 0.0))),
+        trunc_bound=float(np.sqrt(bound2)),
+        eps_trunc=float(np.sqrt(eps2)),
+        eps_trunc_gc=float(np.sqrt(eps2_gc)),
+        tail_error_left=tau_l - tgc_l,
+        tail_error_right=tau_r - tgc_r,
+    )
+
+
+def top_singular_value(m: np.ndarray, seed: int) -> float:
+    """``sigma_1(M)`` to machine precision: Lanczos (ARPACK, tol=0) or dense when small."""
+    if min(m.shape) <= 32:
+        return float(scipy.linalg.svdvals(m, check_finite=False)[0])
+    rng = np.random.default_rng(seed)
+    v0 = rng.standard_normal(min(m.shape))
+    s = svds(m, k=1, tol=0, v0=v0, return_singular_vectors=False, solver="arpack")
+    return float(s[0])
+
+
+def rigidity(left: Spectrum, right: Spectrum, m_full: np.ndarray, *, seed: int) -> Rigidity:
+    """Slack ``s_l``, amplitude ``a_l`` and the drift bound of the top chart.
+
+    ``s_l = log sigma_1(A_hat_{l+1}) + log sigma_1(A_hat_l) - log sigma_1(A_hat_{l+1} A_hat_l)``
+    (>= 0 by submultiplicativity); ``a_l = (rho_l + rho_{l+1}) / 2``; drift
+    ``|s_{l+1} - s_l|`` against ``(|rho_{l+1} - rho_l| + |e_{l+1} - e_l|) / min phi'`` with the
+    minimum over the interval between the two exponents (phi' decreases in s, so it sits at
+    the larger one) and over both factors' ranks.
+    """
+    s1 = top_singular_value(m_full, seed)
+    slack = float(np.log(right.sigma[0]) + np.log(left.sigma[0]) - np.log(s1))
+    amplitude = 0.5 * (left.rho + right.rho)
+    drift = abs(right.s_top - left.s_top)
+    rho_term = abs(right.rho - left.rho)
+    e_term = abs(right.residuals["top"][0] - left.residuals["top"][0])
+    s_hi = max(left.s_top, right.s_top)
+    min_pp = min(orbit.phi_prime(left.r, s_hi), orbit.phi_prime(right.r, s_hi))
+    if min_pp > 0:
+        bound = (rho_term + e_term) / min_pp
+        holds = drift <= bound * (1 + 1e-9) + 1e-12
+    else:
+        # r = 1 on a side: the orbit is one point, phi' = 0, there is no bound to state.
+        bound = None
+        holds = drift == 0.0
+    return Rigidity(
+        slack=slack,
+        amplitude=amplitude,
+        drift=drift,
+        drift_bound=bound,
+        drift_rho_term=rho_term,
+        drift_e_term=e_term,
+        drift_min_phi_prime=min_pp,
+        drift_holds=bool(holds),
+        sigma1_product=s1,
+    )

@@ -40,8 +40,12 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, *, tau_e: float,
-             tau_rho: float, interface_certified: bool) -> dict:
-    """Per-row ICM quantities as arrays (one entry per row of ``A0``)."""
+             tau_rho: float, interface_certified: bool, centroid: np.ndarray | None = None) -> dict:
+    """Per-row ICM quantities as arrays (one entry per row of ``A0``).
+
+    ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean
+    normalized ``|rows|`` of each group of ``A0``.
+    """
     mask = codes[part.groups][:, part.units]
     sq = a0 * a0
     total = sq.sum(axis=1)
@@ -52,9 +56,9 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     absx = np.abs(a0)
     norms = np.sqrt(total)
     prof = np.divide(absx, norms[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
-    gi = part.group_indicator()
-    counts = gi.sum(axis=1)
-    centroid = (gi @ prof) / counts[:, None]
+    if centroid is None:
+        gi = part.group_indicator()
+        centroid = (gi @ prof) / gi.sum(axis=1)[:, None]
     kappa, xc_norm = pearson_rows(absx, centroid[part.groups])
     label = np.where(f["core"] >= tau_e, "SC", np.where(kappa >= tau_rho, "SA", "ST")).astype(object)
     label[~nonzero] = "zero"
@@ -78,4 +82,5 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
         "bound_e": bound_e,
         "bound_rho": bound_rho,
         "certified": certified,
+        "centroid": centroid,
     }

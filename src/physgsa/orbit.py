@@ -120,7 +120,8 @@ def invert_mean_log(r: int, target: float) -> tuple[float, str]:
     if r == 1:
         return 0.0, "rank_one_space"
     top = phi_prime(r, 0.0)
-    if target >= top:
+    # An exactly uniform spectrum gives the uniform mean up to rounding: that is s = 0.
+    if target >= top * (1 - 1e-13):
         return 0.0, "flat"
     if target <= phi_prime(r, S_MAX):
         return S_MAX, "steep"

@@ -1,0 +1,119 @@
+"""The static certificate (definitions section 5) and the ICM labels (section 6)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from physgsa import structure as S
+from physgsa.certificate import adversarial, margins, perturbation_tests, verdicts
+from physgsa.icm import icm_rows
+
+from properties import check_radius, icm_corr_bound, icm_sqrt_fraction_bound
+from strategies import build, KINDS
+from test_structure import make_reference, references
+
+
+@settings(max_examples=100)
+@given(ref=references(), seed=st.integers(0, 2**31 - 1))
+def test_radius_is_sound(ref, seed):
+    a0, r = ref
+    check_radius(a0, r, np.random.default_rng(seed), 12)
+
+
+def test_radius_soundness_sweep_counts_at_least_1000_draws():
+    # A deterministic sweep over every matrix kind: at least 1000 perturbations below the radius.
+    done = 0
+    seed = 0
+    while done < 1200:
+        kind = KINDS[seed % len(KINDS)]
+        a0 = build(4 + seed % 9, 3 + seed % 7, kind, seed)
+        ref = make_reference(a0, n_groups=1 + seed % 4, threshold=("gap", "relative")[seed % 2], seed=seed)
+        done += check_radius(a0, ref, np.random.default_rng(seed), 20)
+        seed += 1
+    assert done >= 1000
+
+
+def test_pair_radius_is_positive_root():
+    rng = np.random.default_rng(0)
+    a0 = np.abs(rng.standard_normal((10, 8))) + 0.1
+    ref = make_reference(a0, n_groups=3)
+    mg = margins(ref)
+    for p in mg.pairs:
+        x = p["rho"]
+        assert p["n"] * x * x + p["b"] * x == pytest.approx(p["mu"], rel=1e-12, abs=1e-15)
+        assert x >= 0
+    assert mg.rho_static == pytest.approx(min([mg.gamma] + [p["rho"] for p in mg.pairs]))
+    assert np.all(mg.noise_margin >= mg.gamma_g - 1e-15)
+
+
+@given(ref=references())
+def test_adversarial_perturbation_shows_the_radius_is_tight(ref):
+    a0, r = ref
+    mg = margins(r)
+    adv = adversarial(a0, r, mg)
+    unit = adv["attempts"][0]
+    # Aimed at the closest unit, it changes the structure at gamma (plus a hair).
+    assert unit["changed"]
+    assert unit["norm"] == pytest.approx(mg.gamma, rel=1e-6, abs=1e-12)
+    if adv["smallest_change_norm"] is not None:
+        assert adv["smallest_change_norm"] >= mg.rho_static * (1 - 1e-9)
+
+
+def test_random_perturbation_tests_report_rates():
+    rng = np.random.default_rng(1)
+    a0 = rng.standard_normal((12, 9))
+    ref = make_reference(a0, n_groups=3)
+    mg = margins(ref)
+    out = perturbation_tests(a0, ref, mg.rho_static, below=(0.25, 0.5, 0.9), above=(1.1, 4.0), n_draws=10,
+                             rng=np.random.default_rng(0), where="t")
+    assert out["ran"] and [lv["t"] for lv in out["levels"]] == [0.25, 0.5, 0.9, 1.1, 4.0]
+    assert all(lv["changed"] == 0 for lv in out["levels"][:3])
+    zero = perturbation_tests(a0, ref, 0.0, below=(0.5,), above=(2.0,), n_draws=3, rng=rng, where="t")
+    assert not zero["ran"] and zero["reason"] == "rho_static is zero"
+
+
+def test_verdicts():
+    v = verdicts(1.0, 0.8, 0.5, 0.9)
+    assert v["a_priori"] and v["measured"]
+    v = verdicts(1.0, 0.95, 1.0, 0.9)
+    assert not v["a_priori"] and not v["measured"]  # strict at the radius
+    v = verdicts(0.0, 0.0, 0.0, 0.9)
+    assert not v["a_priori"] and v["measured"]  # E = 0 changes nothing
+
+
+@given(n=st.integers(3, 40), seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-6, 10.0))
+def test_icm_perturbation_inequalities(n, seed, scale):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) * rng.uniform(0.1, 10)
+    e = rng.standard_normal(n)
+    e *= scale * np.linalg.norm(x) / np.linalg.norm(e)
+    mask = rng.random(n) < 0.5
+    mask[0] = True
+    lhs, rhs = icm_sqrt_fraction_bound(x, e, mask)
+    assert lhs <= rhs * (1 + 1e-12) + 1e-15
+    y = rng.standard_normal(n)
+    lhs, rhs = icm_corr_bound(x, e, y)
+    if np.isfinite(lhs):
+        assert lhs <= rhs * (1 + 1e-12) + 1e-15
+
+
+@given(ref=references(), seed=st.integers(0, 1000))
+def test_icm_rows_fractions_labels_and_certificates(ref, seed):
+    a0, r = ref
+    rng = np.random.default_rng(seed)
+    e = 1e-3 * rng.standard_normal(a0.shape)
+    out = icm_rows(a0, e, r.partition, r.structure.codes, tau_e=0.5, tau_rho=0.5, interface_certified=True)
+    nz = out["label"] != "zero"
+    tot = out["f_core"] + out["f_overlap"] + out["f_noise"]
+    assert np.allclose(tot[nz], 1.0, atol=1e-12)
+    assert np.all((out["label"] == "SC") == (nz & (out["f_core"] >= 0.5)))
+    sa = nz & (out["f_core"] < 0.5) & (out["kappa"] >= 0.5)
+    assert np.all((out["label"] == "SA") == sa)
+    # A certified label survives the perturbation: recompute on A0 + E with the same masks.
+    moved = icm_rows(a0 + e, np.zeros_like(e), r.partition, r.structure.codes, tau_e=0.5, tau_rho=0.5,
+                     interface_certified=True, centroid=out["centroid"])
+    cert = out["certified"]
+    assert np.all(moved["label"][cert] == out["label"][cert])
+    none = icm_rows(a0, e, r.partition, r.structure.codes, tau_e=0.5, tau_rho=0.5, interface_certified=False)
+    assert not none["certified"].any()

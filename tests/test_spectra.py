@@ -1,0 +1,104 @@
+"""Per-factor spectra (definitions section 2): charts, windows, tails, edge cases."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from physgsa import orbit
+from physgsa.chain import Factor, check_matrix
+from physgsa.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
+
+from properties import check_spectrum
+from strategies import matrices
+
+KW = dict(q=0.9, band=0.05, gap_floor=1e-3, chart="top")
+
+
+def spectrum(a, name="A", **kw):
+    return compute_spectrum(Factor(name=name, matrix=check_matrix(a, name)), **{**KW, **kw})
+
+
+def orbit_matrix(r, s, extra_rows=0, seed=None):
+    """A matrix whose normalized spectrum is exactly p(s): diagonal, or in random frames."""
+    sig = np.sqrt(r * orbit.orbit_probs(r, s))
+    a = np.zeros((r + extra_rows, r))
+    a[np.arange(r), np.arange(r)] = sig
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        u, _ = np.linalg.qr(rng.standard_normal((r + extra_rows, r + extra_rows)))
+        v, _ = np.linalg.qr(rng.standard_normal((r, r)))
+        a = u @ a @ v.T
+    return a
+
+
+@given(a=matrices())
+def test_spectrum_properties_on_random_and_adversarial(a):
+    check_spectrum(spectrum(a), a, 0.9)
+
+
+@given(r=st.integers(3, 200), s=st.floats(0.05, 10.0), extra=st.integers(0, 3))
+def test_charts_recover_exact_orbit_exponent(r, s, extra):
+    sp = spectrum(orbit_matrix(r, s, extra))
+    for chart_s in (sp.s_top, sp.s_mle, sp.s_window):
+        assert abs(chart_s - s) <= 1e-8 * max(1.0, s)
+    assert sp.window_r2 == pytest.approx(1.0, abs=1e-12)
+    assert sp.hellinger <= 1e-15 and sp.kl <= 1e-12
+    assert abs(sp.tail_error) <= 1e-9 * r
+
+
+@given(r=st.integers(3, 60), s=st.floats(0.05, 3.0), seed=st.integers(0, 10**6))
+def test_charts_recover_exponent_in_random_frames(r, s, seed):
+    sp = spectrum(orbit_matrix(r, s, 2, seed))
+    for chart_s in (sp.s_top, sp.s_mle, sp.s_window):
+        assert abs(chart_s - s) <= 1e-8 * max(1.0, s)
+
+
+def test_flat_spectrum_clips_to_zero_and_is_flagged():
+    sp = spectrum(np.eye(10))
+    assert sp.rho == 0.0 and sp.s_top == 0.0 and sp.s_mle == 0.0
+    assert "top:flat" in sp.flags and "mle:flat" in sp.flags
+    assert sp.window_gap == 0.0 and "window_gap_below_floor" in sp.flags
+
+
+def test_rank_one_factor():
+    rng = np.random.default_rng(0)
+    a = np.outer(rng.standard_normal(7), rng.standard_normal(5))
+    sp = spectrum(a)
+    assert sp.r == 5 and sp.numerical_rank == 1 and sp.k_q == 1
+    assert sp.rho == pytest.approx(np.log(5), abs=1e-12)
+    assert sp.s_top == orbit.S_MAX and "top:steep" in sp.flags
+    assert sp.tau == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (9, 1), (3, 8), (8, 3)])
+def test_non_square_and_vector_factors(shape):
+    a = np.random.default_rng(1).standard_normal(shape)
+    sp = spectrum(a)
+    check_spectrum(sp, a, 0.9)
+    assert sp.u.shape == (shape[0], min(shape)) and sp.vt.shape == (min(shape), shape[1])
+
+
+def test_effective_rank_known_answer():
+    lam = np.array([5.0, 3.0, 1.0, 1.0])  # cumulative 0.5, 0.8, 0.9, 1.0
+    assert effective_rank(lam, 0.5) == 1
+    assert effective_rank(lam, 0.8) == 2
+    assert effective_rank(lam, 0.85) == 3
+    assert effective_rank(lam, 0.95) == 4
+
+
+def test_window_moves_to_largest_gap_in_band():
+    # Energy fractions: ranks 1..4 hold 0.86, 0.88, 0.92, 0.95 of the energy: all in [0.85, 0.95].
+    sigma = np.sqrt(np.array([86.0, 2.0, 4.0 - 1e-9, 3.0, 5.0])[[0, 2, 1, 3, 4]])
+    sigma = np.sort(sigma)[::-1]
+    k_q, k, gap = dominant_window(sigma, 0.9, 0.05)
+    gaps = (sigma[:-1] - sigma[1:]) / sigma[0]
+    frac = np.cumsum(sigma**2) / np.sum(sigma**2)
+    cand = [i for i in range(len(sigma) - 1) if 0.85 <= frac[i] <= 0.95]
+    assert k == cand[int(np.argmax(gaps[cand]))] + 1
+    assert gap == pytest.approx(gaps[k - 1])
+
+
+def test_window_chart_undefined_is_none_not_nan():
+    s, r2, flag = chart_window(np.array([1.0, 0.0, 0.0]), 1)
+    assert s is None and r2 is None and flag == "window_chart_undefined"

@@ -1,0 +1,184 @@
+"""certify end to end on plain matrices: known answers, bounds on every producer, outputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import physgsa
+from physgsa import Chain, certify
+
+from properties import check_spectrum, check_transport
+
+FACTOR_COLS = ["name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window", "window_r2", "hellinger", "kl",
+               "k_q", "k", "window_gap", "tau", "tau_gc", "numerical_rank"]
+INTERFACE_COLS = ["left", "right", "k_left", "k_right", "slack", "amplitude", "drift", "drift_bound",
+                  "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc", "cos_min", "cos_mean", "gamma",
+                  "rho_static", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
+                  "energy_overlap", "energy_noise", "n_groups", "n_edges", "n_hubs"]
+ROW_COLS = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
+            "delta_rho", "certified"]
+
+
+def random_chain(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return Chain.from_arrays([(f"f{i}", rng.standard_normal(s)) for i, s in enumerate(shapes)])
+
+
+def no_nan(df):
+    for col in df.columns:
+        if df[col].dtype.kind == "f":
+            assert np.isfinite(df[col].to_numpy()).all(), col
+
+
+def test_tables_have_the_promised_columns_and_no_nan():
+    res = certify(random_chain([(10, 8), (12, 10), (12, 12)]), n_perturbations=2)
+    assert set(FACTOR_COLS) <= set(res.factors.columns)
+    assert set(INTERFACE_COLS) <= set(res.interfaces.columns)
+    assert set(ROW_COLS) <= set(res.rows.columns)
+    for df in (res.factors, res.interfaces, res.rows):
+        no_nan(df)
+    assert len(res.interfaces) == 2 and len(res.rows) == 12 + 12
+    json.dumps(res.certificate, allow_nan=False)
+    items = res.certificate["interfaces"][0]["protocol"]
+    assert [it["item"] for it in items] == list(range(1, 13))
+
+
+def test_chain_break_is_reported_not_an_error():
+    res = certify(random_chain([(4, 5), (6, 3), (2, 6)]))
+    breaks = res.certificate["chain_breaks"]
+    assert len(breaks) == 1 and breaks[0]["left"] == "f0" and breaks[0]["right"] == "f1"
+    assert res.interfaces["interface"].tolist() == ["f1->f2"]
+    assert res.verdict["n_chain_breaks"] == 1
+
+
+def test_single_factor_has_no_interfaces():
+    res = certify(random_chain([(5, 5)]))
+    assert len(res.factors) == 1 and len(res.interfaces) == 0 and len(res.rows) == 0
+    assert res.verdict["summary"] == "no interfaces" and res.verdict["member_fraction"] is None
+
+
+def test_shared_frames_chain_has_zero_slack_and_certifies():
+    # A block-diagonal chain with shared frames and a steep spectrum: the window holds almost
+    # everything, so the truncation error is far below the radius.
+    rng = np.random.default_rng(0)
+    n = 24
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = 2.0 ** -np.arange(n)
+    a1 = (np.eye(n) * s) @ u.T
+    a2 = u @ (np.eye(n) * s)
+    res = certify(Chain.from_arrays([("a", a1), ("b", a2)]), q=0.999)
+    row = res.interfaces.iloc[0]
+    assert abs(row["slack"]) <= 1e-12
+    assert row["trunc_error"] <= row["trunc_bound"]
+
+
+def test_identity_chain_known_answers():
+    n = 10
+    res = certify(Chain.from_arrays([("a", np.eye(n)), ("b", np.eye(n)), ("c", np.eye(n))]))
+    f = res.factors
+    assert np.allclose(f["rho"], 0.0) and np.allclose(f["s_top"], 0.0)
+    assert all("top:flat" in fl for fl in f["flags"])
+    it = res.interfaces
+    assert np.allclose(it["slack"], 0.0, atol=1e-12)
+    k = int(f["k"].iloc[0])
+    assert np.allclose(it["trunc_error"], np.sqrt(n - k), rtol=1e-12)
+
+
+def test_rank_one_chain():
+    rng = np.random.default_rng(1)
+    a = np.outer(rng.standard_normal(6), rng.standard_normal(6))
+    b = np.outer(rng.standard_normal(6), rng.standard_normal(6))
+    res = certify(Chain.from_arrays([("a", a), ("b", b)]))
+    assert res.factors["numerical_rank"].tolist() == [1, 1]
+    it = res.interfaces.iloc[0]
+    assert it["trunc_error"] <= 1e-12 and bool(it["certified_measured"])
+
+
+def test_bounds_hold_on_every_interface_producer():
+    # The same property checks as the unit tests, on the pipeline's own spectra and transports.
+    from physgsa.pipeline import CERTIFY_PARAMS  # noqa: F401
+    from physgsa.spectra import compute_spectrum
+    from physgsa.transport import transport
+
+    ch = physgsa.example_chain(n_factors=3, width=16)
+    sp = [compute_spectrum(f, q=0.9, band=0.05, gap_floor=1e-3, chart="top") for f in ch.factors]
+    for f, s in zip(ch.factors, sp):
+        check_spectrum(s, f.matrix, 0.9)
+    for link in ch.links:
+        check_transport(transport(sp[link.left], sp[link.right], sp[link.left].k, sp[link.right].k),
+                        sp[link.left], sp[link.right])
+    res = certify(ch, window_search=True)
+    for d in res.certificate["interfaces"]:
+        assert d["truncation"]["exact"] <= d["truncation"]["bound"] * (1 + 1e-10)
+        steps = d["window_search"]["steps"]
+        assert [s["q"] for s in steps] == sorted(s["q"] for s in steps)
+        for s in steps:
+            assert not (s["certified_measured"] and not s["direct_same"])
+
+
+def test_certified_interfaces_agree_with_the_direct_check():
+    # Across many seeds: a certified verdict never contradicts the direct check.
+    n_cert = n_uncert = 0
+    for seed in range(15):
+        ch = physgsa.example_chain(n_factors=4, width=16, seed=seed, growth=10.0)
+        it = certify(ch).interfaces
+        cert = it["certified_a_priori"] | it["certified_measured"]
+        assert it.loc[cert, "direct_same"].all()
+        n_cert += int(cert.sum())
+        n_uncert += int((~cert).sum())
+    assert n_cert >= 5 and n_uncert >= 5  # both verdicts occur, so the check is not vacuous
+
+
+def test_same_input_gives_same_bytes(tmp_path):
+    ch = physgsa.example_chain(n_factors=3, width=16)
+    certify(ch, seed=3).save(tmp_path / "a")
+    certify(ch, seed=3).save(tmp_path / "b")
+    for name in physgsa.result.OUTPUT_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_save_and_load_round_trip(tmp_path):
+    res = certify(physgsa.example_chain(n_factors=2, width=16))
+    res.save(tmp_path / "out")
+    back = physgsa.load_result(tmp_path / "out")
+    pd.testing.assert_frame_equal(back.factors, res.factors)
+    pd.testing.assert_frame_equal(back.interfaces, res.interfaces)
+    assert back.certificate == json.loads(json.dumps(res.certificate))
+
+
+def test_save_refuses_foreign_directory_and_keeps_it(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    with pytest.raises(physgsa.OutputDirectoryError, match="holds no physgsa results"):
+        certify(physgsa.example_chain(n_factors=2, width=8)).save(d)
+    assert (d / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"q": 1.5}, "The 'q' parameter of certify must be a float in \\(0, 1\\). Got 1.5 instead."),
+    ({"groups": "nope"}, "'groups' parameter of certify must be one of"),
+    ({"chart": 3}, "'chart' parameter"),
+    ({"n_groups": 0}, "'n_groups' parameter"),
+    ({"bogus": 1}, "unknown parameter 'bogus'"),
+    ({"groups": "heads"}, "needs a head layout"),
+    ({"units": "heads"}, "needs a head layout"),
+    ({"groups": {"x": np.zeros(3, int)}}, "name no entry for interface"),
+])
+def test_bad_parameters_raise_named_errors(kw, match):
+    with pytest.raises(physgsa.InvalidParameterError, match=match):
+        certify(random_chain([(4, 4), (4, 4)]), **kw)
+
+
+def test_user_given_groups_and_heads_layout():
+    rng = np.random.default_rng(0)
+    heads = np.repeat(np.arange(3), 4)
+    ch = Chain.from_layout([("a", rng.standard_normal((12, 12)), heads, heads),
+                            ("b", rng.standard_normal((12, 12)), heads, heads)])
+    res = certify(ch, groups="heads", units="heads")
+    assert res.interfaces["n_groups"].iloc[0] == 3 and res.interfaces["n_units"].iloc[0] == 3
+    res = certify(ch, groups={"a->b": np.arange(12) % 2})
+    assert res.interfaces["n_groups"].iloc[0] == 2

@@ -19,6 +19,11 @@ from test_structure import make_reference, references
 def test_radius_is_sound(ref, seed):
     a0, r = ref
     check_radius(a0, r, np.random.default_rng(seed), 12)
+    # Both perturbation-test modes raise CertificateBugError if the structure changes below the radius.
+    mg = margins(r)
+    for mode in ("explicit", "blocks"):
+        perturbation_tests(a0, r, mg.rho_static, below=(0.5, 0.999), above=(), n_draws=6,
+                           rng=np.random.default_rng(seed), where="t", mode=mode)
 
 
 def test_radius_soundness_sweep_counts_at_least_1000_draws():
@@ -71,6 +76,38 @@ def test_random_perturbation_tests_report_rates():
     assert all(lv["changed"] == 0 for lv in out["levels"][:3])
     zero = perturbation_tests(a0, ref, 0.0, below=(0.5,), above=(2.0,), n_draws=3, rng=rng, where="t")
     assert not zero["ran"] and zero["reason"] == "rho_static is zero"
+
+
+@pytest.mark.parametrize("units", ["channels", "heads"])
+def test_block_sampling_matches_explicit_perturbations_in_distribution(units):
+    # The blocks sampler draws e_g(u; A0 + E) from its exact law; compare rates of change above
+    # the radius with explicit Gaussian perturbations (binomial standard error ~0.011 here).
+    from physgsa.certificate import _block_sizes, _sample_block_energies
+
+    rng = np.random.default_rng(11)
+    a0 = np.abs(rng.standard_normal((14, 10))) * (rng.random((14, 10)) < 0.6)
+    heads = np.arange(10) // 2 if units == "heads" else None
+    ref = make_reference(a0, n_groups=3, heads=heads)
+    mg = margins(ref)
+    lv = dict(below=(), above=(1.5, 3.0), n_draws=1500, where="t")
+    ex = perturbation_tests(a0, ref, mg.rho_static, rng=np.random.default_rng(1), mode="explicit", **lv)
+    bl = perturbation_tests(a0, ref, mg.rho_static, rng=np.random.default_rng(2), mode="blocks", **lv)
+    for a, b in zip(ex["levels"], bl["levels"]):
+        assert abs(a["rate"] - b["rate"]) < 0.06, (a, b)
+    # Moments of one block's perturbed energy against explicit draws.
+    e0 = ref.structure.energies
+    dof = _block_sizes(ref) - 1
+    draws = np.array([_sample_block_energies(e0, dof, 2.0, np.random.default_rng(i)) for i in range(3000)])
+    from physgsa.structure import unit_energies
+
+    explicit = []
+    g = np.random.default_rng(5)
+    for _ in range(3000):
+        e = g.standard_normal(a0.shape)
+        explicit.append(unit_energies(a0 + 2.0 * e / np.linalg.norm(e), ref.partition))
+    explicit = np.array(explicit)
+    assert np.allclose(draws.mean(axis=0), explicit.mean(axis=0), atol=0.03)
+    assert np.allclose(draws.std(axis=0), explicit.std(axis=0), atol=0.03)
 
 
 def test_verdicts():

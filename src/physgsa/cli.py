@@ -54,7 +54,8 @@ def certify(
     units: str = typer.Option("channels", help="Column units: channels or heads."),
     threshold: str = typer.Option("gap", help="Support thresholds: gap or relative."),
     safety: float = typer.Option(0.9, help="A priori safety factor in (0, 1]."),
-    n_perturbations: int = typer.Option(4, help="Random draws per perturbation level."),
+    n_perturbations: int = typer.Option(32, help="Random draws per perturbation level."),
+    perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
     window_search: bool = typer.Option(False, "--window-search", help="Search the smallest certified windows."),
     seed: int = typer.Option(0, help="Seed of every random choice."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
@@ -72,7 +73,7 @@ def certify(
     try:
         ch = _load_chain(chain, order)
         result = run_certify(ch, q=q, chart=chart, groups=groups, n_groups=n_groups, units=units,
-                             threshold=threshold, safety=safety, n_perturbations=n_perturbations,
+                             threshold=threshold, safety=safety, n_perturbations=n_perturbations, perturbation=perturbation,
                              window_search=window_search, seed=seed)
         result.save(out)
     except PhysgsaError as exc:

@@ -73,7 +73,9 @@ CERTIFY_PARAMS = {
     "tau_rho": Param(0.5, "float", -1.0, 1.0, "neither", doc="ICM correlation level tau_rho"),
     "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
     "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
-    "n_perturbations": Param(4, "int", 0, None, doc="random draws per perturbation level"),
+    "n_perturbations": Param(32, "int", 0, None, doc="random draws per perturbation level"),
+    "perturbation": Param("blocks", "choice", choices=("blocks", "explicit"),
+                          doc="draw perturbed unit energies exactly (blocks) or form each E (explicit)"),
     "below": Param((0.25, 0.5, 0.9), "floats", 0.0, 1.0, "neither", doc="levels t < 1 (must not change)"),
     "above": Param((1.1, 1.5, 2.0, 4.0), "floats", 1.0, None, "neither", doc="levels t > 1 (rate reported)"),
     "window_search": Param(False, "bool", doc="search the smallest certified windows"),
@@ -142,7 +144,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     s0 = ref.structure
     decomp = decomposition(a0, expand_codes(s0.codes, ref.partition))
     pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
-                              n_draws=p["n_perturbations"], rng=rng, where=where)
+                              n_draws=p["n_perturbations"], rng=rng, where=where, mode=p["perturbation"])
     adv = adversarial(a0, ref, mg)
     certified = ver["a_priori"] or ver["measured"]
     icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
@@ -199,7 +201,7 @@ def certify(chain: Chain, **params) -> Result:
         docs/definitions.md): ``q`` (0.9), ``chart`` ("top"), ``groups`` ("kmeans"),
         ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
         ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
-        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (4),
+        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32), ``perturbation`` ("blocks"),
         ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
         ``seed`` (0).
 

@@ -24,6 +24,7 @@ __all__ = [
     "fit_thresholds",
     "fit_reference",
     "structure_of",
+    "structure_from_energies",
     "compare",
     "expand_codes",
     "decomposition",
@@ -263,7 +264,12 @@ def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float
 
 def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> Structure:
     """The structure of any matrix under the reference's fixed partition and thresholds."""
-    return _structure(unit_energies(a, ref.partition, gi, ui), ref.theta, ref.kappa, ref.hub_degree)
+    return structure_from_energies(unit_energies(a, ref.partition, gi, ui), ref)
+
+
+def structure_from_energies(e: np.ndarray, ref: Reference) -> Structure:
+    """The structure given unit energies ``e_g(u)`` (all it depends on), thresholds fixed."""
+    return _structure(e, ref.theta, ref.kappa, ref.hub_degree)
 
 
 def compare(s0: Structure, s1: Structure) -> list[str]:

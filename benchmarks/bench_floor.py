@@ -1,0 +1,77 @@
+"""certify on a synthetic chain of 24 factors of 768 x 768 against the bare LAPACK floor.
+
+The floor is numpy's SVD (gesdd, with vectors) of the same 24 matrices. Both are timed in
+the same process, threads pinned (set before numpy is imported), medians over --repeats runs.
+
+    python benchmarks/bench_floor.py --threads 1 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--factors", type=int, default=24)
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--json", type=str, default="")
+    args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    import time
+
+    import numpy as np
+
+    import physgsa
+
+    rng = np.random.default_rng(0)
+    # Residual-looking factors: I + R, R a random matrix with a power-law spectrum.
+    mats = []
+    n = args.width
+    for _ in range(args.factors):
+        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        s = 3.0 * np.arange(1, n + 1) ** -0.7
+        mats.append(np.eye(n) + (u * s) @ v.T)
+    chain = physgsa.Chain.from_arrays([(f"blocks.{i}", m) for i, m in enumerate(mats)])
+
+    def floor():
+        for m in mats:
+            np.linalg.svd(m, full_matrices=False)
+
+    def pipeline():
+        physgsa.certify(chain)
+
+    times = {"floor": [], "certify": []}
+    for _ in range(args.repeats):
+        for name, fn in (("floor", floor), ("certify", pipeline)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    out = {
+        "factors": args.factors, "width": n, "threads": args.threads, "repeats": args.repeats,
+        "median_s": med, "ratio": med["certify"] / med["floor"], "runs_s": times,
+        "numpy": np.__version__, "python": sys.version.split()[0],
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture")} for d in threadpool_info()]
+    except ImportError:
+        pass
+    print(json.dumps(out, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

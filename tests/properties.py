@@ -94,7 +94,8 @@ def check_radius(a0, ref, rng, draws):
             e = np.zeros(a0.shape)
             blk = a0[np.ix_(rows, cols)]
             sign = -1.0 if ref.structure.active[g, u] else 1.0
-            e[np.ix_(rows, cols)] = sign * (blk if np.any(blk) else 1.0)
+            peak = np.max(np.abs(blk))
+            e[np.ix_(rows, cols)] = sign * (blk / peak if peak > 0 else 1.0)
         e *= rng.uniform(0.0, 0.999) * rho / np.linalg.norm(e)
         s1 = S.structure_of(a0 + e, ref)
         assert S.compare(ref.structure, s1) == [], (rho, np.linalg.norm(e))

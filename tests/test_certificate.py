@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from physgsa import structure as S
 from physgsa.certificate import adversarial, margins, perturbation_tests, verdicts
 from physgsa.icm import icm_rows
+from physgsa.spectra import normalize
 
 from properties import check_radius, icm_corr_bound, icm_sqrt_fraction_bound
 from strategies import build, KINDS
@@ -32,7 +33,7 @@ def test_radius_soundness_sweep_counts_at_least_1000_draws():
     seed = 0
     while done < 1200:
         kind = KINDS[seed % len(KINDS)]
-        a0 = build(4 + seed % 9, 3 + seed % 7, kind, seed)
+        a0 = normalize(build(4 + seed % 9, 3 + seed % 7, kind, seed))[0]
         ref = make_reference(a0, n_groups=1 + seed % 4, threshold=("gap", "relative")[seed % 2], seed=seed)
         done += check_radius(a0, ref, np.random.default_rng(seed), 20)
         seed += 1
@@ -116,7 +117,11 @@ def test_verdicts():
     v = verdicts(1.0, 0.95, 1.0, 0.9)
     assert not v["a_priori"] and not v["measured"]  # strict at the radius
     v = verdicts(0.0, 0.0, 0.0, 0.9)
-    assert not v["a_priori"] and v["measured"]  # E = 0 changes nothing
+    assert not v["a_priori"] and not v["measured"]  # a zero radius certifies nothing
+    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.99, scale=1.0)
+    assert v["a_priori"] and v["measured"] and v["measured_norm"] == 0.99
+    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.999999999999, scale=10.0)
+    assert not v["measured"]  # within the rounding allowance of the radius
 
 
 @given(n=st.integers(3, 40), seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-6, 10.0))

@@ -178,3 +178,18 @@ def test_cli_help_and_models(tmp_path):
     assert res.returncode == 0 and "Examples" in res.stdout
     res = run_cli("models", cwd=tmp_path)
     assert res.returncode == 0 and "example" in res.stdout
+
+
+def test_cli_user_given_groups_file(tmp_path):
+    rng = np.random.default_rng(0)
+    f = npz(tmp_path / "c.npz", a=rng.standard_normal((6, 6)), b=rng.standard_normal((6, 6)))
+    np.savez(tmp_path / "g.npz", **{"a->b": np.array([0, 0, 0, 1, 1, 1])})
+    res = run_cli("certify", str(f), "--groups", str(tmp_path / "g.npz"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    import pandas as pd
+
+    assert pd.read_parquet(tmp_path / "o" / "rows.parquet")["group"].tolist() == [0, 0, 0, 1, 1, 1]
+    np.savez(tmp_path / "bad.npz", **{"a->b": np.array([0.5, 1.0])})
+    res = run_cli("certify", str(f), "--groups", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o2"), cwd=tmp_path)
+    assert res.returncode == 2 and "'a->b'" in res.stderr and "integer" in res.stderr
+    assert not (tmp_path / "o2").exists()

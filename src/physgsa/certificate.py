@@ -77,18 +77,26 @@ def margins(ref: Reference) -> Margins:
                    rho_static=float(rho), binding=binding)
 
 
-def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float) -> dict:
+def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float, *,
+             direct_norm: float | None = None, scale: float = 0.0) -> dict:
     """The a priori and measured verdicts.
 
-    A priori: ``eps_trunc <= safety * rho_static`` with ``rho_static > 0`` (no full product
-    needed). Measured: ``||E||_F < rho_static`` (strict: at equality a unit can land on its
-    threshold), or ``E = 0``.
+    A priori: ``eps_trunc + delta <= safety * rho_static`` with ``rho_static > 0`` (no full
+    product needed). Measured: ``max(||E||_F, ||A1 - A0||_F) + delta < rho_static`` (strict: at
+    equality a unit can land on its threshold), where ``||A1 - A0||_F`` is the difference of the
+    two matrices as computed and ``delta = 1e-12 * scale`` (``scale = ||A1||_F``) covers the
+    rounding of the energies, so a certificate also holds for the floating-point matrices that
+    the direct check compares.
     """
+    delta = 1e-12 * scale
+    measured_norm = trunc_error if direct_norm is None else max(trunc_error, direct_norm)
     return {
-        "a_priori": bool(rho_static > 0 and eps_trunc <= safety * rho_static),
-        "measured": bool(trunc_error < rho_static or trunc_error == 0.0),
+        "a_priori": bool(rho_static > 0 and eps_trunc + delta <= safety * rho_static),
+        "measured": bool(measured_norm + delta < rho_static),
         "a_priori_ratio": float(eps_trunc / (safety * rho_static)) if rho_static > 0 else None,
-        "measured_ratio": float(trunc_error / rho_static) if rho_static > 0 else None,
+        "measured_ratio": float(measured_norm / rho_static) if rho_static > 0 else None,
+        "measured_norm": float(measured_norm),
+        "rounding_allowance": float(delta),
     }
 
 
@@ -187,8 +195,10 @@ def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
     pert[np.ix_(rows, cols)] = c * direction
     attempts.append({"target": "unit_gap", "group": int(g), "unit": int(u), "norm": float(np.linalg.norm(pert)),
                      "changed": compare(s0, structure_of(a0 + pert, ref))})
-    if mg.pairs:
-        p = min(mg.pairs, key=lambda d: d["rho"])
+    # A pair whose weight is 0 (its shared units carry no energy) cannot be moved by rescaling.
+    movable = [p for p in mg.pairs if p["w"] > 0]
+    if movable:
+        p = min(movable, key=lambda d: d["rho"])
         gg, hh = p["g"], p["h"]
         shared_units = np.flatnonzero(s0.active[gg] & s0.active[hh])
         w = p["w"]

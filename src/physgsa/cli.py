@@ -7,6 +7,7 @@ names it); 3 internal error (a proven bound failed: a bug in physgsa, please rep
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -33,6 +34,27 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _load_groups(groups: str):
+    """``--groups FILE.npz``: user-given row groups, one integer array per interface name
+    (``left->right``) or right-hand factor name."""
+    import zipfile
+
+    import numpy as np
+
+    from ._validation import ChainFileError
+
+    if not groups.endswith(".npz"):
+        return groups
+    path = Path(groups)
+    if not path.is_file():
+        raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
+
+
 def _load_chain(chain: str, order: Optional[str]):
     from .examples import example_chain
     from .io import read_chain
@@ -49,7 +71,7 @@ def certify(
     order: Optional[str] = typer.Option(None, help="Factor order as comma-separated array names (default: the file's key order)."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
-    groups: str = typer.Option("kmeans", help="Row groups: kmeans, modes or heads."),
+    groups: str = typer.Option("kmeans", help="Row groups: kmeans, modes, heads, or an .npz of integer arrays keyed by interface ('a->b') or right factor name."),
     n_groups: int = typer.Option(8, help="Number of k-means groups."),
     units: str = typer.Option("channels", help="Column units: channels or heads."),
     threshold: str = typer.Option("gap", help="Support thresholds: gap or relative."),
@@ -72,7 +94,7 @@ def certify(
 
     try:
         ch = _load_chain(chain, order)
-        result = run_certify(ch, q=q, chart=chart, groups=groups, n_groups=n_groups, units=units,
+        result = run_certify(ch, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
                              threshold=threshold, safety=safety, n_perturbations=n_perturbations, perturbation=perturbation,
                              window_search=window_search, seed=seed)
         result.save(out)
@@ -80,12 +102,18 @@ def certify(
         _fail(str(exc), EXIT_BAD_INPUT)
     except CertificateBugError as exc:
         _fail(f"internal error: {exc}", EXIT_INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
+        if os.environ.get("PHYSGSA_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
+              "please report it)", EXIT_INTERNAL)
     v = result.verdict
     if as_json:
         typer.echo(json.dumps(v, sort_keys=True))
     else:
-        typer.echo(f"{v['summary']} ({v['n_interfaces']} interfaces, {v['n_chain_breaks']} chain breaks); "
-                   f"wrote {out}/", err=False)
+        n, b = v["n_interfaces"], v["n_chain_breaks"]
+        typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}); "
+                   f"wrote {out}/")
 
 
 @app.command()

@@ -110,7 +110,9 @@ class _PAM:
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
-        self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"])
+        self.direct_norm = float(np.linalg.norm(a1 - a0))
+        self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
+                            direct_norm=self.direct_norm, scale=float(np.linalg.norm(a1)))
         self.s1 = structure_of(a1, self.ref)
         self.diff = compare(self.ref.structure, self.s1)
         if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
@@ -130,7 +132,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     m_full = R.a_hat @ L.a_hat
     tr = transport(L, R, L.k, R.k, c=c, m_full=m_full)
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
-    if rig.slack < -1e-9:
+    if rig.slack is not None and rig.slack < -1e-9:
         raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
     if tr.trunc_error > tr.trunc_bound * (1 + 1e-10) + 1e-300:
         raise CertificateBugError(

@@ -48,7 +48,7 @@ def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp:
         _item(3, min(left.window_gap, right.window_gap) >= gap_floor,
               {"gaps": [left.window_gap, right.window_gap], "floor": gap_floor}),
         _item(4, recorded, chart_q),
-        _item(5, rig.slack >= -1e-9 and rig.drift_holds,
+        _item(5, (rig.slack is None or rig.slack >= -1e-9) and rig.drift_holds,
               {"slack": rig.slack, "drift": rig.drift, "drift_bound": rig.drift_bound}),
         _item(6, tr.trunc_error <= tr.trunc_bound * (1 + 1e-10) + 1e-300,
               {"trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound}),

@@ -107,21 +107,23 @@ def _interface_table(interfaces) -> pd.DataFrame:
             "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
             "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
             "direct_same": not it["direct_diff"],
-            "energy_core": energy["core"] / total, "energy_overlap": energy["overlap"] / total,
-            "energy_noise": energy["noise"] / total, "n_groups": ref.partition.n_groups,
+            "energy_core": energy["core"] / total if total else 0.0,
+            "energy_overlap": energy["overlap"] / total if total else 0.0,
+            "energy_noise": energy["noise"] / total if total else 0.0, "n_groups": ref.partition.n_groups,
             "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
             "adversarial_norm": it["adversarial"]["smallest_change_norm"],
             "member": all(x["passed"] for x in it["items"]),
             "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
+            "flags": "product_zero" if rig.slack is None else "",
         })
     cols = ["interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
             "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
             "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
             "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
             "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
-            "member", "failed_items"]
+            "member", "failed_items", "flags"]
     df = pd.DataFrame(out, columns=cols)
-    for col in ("drift_bound", "mu_min", "adversarial_norm"):
+    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
         df[col] = _nullable(df[col].tolist())
     return df
 

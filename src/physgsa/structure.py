@@ -309,6 +309,9 @@ def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
     inner = max(
         abs(float(np.einsum("ij,ij->", parts[names[i]], parts[names[j]]))) for i in range(3) for j in range(i + 1, 3)
     )
+    if total == 0.0:
+        # A zero matrix: every part is zero, closure and orthogonality hold exactly.
+        return {"energy": energy, "total": 0.0, "closure": 0.0, "orthogonality": 0.0}
     return {
         "energy": energy,
         "total": total,
@@ -340,4 +343,5 @@ def block_energy(a: np.ndarray, part: Partition, s: Structure) -> tuple[np.ndarr
         sel = col_block == b
         if sel.any():
             bsum[:, b] = sq[:, sel].sum(axis=1)
-    return bsum / float(sq.sum()), labels, block
+    total = float(sq.sum())
+    return (bsum / total if total > 0 else bsum), labels, block

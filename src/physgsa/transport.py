@@ -56,7 +56,7 @@ class Transport:
 class Rigidity:
     """Part I's per-interface quantities: slack, amplitude, drift and its bound."""
 
-    slack: float
+    slack: float | None
     amplitude: float
     drift: float
     drift_bound: float | None
@@ -134,7 +134,9 @@ def rigidity(left: Spectrum, right: Spectrum, m_full: np.ndarray, *, seed: int) 
     the larger one) and over both factors' ranks.
     """
     s1 = top_singular_value(m_full, seed)
-    slack = float(np.log(right.sigma[0]) + np.log(left.sigma[0]) - np.log(s1))
+    # An exactly zero product (orthogonal subspaces) transmits nothing: the slack is +inf,
+    # reported as None (never an inf in a table).
+    slack = float(np.log(right.sigma[0]) + np.log(left.sigma[0]) - np.log(s1)) if s1 > 0 else None
     amplitude = 0.5 * (left.rho + right.rho)
     drift = abs(right.s_top - left.s_top)
     rho_term = abs(right.rho - left.rho)

@@ -118,9 +118,9 @@ def test_verdicts():
     assert not v["a_priori"] and not v["measured"]  # strict at the radius
     v = verdicts(0.0, 0.0, 0.0, 0.9)
     assert not v["a_priori"] and not v["measured"]  # a zero radius certifies nothing
-    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.99, scale=1.0)
+    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.99, rounding=1e-12)
     assert v["a_priori"] and v["measured"] and v["measured_norm"] == 0.99
-    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.999999999999, scale=10.0)
+    v = verdicts(1.0, 0.5, 0.5, 0.9, direct_norm=0.999999999999, rounding=1e-11)
     assert not v["measured"]  # within the rounding allowance of the radius
 
 

@@ -78,17 +78,17 @@ def margins(ref: Reference) -> Margins:
 
 
 def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float, *,
-             direct_norm: float | None = None, scale: float = 0.0) -> dict:
+             direct_norm: float | None = None, rounding: float = 0.0) -> dict:
     """The a priori and measured verdicts.
 
     A priori: ``eps_trunc + delta <= safety * rho_static`` with ``rho_static > 0`` (no full
     product needed). Measured: ``max(||E||_F, ||A1 - A0||_F) + delta < rho_static`` (strict: at
     equality a unit can land on its threshold), where ``||A1 - A0||_F`` is the difference of the
-    two matrices as computed and ``delta = 1e-12 * scale`` (``scale = ||A1||_F``) covers the
-    rounding of the energies, so a certificate also holds for the floating-point matrices that
+    two matrices as computed and ``delta = rounding`` bounds the rounding of the computed
+    products and energies, so a certificate also holds for the floating-point matrices that
     the direct check compares.
     """
-    delta = 1e-12 * scale
+    delta = rounding
     measured_norm = trunc_error if direct_norm is None else max(trunc_error, direct_norm)
     return {
         "a_priori": bool(rho_static > 0 and eps_trunc + delta <= safety * rho_static),

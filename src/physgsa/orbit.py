@@ -18,6 +18,7 @@ __all__ = [
     "log_ranks",
     "log_harmonic",
     "orbit_probs",
+    "log_orbit_probs",
     "phi",
     "phi_prime",
     "fisher",
@@ -45,12 +46,15 @@ def log_harmonic(r: int, s: float) -> float:
     return float(logsumexp(-s * log_ranks(r)))
 
 
+def log_orbit_probs(r: int, s: float) -> np.ndarray:
+    """``log p_k(s) = -s log k - log H_r(s)`` (finite even where ``p_k(s)`` underflows)."""
+    logp = -s * log_ranks(r)
+    return logp - logsumexp(logp)
+
+
 def orbit_probs(r: int, s: float) -> np.ndarray:
     """The orbit point ``p(s)``, a probability vector of length ``r``."""
-    lk = log_ranks(r)
-    logp = -s * lk
-    logp -= logsumexp(logp)
-    return np.exp(logp)
+    return np.exp(log_orbit_probs(r, s))
 
 
 def phi(r: int, s: float) -> float:

@@ -34,6 +34,9 @@ from .transport import rigidity, transport
 
 __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
 
+#: ``||M||_F`` below which an interface's product is negligible (flagged, never certified).
+NEGLIGIBLE = 1e-100
+
 #: The q grid of the window search, in [0.5, 0.999].
 WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
 
@@ -111,8 +114,16 @@ class _PAM:
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
         self.direct_norm = float(np.linalg.norm(a1 - a0))
+        # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
+        eps = np.finfo(np.float64).eps
+        rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
         self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
-                            direct_norm=self.direct_norm, scale=float(np.linalg.norm(a1)))
+                            direct_norm=self.direct_norm, rounding=rounding)
+        # A product below 1e-100 (nearly orthogonal factors at the edge of float64) has unit
+        # energies whose squares underflow: its structure is rounding noise and certifies nothing.
+        self.negligible = bool(np.linalg.norm(a1) < NEGLIGIBLE)
+        if self.negligible:
+            self.ver.update(a_priori=False, measured=False)
         self.s1 = structure_of(a1, self.ref)
         self.diff = compare(self.ref.structure, self.s1)
         if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
@@ -145,8 +156,12 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     e = tr.m_full - a0
     s0 = ref.structure
     decomp = decomposition(a0, expand_codes(s0.codes, ref.partition))
-    pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
-                              n_draws=p["n_perturbations"], rng=rng, where=where, mode=p["perturbation"])
+    if pam.negligible:
+        pert = {"ran": False, "reason": "product is negligible (||M||_F < 1e-100)", "mode": p["perturbation"],
+                "levels": [], "below_ok": True}
+    else:
+        pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
+                                  n_draws=p["n_perturbations"], rng=rng, where=where, mode=p["perturbation"])
     adv = adversarial(a0, ref, mg)
     certified = ver["a_priori"] or ver["measured"]
     icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
@@ -169,6 +184,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
         "transport": tr, "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
+        "negligible": pam.negligible,
         "window_search": search,
     }
 

@@ -114,7 +114,8 @@ def _interface_table(interfaces) -> pd.DataFrame:
             "adversarial_norm": it["adversarial"]["smallest_change_norm"],
             "member": all(x["passed"] for x in it["items"]),
             "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
-            "flags": "product_zero" if rig.slack is None else "",
+            "flags": ";".join(f for f, on in (("product_zero", rig.slack is None),
+                                              ("product_negligible", it["negligible"])) if on),
         })
     cols = ["interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
             "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",

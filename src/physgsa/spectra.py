@@ -91,6 +91,16 @@ class Spectrum:
         """Tail energy ``tau(k)`` at any window (exact, from the Frobenius norm)."""
         return tail_energy(self.sigma, k, self.fro2_hat)
 
+    def tau_upper(self, k: int) -> float:
+        """``tau(k)`` plus its rounding allowance: a floating-point upper bound on the tail.
+
+        ``||A_hat||_F^2 - sum_{j<=k} sigma_j^2`` cancels when the tail is tiny; the subtraction
+        and the ``k + m + n`` term sums err by at most ``(k + m + n) eps ||A_hat||_F^2``
+        (doubled here), so the a priori bound stays an upper bound however small the tail.
+        """
+        eps = np.finfo(np.float64).eps
+        return self.tau_at(k) + 2.0 * (k + self.rows + self.cols) * eps * self.fro2_hat
+
 
 def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
     """``A_hat = sqrt(r) A / ||A||_F``, the raw norm ``||A||_F`` and ``||A_hat||_F^2``.
@@ -187,6 +197,8 @@ def chart_window(lam: np.ndarray, k: int) -> tuple[float | None, float | None, s
     flag = ""
     if s < 0:
         s, flag = 0.0, "flat"
+    elif s > orbit.S_MAX:
+        s, flag = orbit.S_MAX, "steep"
     return s, r2, flag
 
 
@@ -196,10 +208,10 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
     ``Hellinger^2 = sum (sqrt p_k - sqrt p_k(s))^2``; ``KL = sum p_k log(p_k / p_k(s))``
     (terms with ``p_k = 0`` are zero; ``p_k(s) > 0`` always).
     """
-    ps = orbit.orbit_probs(p.shape[0], s)
-    h = float(np.sum((np.sqrt(p) - np.sqrt(ps)) ** 2))
+    logps = orbit.log_orbit_probs(p.shape[0], s)
+    h = float(np.sum((np.sqrt(p) - np.exp(0.5 * logps)) ** 2))
     nz = p > 0
-    kl = float(np.sum(p[nz] * (np.log(p[nz]) - np.log(ps[nz]))))
+    kl = float(np.sum(p[nz] * (np.log(p[nz]) - logps[nz])))
     return h, max(kl, 0.0)
 
 

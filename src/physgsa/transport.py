@@ -90,9 +90,10 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     cosines = scipy.linalg.svdvals(c[:kp, :k], check_finite=False)
     # The bound with the tails read off the full spectrum ...
     bound2 = sp2[0] * float(np.sum(s2[k:])) + s2[0] * float(np.sum(sp2[kp:]))
-    # ... and the a priori one, with the tails from the windows and the Frobenius norms only.
+    # ... and the a priori one, with the tails from the windows and the Frobenius norms only
+    # (each with its rounding allowance, so it stays an upper bound in floating point).
     tau_l, tau_r = left.tau_at(k), right.tau_at(kp)
-    eps2 = sp2[0] * tau_l + s2[0] * tau_r
+    eps2 = sp2[0] * left.tau_upper(k) + s2[0] * right.tau_upper(kp)
     tgc_l = orbit.tail_gc(left.r, k, left.s_hat)
     tgc_r = orbit.tail_gc(right.r, kp, right.s_hat)
     eps2_gc = sp2[0] * tgc_l + s2[0] * tgc_r

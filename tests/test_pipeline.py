@@ -211,3 +211,19 @@ def test_certify_on_random_and_adversarial_pairs(pair):
     if it["certified_measured"] or it["certified_a_priori"]:
         assert it["direct_same"]
     json.dumps(res.certificate, allow_nan=False)
+
+
+def test_protocol_items_reflect_their_quantities():
+    # Identity chain: flat spectra have zero window gaps (item 3 fails) and a zero radius.
+    res = certify(Chain.from_arrays([("a", np.eye(10)), ("b", np.eye(10))]))
+    items = {it["item"]: it for it in res.certificate["interfaces"][0]["protocol"]}
+    assert not items[3]["passed"] and items[3]["value"]["gaps"] == [0.0, 0.0]
+    for i in (1, 2, 4, 6, 7):
+        assert items[i]["passed"], items[i]
+    assert res.verdict["n_members"] == 0
+    assert {"interface": "a->b", "item": 3, "name": items[3]["name"]} in res.verdict["failed"]
+    # The example's first interface is a member: every item passes.
+    ex = certify(physgsa.example_chain())
+    first = ex.certificate["interfaces"][0]
+    assert first["member"] and all(it["passed"] for it in first["protocol"])
+    assert ex.verdict["smallest_margins"][0]["rho_static"] == min(ex.interfaces["rho_static"])

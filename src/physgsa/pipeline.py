@@ -236,5 +236,9 @@ def certify(chain: Chain, **params) -> Result:
     spectra = [compute_spectrum(f, q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
                for f in chain.factors]
     interfaces = [_interface(link, chain, spectra, p) for link in chain.links]
-    verdict = model_verdict([it["name"] for it in interfaces], [it["items"] for it in interfaces], len(chain.breaks))
+    margins = [{"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
+                "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
+               for it in interfaces]
+    verdict = model_verdict([it["name"] for it in interfaces], [it["items"] for it in interfaces], len(chain.breaks),
+                            margins)
     return build_result(chain, spectra, interfaces, p, verdict)

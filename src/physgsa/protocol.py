@@ -64,8 +64,13 @@ def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp:
     ]
 
 
-def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int) -> dict:
-    """Fraction of member interfaces and every failed item, by interface."""
+def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int, margins: list[dict] | None = None) -> dict:
+    """Fraction of member interfaces, every failed item, and the smallest margins.
+
+    ``margins`` holds, per interface, ``rho_static``, its binding margin and the ratios
+    ``eps_trunc / (safety rho_static)`` and ``||E||_F / rho_static``; the five interfaces with the
+    smallest radius are listed first thing, so a reader sees what failed and by how much.
+    """
     failed = []
     members = 0
     for name, its in zip(names, items):
@@ -87,5 +92,6 @@ def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int) -> d
         "member_fraction": (members / n) if n else None,
         "n_chain_breaks": n_breaks,
         "summary": summary,
+        "smallest_margins": sorted(margins or [], key=lambda d: (d["rho_static"], d["interface"]))[:5],
         "failed": failed,
     }

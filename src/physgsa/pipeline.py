@@ -113,7 +113,8 @@ class _PAM:
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
-        self.direct_norm = float(np.linalg.norm(a1 - a0))
+        self.e = a1 - a0  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
+        self.direct_norm = float(np.linalg.norm(self.e))
         # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
         eps = np.finfo(np.float64).eps
         rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
@@ -152,8 +153,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
         )
     pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
     ref, mg, ver = pam.ref, pam.mg, pam.ver
-    a0 = tr.m_window
-    e = tr.m_full - a0
+    a0, e = tr.m_window, pam.e
     s0 = ref.structure
     decomp = decomposition(a0, expand_codes(s0.codes, ref.partition))
     if pam.negligible:

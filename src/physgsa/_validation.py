@@ -176,9 +176,3 @@ def check_params(entry: str, table: Mapping[str, Param], given: Mapping[str, Any
         value = given.get(name, spec.default)
         out[name] = spec.check(value, name, entry)
     return out
-
-
-def defaults(table: Mapping[str, Param]) -> dict:
-    """The default value of every parameter of a table."""
-    return {k: v.default for k, v in table.items()}
-

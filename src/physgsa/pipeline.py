@@ -138,7 +138,7 @@ class _PAM:
 def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     L, R = spectra[link.left], spectra[link.right]
     fl, fr = chain.factors[link.left], chain.factors[link.right]
-    where = f"{fl.name}->{fr.name}"
+    where = link.name(chain)
     rng = np.random.default_rng([p["seed"], link.index])
     c = R.vt @ L.u
     m_full = R.a_hat @ L.a_hat
@@ -192,7 +192,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
 def _window_search(L, R, c, m_full, p, link, chain) -> dict:
     """Smallest windows along q for which the direct check, and the measured verdict, hold."""
     fl, fr = chain.factors[link.left], chain.factors[link.right]
-    where = f"{fl.name}->{fr.name}"
+    where = link.name(chain)
     steps = []
     for q in WINDOW_SEARCH_QS:
         _, k, _ = dominant_window(L.sigma, q, p["window_band"])

@@ -164,7 +164,7 @@ def test_save_refuses_foreign_directory_and_keeps_it(tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     ({"q": 1.5}, "The 'q' parameter of certify must be a float in \\(0, 1\\). Got 1.5 instead."),
-    ({"groups": "nope"}, "'groups' parameter of certify must be one of"),
+    ({"groups": "nope"}, "'groups' parameter of certify must be one of \\{'auto', 'kmeans'"),
     ({"chart": 3}, "'chart' parameter"),
     ({"n_groups": 0}, "'n_groups' parameter"),
     ({"bogus": 1}, "unknown parameter 'bogus'"),

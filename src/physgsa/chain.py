@@ -130,7 +130,14 @@ class Chain:
     source: str = "matrices"
 
     @classmethod
-    def from_factors(cls, factors: Sequence[Factor], *, source: str = "matrices", skipped: Iterable[dict] = ()) -> "Chain":
+    def from_factors(cls, factors: Sequence[Factor], *, source: str = "matrices", skipped: Iterable[dict] = (),
+                     links: Sequence[tuple[int, int]] | None = None) -> "Chain":
+        """A chain of ``factors``; interfaces between adjacent ones, or only the ``links`` given.
+
+        ``links`` lists ``(left, right)`` index pairs (an adapter uses it for head-level chains,
+        where only ``W_O^l -> W_V^{l+1}`` are interfaces). A pair whose sizes do not meet is a
+        break, reported with its reason.
+        """
         factors = tuple(factors)
         if not factors:
             raise InvalidFactorError(f"The chain from {source} holds no factor. Give at least one 2-D matrix.")
@@ -141,11 +148,12 @@ class Chain:
             if f.name in seen:
                 raise InvalidFactorError(f"Factor name {f.name!r} appears twice in {source}; names must be unique.")
             seen.add(f.name)
+        pairs = [(i, i + 1) for i in range(len(factors) - 1)] if links is None else list(links)
         links, breaks = [], []
-        for i in range(len(factors) - 1):
-            a, b = factors[i], factors[i + 1]
+        for i, j in pairs:
+            a, b = factors[i], factors[j]
             if b.shape[1] == a.shape[0]:
-                links.append(Link(index=len(links), left=i, right=i + 1))
+                links.append(Link(index=len(links), left=i, right=j))
             else:
                 breaks.append(
                     Break(

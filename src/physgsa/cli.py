@@ -18,9 +18,6 @@ from ._validation import CertificateBugError, PhysgsaError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 2, 3
 
-#: Chain names that need no file.
-BUNDLED = ("example",)
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -55,23 +52,33 @@ def _load_groups(groups: str):
         raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
 
 
-def _load_chain(chain: str, order: Optional[str]):
+def _load_chain(chain: str, order: Optional[str], factor: str = "full", interfaces: str = "blocks"):
+    """A chain from 'example', an .npz of matrices, or a model (bundled name, file, folder, hub id).
+
+    A .safetensors file is a model when a config.json lies beside it, else a chain of matrices.
+    """
     from .examples import example_chain
     from .io import read_chain
 
     if chain == "example":
         return example_chain()
-    return read_chain(chain, order=order.split(",") if order else None)
+    path = Path(chain)
+    if path.suffix == ".npz" or (path.suffix == ".safetensors" and not (path.parent / "config.json").is_file()):
+        return read_chain(chain, order=order.split(",") if order else None)
+    from .adapters import load_chain
+
+    return load_chain(chain, factor=factor, interfaces=interfaces)
 
 
 @app.command()
 def certify(
-    chain: str = typer.Argument("example", help="An .npz or .safetensors file of 2-D arrays, or 'example'."),
+    chain: str = typer.Argument("minilm", help="A model (bundled name, folder, .safetensors/.pt/.bin with config.json, "
+                                "hub id in the local cache), an .npz/.safetensors of 2-D arrays, or 'example'."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; replaced if it holds physgsa results)."),
     order: Optional[str] = typer.Option(None, help="Factor order as comma-separated array names (default: the file's key order)."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
-    groups: str = typer.Option("kmeans", help="Row groups: kmeans, modes, heads, or an .npz of integer arrays keyed by interface ('a->b') or right factor name."),
+    groups: str = typer.Option("auto", help="Row groups: auto (heads where rows have heads, else kmeans), kmeans, modes, heads, or an .npz of integer arrays keyed by interface ('a->b') or right factor name."),
     n_groups: int = typer.Option(8, help="Number of k-means groups."),
     units: str = typer.Option("channels", help="Column units: channels or heads."),
     threshold: str = typer.Option("gap", help="Support thresholds: gap or relative."),
@@ -80,20 +87,24 @@ def certify(
     perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
     window_search: bool = typer.Option(False, "--window-search", help="Search the smallest certified windows."),
     seed: int = typer.Option(0, help="Seed of every random choice."),
+    factor: str = typer.Option("full", help="Model factors: full (I + R) or branch (R)."),
+    interfaces: str = typer.Option("blocks", help="Model interfaces: blocks, or heads (W_O^l -> W_V^{l+1})."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
     Examples:
 
-      physgsa certify example --out out/
+      physgsa certify --out out/                      (the bundled MiniLM)
+
+      physgsa certify gpt2-folder/ --interfaces heads --units heads --out out/
 
       physgsa certify chain.npz --order a,b,c --q 0.95 --groups modes --out out/
     """
     from .pipeline import certify as run_certify
 
     try:
-        ch = _load_chain(chain, order)
+        ch = _load_chain(chain, order, factor, interfaces)
         result = run_certify(ch, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
                              threshold=threshold, safety=safety, n_perturbations=n_perturbations, perturbation=perturbation,
                              window_search=window_search, seed=seed)
@@ -118,9 +129,16 @@ def certify(
 
 @app.command()
 def models() -> None:
-    """List the bundled chain names."""
-    for name in BUNDLED:
-        typer.echo(name)
+    """List the bundled names and the supported architectures."""
+    from .adapters import ARCHITECTURES, BUNDLED_MODELS
+
+    typer.echo("Bundled names:")
+    typer.echo("  example        a seeded synthetic chain (no torch needed)")
+    for name, text in BUNDLED_MODELS.items():
+        typer.echo(f"  {name:<14} {text}")
+    typer.echo("Architectures (read from config.json):")
+    for name, text in ARCHITECTURES.items():
+        typer.echo(f"  {name:<14} {text}")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from ._validation import ChainFileError
 from .chain import Chain, Factor, check_matrix
 
-__all__ = ["read_chain", "SUFFIXES"]
+__all__ = ["read_chain", "SafetensorsFile", "SUFFIXES"]
 
 SUFFIXES = (".npz", ".safetensors")
 
@@ -111,35 +111,58 @@ def _safetensors_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray]]:
-    header, start = _safetensors_header(path)
-    keys = [k for k in header if k != "__metadata__"]
-    pairs = []
-    for key in _select(keys, order, path):
-        info = header[key]
+class SafetensorsFile:
+    """A ``.safetensors`` file read lazily, one tensor at a time (memory-mapped).
+
+    The header is validated before any tensor is read (sizes and offsets inside the file);
+    ``read`` returns a read-only view of the file's bytes (BF16 widened to float32).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.header, self._start = _safetensors_header(self.path)
+        self.metadata = self.header.get("__metadata__") or {}
+
+    def keys(self) -> list[str]:
+        """Tensor names in the header's order."""
+        return [k for k in self.header if k != "__metadata__"]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.header[key]["shape"])
+
+    def dtype(self, key: str) -> str:
+        return str(self.header[key].get("dtype"))
+
+    def read(self, key: str) -> np.ndarray:
+        if key not in self.header or key == "__metadata__":
+            raise ChainFileError(f"'{self.path}' holds no tensor named {key!r}.")
+        info = self.header[key]
         code = info.get("dtype")
         if code not in _ST_DTYPES:
             raise ChainFileError(
-                f"Tensor {key!r} in '{path}' has dtype {code!r}, which is not a real number type physgsa reads "
-                f"({', '.join(_ST_DTYPES)})."
+                f"Tensor {key!r} in '{self.path}' has dtype {code!r}, which is not a real number type physgsa "
+                f"reads ({', '.join(_ST_DTYPES)})."
             )
         shape = tuple(info["shape"])
         a, b = info["data_offsets"]
         itemsize = 2 if code == "BF16" else np.dtype(_ST_DTYPES[code]).itemsize
         if b - a != int(np.prod(shape, dtype=np.int64)) * itemsize:
             raise ChainFileError(
-                f"Tensor {key!r} in '{path}' declares shape {list(shape)} ({code}) but holds {b - a} bytes; "
+                f"Tensor {key!r} in '{self.path}' declares shape {list(shape)} ({code}) but holds {b - a} bytes; "
                 "the file is corrupted."
             )
-        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=start + a, shape=(b - a,)) if b > a else np.zeros(0, np.uint8)
+        if b == a:
+            return np.zeros(shape, dtype=np.float32)
+        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._start + a, shape=(b - a,))
         if code == "BF16":
             # bfloat16 is the top half of a float32: widen exactly.
-            arr = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        else:
-            arr = raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
-        pairs.append((key, check_matrix(arr, key, f"'{path}'")))
-        del raw
-    return pairs
+            return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        return raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
+
+
+def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray]]:
+    f = SafetensorsFile(path)
+    return [(key, check_matrix(f.read(key), key, f"'{path}'")) for key in _select(f.keys(), order, path)]
 
 
 def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:

@@ -44,7 +44,7 @@ WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9
 def _check_user_groups(value, what: str):
     if not isinstance(value, Mapping):
         raise InvalidParameterError(
-            f"{what} must be one of {{'kmeans', 'modes', 'heads'}} or a mapping from an interface name "
+            f"{what} must be one of {{'auto', 'kmeans', 'modes', 'heads'}} or a mapping from an interface name "
             f"('left->right') or a right-hand factor name to an integer array of row groups. "
             f"Got {type(value).__name__} instead."
         )
@@ -63,8 +63,8 @@ def _check_user_groups(value, what: str):
 CERTIFY_PARAMS = {
     "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q"),
     "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
-    "groups": Param("kmeans", "choice", choices=("kmeans", "modes", "heads"), extra=_check_user_groups,
-                    doc="row-group strategy, or a mapping of given groups"),
+    "groups": Param("auto", "choice", choices=("auto", "kmeans", "modes", "heads"), extra=_check_user_groups,
+                    doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups"),
     "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
     "units": Param("channels", "choice", choices=("channels", "heads"), doc="column units"),
     "threshold": Param("gap", "choice", choices=("gap", "relative"), doc="support threshold rule"),
@@ -86,7 +86,9 @@ CERTIFY_PARAMS = {
 }
 
 
-def _groups_for(groups, left: str, right: str):
+def _groups_for(groups, left: str, right: str, row_heads=None):
+    if groups == "auto":
+        return "heads" if row_heads is not None else "kmeans"
     if isinstance(groups, dict):
         key = f"{left}->{right}"
         if key in groups:
@@ -105,7 +107,7 @@ class _PAM:
     def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name):
         a0, a1 = tr.m_window, tr.m_full
         inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left)
-        g, m, gstrat = row_groups(_groups_for(p["groups"], left_name, right_name), a0, incidence=inc,
+        g, m, gstrat = row_groups(_groups_for(p["groups"], left_name, right_name, row_heads), a0, incidence=inc,
                                   heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
         units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where)
         part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
@@ -216,7 +218,8 @@ def certify(chain: Chain, **params) -> Result:
         From :meth:`Chain.from_arrays`, :func:`physgsa.read_chain` or an adapter.
     **params
         Keyword-only, validated against :data:`CERTIFY_PARAMS` (defaults there and in
-        docs/definitions.md): ``q`` (0.9), ``chart`` ("top"), ``groups`` ("kmeans"),
+        docs/definitions.md): ``q`` (0.9), ``chart`` ("top"), ``groups`` ("auto": heads where the rows carry a head
+        layout, else "kmeans"),
         ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
         ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
         ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32), ``perturbation`` ("blocks"),

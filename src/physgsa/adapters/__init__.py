@@ -1,0 +1,76 @@
+"""Adapters: factor chains from real networks (architecture.md, "Factors from real architectures").
+
+One file per architecture. Each reads its layout from the model's config and its weights by
+name through a :class:`~physgsa.adapters.sources.WeightSource`; nothing after the Chain knows
+anything about torch. :func:`load_chain` is the one entry point.
+"""
+
+from __future__ import annotations
+
+from .._validation import Param, check_params
+from ..chain import Chain
+from . import bert, dit, gpt2, vit
+from ._transformer import transformer_chain, transformer_weights
+from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
+
+__all__ = ["load_chain", "load_weights", "detect", "MODEL_PARAMS", "ARCHITECTURES", "BUNDLED_MODELS",
+           "ModelSourceError", "resolve_source"]
+
+#: Transformer architectures, in the order they are tried.
+_TRANSFORMERS = (("bert", bert), ("gpt2", gpt2), ("vit", vit), ("dit", dit))
+
+#: What `physgsa models` lists.
+ARCHITECTURES = {
+    "bert": "BERT / MiniLM / RoBERTa (transformers): blocks.{l}.attn = W_O W_V, blocks.{l}.mlp = W_out W_in",
+    "gpt2": "GPT-2 (transformers): Conv1D weights transposed, fused QKV split",
+    "vit": "ViT (transformers): old and new parameter names",
+    "dit": "DiT (diffusers DiTTransformer2DModel): attn1 and ff",
+}
+
+MODEL_PARAMS = {
+    "factor": Param("full", "choice", choices=("full", "branch"), doc="I + R (full) or R (branch)"),
+    "interfaces": Param("blocks", "choice", choices=("blocks", "heads"), doc="block factors or head-level W_V W_O"),
+}
+
+
+def detect(src: WeightSource) -> str:
+    """The architecture of a source, from its config (``model_type`` / ``_class_name``)."""
+    for name, mod in _TRANSFORMERS:
+        if mod.matches(src.config):
+            return name
+    kind = src.config.get("model_type") or src.config.get("_class_name")
+    known = ", ".join(ARCHITECTURES)
+    raise ModelSourceError(
+        f"{src.name}: physgsa has no adapter for architecture {kind!r} (known: {known}). "
+        "Export the factor matrices to an .npz chain instead."
+    )
+
+
+def _spec(name: str):
+    return dict(_TRANSFORMERS)[name].SPEC
+
+
+def load_chain(source, **params) -> Chain:
+    """The static factor chain of a model.
+
+    Parameters
+    ----------
+    source : str, Path or nn.Module
+        A bundled name (``minilm``), a local folder or file (``.safetensors``, ``.pt``, ``.bin``)
+        with its ``config.json``, a Hugging Face id in the local cache, or a module.
+    factor : {"full", "branch"}
+        ``I + R`` (default) or the residual branch ``R``.
+    interfaces : {"blocks", "heads"}
+        Block factors (default) or the head-level chain ``W_O^l -> W_V^{l+1}``.
+    """
+    p = check_params("load_chain", MODEL_PARAMS, params)
+    src = source if isinstance(source, WeightSource) else resolve_source(source)
+    arch = detect(src)
+    return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
+
+
+def load_weights(source) -> tuple[WeightSource, str, list]:
+    """Every weight matrix of a model as stored (for ``physgsa spectra``)."""
+    src = source if isinstance(source, WeightSource) else resolve_source(source)
+    arch = detect(src)
+    return src, arch, transformer_weights(src, _spec(arch))

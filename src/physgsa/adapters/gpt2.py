@@ -1,0 +1,19 @@
+"""GPT-2 (transformers ``GPT2Model``): Conv1D weights are stored (in, out) and Q, K, V are fused."""
+
+from ._transformer import TransformerSpec
+
+SPEC = TransformerSpec(
+    name="gpt2",
+    layers="n_layer",
+    heads="n_head",
+    width="n_embd",
+    qkv=("h.{l}.attn.c_attn.weight",),
+    o=("h.{l}.attn.c_proj.weight",),
+    mlp_in=("h.{l}.mlp.c_fc.weight",),
+    mlp_out=("h.{l}.mlp.c_proj.weight",),
+    transposed=True,
+)
+
+
+def matches(config: dict) -> bool:
+    return config.get("model_type") == "gpt2"

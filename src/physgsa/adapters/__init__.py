@@ -7,9 +7,9 @@ anything about torch. :func:`load_chain` is the one entry point.
 
 from __future__ import annotations
 
-from .._validation import Param, check_params
+from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
-from . import bert, dit, gpt2, vit
+from . import bert, dit, gpt2, resnet, vit
 from ._transformer import transformer_chain, transformer_weights
 from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
 
@@ -25,11 +25,15 @@ ARCHITECTURES = {
     "gpt2": "GPT-2 (transformers): Conv1D weights transposed, fused QKV split",
     "vit": "ViT (transformers): old and new parameter names",
     "dit": "DiT (diffusers DiTTransformer2DModel): attn1 and ff",
+    "resnet": "ResNet (transformers ResNetModel, or torchvision-named torch ResNets): BatchNorm folded, "
+              "projection shortcuts",
 }
 
 MODEL_PARAMS = {
     "factor": Param("full", "choice", choices=("full", "branch"), doc="I + R (full) or R (branch)"),
     "interfaces": Param("blocks", "choice", choices=("blocks", "heads"), doc="block factors or head-level W_V W_O"),
+    "conv": Param("dc", "choice", choices=("dc", "fft"), doc="conv channel matrices at zero frequency or at freq"),
+    "freq": Param((0, 0, 8), "floats", 0, None, doc="(u, v, n): the frequency of --conv fft on an n x n grid"),
 }
 
 
@@ -38,6 +42,8 @@ def detect(src: WeightSource) -> str:
     for name, mod in _TRANSFORMERS:
         if mod.matches(src.config):
             return name
+    if resnet.matches(src.config, src._keyset()):
+        return "resnet"
     kind = src.config.get("model_type") or src.config.get("_class_name")
     known = ", ".join(ARCHITECTURES)
     raise ModelSourceError(
@@ -62,10 +68,17 @@ def load_chain(source, **params) -> Chain:
         ``I + R`` (default) or the residual branch ``R``.
     interfaces : {"blocks", "heads"}
         Block factors (default) or the head-level chain ``W_O^l -> W_V^{l+1}``.
+    conv : {"dc", "fft"}
+        CNN channel matrices at zero frequency (default), or at ``freq = (u, v, n)`` in real form.
     """
     p = check_params("load_chain", MODEL_PARAMS, params)
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     arch = detect(src)
+    if arch == "resnet":
+        if p["interfaces"] == "heads":
+            raise InvalidParameterError(f"interfaces='heads' needs attention heads; {src.name} is a ResNet.")
+        u, v, n = (int(x) for x in p["freq"])
+        return resnet.resnet_chain(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
 
 
@@ -73,4 +86,6 @@ def load_weights(source) -> tuple[WeightSource, str, list]:
     """Every weight matrix of a model as stored (for ``physgsa spectra``)."""
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     arch = detect(src)
+    if arch == "resnet":
+        return src, arch, resnet.resnet_weights(src)
     return src, arch, transformer_weights(src, _spec(arch))

@@ -165,7 +165,31 @@ def transformer_chain(src: WeightSource, spec: TransformerSpec, *, factor: str, 
                                   provenance={"source": "static", "kind": factor, "keys": keys,
                                               "dtype": src.dtype(keys[0])}))
         del w_v, w_o, w_in, w_out
-    return Chain.from_factors(factors, source=src.name, links=links if interfaces == "heads" else None)
+    used = {k for f in factors for k in f.provenance["keys"]}
+    return Chain.from_factors(factors, source=src.name, links=links if interfaces == "heads" else None,
+                              skipped=_skipped(src, rd, used))
+
+
+def _skipped(src: WeightSource, rd: "_Reader", used: set) -> list[dict]:
+    """Every matrix weight the chain does not use, with the reason."""
+    qk = set()
+    for l in range(_layout(src, rd.spec)[0]):
+        for role in ("q", "k"):
+            key = rd.find(role, l)
+            if key:
+                qk.add(key)
+    out = []
+    for k in src.keys():
+        if k in used or not k.endswith("weight") or len(src.shape(k)) < 2:
+            continue
+        if k in qk:
+            reason = "query/key projection: it shapes the attention pattern, not the OV map"
+        elif "embed" in k or k.startswith(("wte", "wpe")):
+            reason = "embedding: not a residual block"
+        else:
+            reason = "not part of a residual block's attention (OV) or MLP map"
+        out.append({"module": k.rsplit(".", 1)[0], "reason": reason})
+    return out
 
 
 def transformer_weights(src: WeightSource, spec: TransformerSpec) -> list[tuple[str, np.ndarray, str]]:

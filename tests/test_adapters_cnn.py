@@ -1,0 +1,137 @@
+"""CNN adapters: each block factor is the block's response to spatially constant inputs.
+
+A block with its ReLUs linearized (replaced by the identity), in eval mode, maps a spatially
+constant input ``x`` to an output that is constant away from the borders; its value at the
+centre, minus the response to 0, is ``F x`` with ``F`` our channel-level factor (BatchNorm
+folded). Running statistics are randomized first so the folding is really tested.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from torch import nn
+
+from physgsa.adapters import load_chain, load_weights
+from physgsa.adapters._conv import conv_at_frequency
+from physgsa.adapters.digits import _model
+
+torch.manual_seed(0)
+
+
+def randomize_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval().double()
+
+
+def linearized(block):
+    blk = copy.deepcopy(block)
+    for name, m in list(blk.named_modules()):
+        for cname, child in list(m.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(m, cname, nn.Identity())
+    if hasattr(blk, "relu"):
+        blk.relu = nn.Identity()
+    return blk.eval()
+
+
+def constant_response(block, c_in, size=16):
+    """The centre-pixel linear map of a block on spatially constant inputs (c_out x c_in)."""
+    with torch.no_grad():
+        zero = block(torch.zeros(1, c_in, size, size, dtype=torch.float64))
+        cols = []
+        for j in range(c_in):
+            x = torch.zeros(1, c_in, size, size, dtype=torch.float64)
+            x[0, j] = 1.0
+            out = block(x) - zero
+            h, w = out.shape[2] // 2, out.shape[3] // 2
+            cols.append(out[0, :, h, w])
+    return torch.stack(cols, dim=1).numpy()
+
+
+def test_torch_resnet_blocks_match_constant_input_response():
+    model = randomize_bn(_model())
+    chain = load_chain(model)
+    blocks = [model.layer1[0], model.layer2[0], model.layer3[0]]
+    assert [f.name for f in chain.factors] == ["blocks.0", "blocks.1", "blocks.2"]
+    for f, blk in zip(chain.factors, blocks):
+        ref = constant_response(linearized(blk), blk.conv1.in_channels)
+        np.testing.assert_allclose(f.matrix, ref, atol=1e-10)
+    assert {s["module"] for s in chain.skipped} == {"conv1", "fc"}
+    branch = load_chain(model, factor="branch").factors[0].matrix
+    np.testing.assert_allclose(chain.factors[0].matrix - np.eye(16), branch, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
+def test_transformers_resnet_blocks_match_constant_input_response(layer_type):
+    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type=layer_type,
+                                    downsample_in_bottleneck=False)
+    model = randomize_bn(transformers.ResNetModel(cfg))
+    chain = load_chain(model)
+    layers = [lyr for st in model.encoder.stages for lyr in st.layers]
+    assert len(chain.factors) == len(layers) == 3
+    c_in = 8
+    for f, lyr in zip(chain.factors, layers):
+        ref = constant_response(linearized(lyr), c_in)
+        np.testing.assert_allclose(f.matrix, ref, atol=1e-10)
+        c_in = f.matrix.shape[0]
+    assert chain.factors[0].shape[1] == 8 and any("stem" in s["reason"] for s in chain.skipped)
+
+
+def test_fft_channel_matrices_give_the_circular_convolution_spectrum():
+    rng = np.random.default_rng(0)
+    c_out, c_in, n = 3, 2, 5
+    w = rng.standard_normal((c_out, c_in, 3, 3))
+    # The dense operator of circular convolution (cross-correlation, as torch) on an n x n torus.
+    dense = np.zeros((c_out * n * n, c_in * n * n))
+    for o in range(c_out):
+        for i in range(c_in):
+            for y in range(n):
+                for x in range(n):
+                    for h in range(3):
+                        for k in range(3):
+                            dense[o * n * n + y * n + x, i * n * n + ((y + h) % n) * n + (x + k) % n] += w[o, i, h, k]
+    ref = np.sort(np.linalg.svd(dense, compute_uv=False))
+    ours = np.sort(np.concatenate([np.linalg.svd(conv_at_frequency(w, u, v, n), compute_uv=False)
+                                   for u in range(n) for v in range(n)]))
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+    # The real form doubles each singular value of the complex matrix.
+    model = randomize_bn(_model())
+    fft = load_chain(model, conv="fft", freq=(1, 2, 8))
+    assert fft.factors[0].shape == (32, 32)
+
+
+def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from physgsa.adapters import digits
+
+    model = digits.digits_resnet()
+    _, _, x, y = digits.digits_data()
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y).float().mean().item()
+    assert acc >= 0.97
+    assert digits.cache_path().is_file() and str(tmp_path) in str(digits.cache_path())
+    again = digits.digits_resnet()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    chain = load_chain("digits-resnet")
+    assert [f.shape for f in chain.factors] == [(16, 16), (32, 16), (64, 32)]
+    _, arch, ws = load_weights("digits-resnet")
+    assert arch == "resnet" and [n for n, _, _ in ws][:3] == ["blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1"]
+
+
+def test_state_dict_file_gives_the_same_chain(tmp_path):
+    model = randomize_bn(_model()).float()
+    torch.save(model.state_dict(), tmp_path / "r.pt")
+    a = load_chain(model)
+    b = load_chain(tmp_path / "r.pt")
+    for fa, fb in zip(a.factors, b.factors):
+        np.testing.assert_array_equal(fa.matrix, fb.matrix)

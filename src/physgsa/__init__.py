@@ -20,10 +20,13 @@ from .examples import example_chain  # noqa: E402
 from .io import read_chain  # noqa: E402
 from .pipeline import CERTIFY_PARAMS, certify  # noqa: E402
 from .result import Result, load_result  # noqa: E402
+from .api import chain_from, spectra  # noqa: E402
 
 __all__ = [
     "__version__",
     "certify",
+    "spectra",
+    "chain_from",
     "CERTIFY_PARAMS",
     "Chain",
     "Factor",

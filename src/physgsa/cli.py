@@ -53,21 +53,9 @@ def _load_groups(groups: str):
 
 
 def _load_chain(chain: str, order: Optional[str], factor: str = "full", interfaces: str = "blocks"):
-    """A chain from 'example', an .npz of matrices, or a model (bundled name, file, folder, hub id).
+    from .api import chain_from
 
-    A .safetensors file is a model when a config.json lies beside it, else a chain of matrices.
-    """
-    from .examples import example_chain
-    from .io import read_chain
-
-    if chain == "example":
-        return example_chain()
-    path = Path(chain)
-    if path.suffix == ".npz" or (path.suffix == ".safetensors" and not (path.parent / "config.json").is_file()):
-        return read_chain(chain, order=order.split(",") if order else None)
-    from .adapters import load_chain
-
-    return load_chain(chain, factor=factor, interfaces=interfaces)
+    return chain_from(chain, order=order.split(",") if order else None, factor=factor, interfaces=interfaces)
 
 
 @app.command()
@@ -125,6 +113,46 @@ def certify(
         n, b = v["n_interfaces"], v["n_chain_breaks"]
         typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}); "
                    f"wrote {out}/")
+
+
+@app.command()
+def spectra(
+    model: str = typer.Argument("minilm", help="A model (as for certify) or an .npz/.safetensors of 2-D arrays."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet and spectra.json."),
+    q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
+    chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
+    as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
+) -> None:
+    """Per-matrix spectra of every weight matrix as stored: the fast pass.
+
+    Part I quantities (rho, s_top, s_mle, s_window, k_q, window, tails) and WeightWatcher's
+    metrics (log_norm, log_spectral_norm, stable_rank, matrix_rank, entropy, alpha), one
+    singular value decomposition each. Every tensor not analysed is listed with the reason.
+
+    Examples:
+
+      physgsa spectra --out out/              (the bundled MiniLM)
+
+      physgsa spectra gpt2-folder/ --out out/
+    """
+    from .api import spectra as run_spectra
+
+    try:
+        res = run_spectra(model, q=q, chart=chart)
+        res.save(out)
+    except PhysgsaError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except Exception as exc:  # noqa: BLE001 - one line, as for certify
+        if os.environ.get("PHYSGSA_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
+              "please report it)", EXIT_INTERNAL)
+    summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+    else:
+        typer.echo(f"{summary['n_matrices']} matrices analysed, {summary['n_skipped']} tensors skipped "
+                   f"(listed in spectra.json); wrote {out}/")
 
 
 @app.command()

@@ -52,10 +52,18 @@ def _load_groups(groups: str):
         raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
 
 
-def _load_chain(chain: str, order: Optional[str], factor: str = "full", interfaces: str = "blocks"):
+def _load_chain(chain: str, order: Optional[str], **model_params):
+    from ._validation import InvalidParameterError
     from .api import chain_from
 
-    return chain_from(chain, order=order.split(",") if order else None, factor=factor, interfaces=interfaces)
+    freq = model_params.pop("freq", "0,0,8")
+    try:
+        model_params["freq"] = tuple(int(v) for v in freq.split(","))
+    except ValueError:
+        raise InvalidParameterError(f"--freq must be three integers u,v,n; got {freq!r}.") from None
+    if len(model_params["freq"]) != 3 or model_params["freq"][2] < 1:
+        raise InvalidParameterError(f"--freq must be three integers u,v,n with n >= 1; got {freq!r}.")
+    return chain_from(chain, order=order.split(",") if order else None, **model_params)
 
 
 @app.command()
@@ -77,6 +85,11 @@ def certify(
     seed: int = typer.Option(0, help="Seed of every random choice."),
     factor: str = typer.Option("full", help="Model factors: full (I + R) or branch (R)."),
     interfaces: str = typer.Option("blocks", help="Model interfaces: blocks, or heads (W_O^l -> W_V^{l+1})."),
+    mode: str = typer.Option("static", help="Model factors from weights (static) or Jacobians at inputs (jacobian)."),
+    inputs: Optional[str] = typer.Option(None, help="Jacobian inputs: a text file (one sentence a line), an .npy of "
+                                         "images, or 'random' (flagged). Default: bundled sentences / digits images."),
+    conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
+    freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
@@ -92,7 +105,8 @@ def certify(
     from .pipeline import certify as run_certify
 
     try:
-        ch = _load_chain(chain, order, factor, interfaces)
+        ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
+                         freq=freq, seed=seed)
         result = run_certify(ch, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
                              threshold=threshold, safety=safety, n_perturbations=n_perturbations, perturbation=perturbation,
                              window_search=window_search, seed=seed)

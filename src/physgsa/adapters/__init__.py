@@ -34,6 +34,9 @@ MODEL_PARAMS = {
     "interfaces": Param("blocks", "choice", choices=("blocks", "heads"), doc="block factors or head-level W_V W_O"),
     "conv": Param("dc", "choice", choices=("dc", "fft"), doc="conv channel matrices at zero frequency or at freq"),
     "freq": Param((0, 0, 8), "floats", 0, None, doc="(u, v, n): the frequency of --conv fft on an n x n grid"),
+    "mode": Param("static", "choice", choices=("static", "jacobian"), doc="factors from weights or Jacobians"),
+    "inputs": Param(None, "any", allow_none=True, doc="Jacobian inputs: None (bundled), 'random' (flagged), a file"),
+    "seed": Param(0, "int", 0, None, doc="seed of random Jacobian inputs"),
 }
 
 
@@ -70,8 +73,17 @@ def load_chain(source, **params) -> Chain:
         Block factors (default) or the head-level chain ``W_O^l -> W_V^{l+1}``.
     conv : {"dc", "fft"}
         CNN channel matrices at zero frequency (default), or at ``freq = (u, v, n)`` in real form.
+    mode : {"static", "jacobian"}
+        Factors from the weights (default) or from Jacobians at real inputs.
+    inputs : None, "random" or a path
+        Jacobian inputs: bundled sentences / digits images (default), random (flagged), or a
+        text file (one sentence a line) / an .npy of images.
     """
     p = check_params("load_chain", MODEL_PARAMS, params)
+    if p["mode"] == "jacobian":
+        from .jacobian import jacobian_chain
+
+        return jacobian_chain(source, factor=p["factor"], inputs=p["inputs"], seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     arch = detect(src)
     if arch == "resnet":

@@ -135,3 +135,48 @@ def test_state_dict_file_gives_the_same_chain(tmp_path):
     b = load_chain(tmp_path / "r.pt")
     for fa, fb in zip(a.factors, b.factors):
         np.testing.assert_array_equal(fa.matrix, fb.matrix)
+
+
+class AffineOnly(nn.Module):
+    """GroupNorm's affine part alone (what the static factor keeps of it)."""
+
+    def __init__(self, gn):
+        super().__init__()
+        self.weight, self.bias = gn.weight, gn.bias
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # channels on axis 1, for 3-D and 4-D inputs
+        return x * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+def test_unet_factors_match_constant_input_response_and_breaks_are_named():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    model = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                                  block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                  up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4).eval().double()
+    for m in model.modules():  # non-trivial GroupNorm scales
+        if isinstance(m, nn.GroupNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+    chain = load_chain(model)
+    f = {x.name: x.matrix for x in chain.factors}
+
+    def lin(mod):
+        mod = copy.deepcopy(mod)
+        for parent in mod.modules():
+            for cname, child in list(parent.named_children()):
+                if isinstance(child, nn.GroupNorm):
+                    setattr(parent, cname, AffineOnly(child))
+                elif isinstance(child, nn.SiLU):
+                    setattr(parent, cname, nn.Identity())
+        if hasattr(mod, "nonlinearity"):
+            mod.nonlinearity = nn.Identity()
+        return mod.eval()
+
+    res = lin(model.down_blocks[1].resnets[0])
+    temb = torch.zeros(1, 32, dtype=torch.float64)  # a time embedding only adds a constant offset
+    np.testing.assert_allclose(f["down.1.resnets.0"], constant_response(lambda x: res(x, temb), 8), atol=1e-10)
+    att = model.mid_block.attentions[0]
+    np.testing.assert_allclose(f["mid.attentions.0"], constant_response(lin(att), 16), atol=1e-10)
+    assert all("skip concatenation" in b.reason for b in chain.breaks) and len(chain.breaks) == 4
+    assert any(s["module"] == "conv_in" for s in chain.skipped)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
-from . import bert, dit, gpt2, resnet, vit
+from . import bert, dit, gpt2, resnet, unet, vit
 from ._transformer import transformer_chain, transformer_weights
 from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
 
@@ -27,6 +27,8 @@ ARCHITECTURES = {
     "dit": "DiT (diffusers DiTTransformer2DModel): attn1 and ff",
     "resnet": "ResNet (transformers ResNetModel, or torchvision-named torch ResNets): BatchNorm folded, "
               "projection shortcuts",
+    "unet": "diffusers UNet2DModel: ResnetBlock2D with GroupNorm scales, spatial attention, resamplers; "
+            "skip concatenations break the chain",
 }
 
 MODEL_PARAMS = {
@@ -45,6 +47,8 @@ def detect(src: WeightSource) -> str:
     for name, mod in _TRANSFORMERS:
         if mod.matches(src.config):
             return name
+    if unet.matches(src.config):
+        return "unet"
     if resnet.matches(src.config, src._keyset()):
         return "resnet"
     kind = src.config.get("model_type") or src.config.get("_class_name")
@@ -86,9 +90,11 @@ def load_chain(source, **params) -> Chain:
         return jacobian_chain(source, factor=p["factor"], inputs=p["inputs"], seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     arch = detect(src)
+    if arch in ("resnet", "unet") and p["interfaces"] == "heads":
+        raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
+    if arch == "unet":
+        return unet.unet_chain(src, factor=p["factor"])
     if arch == "resnet":
-        if p["interfaces"] == "heads":
-            raise InvalidParameterError(f"interfaces='heads' needs attention heads; {src.name} is a ResNet.")
         u, v, n = (int(x) for x in p["freq"])
         return resnet.resnet_chain(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
@@ -100,4 +106,6 @@ def load_weights(source) -> tuple[WeightSource, str, list]:
     arch = detect(src)
     if arch == "resnet":
         return src, arch, resnet.resnet_weights(src)
+    if arch == "unet":
+        raise InvalidParameterError("load_weights lists transformer and ResNet weights; use physgsa.spectra for a UNet.")
     return src, arch, transformer_weights(src, _spec(arch))

@@ -198,12 +198,27 @@ def test_offline_hub_id_fails_fast_and_clearly():
     assert time.perf_counter() - t < 2.0
 
 
-def test_unknown_architecture_is_named(tmp_path):
-    cfg = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+def test_unknown_architecture_goes_to_the_generic_walker(tmp_path):
+    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
                                    num_key_value_heads=2, vocab_size=20)
-    transformers.LlamaModel(cfg).save_pretrained(tmp_path / "llama")
-    with pytest.raises(ModelSourceError, match="no adapter for architecture 'llama'"):
-        load_chain(tmp_path / "llama")
+    model = transformers.LlamaModel(cfg)
+    model.save_pretrained(tmp_path / "llama")
+    chain = load_chain(tmp_path / "llama")
+    names = [f.name for f in chain.factors]
+    # Every Linear, in execution order; each factor is the layer's own weight.
+    assert names[:4] == ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj",
+                         "layers.0.self_attn.o_proj"]
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(names) == linears
+    np.testing.assert_array_equal(chain.factors[3].matrix, model.layers[0].self_attn.o_proj.weight.detach().numpy())
+    reasons = {s["module"]: s["reason"] for s in chain.skipped}
+    assert "not a linear or conv layer" in reasons["embed_tokens"] and "norm" in reasons
+    assert chain.breaks  # gate/up (32 x 16) followed by down (16 x 32) and q (16 x 16) meet; some pairs do not
+    # A module with no sample input and no dummy_inputs: a clear error.
+    with pytest.raises(ModelSourceError, match="pass sample="):
+        from physgsa.adapters.generic import walk_chain
+
+        walk_chain(torch.nn.Sequential(torch.nn.Linear(3, 4)))
 
 
 def test_cli_certifies_minilm_by_default(tmp_path):
@@ -217,3 +232,14 @@ def test_cli_certifies_minilm_by_default(tmp_path):
     assert json.loads(res.stdout)["n_interfaces"] == 11
     cert = json.loads((tmp_path / "o" / "certificate.json").read_text())
     assert cert["factors"][:2] == ["blocks.0.attn", "blocks.0.mlp"]
+
+
+def test_quantized_integer_weights_get_a_clear_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    small_gpt2().float().save_pretrained(tmp_path / "q")
+    tensors = load_file(str(tmp_path / "q" / "model.safetensors"))
+    tensors["h.0.attn.c_proj.weight"] = np.clip(tensors["h.0.attn.c_proj.weight"] * 100, -127, 127).astype(np.int8)
+    save_file(tensors, str(tmp_path / "q" / "model.safetensors"))
+    with pytest.raises(ModelSourceError, match="'h.0.attn.c_proj.weight' .* is quantized .*Dequantize"):
+        load_chain(tmp_path / "q")

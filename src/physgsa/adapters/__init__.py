@@ -7,6 +7,8 @@ anything about torch. :func:`load_chain` is the one entry point.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
 from . import bert, dit, gpt2, resnet, unet, vit
@@ -89,7 +91,10 @@ def load_chain(source, **params) -> Chain:
 
         return jacobian_chain(source, factor=p["factor"], inputs=p["inputs"], seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
-    arch = detect(src)
+    try:
+        arch = detect(src)
+    except ModelSourceError:
+        return _walk(source, src)
     if arch in ("resnet", "unet") and p["interfaces"] == "heads":
         raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
     if arch == "unet":
@@ -98,6 +103,29 @@ def load_chain(source, **params) -> Chain:
         u, v, n = (int(x) for x in p["freq"])
         return resnet.resnet_chain(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
+
+
+def _walk(source, src: WeightSource) -> Chain:
+    """No adapter: the generic walker, on the module itself or on one transformers can build."""
+    from .generic import walk_chain
+    from .sources import _torch
+
+    torch = _torch()
+    if isinstance(source, torch.nn.Module):
+        return walk_chain(source, source=src.name)
+    folder = Path(str(source))
+    folder = folder.parent if folder.is_file() else folder
+    if not (folder / "config.json").is_file():
+        raise ModelSourceError(f"{src.name}: no adapter fits, and without a config.json the generic walker cannot "
+                               "build the model. Pass the nn.Module (with sample=) or export an .npz chain.")
+    import transformers
+
+    try:
+        model = transformers.AutoModel.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{src.name}: no adapter fits, and transformers cannot build it for the generic "
+                               f"walker ({exc}).") from None
+    return walk_chain(model, source=src.name)
 
 
 def load_weights(source) -> tuple[WeightSource, str, list]:

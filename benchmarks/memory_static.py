@@ -20,7 +20,13 @@ import sys
 import tempfile
 
 CHILD = r"""
-import json, os, resource, sys, tracemalloc
+import json, os, sys, tracemalloc
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 from physgsa.adapters import load_chain, resolve_source
 path = sys.argv[1]
@@ -37,7 +43,8 @@ chain_bytes = sum(f.matrix.nbytes for f in chain.factors)
 block = 8 * (2 * d * d + 2 * ff * d + 3 * d * d)
 print(json.dumps({"traced_peak": peak, "chain_bytes": chain_bytes, "transient_peak": peak - chain_bytes,
                   "largest_working_set": block, "file_bytes": os.path.getsize(src._files[0].path),
-                  "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  # VmHWM: this process's peak resident set (ru_maxrss would carry the parent's over exec).
+                  "max_rss": hwm(),
                   "n_factors": len(chain.factors)}))
 """
 

@@ -41,8 +41,12 @@ def spectra(source="minilm", **params) -> SpectraResult:
         chain = chain_from(source)
         items = ((f.name, f.matrix, f.name, "") for f in chain.factors)
         return spectra_of(items, source=chain.source, **params)
-    from .adapters import detect, resolve_source
+    from .adapters import ModelSourceError, detect, resolve_source
     from .adapters.weights import raw_matrices
 
     src = resolve_source(source)
-    return spectra_of(raw_matrices(src, detect(src)), source=src.name, **params)
+    try:
+        arch = detect(src)
+    except ModelSourceError:
+        arch = "unknown"  # every 2-D weight as stored: no architecture knowledge needed
+    return spectra_of(raw_matrices(src, arch), source=src.name, **params)

@@ -170,6 +170,25 @@ def spectra(
 
 
 @app.command()
+def report(
+    directory: Path = typer.Argument(..., help="An output directory of physgsa certify."),
+) -> None:
+    """Re-render DIR/report.html from the saved results, without recomputing.
+
+    Example:
+
+      physgsa report out/
+    """
+    from .report import rerender
+
+    try:
+        path = rerender(directory)
+    except PhysgsaError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
 def models() -> None:
     """List the bundled names and the supported architectures."""
     from .adapters import ARCHITECTURES, BUNDLED_MODELS

@@ -14,6 +14,7 @@ import numpy as np
 from ._validation import CertificateBugError, InvalidParameterError, Param, check_params
 from .certificate import adversarial, margins, perturbation_tests, verdicts
 from .chain import Chain
+from .heatmaps import interface_heatmaps
 from .icm import icm_rows
 from .protocol import interface_items, model_verdict
 from .result import Result, build_result
@@ -179,14 +180,15 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     items = interface_items(left=L, right=R, a0_dtype=a0.dtype, gap_floor=p["gap_floor"], rig=rig, tr=tr,
                             decomp=decomp, mg=mg, ver=ver, direct_diff=pam.diff, pert=pert,
                             icm_fraction=icm_fraction, icm_all=icm_all)
-    bmat, blabels, _ = block_energy(a0, ref.partition, s0)
+    bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
+    heat = interface_heatmaps(a0, tr.m_full, ref.partition, s0, unit_block, icm["label"], icm["certified"])
     search = _window_search(L, R, c, m_full, p, link, chain) if p["window_search"] else None
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         "transport": tr, "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
-        "negligible": pam.negligible,
+        "negligible": pam.negligible, "heatmaps": heat,
         "window_search": search,
     }
 

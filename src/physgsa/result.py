@@ -1,11 +1,12 @@
 """The Result: tables, the certificate document, and saving them atomically.
 
 A Result is plain data, separate from the inputs: three DataFrames (``factors``,
-``interfaces``, ``rows``) and one JSON-ready dict (``certificate``). :meth:`Result.save`
-writes ``factors.parquet``, ``interfaces.parquet``, ``rows.parquet`` and
-``certificate.json`` into a fresh sibling directory and renames it into place, so a failed
-run never leaves a half-written output directory. The same input and parameters give the
-same bytes.
+``interfaces``, ``rows``), one JSON-ready dict (``certificate``) and the binned arrays the
+report draws (``heatmaps``). :meth:`Result.save` writes ``factors.parquet``,
+``interfaces.parquet``, ``rows.parquet``, ``certificate.json``, ``heatmaps.npz`` and
+``report.html`` into a fresh sibling directory and renames it into place, so a failed run
+never leaves a half-written output directory. The same input and parameters give the same
+bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import os
 import platform
 import shutil
 import tempfile
+import dataclasses
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from ._validation import OutputDirectoryError
 
 __all__ = ["Result", "build_result", "load_result", "OUTPUT_FILES"]
 
-OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "certificate.json")
+OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "certificate.json", "heatmaps.npz")
 
 
 def _versions() -> dict:
@@ -202,6 +206,7 @@ class Result:
     interfaces: pd.DataFrame
     rows: pd.DataFrame
     certificate: dict
+    heatmaps: dict = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> dict:
@@ -232,6 +237,7 @@ class Result:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
         except OSError as exc:
             raise OutputDirectoryError(f"Cannot create output directory '{out}': {exc.strerror}.") from None
         try:
@@ -239,6 +245,10 @@ class Result:
                 df.to_parquet(tmp / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
             text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
             (tmp / "certificate.json").write_text(text + "\n", encoding="utf-8")
+            _write_npz(tmp / "heatmaps.npz", self.heatmaps)
+            from .report import write_report
+
+            write_report(self, tmp / "report.html")
             if out.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
                 os.rename(out, old / "x")
@@ -250,6 +260,23 @@ class Result:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    """An .npz with fixed member timestamps and order, so the same arrays give the same bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
 
 
 def build_result(chain, spectra, interfaces, params: dict, verdict: dict) -> Result:
@@ -266,8 +293,9 @@ def build_result(chain, spectra, interfaces, params: dict, verdict: dict) -> Res
         "interfaces": [_interface_detail(it) for it in interfaces],
         "verdict": verdict,
     }
+    heat = {f"{it['index']}/{k}": v for it in interfaces for k, v in it["heatmaps"].items()}
     return Result(factors=factors, interfaces=_interface_table(interfaces), rows=_row_table(interfaces),
-                  certificate=_jsonable(cert))
+                  certificate=_jsonable(cert), heatmaps=heat)
 
 
 def load_result(directory) -> Result:
@@ -276,9 +304,12 @@ def load_result(directory) -> Result:
     missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]
     if missing:
         raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: {', '.join(missing)} missing.")
+    with np.load(d / "heatmaps.npz", allow_pickle=False) as npz:
+        heat = {k: npz[k] for k in npz.files}
     return Result(
         factors=pd.read_parquet(d / "factors.parquet"),
         interfaces=pd.read_parquet(d / "interfaces.parquet"),
         rows=pd.read_parquet(d / "rows.parquet"),
         certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
+        heatmaps=heat,
     )

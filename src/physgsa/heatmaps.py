@@ -1,0 +1,65 @@
+"""What the report draws for an interface, reduced to a fixed small size and saved with the Result.
+
+Rows of the PAM are ordered by group and columns by support block (each group's exclusive
+support, hubs, other shared units, inactive units), then binned to at most ``MAX_BINS`` per
+axis: magnitudes are averaged over a bin, mask codes take the bin's majority. The report is
+drawn from these arrays alone, so ``physgsa report DIR`` re-renders without recomputing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .structure import Partition, Structure, expand_codes
+
+__all__ = ["MAX_BINS", "interface_heatmaps"]
+
+MAX_BINS = 96
+
+
+def _edges(n: int) -> np.ndarray:
+    k = min(n, MAX_BINS)
+    return np.linspace(0, n, k + 1).round().astype(int)
+
+
+def _reduce_mean(x: np.ndarray, re: np.ndarray, ce: np.ndarray) -> np.ndarray:
+    rows = np.add.reduceat(x, re[:-1], axis=0) / np.diff(re)[:, None]
+    return np.add.reduceat(rows, ce[:-1], axis=1) / np.diff(ce)[None, :]
+
+
+def _reduce_mode(codes: np.ndarray, re: np.ndarray, ce: np.ndarray, n_codes: int = 3) -> np.ndarray:
+    counts = np.stack([_reduce_mean((codes == c).astype(float), re, ce) for c in range(n_codes)])
+    return np.argmax(counts, axis=0).astype(np.int8)
+
+
+def _boundaries(sorted_labels: np.ndarray, edges: np.ndarray) -> list[tuple[float, int]]:
+    """(position in bins, label) where each run of equal labels starts."""
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    pos = np.interp(starts, edges, np.arange(edges.shape[0]))
+    return [(float(p), int(sorted_labels[s])) for p, s in zip(pos, starts)]
+
+
+def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, part: Partition, st: Structure, unit_block: np.ndarray,
+                       labels: np.ndarray, certified: np.ndarray) -> dict:
+    """Binned |A0|, |A1|, |A1 - A0|, the mask map and the ICM label strip of one interface."""
+    row_order = np.argsort(part.groups, kind="stable")
+    col_block = unit_block[part.units]
+    col_order = np.argsort(col_block, kind="stable")
+    re, ce = _edges(a0.shape[0]), _edges(a0.shape[1])
+    a0o = a0[row_order][:, col_order]
+    a1o = a1[row_order][:, col_order]
+    mask = expand_codes(st.codes, part)[row_order][:, col_order]
+    code = {"SC": 0, "SA": 1, "ST": 2, "zero": 3}
+    lab = np.array([code[x] for x in labels[row_order]], dtype=np.int8)
+    lab_bins = np.array([np.bincount(lab[a:b], minlength=4).argmax() for a, b in zip(re[:-1], re[1:])], np.int8)
+    cert_bins = np.array([certified[row_order][a:b].mean() for a, b in zip(re[:-1], re[1:])])
+    return {
+        "a0": _reduce_mean(np.abs(a0o), re, ce).astype(np.float32),
+        "a1": _reduce_mean(np.abs(a1o), re, ce).astype(np.float32),
+        "diff": _reduce_mean(np.abs(a1o - a0o), re, ce).astype(np.float32),
+        "mask": _reduce_mode(mask, re, ce),
+        "labels": lab_bins,
+        "certified": cert_bins.astype(np.float32),
+        "row_groups": np.array(_boundaries(part.groups[row_order], re), dtype=np.float64).reshape(-1, 2),
+        "col_blocks": np.array(_boundaries(col_block[col_order], ce), dtype=np.float64).reshape(-1, 2),
+    }

@@ -1,0 +1,104 @@
+"""``report.html``: one self-contained page drawn from a saved Result.
+
+Styles, the sorting script and every figure (PNG, base64) are inline, and the page makes no
+network request, so it reads offline and can travel as a mail attachment. Every name that
+comes from a model or a file is escaped (jinja2 autoescaping). ``physgsa report DIR``
+re-renders it from the saved files without recomputing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from .figures import interface_figure, profiles_figure
+
+__all__ = ["render_report", "write_report", "rerender"]
+
+_FACTOR_COLS = ("name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window", "window_r2", "hellinger", "k_q",
+                "k", "window_gap", "tau", "tau_gc", "numerical_rank", "flags")
+_INTERFACE_COLS = ("interface", "k_left", "k_right", "slack", "trunc_error", "eps_trunc", "rho_static", "binding",
+                   "certified_a_priori", "certified_measured", "direct_same", "energy_core", "energy_overlap",
+                   "energy_noise", "n_groups", "n_edges", "n_hubs", "member", "failed_items")
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    try:
+        import pandas as pd
+
+        if v is pd.NA:
+            return "—"
+    except ImportError:  # pragma: no cover
+        pass
+    return str(v)
+
+
+def _table(df, cols) -> dict:
+    cols = [c for c in cols if c in df.columns]
+    return {"cols": cols, "rows": [[_fmt(v) for v in row] for row in df[cols].itertuples(index=False)]}
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _compact(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)[:400]
+
+
+def render_report(result) -> str:
+    """The report page of a Result, as a string."""
+    cert = result.certificate
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["fmt"] = _fmt
+    env.filters["compact"] = _compact
+    template = env.from_string(resources.files("physgsa").joinpath("templates/report.html.j2").read_text("utf-8"))
+    interfaces = []
+    for i, det in enumerate(cert["interfaces"]):
+        heat = {k.split("/", 1)[1]: v for k, v in result.heatmaps.items() if k.split("/", 1)[0] == str(i)}
+        fig = _data_uri(interface_figure(heat, det)) if heat else None
+        interfaces.append({"detail": det, "figure": fig})
+    profiles = _data_uri(profiles_figure(result.factors)) if len(result.factors) else None
+    return template.render(
+        cert=cert, verdict=cert["verdict"], factors=_table(result.factors, _FACTOR_COLS),
+        interfaces_table=_table(result.interfaces, _INTERFACE_COLS), interfaces=interfaces, profiles=profiles,
+        params=sorted(cert["parameters"].items()), versions=sorted(cert["versions"].items()),
+    )
+
+
+def write_report(result, path) -> Path:
+    """Write ``report.html`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    text = render_report(result)
+    fd, tmp = tempfile.mkstemp(prefix=".report.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        from .result import _umask
+
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def rerender(directory) -> Path:
+    """Re-render ``DIR/report.html`` from the saved results (no recomputation)."""
+    from .result import load_result
+
+    return write_report(load_result(directory), Path(directory) / "report.html")

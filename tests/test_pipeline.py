@@ -139,7 +139,7 @@ def test_same_input_gives_same_bytes(tmp_path):
     ch = physgsa.example_chain(n_factors=3, width=16)
     certify(ch, seed=3).save(tmp_path / "a")
     certify(ch, seed=3).save(tmp_path / "b")
-    for name in physgsa.result.OUTPUT_FILES:
+    for name in physgsa.result.OUTPUT_FILES + ("report.html",):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 

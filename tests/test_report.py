@@ -79,3 +79,20 @@ def test_report_rerenders_identically_without_recomputing(report_dir):
     rerender(report_dir)
     assert (report_dir / "report.html").read_bytes() == before
     assert np.load(report_dir / "heatmaps.npz")["0/a0"].shape[0] <= 96
+
+
+def test_spectra_page_loads_offline(tmp_path, browser):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", **{EVIL: rng.standard_normal((20, 12)), "b": rng.standard_normal((12, 12))})
+    res = physgsa.spectra(tmp_path / "m.npz")
+    res.save(tmp_path / "s")
+    page = browser.new_page()
+    errors, requests = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    url = (tmp_path / "s" / "spectra.html").as_uri()
+    page.goto(url)
+    assert errors == [] and [r for r in requests if r != url and not r.startswith("data:")] == []
+    assert page.eval_on_selector_all("img", "imgs => imgs.every(i => i.naturalWidth > 0)")
+    assert EVIL in page.inner_text("#spectra")
+    page.close()

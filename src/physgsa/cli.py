@@ -26,6 +26,39 @@ app = typer.Typer(
 )
 
 
+class _Progress:
+    """Progress on stderr: a live bar on a terminal, plain lines otherwise, nothing with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+        self._task = {}
+
+    def __enter__(self):
+        if not self.quiet and self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[item]}"), transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int, name: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is None:
+            typer.echo(f"physgsa: {stage} {done}/{total} {name}", err=True)
+            return
+        if stage not in self._task:
+            self._task[stage] = self._bar.add_task(stage, total=total, item="")
+        self._bar.update(self._task[stage], completed=done, item=name)
+
+
 def _fail(message: str, code: int) -> None:
     typer.echo(f"physgsa: error: {message}", err=True)
     raise typer.Exit(code)
@@ -91,6 +124,7 @@ def certify(
     conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
     freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
@@ -107,9 +141,10 @@ def certify(
     try:
         ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
                          freq=freq, seed=seed)
-        result = run_certify(ch, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
-                             threshold=threshold, safety=safety, n_perturbations=n_perturbations, perturbation=perturbation,
-                             window_search=window_search, seed=seed)
+        with _Progress(quiet) as progress:
+            result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
+                                 threshold=threshold, safety=safety, n_perturbations=n_perturbations,
+                                 perturbation=perturbation, window_search=window_search, seed=seed)
         result.save(out)
     except PhysgsaError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
@@ -123,7 +158,7 @@ def certify(
     v = result.verdict
     if as_json:
         typer.echo(json.dumps(v, sort_keys=True))
-    else:
+    elif not quiet:
         n, b = v["n_interfaces"], v["n_chain_breaks"]
         typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}); "
                    f"wrote {out}/")

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-__all__ = ["profiles_figure", "interface_figure", "MASK_COLOURS", "LABEL_COLOURS"]
+__all__ = ["profiles_figure", "interface_figure", "spectra_figure", "MASK_COLOURS", "LABEL_COLOURS"]
 
 MASK_COLOURS = ("#d9d9d9", "#1b9e77", "#d95f02")  # noise, core, overlap
 LABEL_COLOURS = ("#1b9e77", "#7570b3", "#e7298a", "#ffffff")  # SC, SA, ST, zero
@@ -152,5 +152,33 @@ def interface_figure(heat: dict, detail: dict) -> bytes:
     ax.set_aspect("equal")
     ax.axis("off")
     fig.add_subplot(gs[1, 3]).axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def spectra_figure(table) -> bytes:
+    """Per-matrix metrics of ``physgsa spectra``, in checkpoint order."""
+    x = np.arange(len(table))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 6.5))
+    ax = axes[0, 0]
+    ax.scatter(x, table["alpha"].to_numpy(dtype=float, na_value=np.nan), s=12)
+    ax.axhspan(2, 6, color="#52be80", alpha=0.12, label="2 <= alpha <= 6")
+    ax.set(title="power-law exponent alpha of the eigenvalue tail", xlabel="matrix index", ylabel="alpha")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.scatter(x, table["log_norm"], s=12, label="log_norm")
+    ax.scatter(x, table["log_spectral_norm"], s=12, label="log_spectral_norm")
+    ax.set(title="norms (log10)", xlabel="matrix index", ylabel="log10")
+    ax.legend(fontsize=8)
+    ax = axes[1, 0]
+    ax.scatter(x, table["stable_rank"] / table["r"], s=12, label="stable_rank / r")
+    ax.scatter(x, table["k_q"] / table["r"], s=12, label="k_q / r")
+    ax.set(title="effective ranks, as fractions of r", xlabel="matrix index", ylabel="fraction of r")
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    for col in ("s_top", "s_mle"):
+        ax.scatter(x, table[col], s=12, label=col)
+    ax.set(title="Gibbs–Cartan exponents", xlabel="matrix index", ylabel="s")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)

@@ -211,7 +211,7 @@ def _window_search(L, R, c, m_full, p, link, chain) -> dict:
     return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
 
 
-def certify(chain: Chain, **params) -> Result:
+def certify(chain: Chain, *, progress=None, **params) -> Result:
     """Spectra, transport, PAM structure and the static certificate of every interface.
 
     Parameters
@@ -228,6 +228,10 @@ def certify(chain: Chain, **params) -> Result:
         ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
         ``seed`` (0).
 
+    progress : callable, optional
+        Called as ``progress(stage, done, total, name)`` after each factor ("spectra") and each
+        interface ("interfaces"); the command line draws its progress bars with it.
+
     Returns
     -------
     Result
@@ -238,9 +242,16 @@ def certify(chain: Chain, **params) -> Result:
             f"certify takes a physgsa Chain (Chain.from_arrays or read_chain); got {type(chain).__name__} instead."
         )
     p = check_params("certify", CERTIFY_PARAMS, params)
-    spectra = [compute_spectrum(f, q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
-               for f in chain.factors]
-    interfaces = [_interface(link, chain, spectra, p) for link in chain.links]
+    report = progress if progress is not None else (lambda stage, done, total, name: None)
+    spectra = []
+    for i, f in enumerate(chain.factors):
+        spectra.append(compute_spectrum(f, q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"],
+                                        chart=p["chart"]))
+        report("spectra", i + 1, len(chain.factors), f.name)
+    interfaces = []
+    for i, link in enumerate(chain.links):
+        interfaces.append(_interface(link, chain, spectra, p))
+        report("interfaces", i + 1, len(chain.links), link.name(chain))
     margins = [{"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
                 "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
                for it in interfaces]

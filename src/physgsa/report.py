@@ -18,9 +18,9 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from .figures import interface_figure, profiles_figure
+from .figures import interface_figure, profiles_figure, spectra_figure
 
-__all__ = ["render_report", "write_report", "rerender"]
+__all__ = ["render_report", "write_report", "rerender", "render_spectra_page"]
 
 _FACTOR_COLS = ("name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window", "window_r2", "hellinger", "k_q",
                 "k", "window_gap", "tau", "tau_gc", "numerical_rank", "flags")
@@ -79,10 +79,25 @@ def render_report(result) -> str:
     )
 
 
-def write_report(result, path) -> Path:
-    """Write ``report.html`` atomically (a temporary file renamed into place)."""
+_SPECTRA_COLS = ("name", "rows", "cols", "log_norm", "log_spectral_norm", "stable_rank", "matrix_rank", "entropy",
+                 "alpha", "xmin", "rho", "s_top", "s_mle", "s_window", "k_q", "k", "note")
+
+
+def render_spectra_page(res) -> str:
+    """The page of ``physgsa spectra``: its sortable table, the metrics plot, the skipped tensors."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["compact"] = _compact
+    template = env.from_string(resources.files("physgsa").joinpath("templates/spectra.html.j2").read_text("utf-8"))
+    fig = _data_uri(spectra_figure(res.table)) if len(res.table) else None
+    return template.render(record=res.record, table=_table(res.table, _SPECTRA_COLS), skipped=res.skipped,
+                           figure=fig, params=sorted(res.record["parameters"].items()),
+                           versions=sorted(res.record["versions"].items()))
+
+
+def write_report(result, path, *, text: str | None = None) -> Path:
+    """Write ``report.html`` (or ``text``) atomically (a temporary file renamed into place)."""
     path = Path(path)
-    text = render_report(result)
+    text = render_report(result) if text is None else text
     fd, tmp = tempfile.mkstemp(prefix=".report.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

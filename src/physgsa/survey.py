@@ -21,7 +21,7 @@ import pandas as pd
 from ._validation import OutputDirectoryError, Param, check_params
 from .chain import Factor, check_matrix
 from .powerlaw import weight_metrics
-from .result import _jsonable, _nullable, _versions
+from .result import _jsonable, _nullable, _umask, _versions
 from .spectra import CHARTS, compute_spectrum
 
 __all__ = ["SPECTRA_PARAMS", "SpectraResult", "spectra_of"]
@@ -45,7 +45,7 @@ class SpectraResult:
     record: dict
 
     def save(self, out) -> Path:
-        """Write ``spectra.parquet`` and ``spectra.json`` into ``out`` atomically."""
+        """Write ``spectra.parquet``, ``spectra.json`` and ``spectra.html`` into ``out``, each atomically."""
         out = Path(out)
         if out.exists() and any(out.iterdir()) and not (out / "spectra.json").exists() \
                 and not (out / "certificate.json").exists():
@@ -58,7 +58,11 @@ class SpectraResult:
             doc = {**self.record, "skipped": self.skipped}
             (tmp / "spectra.json").write_text(json.dumps(_jsonable(doc), indent=2, sort_keys=True, allow_nan=False)
                                              + "\n", encoding="utf-8")
-            for name in ("spectra.parquet", "spectra.json"):
+            from .report import render_spectra_page
+
+            (tmp / "spectra.html").write_text(render_spectra_page(self), encoding="utf-8")
+            for name in ("spectra.parquet", "spectra.json", "spectra.html"):
+                os.chmod(tmp / name, 0o666 & ~_umask())
                 os.replace(tmp / name, out / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

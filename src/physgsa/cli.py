@@ -6,6 +6,7 @@ names it); 3 internal error (a proven bound failed: a bug in physgsa, please rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -62,6 +63,22 @@ class _Progress:
 def _fail(message: str, code: int) -> None:
     typer.echo(f"physgsa: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors():
+    """Bad input -> one line, exit 2; a failed bound or any other failure -> one line, exit 3."""
+    try:
+        yield
+    except PhysgsaError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except CertificateBugError as exc:
+        _fail(f"internal error: {exc}", EXIT_INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
+        if os.environ.get("PHYSGSA_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
+              "please report it)", EXIT_INTERNAL)
 
 
 def _load_groups(groups: str):
@@ -138,23 +155,15 @@ def certify(
     """
     from .pipeline import certify as run_certify
 
-    try:
+    with _errors():
         ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
                          freq=freq, seed=seed)
         with _Progress(quiet) as progress:
-            result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups), n_groups=n_groups, units=units,
-                                 threshold=threshold, safety=safety, n_perturbations=n_perturbations,
+            result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
+                                 n_groups=n_groups, units=units, threshold=threshold, safety=safety,
+                                 n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed)
         result.save(out)
-    except PhysgsaError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    except CertificateBugError as exc:
-        _fail(f"internal error: {exc}", EXIT_INTERNAL)
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
-        if os.environ.get("PHYSGSA_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
-              "please report it)", EXIT_INTERNAL)
     v = result.verdict
     if as_json:
         typer.echo(json.dumps(v, sort_keys=True))
@@ -186,16 +195,9 @@ def spectra(
     """
     from .api import spectra as run_spectra
 
-    try:
+    with _errors():
         res = run_spectra(model, q=q, chart=chart)
         res.save(out)
-    except PhysgsaError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    except Exception as exc:  # noqa: BLE001 - one line, as for certify
-        if os.environ.get("PHYSGSA_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
-              "please report it)", EXIT_INTERNAL)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
@@ -216,10 +218,8 @@ def report(
     """
     from .report import rerender
 
-    try:
+    with _errors():
         path = rerender(directory)
-    except PhysgsaError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
     typer.echo(f"wrote {path}")
 
 

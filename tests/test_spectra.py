@@ -102,3 +102,16 @@ def test_window_moves_to_largest_gap_in_band():
 def test_window_chart_undefined_is_none_not_nan():
     s, r2, flag = chart_window(np.array([1.0, 0.0, 0.0]), 1)
     assert s is None and r2 is None and flag == "window_chart_undefined"
+
+
+@given(a=matrices(min_side=1, max_side=12))
+def test_fast_singular_values_match_svd(a):
+    # The Gram path is taken only when it is exact to 1e-6 relative; otherwise the SVD is.
+    from physgsa.spectra import normalize, singular_values
+
+    a_hat = normalize(a)[0]
+    ref = np.linalg.svd(a_hat, compute_uv=False)
+    ours = singular_values(a_hat)
+    assert np.allclose(ours, ref, rtol=1e-6, atol=1e-12 * ref[0])
+    assert np.count_nonzero(ours > max(a.shape) * np.finfo(float).eps * ours[0]) == \
+        np.count_nonzero(ref > max(a.shape) * np.finfo(float).eps * ref[0])

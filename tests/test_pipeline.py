@@ -227,3 +227,18 @@ def test_protocol_items_reflect_their_quantities():
     first = ex.certificate["interfaces"][0]
     assert first["member"] and all(it["passed"] for it in first["protocol"])
     assert ex.verdict["smallest_margins"][0]["rho_static"] == min(ex.interfaces["rho_static"])
+
+
+def test_workers_give_results_identical_to_a_serial_run(tmp_path):
+    ch = physgsa.example_chain(n_factors=5, width=32)
+    serial = certify(ch, window_search=True)
+    parallel = certify(ch, window_search=True, workers=2)
+    for name in ("factors", "interfaces", "rows"):
+        pd.testing.assert_frame_equal(getattr(serial, name), getattr(parallel, name), check_exact=True)
+    a, b = dict(serial.certificate), dict(parallel.certificate)
+    assert a.pop("parameters").pop("workers") == 1 and b.pop("parameters").pop("workers") == 2
+    assert a == b
+    serial.save(tmp_path / "s")
+    parallel.save(tmp_path / "p")
+    for name in ("factors.parquet", "interfaces.parquet", "rows.parquet", "heatmaps.npz"):
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "p" / name).read_bytes(), name

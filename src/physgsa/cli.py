@@ -142,6 +142,7 @@ def certify(
     freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
+    workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
@@ -162,7 +163,8 @@ def certify(
             result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
                                  n_perturbations=n_perturbations,
-                                 perturbation=perturbation, window_search=window_search, seed=seed)
+                                 perturbation=perturbation, window_search=window_search, seed=seed,
+                                 workers=workers)
         result.save(out)
     v = result.verdict
     if as_json:

@@ -84,6 +84,7 @@ CERTIFY_PARAMS = {
     "above": Param((1.1, 1.5, 2.0, 4.0), "floats", 1.0, None, "neither", doc="levels t > 1 (rate reported)"),
     "window_search": Param(False, "bool", doc="search the smallest certified windows"),
     "seed": Param(0, "int", 0, None, doc="seed of every random choice"),
+    "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
 }
 
 
@@ -138,10 +139,9 @@ class _PAM:
             )
 
 
-def _interface(link, chain: Chain, spectra, p: dict) -> dict:
-    L, R = spectra[link.left], spectra[link.right]
-    fl, fr = chain.factors[link.left], chain.factors[link.right]
-    where = link.name(chain)
+def _interface(link, fl, fr, L, R, p: dict) -> dict:
+    """Everything sections 3 to 7 define for the interface ``fl -> fr`` (spectra ``L``, ``R``)."""
+    where = f"{fl.name}->{fr.name}"
     rng = np.random.default_rng([p["seed"], link.index])
     c = R.vt @ L.u
     m_full = R.a_hat @ L.a_hat
@@ -182,7 +182,7 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
                             icm_fraction=icm_fraction, icm_all=icm_all)
     bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
     heat = interface_heatmaps(a0, tr.m_full, ref.partition, s0, unit_block, icm["label"], icm["certified"])
-    search = _window_search(L, R, c, m_full, p, link, chain) if p["window_search"] else None
+    search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         "transport": tr, "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
@@ -193,10 +193,9 @@ def _interface(link, chain: Chain, spectra, p: dict) -> dict:
     }
 
 
-def _window_search(L, R, c, m_full, p, link, chain) -> dict:
+def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
     """Smallest windows along q for which the direct check, and the measured verdict, hold."""
-    fl, fr = chain.factors[link.left], chain.factors[link.right]
-    where = link.name(chain)
+    where = f"{fl.name}->{fr.name}"
     steps = []
     for q in WINDOW_SEARCH_QS:
         _, k, _ = dominant_window(L.sigma, q, p["window_band"])
@@ -209,6 +208,46 @@ def _window_search(L, R, c, m_full, p, link, chain) -> dict:
                       "certified_measured": pam.ver["measured"]})
     first = lambda key: next((s for s in steps if s[key]), None)  # noqa: E731
     return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
+
+
+class _Serial:
+    """The executor protocol for ``workers=1``: tasks run here, in order."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _executor(workers: int):
+    if workers == 1:
+        return _Serial()
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _run(pool, fn, jobs, names, stage, report):
+    """Run ``fn(*args, **kw)`` for each job, serially or on the pool; results in job order.
+
+    Every task is deterministic on its own (seeded by the interface index, never by order),
+    so the results are the same whichever process computes them.
+    """
+    out = [None] * len(jobs)
+    if pool is None:
+        for i, (args, kw) in enumerate(jobs):
+            out[i] = fn(*args, **kw)
+            report(stage, i + 1, len(jobs), names[i])
+        return out
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(fn, *args, **kw): i for i, (args, kw) in enumerate(jobs)}
+    for done, fut in enumerate(as_completed(futures), start=1):
+        i = futures[fut]
+        out[i] = fut.result()
+        report(stage, done, len(jobs), names[i])
+    return out
 
 
 def certify(chain: Chain, *, progress=None, **params) -> Result:
@@ -226,7 +265,8 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
         ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
         ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32), ``perturbation`` ("blocks"),
         ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
-        ``seed`` (0).
+        ``seed`` (0), ``workers`` (1: serial; N: factors and interfaces on N local processes,
+        with results identical to a serial run).
 
     progress : callable, optional
         Called as ``progress(stage, done, total, name)`` after each factor ("spectra") and each
@@ -243,15 +283,12 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
         )
     p = check_params("certify", CERTIFY_PARAMS, params)
     report = progress if progress is not None else (lambda stage, done, total, name: None)
-    spectra = []
-    for i, f in enumerate(chain.factors):
-        spectra.append(compute_spectrum(f, q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"],
-                                        chart=p["chart"]))
-        report("spectra", i + 1, len(chain.factors), f.name)
-    interfaces = []
-    for i, link in enumerate(chain.links):
-        interfaces.append(_interface(link, chain, spectra, p))
-        report("interfaces", i + 1, len(chain.links), link.name(chain))
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
+    fs, links = chain.factors, chain.links
+    with _executor(p["workers"]) as pool:
+        spectra = _run(pool, compute_spectrum, [((f,), kw) for f in fs], [f.name for f in fs], "spectra", report)
+        jobs = [((k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}) for k in links]
+        interfaces = _run(pool, _interface, jobs, [k.name(chain) for k in links], "interfaces", report)
     margins = [{"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
                 "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
                for it in interfaces]

@@ -242,3 +242,21 @@ def test_workers_give_results_identical_to_a_serial_run(tmp_path):
     parallel.save(tmp_path / "p")
     for name in ("factors.parquet", "interfaces.parquet", "rows.parquet", "heatmaps.npz"):
         assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "p" / name).read_bytes(), name
+
+
+def test_dask_local_cluster_gives_results_identical_to_a_serial_run():
+    ch = physgsa.example_chain(n_factors=4, width=32)
+    serial = certify(ch)
+    dask = certify(ch, dask_local=2)
+    for name in ("factors", "interfaces", "rows"):
+        pd.testing.assert_frame_equal(getattr(serial, name), getattr(dask, name), check_exact=True)
+    a, b = dict(serial.certificate), dict(dask.certificate)
+    a.pop("parameters"), b.pop("parameters")
+    assert a == b
+    for k in serial.heatmaps:
+        np.testing.assert_array_equal(serial.heatmaps[k], dask.heatmaps[k])
+
+
+def test_unreachable_dask_scheduler_is_a_clear_error():
+    with pytest.raises(physgsa.InvalidParameterError, match="Cannot reach the Dask scheduler"):
+        certify(physgsa.example_chain(n_factors=2, width=8), scheduler="tcp://127.0.0.1:9")

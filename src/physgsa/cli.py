@@ -143,6 +143,8 @@ def certify(
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
     workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
+    scheduler: Optional[str] = typer.Option(None, help="Run the tasks on the Dask scheduler at this address."),
+    dask_local: int = typer.Option(0, help="Start a Dask LocalCluster of this many workers for the run."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
@@ -164,7 +166,7 @@ def certify(
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
                                  n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed,
-                                 workers=workers)
+                                 workers=workers, scheduler=scheduler, dask_local=dask_local)
         result.save(out)
     v = result.verdict
     if as_json:

@@ -85,6 +85,8 @@ CERTIFY_PARAMS = {
     "window_search": Param(False, "bool", doc="search the smallest certified windows"),
     "seed": Param(0, "int", 0, None, doc="seed of every random choice"),
     "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
+    "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on"),
+    "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)"),
 }
 
 
@@ -220,12 +222,57 @@ class _Serial:
         return False
 
 
-def _executor(workers: int):
-    if workers == 1:
+class _Dask:
+    """A Dask distributed client as an executor: an existing scheduler, or a LocalCluster it starts."""
+
+    def __init__(self, scheduler: str | None, local: int):
+        self.scheduler, self.local = scheduler, local
+
+    def __enter__(self):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise InvalidParameterError(
+                "The Dask backend needs dask.distributed: pip install 'physgsa[dask]'."
+            ) from None
+        if self.scheduler:
+            try:
+                self.client = Client(self.scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise InvalidParameterError(
+                    f"Cannot reach the Dask scheduler at {self.scheduler!r} ({exc}). Check the address."
+                ) from None
+            self.cluster = None
+        else:
+            self.cluster = LocalCluster(n_workers=self.local, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+        return self
+
+    def __exit__(self, *exc):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+    def submit(self, fn, *args, **kw):
+        return self.client.submit(fn, *args, pure=False, **kw)
+
+    @staticmethod
+    def as_completed(futures):
+        from distributed import as_completed
+
+        return as_completed(list(futures))
+
+
+def _executor(p: dict):
+    if p["scheduler"] or p["dask_local"]:
+        return _Dask(p["scheduler"], p["dask_local"])
+    if p["workers"] == 1:
         return _Serial()
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers)
+    return ProcessPoolExecutor(max_workers=p["workers"])
 
 
 def _run(pool, fn, jobs, names, stage, report):
@@ -242,8 +289,9 @@ def _run(pool, fn, jobs, names, stage, report):
         return out
     from concurrent.futures import as_completed
 
+    completed = getattr(pool, "as_completed", as_completed)
     futures = {pool.submit(fn, *args, **kw): i for i, (args, kw) in enumerate(jobs)}
-    for done, fut in enumerate(as_completed(futures), start=1):
+    for done, fut in enumerate(completed(futures), start=1):
         i = futures[fut]
         out[i] = fut.result()
         report(stage, done, len(jobs), names[i])
@@ -285,7 +333,7 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
     report = progress if progress is not None else (lambda stage, done, total, name: None)
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
     fs, links = chain.factors, chain.links
-    with _executor(p["workers"]) as pool:
+    with _executor(p) as pool:
         spectra = _run(pool, compute_spectrum, [((f,), kw) for f in fs], [f.name for f in fs], "spectra", report)
         jobs = [((k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}) for k in links]
         interfaces = _run(pool, _interface, jobs, [k.name(chain) for k in links], "interfaces", report)

@@ -260,3 +260,17 @@ def test_dask_local_cluster_gives_results_identical_to_a_serial_run():
 def test_unreachable_dask_scheduler_is_a_clear_error():
     with pytest.raises(physgsa.InvalidParameterError, match="Cannot reach the Dask scheduler"):
         certify(physgsa.example_chain(n_factors=2, width=8), scheduler="tcp://127.0.0.1:9")
+
+
+def test_torch_device_path_agrees_with_lapack():
+    # The GPU path runs the same code through torch; on the CPU device it must agree with LAPACK.
+    ch = physgsa.example_chain(n_factors=4, width=32)
+    a = certify(ch)
+    b = certify(ch, device="cpu")
+    for col in ("rho_static", "trunc_error", "eps_trunc", "slack", "gamma"):
+        np.testing.assert_allclose(b.interfaces[col], a.interfaces[col], rtol=1e-9, atol=1e-12)
+    for col in ("certified_a_priori", "certified_measured", "direct_same", "member"):
+        assert (a.interfaces[col] == b.interfaces[col]).all()
+    np.testing.assert_allclose(b.factors["rho"], a.factors["rho"], rtol=1e-12)
+    with pytest.raises(physgsa.InvalidParameterError, match="device"):
+        certify(ch, device="tpu:7")

@@ -118,7 +118,7 @@ class Param:
         """Return the normalized value or raise :class:`InvalidParameterError`."""
         if value is None and self.allow_none:
             return None
-        if self.extra is not None and not isinstance(value, (str, numbers.Number, bool)):
+        if self.extra is not None and (self.kind == "any" or not isinstance(value, (str, numbers.Number, bool))):
             return self.extra(value, f"The '{name}' parameter of {entry}")
         bad = InvalidParameterError(
             f"The '{name}' parameter of {entry} must be {self.describe()}. Got {value!r} instead."

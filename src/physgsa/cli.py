@@ -145,6 +145,8 @@ def certify(
     workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
     scheduler: Optional[str] = typer.Option(None, help="Run the tasks on the Dask scheduler at this address."),
     dask_local: int = typer.Option(0, help="Start a Dask LocalCluster of this many workers for the run."),
+    device: Optional[str] = typer.Option(None, help="Run decompositions and products through torch on this device "
+                                         "(cpu, cuda, cuda:N); default: LAPACK."),
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
@@ -166,7 +168,7 @@ def certify(
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
                                  n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed,
-                                 workers=workers, scheduler=scheduler, dask_local=dask_local)
+                                 workers=workers, scheduler=scheduler, dask_local=dask_local, device=device)
         result.save(out)
     v = result.verdict
     if as_json:

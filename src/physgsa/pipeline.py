@@ -16,6 +16,7 @@ from .certificate import adversarial, margins, perturbation_tests, verdicts
 from .chain import Chain
 from .heatmaps import interface_heatmaps
 from .icm import icm_rows
+from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
 from .result import Result, build_result
 from .spectra import CHARTS, compute_spectrum, dominant_window
@@ -87,6 +88,8 @@ CERTIFY_PARAMS = {
     "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
     "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on"),
     "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)"),
+    "device": Param(None, "any", allow_none=True, extra=check_device,
+                    doc="None: LAPACK; 'cpu' or 'cuda': decompositions and products through torch"),
 }
 
 
@@ -145,8 +148,8 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     """Everything sections 3 to 7 define for the interface ``fl -> fr`` (spectra ``L``, ``R``)."""
     where = f"{fl.name}->{fr.name}"
     rng = np.random.default_rng([p["seed"], link.index])
-    c = R.vt @ L.u
-    m_full = R.a_hat @ L.a_hat
+    c = matmul(R.vt, L.u, p["device"])
+    m_full = matmul(R.a_hat, L.a_hat, p["device"])
     tr = transport(L, R, L.k, R.k, c=c, m_full=m_full)
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
     if rig.slack is not None and rig.slack < -1e-9:
@@ -331,7 +334,7 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
         )
     p = check_params("certify", CERTIFY_PARAMS, params)
     report = progress if progress is not None else (lambda stage, done, total, name: None)
-    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"])
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"])
     fs, links = chain.factors, chain.links
     with _executor(p) as pool:
         spectra = _run(pool, compute_spectrum, [((f,), kw) for f in fs], [f.name for f in fs], "spectra", report)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import orbit
+from . import linalg, orbit
 from .chain import Factor
 
 __all__ = [
@@ -116,14 +116,6 @@ def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
     a_hat = scaled * (np.sqrt(r) / fro_scaled)
     fro2_hat = float(np.einsum("ij,ij->", a_hat, a_hat))
     return a_hat, amax * fro_scaled, fro2_hat
-
-
-def _svd(a: np.ndarray):
-    try:
-        return np.linalg.svd(a, full_matrices=False)
-    except np.linalg.LinAlgError:
-        # gesdd occasionally fails to converge; gesvd is slower but more robust.
-        return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
 
 
 def singular_values(a: np.ndarray) -> np.ndarray:
@@ -234,17 +226,18 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
 
 
 def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str,
-                     vectors: bool = True) -> Spectrum:
+                     vectors: bool = True, device: str | None = None) -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.
 
     ``vectors=False`` computes the singular values only (``u`` and ``vt`` are then empty):
     enough for every per-factor quantity, and several times faster, but no transport.
+    ``device`` runs the SVD through torch (see :mod:`physgsa.linalg`).
     """
     m, n = factor.shape
     r = min(m, n)
     a_hat, fro, fro2_hat = normalize(factor.matrix)
     if vectors:
-        u, sigma, vt = _svd(a_hat)
+        u, sigma, vt = linalg.svd(a_hat, device)
     else:
         sigma = singular_values(a_hat)
         u, vt = np.empty((m, 0)), np.empty((0, n))

@@ -113,8 +113,11 @@ class _PAM:
 
     def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name):
         a0, a1 = tr.m_window, tr.m_full
-        inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left)
-        g, m, gstrat = row_groups(_groups_for(p["groups"], left_name, right_name, row_heads), a0, incidence=inc,
+        strategy = _groups_for(p["groups"], left_name, right_name, row_heads)
+        # The source-mode incidence is needed only to group rows by modes.
+        inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left) if isinstance(strategy, str) and \
+            strategy == "modes" else None
+        g, m, gstrat = row_groups(strategy, a0, incidence=inc,
                                   heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
         units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where)
         part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,

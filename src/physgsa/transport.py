@@ -23,7 +23,7 @@ from scipy.sparse.linalg import svds
 from . import orbit
 from .spectra import Spectrum
 
-__all__ = ["Transport", "Rigidity", "transport", "rigidity", "top_singular_value"]
+__all__ = ["Transport", "Rigidity", "transport", "rigidity", "top_singular_value", "principal_cosines"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     sp2 = right.sigma**2
     c2 = c * c
     e2 = float(sp2 @ (c2[:, k:] @ s2[k:])) + float(sp2[kp:] @ (c2[kp:, :k] @ s2[:k]))
-    cosines = scipy.linalg.svdvals(c[:kp, :k], check_finite=False)
+    m_l = left.u.shape[0]
+    cosines = principal_cosines(c, k, kp, orthogonal=left.r == right.r == m_l)
     # The bound with the tails read off the full spectrum ...
     bound2 = sp2[0] * float(np.sum(s2[k:])) + s2[0] * float(np.sum(sp2[kp:]))
     # ... and the a priori one, with the tails from the windows and the Frobenius norms only
@@ -113,6 +114,29 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
         tail_error_left=tau_l - tgc_l,
         tail_error_right=tau_r - tgc_r,
     )
+
+
+def principal_cosines(c: np.ndarray, k: int, kp: int, orthogonal: bool) -> np.ndarray:
+    """Singular values of ``C[:k', :k]`` (descending): the principal-angle cosines.
+
+    When ``C`` is orthogonal (``orthogonal``: both thin frames span the whole interface space,
+    ``r = r' = m_l``) and the windows are large, the CS decomposition gives them from the small complement block:
+    ``C11^T C11 + C21^T C21 = I`` with ``C21 = C[k':, :k]``, so the cosines are
+    ``sqrt(1 - s^2)`` for the singular values ``s`` of ``C21``, and 1 for the rest (at most
+    ``min(k, k')`` in all). That is an SVD of ``(r - k') x k`` instead of ``k' x k``. Cosines near
+    zero lose accuracy that way (``sqrt(1 - s^2)`` with ``s`` near 1), so when the smallest one
+    is below 1e-3 the direct SVD is used instead.
+    """
+    r = c.shape[1]
+    n_cos = min(k, kp)
+    if orthogonal and 4 * (r - kp) < kp:
+        s = scipy.linalg.svdvals(c[kp:, :k], check_finite=False) if r > kp else np.zeros(0)
+        cos = np.sqrt(np.clip(1.0 - s**2, 0.0, 1.0))
+        full = np.concatenate([np.ones(max(k - s.shape[0], 0)), np.sort(cos)[::-1]])
+        full = np.sort(full)[::-1][:n_cos]
+        if full.shape[0] == n_cos and full[-1] >= 1e-3:
+            return full
+    return scipy.linalg.svdvals(c[:kp, :k], check_finite=False)
 
 
 def top_singular_value(m: np.ndarray, seed: int) -> float:

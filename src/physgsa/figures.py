@@ -25,7 +25,7 @@ _DPI = 80
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None}, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 

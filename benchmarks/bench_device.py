@@ -16,14 +16,16 @@ import os
 import sys
 
 
+from _common import emit, pin_threads  # noqa: E402
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)
     import time
 
     import numpy as np
@@ -75,11 +77,7 @@ def main() -> None:
                                              "certify_cuda_over_cuda_floor": med["certify_cuda"] / med["cuda_floor"]}
         print(f"{n_factors}x{n}:", json.dumps({k: round(v, 3) for k, v in med.items()}), json.dumps(rel), same,
               file=sys.stderr, flush=True)
-    text = json.dumps(out, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

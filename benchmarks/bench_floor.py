@@ -9,9 +9,10 @@ the same process, threads pinned (set before numpy is imported), medians over --
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
+
+
+from _common import emit, pin_threads  # noqa: E402
 
 
 def main() -> None:
@@ -22,8 +23,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--json", type=str, default="")
     args = ap.parse_args()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)
 
     import time
 
@@ -67,11 +67,7 @@ def main() -> None:
         out["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture")} for d in threadpool_info()]
     except ImportError:
         pass
-    print(json.dumps(out, indent=2))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
-
+    emit(out, args.json)
 
 if __name__ == "__main__":
     main()

@@ -49,6 +49,9 @@ print(json.dumps({"traced_peak": peak, "chain_bytes": chain_bytes, "transient_pe
 """
 
 
+from _common import emit  # noqa: E402
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default="")
@@ -72,11 +75,7 @@ def main() -> None:
                   f"chain {mib(m['chain_bytes']):.1f} MiB, transient {mib(m['transient_peak']):.1f} MiB = "
                   f"{m['ratio_transient_to_working_set']:.2f} x the largest working set "
                   f"({mib(m['largest_working_set']):.1f} MiB); max RSS {mib(m['max_rss']):.0f} MiB", file=sys.stderr)
-    text = json.dumps(out, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,16 @@ import sys
 import time
 
 
+from _common import emit, pin_threads  # noqa: E402
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
     import warnings
@@ -88,11 +90,7 @@ def main() -> None:
         print(name, json.dumps(out["models"][name]["max_relative_difference"]), "same xmin", int(same.sum()), "of",
               len(merged), "| physgsa %.2fs, weightwatcher %.2fs, speed-up %.2fx" % (
                   med["physgsa"], med["weightwatcher"], med["weightwatcher"] / med["physgsa"]), file=sys.stderr)
-    text = json.dumps(out, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physgsa import structure as S
 from physgsa.certificate import adversarial, margins, perturbation_tests, verdicts
 from physgsa.icm import icm_rows
 from physgsa.spectra import normalize

@@ -102,7 +102,6 @@ def test_rank_one_chain():
 
 def test_bounds_hold_on_every_interface_producer():
     # The same property checks as the unit tests, on the pipeline's own spectra and transports.
-    from physgsa.pipeline import CERTIFY_PARAMS  # noqa: F401
     from physgsa.spectra import compute_spectrum
     from physgsa.transport import transport
 

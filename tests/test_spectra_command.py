@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import physgsa
 from physgsa.powerlaw import powerlaw_fit, weight_metrics

@@ -9,8 +9,6 @@ listed with the reason.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._conv import conv_dc
 from .sources import WeightSource
 

@@ -7,6 +7,7 @@ protocol) -> :class:`~physgsa.result.Result`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 import numpy as np
@@ -19,7 +20,7 @@ from .icm import icm_rows
 from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
 from .result import Result, build_result
-from .spectra import CHARTS, compute_spectrum, dominant_window
+from .spectra import CHARTS, Spectrum, compute_spectrum, dominant_window
 from .structure import (
     Partition,
     block_energy,
@@ -35,6 +36,9 @@ from .structure import (
 from .transport import rigidity, transport
 
 __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
+
+_EMPTY = np.empty((0, 0))
+_EMPTY.setflags(write=False)
 
 #: ``||M||_F`` below which an interface's product is negligible (flagged, never certified).
 NEGLIGIBLE = 1e-100
@@ -193,7 +197,9 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
-        "transport": tr, "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
+        # The interface's big matrices (C, M, M_w) are not kept past this point: only figures are.
+        "transport": dataclasses.replace(tr, c=_EMPTY, m_full=_EMPTY, m_window=_EMPTY),
+        "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
         "negligible": pam.negligible, "heatmaps": heat,
@@ -281,27 +287,39 @@ def _executor(p: dict):
     return ProcessPoolExecutor(max_workers=p["workers"])
 
 
-def _run(pool, fn, jobs, names, stage, report):
-    """Run ``fn(*args, **kw)`` for each job, serially or on the pool; results in job order.
+def _run(pool, fn, job, names, stage, report, after=None):
+    """Run ``fn(*args, **kw)`` for ``(args, kw) = job(i)``, serially or on the pool, in job order.
 
     Every task is deterministic on its own (seeded by the interface index, never by order),
-    so the results are the same whichever process computes them.
+    so the results are the same whichever process computes them. Serially, each job's
+    arguments are made just before it runs and ``after(i)`` is called once it is done, so the
+    caller can release what no later job needs.
     """
-    out = [None] * len(jobs)
+    n = len(names)
+    out = [None] * n
     if pool is None:
-        for i, (args, kw) in enumerate(jobs):
+        for i in range(n):
+            args, kw = job(i)
             out[i] = fn(*args, **kw)
-            report(stage, i + 1, len(jobs), names[i])
+            del args, kw
+            report(stage, i + 1, n, names[i])
+            if after is not None:
+                after(i)
         return out
     from concurrent.futures import as_completed
 
     completed = getattr(pool, "as_completed", as_completed)
-    futures = {pool.submit(fn, *args, **kw): i for i, (args, kw) in enumerate(jobs)}
+    futures = {pool.submit(fn, *job(i)[0], **job(i)[1]): i for i in range(n)}
     for done, fut in enumerate(completed(futures), start=1):
         i = futures[fut]
         out[i] = fut.result()
-        report(stage, done, len(jobs), names[i])
+        report(stage, done, n, names[i])
     return out
+
+
+def _release(s: Spectrum) -> Spectrum:
+    """A spectrum without its matrices (``A_hat``, ``U``, ``V^T``), once no interface needs them."""
+    return dataclasses.replace(s, a_hat=_EMPTY, u=_EMPTY, vt=_EMPTY)
 
 
 def certify(chain: Chain, *, progress=None, **params) -> Result:
@@ -340,9 +358,21 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"])
     fs, links = chain.factors, chain.links
     with _executor(p) as pool:
-        spectra = _run(pool, compute_spectrum, [((f,), kw) for f in fs], [f.name for f in fs], "spectra", report)
-        jobs = [((k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}) for k in links]
-        interfaces = _run(pool, _interface, jobs, [k.name(chain) for k in links], "interfaces", report)
+        spectra = _run(pool, compute_spectrum, lambda i: ((fs[i],), kw), [f.name for f in fs], "spectra", report)
+        last = {}
+        for i, k in enumerate(links):
+            last[k.left] = last[k.right] = i
+
+        def job(i):
+            k = links[i]
+            return (k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}
+
+        def after(i):
+            for f in (links[i].left, links[i].right):
+                if last[f] == i:
+                    spectra[f] = _release(spectra[f])
+
+        interfaces = _run(pool, _interface, job, [k.name(chain) for k in links], "interfaces", report, after)
     margins = [{"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
                 "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
                for it in interfaces]

@@ -14,7 +14,8 @@ import torch
 import transformers
 from torch import nn
 
-from physgsa.adapters import load_chain, load_weights
+import physgsa
+from physgsa.adapters import load_chain
 from physgsa.adapters._conv import conv_at_frequency
 from physgsa.adapters.digits import _model
 
@@ -124,8 +125,8 @@ def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):
         assert torch.equal(v, again.state_dict()[k])
     chain = load_chain("digits-resnet")
     assert [f.shape for f in chain.factors] == [(16, 16), (32, 16), (64, 32)]
-    _, arch, ws = load_weights("digits-resnet")
-    assert arch == "resnet" and [n for n, _, _ in ws][:3] == ["blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1"]
+    names = physgsa.spectra("digits-resnet").table["name"].tolist()
+    assert "layer1.0.conv1.weight" in names and "layer2.0.downsample.0.weight" in names
 
 
 def test_state_dict_file_gives_the_same_chain(tmp_path):

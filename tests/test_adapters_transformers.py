@@ -17,7 +17,7 @@ import torch
 import transformers
 
 import physgsa
-from physgsa.adapters import ModelSourceError, load_chain, load_weights
+from physgsa.adapters import ModelSourceError, load_chain
 
 torch.manual_seed(0)
 
@@ -152,13 +152,11 @@ def test_folder_file_and_module_sources_agree(tmp_path):
 
 def test_raw_weights_split_fused_qkv():
     model = small_gpt2()
-    _, arch, ws = load_weights(model)
-    assert arch == "gpt2"
-    names = [n for n, _, _ in ws]
-    assert names[:6] == ["blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
-                         "blocks.0.mlp.W_in", "blocks.0.mlp.W_out"]
-    q = dict((n, w) for n, w, _ in ws)["blocks.0.attn.W_Q"]
-    np.testing.assert_array_equal(q, model.h[0].attn.c_attn.weight.detach().numpy().T[:32])
+    table = physgsa.spectra(model).table.set_index("name")
+    q = model.h[0].attn.c_attn.weight.detach().numpy().T[:32]
+    s = np.linalg.svd(q, compute_uv=False)
+    assert table.loc["h.0.attn.c_attn.weight:Q", "log_spectral_norm"] == pytest.approx(np.log10(s[0] ** 2), rel=1e-12)
+    assert table.loc["h.0.attn.c_attn.weight:Q", "rows"] == 32
 
 
 def test_missing_key_and_contradicting_config(tmp_path):

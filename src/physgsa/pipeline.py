@@ -16,7 +16,7 @@ from ._validation import CertificateBugError, InvalidParameterError, Param, chec
 from .certificate import adversarial, margins, perturbation_tests, verdicts
 from .chain import Chain
 from .heatmaps import interface_heatmaps
-from .icm import icm_rows
+from .icm import LABELS, icm_rows
 from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
 from .result import Result, build_result
@@ -183,7 +183,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
                    interface_certified=certified)
     labels = icm["label"]
     icm_fraction = {}
-    for lab in ("SC", "SA", "ST", "zero"):
+    for lab in LABELS:
         sel = labels == lab
         if sel.any():
             icm_fraction[lab] = float(icm["certified"][sel].mean())

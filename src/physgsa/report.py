@@ -94,10 +94,10 @@ def render_spectra_page(res) -> str:
                            versions=sorted(res.record["versions"].items()))
 
 
-def write_report(result, path, *, text: str | None = None) -> Path:
-    """Write ``report.html`` (or ``text``) atomically (a temporary file renamed into place)."""
+def write_report(result, path) -> Path:
+    """Write ``report.html`` atomically (a temporary file renamed into place)."""
     path = Path(path)
-    text = render_report(result) if text is None else text
+    text = render_report(result)
     fd, tmp = tempfile.mkstemp(prefix=".report.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

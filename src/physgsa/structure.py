@@ -240,9 +240,13 @@ def pair_weights(e: np.ndarray, active: np.ndarray) -> np.ndarray:
 
 def _structure(e: np.ndarray, theta: np.ndarray, kappa: float, hub_degree: int) -> Structure:
     active = e >= theta[:, None]
+    return _assemble(e, active, pair_weights(e, active), kappa, hub_degree)
+
+
+def _assemble(e: np.ndarray, active: np.ndarray, w: np.ndarray, kappa: float, hub_degree: int) -> Structure:
+    """Degrees, masks, graph and hubs from the supports and pair weights."""
     degree = active.sum(axis=0)
     codes = np.where(active, np.where(degree[None, :] == 1, CORE, OVERLAP), NOISE).astype(np.int8)
-    w = pair_weights(e, active)
     edges = (w >= kappa) & (w > 0)
     np.fill_diagonal(edges, False)
     hubs = degree >= hub_degree
@@ -259,7 +263,7 @@ def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float
     kappa = kappa_fraction * float(w.max()) if part.n_groups > 1 else 0.0
     h = hub_degree if part.n_groups >= hub_degree else part.n_groups
     return Reference(partition=part, theta=theta, kappa=kappa, hub_degree=h,
-                     structure=_structure(e, theta, kappa, h))
+                     structure=_assemble(e, active, w, kappa, h))
 
 
 def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> Structure:

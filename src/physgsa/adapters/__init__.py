@@ -12,10 +12,10 @@ from pathlib import Path
 from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
 from . import bert, dit, gpt2, resnet, unet, vit
-from ._transformer import transformer_chain, transformer_weights
+from ._transformer import transformer_chain
 from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
 
-__all__ = ["load_chain", "load_weights", "detect", "MODEL_PARAMS", "ARCHITECTURES", "BUNDLED_MODELS",
+__all__ = ["load_chain", "detect", "MODEL_PARAMS", "ARCHITECTURES", "BUNDLED_MODELS",
            "ModelSourceError", "resolve_source"]
 
 #: Transformer architectures, in the order they are tried.
@@ -126,14 +126,3 @@ def _walk(source, src: WeightSource) -> Chain:
         raise ModelSourceError(f"{src.name}: no adapter fits, and transformers cannot build it for the generic "
                                f"walker ({exc}).") from None
     return walk_chain(model, source=src.name)
-
-
-def load_weights(source) -> tuple[WeightSource, str, list]:
-    """Every weight matrix of a model as stored (for ``physgsa spectra``)."""
-    src = source if isinstance(source, WeightSource) else resolve_source(source)
-    arch = detect(src)
-    if arch == "resnet":
-        return src, arch, resnet.resnet_weights(src)
-    if arch == "unet":
-        raise InvalidParameterError("load_weights lists transformer and ResNet weights; use physgsa.spectra for a UNet.")
-    return src, arch, transformer_weights(src, _spec(arch))

@@ -26,7 +26,7 @@ import numpy as np
 from ..chain import Chain, Factor, check_matrix
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["TransformerSpec", "transformer_chain", "transformer_weights"]
+__all__ = ["TransformerSpec", "transformer_chain"]
 
 
 @dataclass(frozen=True)
@@ -189,29 +189,4 @@ def _skipped(src: WeightSource, rd: "_Reader", used: set) -> list[dict]:
         else:
             reason = "not part of a residual block's attention (OV) or MLP map"
         out.append({"module": k.rsplit(".", 1)[0], "reason": reason})
-    return out
-
-
-def transformer_weights(src: WeightSource, spec: TransformerSpec) -> list[tuple[str, np.ndarray, str]]:
-    """Every attention and MLP weight matrix as stored, fused QKV split into Q, K and V.
-
-    Returns ``(name, matrix, key)`` with names ``blocks.{l}.attn.W_Q`` ... ``blocks.{l}.mlp.W_out``.
-    """
-    n_layers, _, d = _layout(src, spec)
-    rd = _Reader(src, spec)
-    out = []
-    for l in range(n_layers):
-        if spec.qkv:
-            key = rd.need("qkv", l)
-            w = src.get(key)
-            w = w.T if spec.transposed else w
-            for i, nm in enumerate(("W_Q", "W_K", "W_V")):
-                out.append((f"blocks.{l}.attn.{nm}", w[i * d:(i + 1) * d], key))
-        else:
-            for role, nm in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
-                w, key = rd.matrix(role, l, d)
-                out.append((f"blocks.{l}.attn.{nm}", w, key))
-        for role, nm in (("o", "attn.W_O"), ("mlp_in", "mlp.W_in"), ("mlp_out", "mlp.W_out")):
-            w, key = rd.matrix(role, l, d)
-            out.append((f"blocks.{l}.{nm}", w, key))
     return out

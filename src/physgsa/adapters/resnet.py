@@ -22,7 +22,7 @@ from ..chain import Chain, Factor, check_matrix
 from ._conv import bn_scale, conv_matrix, lift
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["matches", "resnet_chain", "resnet_weights"]
+__all__ = ["matches", "resnet_chain"]
 
 #: BatchNorm eps of both ResNet families (the torch default; neither config records it).
 BN_EPS = 1e-5
@@ -133,15 +133,3 @@ def resnet_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: tupl
                               provenance={"source": "static", "kind": factor, "module": blk["module"], "conv": conv,
                                           "projection_shortcut": blk["shortcut"] is not None}))
     return Chain.from_factors(factors, source=src.name, skipped=_skipped(src, blocks))
-
-
-def resnet_weights(src: WeightSource) -> list[tuple[str, np.ndarray, str]]:
-    """Every conv of every block as its channel matrix (zero frequency), named by block."""
-    out = []
-    for k, blk in enumerate(_blocks(src)):
-        for i, (wkey, _) in enumerate(blk["convs"]):
-            out.append((f"blocks.{k}.conv{i + 1}", conv_matrix(src.get(wkey), "dc", (0, 0, 1)), wkey))
-        if blk["shortcut"]:
-            out.append((f"blocks.{k}.shortcut", conv_matrix(src.get(blk["shortcut"][0]), "dc", (0, 0, 1)),
-                        blk["shortcut"][0]))
-    return out

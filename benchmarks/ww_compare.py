@@ -71,19 +71,29 @@ def main() -> None:
         same = np.isclose(merged["xmin_ww"].to_numpy(float), merged["xmin"].to_numpy(float), rtol=1e-9)
         a, b = merged["alpha_ww"].to_numpy(float)[same], merged["alpha"].to_numpy(float)[same]
         rel["alpha_same_xmin"] = float(np.max(np.abs(a - b) / np.abs(a))) if same.any() else None
+        # Time both on exactly the matched matrices: WeightWatcher's unmatched layers are left out
+        # by negative layer ids, physgsa's by --exclude patterns on their keys.
+        drop_ww = [-int(i) for i in theirs.loc[~theirs["longname"].isin(merged["longname"]), "layer_id"]]
+        drop_ours = tuple(sorted(set(ours.loc[~ours["module"].isin(merged["module"]), "key"])))
+        n_ours = len(physgsa.spectra(model, exclude=drop_ours).table)
+        n_ww = len(ww.WeightWatcher(model=model).analyze(layers=drop_ww))
+        if not n_ours == n_ww == len(merged):
+            raise SystemExit(f"{name}: timed sets differ: physgsa {n_ours}, WeightWatcher {n_ww}, matched {len(merged)}")
         times = {"physgsa": [], "weightwatcher": []}
         for _ in range(args.repeats):
             t = time.perf_counter()
-            physgsa.spectra(model)
+            physgsa.spectra(model, exclude=drop_ours)
             times["physgsa"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            ww.WeightWatcher(model=model).analyze()
+            ww.WeightWatcher(model=model).analyze(layers=drop_ww)
             times["weightwatcher"].append(time.perf_counter() - t)
         med = {k: float(np.median(v)) for k, v in times.items()}
         out["models"][name] = {
             "matched_layers": int(len(merged)), "ww_layers": int(len(theirs)), "physgsa_matrices": int(len(ours)),
             "unmatched_ww": sorted(set(theirs["longname"]) - set(merged["longname"])),
             "unmatched_physgsa": sorted(set(ours["module"]) - set(merged["module"])),
+            "timed_matrices": sorted(merged["module"]) + [f"({len(merged)} in all)"],
+            "shapes": {m: [int(r), int(c)] for m, r, c in zip(merged["module"], merged["rows"], merged["cols"])},
             "max_relative_difference": rel, "same_xmin": int(same.sum()), "median_s": med,
             "speedup": med["weightwatcher"] / med["physgsa"], "runs_s": times,
         }

@@ -106,12 +106,28 @@ def test_window_chart_undefined_is_none_not_nan():
 
 @given(a=matrices(min_side=1, max_side=12))
 def test_fast_singular_values_match_svd(a):
-    # The Gram path is taken only when it is exact to 1e-6 relative; otherwise the SVD is.
-    from physgsa.spectra import normalize, singular_values
+    # The Gram path's energies are exact to (m + n) eps ||A||_F^2, and it is taken only when every
+    # energy is resolved, so the rank agrees with the SVD's; otherwise the SVD itself is used.
+    from physgsa.spectra import gram_energies, singular_values
 
-    a_hat = normalize(a)[0]
-    ref = np.linalg.svd(a_hat, compute_uv=False)
-    ours = singular_values(a_hat)
-    assert np.allclose(ours, ref, rtol=1e-6, atol=1e-12 * ref[0])
+    ref = np.linalg.svd(a, compute_uv=False)
+    ours = singular_values(a)
+    fro2 = float(np.sum(ref**2))
+    assert np.all(np.abs(ours**2 - ref**2) <= 2 * sum(a.shape) * np.finfo(float).eps * fro2 + 1e-300)
     assert np.count_nonzero(ours > max(a.shape) * np.finfo(float).eps * ours[0]) == \
         np.count_nonzero(ref > max(a.shape) * np.finfo(float).eps * ref[0])
+    got = gram_energies(a)
+    if got is not None:  # resolved: every energy is far above the rounding floor
+        assert got[0][-1] > 0
+
+
+def test_gram_path_is_taken_for_ordinary_weights_and_refused_for_rank_deficient():
+    from physgsa.spectra import gram_energies
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 48))
+    assert gram_energies(a) is not None
+    assert gram_energies(a[:, :10] @ rng.standard_normal((10, 48))) is None
+    # Entries near 1e150 are scaled first, so the squares do not overflow.
+    lam, c = gram_energies(a * 1e150)
+    assert np.all(np.isfinite(lam)) and c > 1e149

@@ -70,6 +70,14 @@ def test_every_tensor_is_analysed_or_listed(tmp_path):
     assert row["log_norm"] == pytest.approx(np.log10(np.sum(s**2)), rel=1e-9)
     assert row["stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-9)
     assert "wte.weight" in names  # embeddings included
+    # --exclude: matched tensors are never read, and are listed with the pattern that left them out.
+    part = physgsa.spectra(tmp_path / "g", exclude=("h.*.attn.c_attn.weight", "wte.*"))
+    assert not any("c_attn" in n or n.startswith("wte") for n in part.table["name"])
+    left = {s["module"]: s["reason"] for s in part.skipped}
+    assert "excluded by the pattern 'wte.*'" == left["wte.weight"]
+    assert len(part.table) == len(res.table) - 2 * 3 - 1
+    with pytest.raises(physgsa.InvalidParameterError, match="'exclude' parameter of spectra"):
+        physgsa.spectra(tmp_path / "g", exclude=[3])
     del torch
 
 

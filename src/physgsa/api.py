@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .survey import SpectraResult, spectra_of
+from ._validation import check_params
+from .survey import SPECTRA_PARAMS, SpectraResult, spectra_of
 
 __all__ = ["spectra", "chain_from"]
 
@@ -35,7 +36,8 @@ def spectra(source="minilm", **params) -> SpectraResult:
 
     ``source`` is a model (bundled name, folder, file with config.json, hub id in the local
     cache, nn.Module), or a matrix file (every array in it). Parameters: ``q``, ``chart``,
-    ``window_band``, ``gap_floor`` (validated as in :data:`physgsa.survey.SPECTRA_PARAMS`).
+    ``window_band``, ``gap_floor``, ``exclude`` (validated as in
+    :data:`physgsa.survey.SPECTRA_PARAMS`).
     """
     if _is_matrix_file(source) or source == "example":
         chain = chain_from(source)
@@ -49,4 +51,5 @@ def spectra(source="minilm", **params) -> SpectraResult:
         arch = detect(src)
     except ModelSourceError:
         arch = "unknown"  # every 2-D weight as stored: no architecture knowledge needed
-    return spectra_of(raw_matrices(src, arch), source=src.name, **params)
+    exclude = check_params("spectra", SPECTRA_PARAMS, params)["exclude"]
+    return spectra_of(raw_matrices(src, arch, exclude=exclude), source=src.name, **params)

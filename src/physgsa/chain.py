@@ -20,8 +20,11 @@ from ._validation import InvalidFactorError
 __all__ = ["Factor", "Chain", "Link", "Break", "check_matrix"]
 
 
-def check_matrix(value, name: str, where: str = "") -> np.ndarray:
-    """Return ``value`` as a C-contiguous float64 matrix or raise a named error.
+def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.ndarray:
+    """Return ``value`` as a read-only C-contiguous float64 matrix or raise a named error.
+
+    With ``copy=False`` the result is a read-only view when ``value`` already is a float64 array,
+    in whatever memory order (the caller's array itself stays writable); otherwise a new array.
 
     Rejected, each with the factor's name in the message: non-numeric or complex arrays,
     anything but 2-D, an empty matrix, NaN or Inf entries, and the zero matrix (its
@@ -41,13 +44,16 @@ def check_matrix(value, name: str, where: str = "") -> np.ndarray:
         )
     if arr.size == 0:
         raise InvalidFactorError(f"Factor {name!r}{src} is empty (shape {arr.shape}). Give a matrix with at least one entry.")
-    out = np.array(arr, dtype=np.float64, order="C", copy=True)
-    if not np.isfinite(out).all():
+    out = np.array(arr, dtype=np.float64, order="C", copy=True) if copy else \
+        np.asarray(arr, dtype=np.float64).view()
+    # Two reductions instead of elementwise masks: a NaN propagates to both, an Inf to one.
+    hi, lo = float(out.max()), float(out.min())
+    if not (np.isfinite(hi) and np.isfinite(lo)):
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InvalidFactorError(
             f"Factor {name!r}{src} has {bad} NaN or Inf entries. Remove or repair them before certifying."
         )
-    if not np.any(out):
+    if hi == 0.0 and lo == 0.0:
         raise InvalidFactorError(
             f"Factor {name!r}{src} is the zero matrix; its Frobenius normalization is undefined. "
             "Drop it from the chain."

@@ -185,6 +185,8 @@ def spectra(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet and spectra.json."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Leave out tensors whose key or name matches this "
+                                      "glob pattern (repeatable), e.g. 'h.*.attn.c_attn.weight'."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
 ) -> None:
     """Per-matrix spectra of every weight matrix as stored: the fast pass.
@@ -202,7 +204,7 @@ def spectra(
     from .api import spectra as run_spectra
 
     with _errors():
-        res = run_spectra(model, q=q, chart=chart)
+        res = run_spectra(model, q=q, chart=chart, exclude=tuple(exclude))
         res.save(out)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
     if as_json:

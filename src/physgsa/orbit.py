@@ -11,7 +11,6 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import logsumexp
 
 __all__ = [
     "S_MAX",
@@ -31,6 +30,13 @@ __all__ = [
 #: Upper end of the exponent search. Beyond it the orbit is rank one to double precision
 #: (p_2 / p_1 = 2^-50 < 1e-15); a fit that reaches it is clipped and flagged.
 S_MAX = 50.0
+
+
+def logsumexp(x: np.ndarray) -> float:
+    """``log sum exp(x)`` of a finite vector, shifted by its maximum (no overflow, no underflow
+    of the largest term). A plain numpy version: this sits inside every chart's root search."""
+    m = float(np.max(x))
+    return m + float(np.log(np.sum(np.exp(x - m))))
 
 
 @lru_cache(maxsize=64)

@@ -39,23 +39,30 @@ def powerlaw_fit(evals: np.ndarray, *, min_tail: int = 2) -> dict:
     logx = np.log(x)
     # Suffix sums of log x give sum_{j>=i} log(x_j / x_i) for every candidate i at once.
     suffix = np.cumsum(logx[::-1])[::-1]
-    best = None
-    for i in range(n - min_tail + 1):
-        nt = n - i
-        s = suffix[i] - nt * logx[i]
-        if s <= 0:
-            continue
-        alpha = 1.0 + nt / s
-        tail = x[i:]
-        model = 1.0 - (tail / x[i]) ** (1.0 - alpha)
-        emp = np.arange(nt) / nt
-        d = float(np.max(np.abs(emp - model)))
-        if best is None or d < best[0]:
-            best = (d, alpha, float(x[i]), nt)
-    if best is None:
+    cand = np.arange(n - min_tail + 1)
+    nt = n - cand
+    s = suffix[cand] - nt * logx[cand]
+    cand, nt, s = cand[s > 0], nt[s > 0], s[s > 0]
+    if cand.size == 0:
         return {"alpha": None, "xmin": None, "D": None, "n_tail": 0}
-    d, alpha, xmin, nt = best
-    return {"alpha": float(alpha), "xmin": xmin, "D": d, "n_tail": int(nt)}
+    alpha = 1.0 + nt / s
+    d = np.empty(cand.size)
+    j = np.arange(n)
+    # The KS distance of every candidate, a block of candidates at a time (block x n floats):
+    # entries left of a candidate's xmin are masked to zero difference.
+    step = max(1, (1 << 21) // n)
+    for lo in range(0, cand.size, step):
+        c, a, t = cand[lo:lo + step], alpha[lo:lo + step], nt[lo:lo + step]
+        j0 = int(c[0])  # columns left of the block's first xmin are masked for all of it
+        jj = j[j0:]
+        with np.errstate(over="ignore", invalid="ignore"):
+            # (x_j / xmin)^(1 - alpha) as exp((1 - alpha) log(x_j / xmin)): one exp, no pow.
+            model = 1.0 - np.exp((1.0 - a[:, None]) * (logx[None, j0:] - logx[c, None]))
+            emp = (jj[None, :] - c[:, None]) / t[:, None]
+            diff = np.where(jj[None, :] >= c[:, None], np.abs(emp - model), 0.0)
+        d[lo:lo + step] = diff.max(axis=1)
+    b = int(np.argmin(d))  # the first candidate on ties, as in a left-to-right scan
+    return {"alpha": float(alpha[b]), "xmin": float(x[cand[b]]), "D": float(d[b]), "n_tail": int(nt[b])}
 
 
 def weight_metrics(sigma: np.ndarray, shape: tuple[int, int]) -> dict:

@@ -21,6 +21,7 @@ __all__ = [
     "normalize",
     "effective_rank",
     "singular_values",
+    "gram_energies",
     "dominant_window",
     "tail_energy",
     "chart_top",
@@ -118,20 +119,46 @@ def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
     return a_hat, amax * fro_scaled, fro2_hat
 
 
-def singular_values(a: np.ndarray) -> np.ndarray:
-    """Singular values (descending), from the Gram matrix of the smaller side when that is exact enough.
+def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Energies ``lambda_i = sigma_i^2`` of ``A / c`` from the Gram matrix of the smaller side, and ``c``.
 
     ``eigvalsh(A^T A)`` costs one matrix product and a symmetric eigensolve, several times less
-    than an SVD, but its eigenvalues carry an absolute error of about ``n eps sigma_1^2``. So it
-    is used only when the smallest eigenvalue exceeds ``1e6 max(m, n) eps sigma_1^2`` (then
-    every ``sigma`` is known to better than 1e-6 relative, and ranks and tails are exact);
-    otherwise, for rank-deficient or ill-conditioned matrices, the values-only SVD is used.
+    than an SVD. Its energies carry an absolute error of at most about
+    ``delta = (m + n) eps ||A / c||_F^2`` (the rounding of the product, ``gamma_m |A|^T |A|``,
+    plus the backward error of the eigensolver; Weyl's inequality moves each eigenvalue by no
+    more than the perturbation's norm). Every energy functional (``rho``, ``p``, ``k_q``, tails,
+    charts, norms, entropies) is therefore exact to a few ``(m + n) eps`` relative to the total.
+    The result is returned only when every energy is resolved, ``lambda_min > 2 delta``: then
+    every true energy exceeds ``delta``, far above the rank threshold ``(max(m, n) eps
+    sigma_1)^2``, so the rank is exact and the smallest energy is known within a factor of 2.
+    Otherwise ``None`` (the caller uses the values-only SVD, for rank-deficient or very
+    ill-conditioned matrices). ``delta`` is a worst-case bound; the observed error on trained
+    and random weights is about ``1e-5 delta``.
+
+    ``c = max |A|`` when the entries are outside ``[1e-100, 1e100]`` (squares would overflow or
+    underflow), else 1, so no copy of ``A`` is made for ordinary weights.
     """
     m, n = a.shape
-    g = a.T @ a if m >= n else a @ a.T
-    lam = scipy.linalg.eigh(g, eigvals_only=True, check_finite=False, driver="evd")[::-1]
-    if lam[-1] > 1e6 * max(m, n) * np.finfo(np.float64).eps * lam[0]:
-        return np.sqrt(lam)
+    amax = max(float(a.max()), -float(a.min()))
+    c = amax if not 1e-100 < amax < 1e100 else 1.0
+    b = a / c if c != 1.0 else a
+    g = b.T @ b if m >= n else b @ b.T
+    del b
+    trace = float(np.trace(g))
+    lam = scipy.linalg.eigh(g, eigvals_only=True, check_finite=False, driver="evd", overwrite_a=True)[::-1]
+    delta = (m + n) * np.finfo(np.float64).eps * trace
+    if lam[-1] <= 2.0 * delta:
+        return None
+    return np.ascontiguousarray(lam), c
+
+
+def singular_values(a: np.ndarray) -> np.ndarray:
+    """Singular values of ``A`` (descending): from :func:`gram_energies` when every energy is
+    resolved there, else from the values-only SVD."""
+    got = gram_energies(a)
+    if got is not None:
+        lam, c = got
+        return np.sqrt(lam) * c
     return scipy.linalg.svdvals(a, check_finite=False)
 
 
@@ -229,17 +256,28 @@ def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float,
                      vectors: bool = True, device: str | None = None) -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.
 
-    ``vectors=False`` computes the singular values only (``u`` and ``vt`` are then empty):
-    enough for every per-factor quantity, and several times faster, but no transport.
+    ``vectors=False`` computes the energies only, from :func:`gram_energies` when they are
+    resolved there (else a values-only SVD); ``a_hat``, ``u`` and ``vt`` are then empty. That is
+    enough for every per-factor quantity, and several times faster, but gives no transport.
     ``device`` runs the SVD through torch (see :mod:`physgsa.linalg`).
     """
     m, n = factor.shape
     r = min(m, n)
-    a_hat, fro, fro2_hat = normalize(factor.matrix)
+    got = None if vectors else gram_energies(factor.matrix)
+    if got is None:
+        a_hat, fro, fro2_hat = normalize(factor.matrix)
     if vectors:
         u, sigma, vt = linalg.svd(a_hat, device)
     else:
-        sigma = singular_values(a_hat)
+        if got is None:
+            sigma = scipy.linalg.svdvals(a_hat, check_finite=False)
+        else:
+            # Energies only (the Gram path): A_hat is never formed; sum lambda = ||A / c||_F^2.
+            lam_c, c = got
+            total = float(np.sum(lam_c))
+            fro, fro2_hat = c * np.sqrt(total), float(r)
+            sigma = np.sqrt(lam_c * (r / total))
+        a_hat = np.empty((0, 0))
         u, vt = np.empty((m, 0)), np.empty((0, n))
     lam = sigma**2
     p = lam / lam.sum()

@@ -8,6 +8,7 @@ ones are ``sigma(A_hat) ||A||_F / sqrt(r)``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._validation import OutputDirectoryError, Param, check_params
+from ._validation import InvalidParameterError, OutputDirectoryError, Param, check_params
 from .chain import Factor, check_matrix
 from .powerlaw import weight_metrics
 from .result import _jsonable, _nullable, _umask, _versions
@@ -31,7 +32,28 @@ SPECTRA_PARAMS = {
     "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
     "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
     "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+    "exclude": Param((), "any", extra=lambda v, where: _patterns(v, where),
+                     doc="glob patterns (fnmatch) of tensor keys or matrix names to leave out"),
 }
+
+
+def _patterns(value, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidParameterError(
+            f"{where} must be a glob pattern or a list of them (for example 'h.*.attn.c_attn.weight'). "
+            f"Got {value!r} instead."
+        )
+    return tuple(value)
+
+
+def excluded(key: str, name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first pattern that matches the tensor ``key`` or the matrix ``name``, or None."""
+    for pat in patterns:
+        if fnmatch.fnmatchcase(key, pat) or fnmatch.fnmatchcase(name, pat):
+            return pat
+    return None
 
 _NULLABLE = ("s_window", "window_r2", "alpha", "xmin", "alpha_D")
 
@@ -76,15 +98,19 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, **params) ->
     reported too.
     """
     p = check_params("spectra", SPECTRA_PARAMS, params)
-    rows = []
+    rows, left_out = [], []
     it = iter(matrices)
     while True:
         try:
             name, mat, key, note = next(it)
         except StopIteration as stop:
-            skipped = list(skipped or []) + list(stop.value or [])
+            skipped = list(skipped or []) + list(stop.value or []) + left_out
             break
-        a = check_matrix(mat, name, source)
+        pat = excluded(key, name, p["exclude"])
+        if pat is not None:
+            left_out.append({"module": name, "reason": f"excluded by the pattern {pat!r}"})
+            continue
+        a = check_matrix(mat, name, source, copy=False)
         s = compute_spectrum(Factor(name=name, matrix=a), q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"],
                              chart=p["chart"], vectors=False)
         sigma_raw = s.sigma * (s.fro / np.sqrt(s.r))

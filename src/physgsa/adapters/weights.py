@@ -9,6 +9,7 @@ listed with the reason.
 
 from __future__ import annotations
 
+from ..survey import excluded
 from ._conv import conv_dc
 from .sources import WeightSource
 
@@ -24,15 +25,20 @@ def _width(src: WeightSource) -> int | None:
     return None
 
 
-def raw_matrices(src: WeightSource, arch: str):
+def raw_matrices(src: WeightSource, arch: str, *, exclude: tuple[str, ...] = ()):
     """Yield ``(name, matrix, key, note)`` for every analysable weight; return the skipped list.
 
     Used as ``skipped = yield from raw_matrices(...)``; the matrices are produced one at a time,
-    so the caller decomposes and releases each before the next is read.
+    so the caller decomposes and releases each before the next is read. A tensor whose key
+    matches an ``exclude`` glob pattern is listed as skipped and never read.
     """
     skipped = []
     d = _width(src)
     for key in src.keys():
+        pat = excluded(key, key, exclude)
+        if pat is not None:
+            skipped.append({"module": key, "reason": f"excluded by the pattern {pat!r}"})
+            continue
         shape = src.shape(key)
         code = src.dtype(key).upper()
         if code.startswith(("I", "U", "BOOL")):  # I64, U8, BOOL (safetensors); int64, uint8, bool (torch)

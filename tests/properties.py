@@ -38,6 +38,12 @@ def check_transport(tr, left, right):
     direct = float(np.linalg.norm(m - mw))
     scale = float(np.linalg.norm(m))
     assert abs(tr.trunc_error - direct) <= 1e-10 * max(scale, 1e-300), (tr.trunc_error, direct)
+    # Whichever route formed them, M_w is the windowed product and E = M - M_w is its excluded part.
+    from physgsa.transport import windowed_product
+
+    ref_w = windowed_product(left, right, tr.c, tr.k_left, tr.k_right)
+    assert np.max(np.abs(mw - ref_w), initial=0.0) <= 1e-12 * max(scale, 1e-300)
+    assert np.max(np.abs(tr.m_excluded - (m - mw)), initial=0.0) <= 1e-12 * max(scale, 1e-300)
     assert tr.trunc_error <= tr.trunc_bound * (1 + 1e-10) + 1e-300
     # The a priori bound (tails from the Frobenius norm) is the full-spectrum bound, compared
     # squared (the square root amplifies rounding near zero).
@@ -70,6 +76,11 @@ def check_decomposition(a, part, st):
     assert abs(sum(float(np.sum(p * p)) for p in parts) - total) <= 1e-12 * total
     d = S.decomposition(a, mask)
     assert d["closure"] <= 1e-12 and d["orthogonality"] <= 1e-12
+    # The pipeline's version reads the part energies off the block energies: the same figures.
+    fast = S.decomposition_from_blocks(a, st)
+    for name in ("core", "overlap", "noise"):
+        assert abs(fast["energy"][name] - d["energy"][name]) <= 1e-12 * max(total, 1e-300)
+    assert fast["closure"] <= 1e-12
 
 
 def check_radius(a0, ref, rng, draws):

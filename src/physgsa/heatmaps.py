@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import Partition, Structure, expand_codes
+from .structure import Partition, Structure
 
 __all__ = ["MAX_BINS", "interface_heatmaps"]
 
@@ -22,14 +22,17 @@ def _edges(n: int) -> np.ndarray:
     return np.linspace(0, n, k + 1).round().astype(int)
 
 
-def _reduce_mean(x: np.ndarray, re: np.ndarray, ce: np.ndarray) -> np.ndarray:
-    rows = np.add.reduceat(x, re[:-1], axis=0) / np.diff(re)[:, None]
-    return np.add.reduceat(rows, ce[:-1], axis=1) / np.diff(ce)[None, :]
+def _bin_indicator(order: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``(bins, n)`` matrix whose row ``b`` averages the entries placed in bin ``b`` after ``order``.
 
-
-def _reduce_mode(codes: np.ndarray, re: np.ndarray, ce: np.ndarray, n_codes: int = 3) -> np.ndarray:
-    counts = np.stack([_reduce_mean((codes == c).astype(float), re, ce) for c in range(n_codes)])
-    return np.argmax(counts, axis=0).astype(np.int8)
+    Binning through a product (``R |A| C^T``) reads each matrix once, instead of reordering
+    copies of it and then reducing.
+    """
+    n = order.shape[0]
+    pos_bin = np.repeat(np.arange(edges.shape[0] - 1), np.diff(edges))  # bin of each sorted position
+    r = np.zeros((edges.shape[0] - 1, n))
+    r[pos_bin, order] = 1.0
+    return r / np.diff(edges)[:, None]
 
 
 def _boundaries(sorted_labels: np.ndarray, edges: np.ndarray) -> list[tuple[float, int]]:
@@ -39,25 +42,28 @@ def _boundaries(sorted_labels: np.ndarray, edges: np.ndarray) -> list[tuple[floa
     return [(float(p), int(sorted_labels[s])) for p, s in zip(pos, starts)]
 
 
-def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, part: Partition, st: Structure, unit_block: np.ndarray,
+def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, e: np.ndarray, part: Partition, st: Structure, unit_block: np.ndarray,
                        labels: np.ndarray, certified: np.ndarray) -> dict:
-    """Binned |A0|, |A1|, |A1 - A0|, the mask map and the ICM label strip of one interface."""
+    """Binned |A0|, |A1|, |E| = |A1 - A0|, the mask map and the ICM label strip of one interface."""
     row_order = np.argsort(part.groups, kind="stable")
     col_block = unit_block[part.units]
     col_order = np.argsort(col_block, kind="stable")
     re, ce = _edges(a0.shape[0]), _edges(a0.shape[1])
-    a0o = a0[row_order][:, col_order]
-    a1o = a1[row_order][:, col_order]
-    mask = expand_codes(st.codes, part)[row_order][:, col_order]
+    rb, cb = _bin_indicator(row_order, re), _bin_indicator(col_order, ce)
+    # The mask is codes[groups][:, units]: its bin shares come from the small group x unit
+    # codes through the indicators, without expanding the rows x cols mask.
+    rg = rb @ part.group_indicator().T
+    cu = cb @ part.unit_indicator()
+    shares = np.stack([rg @ (st.codes == c).astype(float) @ cu.T for c in range(3)])
     code = {"SC": 0, "SA": 1, "ST": 2, "zero": 3}
     lab = np.array([code[x] for x in labels[row_order]], dtype=np.int8)
     lab_bins = np.array([np.bincount(lab[a:b], minlength=4).argmax() for a, b in zip(re[:-1], re[1:])], np.int8)
     cert_bins = np.array([certified[row_order][a:b].mean() for a, b in zip(re[:-1], re[1:])])
     return {
-        "a0": _reduce_mean(np.abs(a0o), re, ce).astype(np.float32),
-        "a1": _reduce_mean(np.abs(a1o), re, ce).astype(np.float32),
-        "diff": _reduce_mean(np.abs(a1o - a0o), re, ce).astype(np.float32),
-        "mask": _reduce_mode(mask, re, ce),
+        "a0": (rb @ np.abs(a0) @ cb.T).astype(np.float32),
+        "a1": (rb @ np.abs(a1) @ cb.T).astype(np.float32),
+        "diff": (rb @ np.abs(e) @ cb.T).astype(np.float32),
+        "mask": np.argmax(shares, axis=0).astype(np.int8),
         "labels": lab_bins,
         "certified": cert_bins.astype(np.float32),
         "row_groups": np.array(_boundaries(part.groups[row_order], re), dtype=np.float64).reshape(-1, 2),

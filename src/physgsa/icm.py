@@ -18,25 +18,9 @@ import numpy as np
 
 from .structure import CORE, NOISE, OVERLAP, Partition
 
-__all__ = ["LABELS", "icm_rows", "pearson_rows"]
+__all__ = ["LABELS", "icm_rows"]
 
 LABELS = ("SC", "SA", "ST", "zero")
-
-
-def pearson_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise Pearson correlation of ``x`` and ``y`` and ``||x_c||`` per row.
-
-    Where either row is constant the correlation is undefined; it is returned as 0 (and the
-    caller must not certify a label resting on it).
-    """
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    nx = np.linalg.norm(xc, axis=1)
-    ny = np.linalg.norm(yc, axis=1)
-    num = np.einsum("ij,ij->i", xc, yc)
-    den = nx * ny
-    corr = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    return np.clip(corr, -1.0, 1.0), nx
 
 
 def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, *, tau_e: float,
@@ -46,20 +30,34 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean
     normalized ``|rows|`` of each group of ``A0``.
     """
-    mask = codes[part.groups][:, part.units]
     sq = a0 * a0
     total = sq.sum(axis=1)
     nonzero = total > 0
     safe = np.where(nonzero, total, 1.0)
-    f = {name: np.where(nonzero, np.where(mask == code, sq, 0.0).sum(axis=1) / safe, 0.0)
-         for name, code in (("core", CORE), ("overlap", OVERLAP), ("noise", NOISE))}
     absx = np.abs(a0)
     norms = np.sqrt(total)
     prof = np.divide(absx, norms[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
     if centroid is None:
         gi = part.group_indicator()
         centroid = (gi @ prof) / gi.sum(axis=1)[:, None]
-    kappa, xc_norm = pearson_rows(absx, centroid[part.groups])
+    # Row by row of each group: the energy in each mask part (a product with that group's code
+    # indicators over the columns) and the correlation with the group's centroid. This never
+    # forms the rows x cols mask or the rows x cols gathered centroids.
+    onehot = np.stack([codes == c for c in (CORE, OVERLAP, NOISE)], axis=-1).astype(np.float64)
+    xc = absx - absx.mean(axis=1, keepdims=True)
+    xc_norm = np.linalg.norm(xc, axis=1)
+    cc = centroid - centroid.mean(axis=1, keepdims=True)
+    cc_norm = np.linalg.norm(cc, axis=1)
+    parts = np.zeros((a0.shape[0], 3))
+    num = np.zeros(a0.shape[0])
+    for g in range(part.n_groups):
+        idx = np.flatnonzero(part.groups == g)
+        parts[idx] = sq[idx] @ onehot[g][part.units]
+        num[idx] = xc[idx] @ cc[g]
+    f = {name: np.where(nonzero, parts[:, j] / safe, 0.0) for j, name in enumerate(("core", "overlap", "noise"))}
+    den = xc_norm * cc_norm[part.groups]
+    # Where either row is constant the correlation is undefined: 0, and never certified on it.
+    kappa = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), -1.0, 1.0)
     label = np.where(f["core"] >= tau_e, "SC", np.where(kappa >= tau_rho, "SA", "ST")).astype(object)
     label[~nonzero] = "zero"
     delta_e = np.abs(np.sqrt(f["core"]) - np.sqrt(tau_e))

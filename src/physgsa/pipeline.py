@@ -26,8 +26,7 @@ from .structure import (
     block_energy,
     column_units,
     compare,
-    decomposition,
-    expand_codes,
+    decomposition_from_blocks,
     fit_reference,
     row_groups,
     source_incidence,
@@ -129,7 +128,7 @@ class _PAM:
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
-        self.e = a1 - a0  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
+        self.e = tr.m_excluded  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
         self.direct_norm = float(np.linalg.norm(self.e))
         # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
         eps = np.finfo(np.float64).eps
@@ -170,7 +169,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     ref, mg, ver = pam.ref, pam.mg, pam.ver
     a0, e = tr.m_window, pam.e
     s0 = ref.structure
-    decomp = decomposition(a0, expand_codes(s0.codes, ref.partition))
+    decomp = decomposition_from_blocks(a0, s0)
     if pam.negligible:
         pert = {"ran": False, "reason": "product is negligible (||M||_F < 1e-100)", "mode": p["perturbation"],
                 "levels": [], "below_ok": True}
@@ -193,12 +192,12 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
                             decomp=decomp, mg=mg, ver=ver, direct_diff=pam.diff, pert=pert,
                             icm_fraction=icm_fraction, icm_all=icm_all)
     bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
-    heat = interface_heatmaps(a0, tr.m_full, ref.partition, s0, unit_block, icm["label"], icm["certified"])
+    heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"])
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         # The interface's big matrices (C, M, M_w) are not kept past this point: only figures are.
-        "transport": dataclasses.replace(tr, c=_EMPTY, m_full=_EMPTY, m_window=_EMPTY),
+        "transport": dataclasses.replace(tr, c=_EMPTY, m_full=_EMPTY, m_window=_EMPTY, m_excluded=_EMPTY),
         "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),

@@ -23,7 +23,8 @@ from scipy.sparse.linalg import svds
 from . import orbit
 from .spectra import Spectrum
 
-__all__ = ["Transport", "Rigidity", "transport", "rigidity", "top_singular_value", "principal_cosines"]
+__all__ = ["Transport", "Rigidity", "transport", "window_products", "windowed_product", "rigidity",
+           "top_singular_value", "principal_cosines"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Transport:
     cosines: np.ndarray
     m_full: np.ndarray
     m_window: np.ndarray
+    m_excluded: np.ndarray
     trunc_error: float
     trunc_bound: float
     eps_trunc: float
@@ -73,6 +75,31 @@ def windowed_product(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp:
     return (right.u[:, :kp] @ t_w) @ left.vt[:k]
 
 
+def window_products(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp: int,
+                    m_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``M_w`` and the excluded part ``E = M - M_w``, by the cheaper of two exact routes.
+
+    With ``T = S' C S``, ``M = U' T V^T`` and ``M_w`` keeps the block ``T[:k', :k]``, so
+    ``E = U'_{>k'} T[k':, :] V^T + U'_{<=k'} T[:k', k:] V_{>k}^T`` has rank at most
+    ``(r' - k') + (r - k)``. Large windows (the usual case: ``k_q`` near ``r`` on residual
+    factors) form ``E`` from these two thin products and take ``M_w = M - E``; small windows
+    form ``M_w`` directly (:func:`windowed_product`) and take ``E = M - M_w``. Either way the
+    returned pair satisfies ``M_w + E = M`` to rounding.
+    """
+    n_out, n_in = right.u.shape[0], left.vt.shape[1]
+    r, rp = left.sigma.shape[0], right.sigma.shape[0]
+    direct = n_out * kp * k + n_out * k * n_in
+    thin = (rp - kp) * r * n_in + n_out * (rp - kp) * n_in + n_out * kp * (r - k) + n_out * (r - k) * n_in
+    if direct <= thin:
+        m_window = windowed_product(left, right, c, k, kp)
+        return m_window, m_full - m_window
+    t_low = (right.sigma[kp:, None] * c[kp:, :]) * left.sigma[None, :]
+    t_right = (right.sigma[:kp, None] * c[:kp, k:]) * left.sigma[None, k:]
+    excluded = right.u[:, kp:] @ (t_low @ left.vt)
+    excluded += (right.u[:, :kp] @ t_right) @ left.vt[k:]
+    return m_full - excluded, excluded
+
+
 def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray | None = None,
               m_full: np.ndarray | None = None) -> Transport:
     """Transport of the dominant window of ``left`` (k) into ``right`` (k')."""
@@ -80,7 +107,7 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
         c = right.vt @ left.u
     if m_full is None:
         m_full = right.a_hat @ left.a_hat
-    m_window = windowed_product(left, right, c, k, kp)
+    m_window, m_excluded = window_products(left, right, c, k, kp, m_full)
     # Exact error from the blocks: sum the two disjoint excluded blocks directly (no
     # subtraction of nearly equal totals).
     s2 = left.sigma**2
@@ -98,7 +125,7 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     tgc_l = orbit.tail_gc(left.r, k, left.s_hat)
     tgc_r = orbit.tail_gc(right.r, kp, right.s_hat)
     eps2_gc = sp2[0] * tgc_l + s2[0] * tgc_r
-    for arr in (c, cosines, m_full, m_window):
+    for arr in (c, cosines, m_full, m_window, m_excluded):
         arr.setflags(write=False)
     return Transport(
         k_left=k,
@@ -107,6 +134,7 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
         cosines=cosines,
         m_full=m_full,
         m_window=m_window,
+        m_excluded=m_excluded,
         trunc_error=float(np.sqrt(max(e2, 0.0))),
         trunc_bound=float(np.sqrt(bound2)),
         eps_trunc=float(np.sqrt(eps2)),

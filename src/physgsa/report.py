@@ -1,24 +1,25 @@
 """``report.html``: one self-contained page drawn from a saved Result.
 
-Styles, the sorting script and every figure (PNG, base64) are inline, and the page makes no
-network request, so it reads offline and can travel as a mail attachment. Every name that
-comes from a model or a file is escaped (jinja2 autoescaping). ``physgsa report DIR``
+Styles, the sorting script and every figure (PNG heatmaps and SVG plots, base64 ``data:``
+URIs) are inline, and the page makes no network request, so it reads offline and can travel
+as a mail attachment. Every name that comes from a model or a file is escaped (jinja2
+autoescaping; the SVG plots escape their own texts). ``physgsa report DIR``
 re-renders it from the saved files without recomputing.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import tempfile
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from .figures import interface_figure, profiles_figure, spectra_figure
+from .figures import interface_figure, profiles_figure, spectra_figure, svg_uri
 
 __all__ = ["render_report", "write_report", "rerender", "render_spectra_page"]
 
@@ -51,27 +52,32 @@ def _table(df, cols) -> dict:
     return {"cols": cols, "rows": [[_fmt(v) for v in row] for row in df[cols].itertuples(index=False)]}
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def _compact(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)[:400]
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> jinja2.Template:
+    """A template, compiled once per process (compiling costs more than rendering a small page)."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["fmt"] = _fmt
+    env.filters["compact"] = _compact
+    return env.from_string(resources.files("physgsa").joinpath("templates", name).read_text("utf-8"))
 
 
 def render_report(result) -> str:
     """The report page of a Result, as a string."""
     cert = result.certificate
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["fmt"] = _fmt
-    env.filters["compact"] = _compact
-    template = env.from_string(resources.files("physgsa").joinpath("templates/report.html.j2").read_text("utf-8"))
+    template = _template("report.html.j2")
+    heats: dict[str, dict] = {}
+    for key, value in result.heatmaps.items():
+        i, name = key.split("/", 1)
+        heats.setdefault(i, {})[name] = value
     interfaces = []
     for i, det in enumerate(cert["interfaces"]):
-        heat = {k.split("/", 1)[1]: v for k, v in result.heatmaps.items() if k.split("/", 1)[0] == str(i)}
-        fig = _data_uri(interface_figure(heat, det)) if heat else None
-        interfaces.append({"detail": det, "figure": fig})
-    profiles = _data_uri(profiles_figure(result.factors)) if len(result.factors) else None
+        heat = heats.get(str(i))
+        interfaces.append({"detail": det, "figure": interface_figure(heat, det) if heat else None})
+    profiles = svg_uri(profiles_figure(result.factors)) if len(result.factors) else None
     return template.render(
         cert=cert, verdict=cert["verdict"], factors=_table(result.factors, _FACTOR_COLS),
         interfaces_table=_table(result.interfaces, _INTERFACE_COLS), interfaces=interfaces, profiles=profiles,
@@ -85,10 +91,8 @@ _SPECTRA_COLS = ("name", "rows", "cols", "log_norm", "log_spectral_norm", "stabl
 
 def render_spectra_page(res) -> str:
     """The page of ``physgsa spectra``: its sortable table, the metrics plot, the skipped tensors."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["compact"] = _compact
-    template = env.from_string(resources.files("physgsa").joinpath("templates/spectra.html.j2").read_text("utf-8"))
-    fig = _data_uri(spectra_figure(res.table)) if len(res.table) else None
+    template = _template("spectra.html.j2")
+    fig = svg_uri(spectra_figure(res.table)) if len(res.table) else None
     return template.render(record=res.record, table=_table(res.table, _SPECTRA_COLS), skipped=res.skipped,
                            figure=fig, params=sorted(res.record["parameters"].items()),
                            versions=sorted(res.record["versions"].items()))

@@ -1,0 +1,368 @@
+"""Small line and scatter plots written as SVG text, for the report's profile and spectra figures.
+
+matplotlib took seconds per figure, mostly laying out text; these plots need only an axes box,
+a few ticks, polylines, markers and a legend, which are a few hundred lines of SVG. Every
+text and attribute goes through XML escaping (names come from untrusted files), coordinates
+are printed with a fixed precision, and nothing depends on the clock or the machine, so the
+same data give the same bytes. The report embeds the SVG as an ``<img>``, where no script in
+it could run anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+__all__ = ["Axes", "figure", "document", "text", "attr", "nice_ticks", "log_ticks", "tick_labels"]
+
+CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+_CHAR_W = 6.2  # rough width of one character at the 11 px font, for layout only
+_TITLE_H, _LEGEND_H, _LEFT, _RIGHT = 24, 15, 60, 12
+# Characters XML 1.0 forbids: a name carrying one would make the whole image unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def text(value) -> str:
+    """``value`` as XML character data (escaped, forbidden characters replaced)."""
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
+
+
+def attr(value) -> str:
+    """``value`` as a quoted XML attribute value, quotes included."""
+    return quoteattr(_NOT_XML.sub("\ufffd", str(value)))
+
+
+def _n(v: float) -> str:
+    """A coordinate with one decimal: short, and the same on every machine."""
+    s = f"{v:.1f}"
+    return "0.0" if s == "-0.0" else s
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) inside ``[lo, hi]``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        The range; ``hi <= lo`` gives ``[lo]``.
+    n : int
+        About how many ticks to aim for (at most this many intervals).
+
+    Returns
+    -------
+    list of float
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / n
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if (hi - lo) / (m * mag) <= n)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [k * step for k in range(first, last + 1)]  # k * step, not a running sum: no drift
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis over ``[lo, hi]`` (both positive): decades, else 1-2-5 steps, else linear."""
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    decades = [10.0 ** e for e in range(e0, e1 + 1) if lo <= 10.0 ** e <= hi]
+    if len(decades) >= 2:
+        every = max(1, math.ceil(len(decades) / 6))
+        return decades[::every]
+    for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 2:
+            return ticks
+    return nice_ticks(lo, hi, 4)  # a range narrower than from one digit to the next: linear steps
+
+
+def tick_labels(ticks: list[float], log: bool = False) -> list[str]:
+    """Short labels for tick values, with as few decimals as tell them apart."""
+    if log or not ticks:
+        return [f"{t:.3g}" for t in ticks]
+    big = max(abs(t) for t in ticks)
+    if big >= 1e5 or 0 < big < 1e-3:
+        return [f"{t:.3g}" for t in ticks]
+    step = min((abs(b - a) for a, b in zip(ticks, ticks[1:])), default=big or 1.0)
+    decimals = next((d for d in range(9) if all(abs(round(t, d) - t) < 1e-6 * step for t in ticks)), 8)
+    return [("0" if abs(t) < 1e-12 * (big or 1.0) else f"{t:.{decimals}f}") for t in ticks]
+
+
+@dataclass
+class _Series:
+    x: np.ndarray
+    y: np.ndarray
+    label: str | None
+    colour: str
+    marker: str | None
+    line: bool
+    dash: bool
+
+
+@dataclass
+class _Span:
+    lo: float
+    hi: float
+    label: str | None
+    colour: str
+
+
+def _marker_path(kind: str, xs, ys, r: float) -> str:
+    """Every marker of a series as one path (one element, however many points)."""
+    out = []
+    for x, y in zip(xs, ys):
+        if kind == "s":
+            out.append(f"M{_n(x - r)} {_n(y - r)}h{_n(2 * r)}v{_n(2 * r)}h{_n(-2 * r)}z")
+        elif kind == "^":
+            out.append(f"M{_n(x)} {_n(y - 1.2 * r)}l{_n(1.1 * r)} {_n(1.9 * r)}h{_n(-2.2 * r)}z")
+        else:  # a circle, as two arcs
+            out.append(f"M{_n(x - r)} {_n(y)}a{_n(r)} {_n(r)} 0 1 0 {_n(2 * r)} 0a{_n(r)} {_n(r)} 0 1 0 {_n(-2 * r)} 0")
+    return "".join(out)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Start and end (exclusive) of each run of True: the pieces of a line between gaps."""
+    d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+@dataclass
+class Axes:
+    """One panel: a title, axis labels, series and an optional shaded band.
+
+    Parameters
+    ----------
+    title, xlabel, ylabel : str
+        Plain text; escaped when drawn.
+    log_y : bool
+        A log10 y axis: only positive values are drawn.
+    """
+
+    title: str
+    xlabel: str = ""
+    ylabel: str = ""
+    log_y: bool = False
+    series: list = field(default_factory=list)
+    spans: list = field(default_factory=list)
+    categories: list | None = None
+
+    def _colour(self, colour):
+        return colour or CYCLE[len(self.series) % len(CYCLE)]
+
+    def plot(self, x, y, label=None, marker="o", dash=False, colour=None) -> None:
+        """A line through the points, broken where a value is missing, with markers."""
+        self.series.append(_Series(_floats(x), _floats(y), label, self._colour(colour), marker, True, dash))
+
+    def scatter(self, x, y, label=None, colour=None) -> None:
+        """Markers only."""
+        self.series.append(_Series(_floats(x), _floats(y), label, self._colour(colour), "o", False, False))
+
+    def hspan(self, lo: float, hi: float, label=None, colour="#52be80") -> None:
+        """A shaded horizontal band from ``lo`` to ``hi``."""
+        self.spans.append(_Span(float(lo), float(hi), label, colour))
+
+    def set_categories(self, labels) -> None:
+        """Label the integer x positions 0, 1, ... with these texts (drawn slanted)."""
+        self.categories = [str(v) for v in labels]
+
+    def _ok(self, y: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(y)
+        if self.log_y:
+            ok &= np.where(ok, y, 0.0) > 0
+        return ok
+
+    def _ranges(self):
+        xs = [s.x[np.isfinite(s.x)] for s in self.series]
+        ys = [s.y[self._ok(s.y) & np.isfinite(s.x)] for s in self.series]
+        x = np.concatenate(xs) if xs else np.zeros(0)
+        y = np.concatenate(ys) if ys else np.zeros(0)
+        if self.categories:
+            x = np.r_[x, 0, len(self.categories) - 1]
+        if self.log_y:
+            y = np.log10(y)
+        elif self.spans:
+            y = np.r_[y, [v for s in self.spans for v in (s.lo, s.hi) if math.isfinite(v)]]
+        return _padded(x, (0.0, 1.0)), _padded(y, (0.0, 1.0))
+
+    def _legend_rows(self, width: float) -> list[list]:
+        items = [s for s in self.spans + self.series if s.label]
+        rows, used = [[]], 0.0
+        for it in items:
+            w = 34 + _CHAR_W * len(it.label)
+            if rows[-1] and used + w > width:
+                rows.append([])
+                used = 0.0
+            rows[-1].append(it)
+            used += w
+        return rows if items else []
+
+    def render(self, x0: float, y0: float, w: float, header: float, plot_h: float) -> list[str]:
+        """SVG elements of the panel, its top left corner at ``(x0, y0)``."""
+        (xlo, xhi), (ylo, yhi) = self._ranges()
+        left, right = x0 + _LEFT, x0 + w - _RIGHT
+        top, bottom = y0 + header, y0 + header + plot_h
+        px = lambda v: left + (v - xlo) / (xhi - xlo) * (right - left)  # noqa: E731
+        py = lambda v: bottom - (v - ylo) / (yhi - ylo) * (bottom - top)  # noqa: E731
+        out = [f'<text x="{_n((left + right) / 2)}" y="{_n(y0 + 16)}" text-anchor="middle" font-size="13">'
+               f"{text(self.title)}</text>"]
+        out += self._legend(left, y0 + _TITLE_H, right - left)
+        out += self._yaxis(left, right, py, ylo, yhi)
+        out += self._xaxis(bottom, px, xlo, xhi)
+        for s in self.spans:
+            lo, hi = max(s.lo, ylo), min(s.hi, yhi)
+            if hi > lo and not self.log_y:
+                out.append(f'<rect x="{_n(left)}" y="{_n(py(hi))}" width="{_n(right - left)}" '
+                           f'height="{_n(py(lo) - py(hi))}" fill={attr(s.colour)} fill-opacity="0.15"/>')
+        for s in self.series:
+            ok = self._ok(s.y) & np.isfinite(s.x)
+            y = np.log10(np.where(ok, s.y, 1.0)) if self.log_y else s.y
+            X, Y = px(s.x), py(y)
+            if s.line:
+                for a, b in _runs(ok):
+                    pts = " ".join(f"{_n(X[i])},{_n(Y[i])}" for i in range(a, b))
+                    dash = ' stroke-dasharray="6 4"' if s.dash else ""
+                    out.append(f'<polyline points="{pts}" fill="none" stroke={attr(s.colour)} stroke-width="1.6"'
+                               f'{dash}/>')
+            if s.marker and ok.any():
+                r = 3.2 if s.line else 2.6
+                out.append(f'<path d="{_marker_path(s.marker, X[ok], Y[ok], r)}" fill={attr(s.colour)} '
+                           f'fill-opacity="0.9"/>')
+        out.append(f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(right - left)}" height="{_n(plot_h)}" '
+                   'fill="none" stroke="#444"/>')
+        out.append(f'<text transform="translate({_n(x0 + 13)},{_n((top + bottom) / 2)}) rotate(-90)" '
+                   f'text-anchor="middle">{text(self.ylabel)}</text>')
+        return out
+
+    def _legend(self, x: float, y: float, width: float) -> list[str]:
+        out = []
+        for k, row in enumerate(self._legend_rows(width)):
+            cx, cy = x, y + k * _LEGEND_H + 8
+            for it in row:
+                if isinstance(it, _Span):
+                    out.append(f'<rect x="{_n(cx)}" y="{_n(cy - 5)}" width="22" height="10" fill={attr(it.colour)} '
+                               'fill-opacity="0.3"/>')
+                else:
+                    if it.line:
+                        dash = ' stroke-dasharray="6 4"' if it.dash else ""
+                        out.append(f'<line x1="{_n(cx)}" y1="{_n(cy)}" x2="{_n(cx + 22)}" y2="{_n(cy)}" '
+                                   f'stroke={attr(it.colour)} stroke-width="1.6"{dash}/>')
+                    if it.marker:
+                        out.append(f'<path d="{_marker_path(it.marker, [cx + 11], [cy], 3.2)}" '
+                                   f'fill={attr(it.colour)}/>')
+                out.append(f'<text x="{_n(cx + 27)}" y="{_n(cy + 4)}">{text(it.label)}</text>')
+                cx += 34 + _CHAR_W * len(it.label)
+        return out
+
+    def _yaxis(self, left, right, py, ylo, yhi) -> list[str]:
+        if self.log_y:
+            ticks = [math.log10(t) for t in log_ticks(10.0 ** ylo, 10.0 ** yhi)]
+            labels = tick_labels([10.0 ** t for t in ticks], log=True)
+        else:
+            ticks = nice_ticks(ylo, yhi)
+            labels = tick_labels(ticks)
+        out = []
+        for t, lab in zip(ticks, labels):
+            y = _n(py(t))
+            out.append(f'<line x1="{_n(left)}" y1="{y}" x2="{_n(right)}" y2="{y}" stroke="#e8e8e8"/>'
+                       f'<line x1="{_n(left - 4)}" y1="{y}" x2="{_n(left)}" y2="{y}" stroke="#444"/>'
+                       f'<text x="{_n(left - 6)}" y="{y}" dy="0.32em" text-anchor="end">{text(lab)}</text>')
+        return out
+
+    def _xaxis(self, bottom, px, xlo, xhi) -> list[str]:
+        out = []
+        if self.categories:
+            for i, lab in enumerate(self.categories):
+                x = _n(px(i))
+                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>'
+                           f'<text transform="translate({x},{_n(bottom + 10)}) rotate(-60)" text-anchor="end" '
+                           f'dy="0.32em" font-size="10">{text(_shorten(lab))}</text>')
+            room = 14 + _category_room(self.categories)
+        else:
+            ticks = nice_ticks(xlo, xhi)
+            for t, lab in zip(ticks, tick_labels(ticks)):
+                x = _n(px(t))
+                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>'
+                           f'<text x="{x}" y="{_n(bottom + 15)}" text-anchor="middle">{text(lab)}</text>')
+            room = 20
+        out.append(f'<text x="{_n((px(xlo) + px(xhi)) / 2)}" y="{_n(bottom + room + 12)}" text-anchor="middle">'
+                   f"{text(self.xlabel)}</text>")
+        return out
+
+    def bottom_room(self) -> float:
+        """Height needed under the plot for the x tick labels and the x label."""
+        return (14 + _category_room(self.categories) if self.categories else 20) + 20
+
+
+def _floats(v) -> np.ndarray:
+    """Any column or sequence as float64, with None and pandas' NA as NaN."""
+    try:
+        return np.asarray(v.to_numpy(dtype=float, na_value=np.nan), dtype=np.float64)
+    except (AttributeError, TypeError):
+        return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+
+
+def _padded(v: np.ndarray, empty: tuple[float, float]) -> tuple[float, float]:
+    """The data range with 5 % margins (matplotlib's default); a constant gets a unit-ish width."""
+    if v.size == 0:
+        return empty
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        d = abs(lo) * 0.1 or 0.5
+        return lo - d, hi + d
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+_MAX_LABEL = 26
+
+
+def _shorten(label: str) -> str:
+    """A long name keeps its head and tail (the table beside the figure has it in full)."""
+    if len(label) <= _MAX_LABEL:
+        return label
+    return label[:9] + "…" + label[-(_MAX_LABEL - 10):]
+
+
+def _category_room(labels) -> float:
+    longest = max((len(_shorten(s)) for s in labels), default=0)
+    return 5.6 * longest * math.sin(math.radians(60))
+
+
+def document(width: float, height: float, parts: list[str]) -> str:
+    """A standalone SVG document of the given size around ``parts`` (a white background)."""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(width)}" height="{_n(height)}" '
+            f'viewBox="0 0 {_n(width)} {_n(height)}" font-family={attr(FONT)} font-size="11" fill="#222">'
+            f'<rect width="100%" height="100%" fill="#fff"/>' + "\n".join(parts) + "</svg>\n")
+
+
+def figure(axes: list[Axes], ncols: int, panel_w: float = 420, plot_h: float = 170) -> str:
+    """Panels in a grid, ``ncols`` wide, as one SVG document.
+
+    Parameters
+    ----------
+    axes : list of Axes
+        The panels, row by row.
+    ncols : int
+        Panels per row.
+    panel_w, plot_h : float
+        Width of a panel and height of its plotting box, in px; titles, legends and tick labels
+        add to the height, row by row, so that the boxes of one row line up.
+
+    Returns
+    -------
+    str
+        The SVG text.
+    """
+    parts, y = [], 8.0
+    for start in range(0, len(axes), ncols):
+        row = axes[start:start + ncols]
+        header = _TITLE_H + 4 + _LEGEND_H * max(len(a._legend_rows(panel_w - _LEFT - _RIGHT)) for a in row)
+        for k, a in enumerate(row):
+            parts += a.render(k * panel_w, y, panel_w, header, plot_h)
+        y += header + plot_h + max(a.bottom_room() for a in row) + 8
+    return document(ncols * panel_w, y, parts)

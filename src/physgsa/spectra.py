@@ -135,16 +135,22 @@ def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
     ill-conditioned matrices). ``delta`` is a worst-case bound; the observed error on trained
     and random weights is about ``1e-5 delta``.
 
-    ``c = max |A|`` when the entries are outside ``[1e-100, 1e100]`` (squares would overflow or
-    underflow), else 1, so no copy of ``A`` is made for ordinary weights.
+    ``c = max |A|`` when ``||A||_F^2`` is outside ``[1e-200, 1e200]`` (squares overflowed or
+    underflowed), else 1, so no copy of ``A`` is made for ordinary weights.
     """
     m, n = a.shape
-    amax = max(float(a.max()), -float(a.min()))
-    c = amax if not 1e-100 < amax < 1e100 else 1.0
-    b = a / c if c != 1.0 else a
-    g = b.T @ b if m >= n else b @ b.T
-    del b
-    trace = float(np.trace(g))
+    c = 1.0
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # detected just below
+        g = a.T @ a if m >= n else a @ a.T
+        trace = float(np.trace(g))
+    if not 1e-200 < trace < 1e200:
+        # Squares overflowed or underflowed (entries beyond about 1e100 or 1e-100): scale by
+        # max |A| and form the Gram again. Ordinary weights never take this copy.
+        c = max(float(a.max()), -float(a.min()))
+        b = a / c
+        g = b.T @ b if m >= n else b @ b.T
+        del b
+        trace = float(np.trace(g))
     lam = scipy.linalg.eigh(g, eigvals_only=True, check_finite=False, driver="evd", overwrite_a=True)[::-1]
     delta = (m + n) * np.finfo(np.float64).eps * trace
     if lam[-1] <= 2.0 * delta:

@@ -102,10 +102,11 @@ def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100
         if np.array_equal(new, labels):
             break
         labels = new
-        for j in range(m):
-            members = labels == j
-            if members.any():
-                centers[j] = x[members].mean(axis=0)
+        # All centroids from one product with the assignment indicator (no per-cluster copies).
+        onehot = np.zeros((m, n))
+        onehot[labels, np.arange(n)] = 1.0
+        nz = counts > 0
+        centers[nz] = (onehot[nz] @ x) / counts[nz, None]
     return labels
 
 

@@ -48,7 +48,9 @@ def _float64(arr, key: str, where: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
         raise ModelSourceError(f"Weight {key!r} in {where} has dtype {arr.dtype}, which is not a real number type.")
-    return np.array(arr, dtype=np.float64)
+    # One conversion, which is also the copy (the source keeps nothing, and a memory map or a
+    # module's parameter is never aliased); float64 input is copied as is.
+    return np.array(arr, dtype=np.float64) if arr.dtype == np.float64 else arr.astype(np.float64)
 
 
 class WeightSource:
@@ -146,7 +148,8 @@ class TensorDictSource(WeightSource):
             t = t.dequantize()
         if t.dtype in (torch.bfloat16, torch.float16):
             t = t.to(torch.float32)
-        return t.cpu().to(torch.float64).numpy()
+        # A view of the tensor's memory: get() converts it to float64 in one copy.
+        return t.cpu().numpy()
 
 
 def _module_config(module) -> dict:

@@ -41,7 +41,7 @@ def check_transport(tr, left, right):
     # Whichever route formed them, M_w is the windowed product and E = M - M_w is its excluded part.
     from physgsa.transport import windowed_product
 
-    ref_w = windowed_product(left, right, tr.c, tr.k_left, tr.k_right)
+    ref_w = windowed_product(left, right, right.vt @ left.u, tr.k_left, tr.k_right)
     assert np.max(np.abs(mw - ref_w), initial=0.0) <= 1e-12 * max(scale, 1e-300)
     assert np.max(np.abs(tr.m_excluded - (m - mw)), initial=0.0) <= 1e-12 * max(scale, 1e-300)
     assert tr.trunc_error <= tr.trunc_bound * (1 + 1e-10) + 1e-300

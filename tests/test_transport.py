@@ -82,13 +82,13 @@ def test_non_square_interface():
     a1, a2 = rng.standard_normal((7, 3)), rng.standard_normal((2, 7))
     left, right = spec(a1, "l"), spec(a2, "r")
     tr = transport(left, right, 2, 1)
-    assert tr.c.shape == (2, 3) and tr.m_full.shape == (2, 3)
+    assert (right.vt @ left.u).shape == (2, 3) and tr.m_full.shape == (2, 3)
     check_transport(tr, left, right)
 
 
 def test_both_window_routes_agree_with_the_direct_product():
     # Large windows take the thin route (E first, M_w = M - E), small ones the direct product.
-    from physgsa.transport import window_products, windowed_product
+    from physgsa.transport import CBlocks, window_products, windowed_product
 
     rng = np.random.default_rng(7)
     left = compute_spectrum(Factor("a", rng.standard_normal((40, 40))), q=0.9, band=0.05, gap_floor=1e-3, chart="top")
@@ -96,7 +96,9 @@ def test_both_window_routes_agree_with_the_direct_product():
     c = right.vt @ left.u
     m = right.a_hat @ left.a_hat
     for k, kp in ((38, 37), (3, 4), (40, 40), (1, 40)):
-        mw, ex = window_products(left, right, c, k, kp, m)
+        mw, ex = window_products(left, right, CBlocks(left, right), k, kp, m)
+        mw_full, _ = window_products(left, right, CBlocks(left, right, full=c), k, kp, m)
+        assert np.max(np.abs(mw_full - mw)) <= 1e-12 * np.linalg.norm(m)
         ref = windowed_product(left, right, c, k, kp)
         assert np.max(np.abs(mw - ref)) <= 1e-12 * np.linalg.norm(m)
         assert np.max(np.abs(ex - (m - ref))) <= 1e-12 * np.linalg.norm(m)

@@ -154,9 +154,11 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     """Everything sections 3 to 7 define for the interface ``fl -> fr`` (spectra ``L``, ``R``)."""
     where = f"{fl.name}->{fr.name}"
     rng = np.random.default_rng([p["seed"], link.index])
-    c = matmul(R.vt, L.u, p["device"])
+    # The whole C = V'^T U only for the window search, which reuses it at many windows; one
+    # window needs only thin blocks of it.
+    c = matmul(R.vt, L.u, p["device"]) if p["window_search"] else None
     m_full = matmul(R.a_hat, L.a_hat, p["device"])
-    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full)
+    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full, device=p["device"])
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
     if rig.slack is not None and rig.slack < -1e-9:
         raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
@@ -213,7 +215,7 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
     for q in WINDOW_SEARCH_QS:
         _, k, _ = dominant_window(L.sigma, q, p["window_band"])
         _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
-        tr = transport(L, R, k, kp, c=c, m_full=m_full)
+        tr = transport(L, R, k, kp, c=c, m_full=m_full, device=p["device"])
         rng = np.random.default_rng([p["seed"], link.index])
         pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
         steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,

@@ -20,10 +20,10 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import svds
 
-from . import orbit
+from . import linalg, orbit
 from .spectra import Spectrum
 
-__all__ = ["Transport", "Rigidity", "transport", "window_products", "windowed_product", "rigidity",
+__all__ = ["Transport", "Rigidity", "CBlocks", "transport", "window_products", "windowed_product", "rigidity",
            "top_singular_value", "principal_cosines"]
 
 
@@ -69,13 +69,49 @@ class Rigidity:
     sigma1_product: float
 
 
-def windowed_product(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp: int) -> np.ndarray:
-    """``M_w = A_hat_{l+1}^w A_hat_l^w = U'_{k'} (S' C S)_{k' x k} V_k^T``."""
-    t_w = (right.sigma[:kp, None] * c[:kp, :k]) * left.sigma[None, :k]
+def windowed_product(left: Spectrum, right: Spectrum, c_window: np.ndarray, k: int, kp: int) -> np.ndarray:
+    """``M_w = A_hat_{l+1}^w A_hat_l^w = U'_{k'} (S' C S)_{k' x k} V_k^T``, from ``C[:k', :k]``
+    (a larger ``C`` is cut to it)."""
+    t_w = (right.sigma[:kp, None] * c_window[:kp, :k]) * left.sigma[None, :k]
     return (right.u[:, :kp] @ t_w) @ left.vt[:k]
 
 
-def window_products(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp: int,
+class CBlocks:
+    """``C = V'^T U``, whole when given, else by the blocks an interface needs, each formed once.
+
+    With large windows (the usual case on residual factors) the transport needs only thin parts
+    of ``C``: its last ``r' - k'`` rows and last ``r - k`` columns (the excluded blocks, the exact
+    error, the CS complement of the cosines), which cost ``(r' - k') n r + r' n (r - k)``
+    instead of the ``r' n r`` of the whole product. Small windows need the window block
+    ``C[:k', :k]``.
+    """
+
+    def __init__(self, left: Spectrum, right: Spectrum, *, full: np.ndarray | None = None,
+                 device: str | None = None):
+        self.left, self.right, self.full, self.device = left, right, full, device
+        self._cache: dict = {}
+
+    def _get(self, key, rows: slice, cols: slice) -> np.ndarray:
+        if self.full is not None:
+            return self.full[rows, cols]
+        if key not in self._cache:
+            self._cache[key] = linalg.matmul(self.right.vt[rows], self.left.u[:, cols], self.device)
+        return self._cache[key]
+
+    def rows_from(self, kp: int) -> np.ndarray:
+        """``C[k':, :]``."""
+        return self._get(("rows", kp), slice(kp, None), slice(None))
+
+    def cols_from(self, k: int) -> np.ndarray:
+        """``C[:, k:]``."""
+        return self._get(("cols", k), slice(None), slice(k, None))
+
+    def window(self, kp: int, k: int) -> np.ndarray:
+        """``C[:k', :k]``."""
+        return self._get(("window", kp, k), slice(None, kp), slice(None, k))
+
+
+def window_products(left: Spectrum, right: Spectrum, c: CBlocks, k: int, kp: int,
                     m_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``M_w`` and the excluded part ``E = M - M_w``, by the cheaper of two exact routes.
 
@@ -91,31 +127,36 @@ def window_products(left: Spectrum, right: Spectrum, c: np.ndarray, k: int, kp: 
     direct = n_out * kp * k + n_out * k * n_in
     thin = (rp - kp) * r * n_in + n_out * (rp - kp) * n_in + n_out * kp * (r - k) + n_out * (r - k) * n_in
     if direct <= thin:
-        m_window = windowed_product(left, right, c, k, kp)
+        m_window = windowed_product(left, right, c.window(kp, k), k, kp)
         return m_window, m_full - m_window
-    t_low = (right.sigma[kp:, None] * c[kp:, :]) * left.sigma[None, :]
-    t_right = (right.sigma[:kp, None] * c[:kp, k:]) * left.sigma[None, k:]
+    t_low = (right.sigma[kp:, None] * c.rows_from(kp)) * left.sigma[None, :]
+    t_right = (right.sigma[:kp, None] * c.cols_from(k)[:kp]) * left.sigma[None, k:]
     excluded = right.u[:, kp:] @ (t_low @ left.vt)
     excluded += (right.u[:, :kp] @ t_right) @ left.vt[k:]
     return m_full - excluded, excluded
 
 
 def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray | None = None,
-              m_full: np.ndarray | None = None) -> Transport:
-    """Transport of the dominant window of ``left`` (k) into ``right`` (k')."""
-    if c is None:
-        c = right.vt @ left.u
+              m_full: np.ndarray | None = None, device: str | None = None) -> Transport:
+    """Transport of the dominant window of ``left`` (k) into ``right`` (k').
+
+    ``c`` is the whole ``C = V'^T U`` when the caller has it (the window search reuses it);
+    otherwise only the blocks this window needs are formed (:class:`CBlocks`), and
+    ``Transport.c`` is then empty.
+    """
+    cb = CBlocks(left, right, full=c, device=device)
     if m_full is None:
-        m_full = right.a_hat @ left.a_hat
-    m_window, m_excluded = window_products(left, right, c, k, kp, m_full)
+        m_full = linalg.matmul(right.a_hat, left.a_hat, device)
+    m_window, m_excluded = window_products(left, right, cb, k, kp, m_full)
     # Exact error from the blocks: sum the two disjoint excluded blocks directly (no
     # subtraction of nearly equal totals).
     s2 = left.sigma**2
     sp2 = right.sigma**2
-    c2 = c * c
-    e2 = float(sp2 @ (c2[:, k:] @ s2[k:])) + float(sp2[kp:] @ (c2[kp:, :k] @ s2[:k]))
+    c_cols, c_low = cb.cols_from(k), cb.rows_from(kp)[:, :k]
+    e2 = float(sp2 @ ((c_cols * c_cols) @ s2[k:])) + float(sp2[kp:] @ ((c_low * c_low) @ s2[:k]))
     m_l = left.u.shape[0]
-    cosines = principal_cosines(c, k, kp, orthogonal=left.r == right.r == m_l)
+    cosines = principal_cosines(cb, k, kp, orthogonal=left.r == right.r == m_l)
+    c = c if c is not None else np.empty((0, 0))
     # The bound with the tails read off the full spectrum ...
     bound2 = sp2[0] * float(np.sum(s2[k:])) + s2[0] * float(np.sum(sp2[kp:]))
     # ... and the a priori one, with the tails from the windows and the Frobenius norms only
@@ -144,7 +185,7 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     )
 
 
-def principal_cosines(c: np.ndarray, k: int, kp: int, orthogonal: bool) -> np.ndarray:
+def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool) -> np.ndarray:
     """Singular values of ``C[:k', :k]`` (descending): the principal-angle cosines.
 
     When ``C`` is orthogonal (``orthogonal``: both thin frames span the whole interface space,
@@ -155,16 +196,18 @@ def principal_cosines(c: np.ndarray, k: int, kp: int, orthogonal: bool) -> np.nd
     zero lose accuracy that way (``sqrt(1 - s^2)`` with ``s`` near 1), so when the smallest one
     is below 1e-3 the direct SVD is used instead.
     """
-    r = c.shape[1]
+    if isinstance(c, np.ndarray):
+        c = CBlocks(None, None, full=c)
+    r = c.full.shape[1] if c.full is not None else c.left.u.shape[1]
     n_cos = min(k, kp)
     if orthogonal and 4 * (r - kp) < kp:
-        s = scipy.linalg.svdvals(c[kp:, :k], check_finite=False) if r > kp else np.zeros(0)
+        s = scipy.linalg.svdvals(c.rows_from(kp)[:, :k], check_finite=False) if r > kp else np.zeros(0)
         cos = np.sqrt(np.clip(1.0 - s**2, 0.0, 1.0))
         full = np.concatenate([np.ones(max(k - s.shape[0], 0)), np.sort(cos)[::-1]])
         full = np.sort(full)[::-1][:n_cos]
         if full.shape[0] == n_cos and full[-1] >= 1e-3:
             return full
-    return scipy.linalg.svdvals(c[:kp, :k], check_finite=False)
+    return scipy.linalg.svdvals(c.window(kp, k), check_finite=False)
 
 
 def top_singular_value(m: np.ndarray, seed: int) -> float:

@@ -52,7 +52,7 @@ class _Progress:
     def __call__(self, stage: str, done: int, total: int, name: str) -> None:
         if self.quiet:
             return
-        if self._bar is None:
+        if self._bar is None or stage == "resume":
             typer.echo(f"physgsa: {stage} {done}/{total} {name}", err=True)
             return
         if stage not in self._task:
@@ -142,6 +142,8 @@ def certify(
     freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results or discard an interrupted run of "
+                                   "different input or parameters in --out (otherwise refused)."),
     workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
     scheduler: Optional[str] = typer.Option(None, help="Run the tasks on the Dask scheduler at this address."),
     dask_local: int = typer.Option(0, help="Start a Dask LocalCluster of this many workers for the run."),
@@ -168,7 +170,8 @@ def certify(
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
                                  n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed,
-                                 workers=workers, scheduler=scheduler, dask_local=dask_local, device=device)
+                                 workers=workers, scheduler=scheduler, dask_local=dask_local, device=device,
+                                 checkpoint=out, overwrite=overwrite)
         result.save(out)
     v = result.verdict
     if as_json:

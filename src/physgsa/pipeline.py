@@ -19,7 +19,8 @@ from .heatmaps import interface_heatmaps
 from .icm import LABELS, icm_rows
 from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
-from .result import Result, build_result
+from .checkpoint import RunStore, input_sha256
+from .result import Result, build_result, factor_record, interface_record
 from .spectra import CHARTS, Spectrum, compute_spectrum, dominant_window
 from .structure import (
     Partition,
@@ -288,34 +289,36 @@ def _executor(p: dict):
     return ProcessPoolExecutor(max_workers=p["workers"])
 
 
-def _run(pool, fn, job, names, stage, report, after=None):
-    """Run ``fn(*args, **kw)`` for ``(args, kw) = job(i)``, serially or on the pool, in job order.
+def _run(pool, fn, job, todo, names, stage, report, *, done, after=None, start=0):
+    """Run ``fn(*args, **kw)`` for ``(args, kw) = job(i)``, ``i`` in ``todo``, serially or on the pool.
 
     Every task is deterministic on its own (seeded by the interface index, never by order),
-    so the results are the same whichever process computes them. Serially, each job's
-    arguments are made just before it runs and ``after(i)`` is called once it is done, so the
-    caller can release what no later job needs.
+    so the results are the same whichever process computes them. ``done(i, result)`` is called
+    in this process as each task finishes (in any order on a pool), so its record can be kept
+    at once. Serially, each job's arguments are made just before it runs and ``after(i)`` is
+    called once it is done, so the caller can release what no later job needs. Progress counts
+    from ``start`` (work finished by an earlier, interrupted run).
     """
-    n = len(names)
-    out = [None] * n
+    total = start + len(todo)
     if pool is None:
-        for i in range(n):
+        for n_done, i in enumerate(todo, start=start + 1):
             args, kw = job(i)
-            out[i] = fn(*args, **kw)
+            out = fn(*args, **kw)
             del args, kw
-            report(stage, i + 1, n, names[i])
+            done(i, out)
+            del out
+            report(stage, n_done, total, names[i])
             if after is not None:
                 after(i)
-        return out
+        return
     from concurrent.futures import as_completed
 
     completed = getattr(pool, "as_completed", as_completed)
-    futures = {pool.submit(fn, *job(i)[0], **job(i)[1]): i for i in range(n)}
-    for done, fut in enumerate(completed(futures), start=1):
+    futures = {pool.submit(fn, *job(i)[0], **job(i)[1]): i for i in todo}
+    for n_done, fut in enumerate(completed(futures), start=start + 1):
         i = futures[fut]
-        out[i] = fut.result()
-        report(stage, done, n, names[i])
-    return out
+        done(i, fut.result())
+        report(stage, n_done, total, names[i])
 
 
 def _release(s: Spectrum) -> Spectrum:
@@ -323,7 +326,7 @@ def _release(s: Spectrum) -> Spectrum:
     return dataclasses.replace(s, a_hat=_EMPTY, u=_EMPTY, vt=_EMPTY)
 
 
-def certify(chain: Chain, *, progress=None, **params) -> Result:
+def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, **params) -> Result:
     """Spectra, transport, PAM structure and the static certificate of every interface.
 
     Parameters
@@ -344,6 +347,13 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
     progress : callable, optional
         Called as ``progress(stage, done, total, name)`` after each factor ("spectra") and each
         interface ("interfaces"); the command line draws its progress bars with it.
+    checkpoint : path, optional
+        An output directory to keep each finished record in (``DIR/.physgsa-run``, see
+        :mod:`physgsa.checkpoint`); a rerun with the same input and parameters resumes from
+        them. The command line passes its ``--out``.
+    overwrite : bool
+        With ``checkpoint``: discard records or results of a different run there instead of
+        refusing.
 
     Returns
     -------
@@ -358,10 +368,36 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
     report = progress if progress is not None else (lambda stage, done, total, name: None)
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"])
     fs, links = chain.factors, chain.links
+    sha = input_sha256(chain, p)  # recorded in certificate.json: which input this certifies
+    store = RunStore(checkpoint, sha, p, overwrite=overwrite) if checkpoint is not None else None
+    f_records = [store.factor(i) if store else None for i in range(len(fs))]
+    i_records = [store.interface(i) if store else None for i in range(len(links))]
+    todo_if = [i for i, rec in enumerate(i_records) if rec is None]
+    # A factor is decomposed if its record is missing or an unfinished interface needs its frames.
+    needed = {f for i in todo_if for f in (links[i].left, links[i].right)}
+    todo_f = [i for i in range(len(fs)) if f_records[i] is None or i in needed]
+    spectra = {}
+    if store is not None and len(todo_if) < len(links):
+        report("resume", len(links) - len(todo_if), len(links), "interfaces already done in an interrupted run")
+
+    def factor_done(i, s):
+        spectra[i] = s
+        if f_records[i] is None:
+            f_records[i] = factor_record(fs[i], s)
+            if store:
+                store.save_factor(i, f_records[i])
+
+    def interface_done(i, it):
+        i_records[i] = interface_record(it)
+        if store:
+            store.save_interface(i, i_records[i])
+
     with _executor(p) as pool:
-        spectra = _run(pool, compute_spectrum, lambda i: ((fs[i],), kw), [f.name for f in fs], "spectra", report)
+        _run(pool, compute_spectrum, lambda i: ((fs[i],), kw), todo_f, [f.name for f in fs], "spectra", report,
+             done=factor_done, start=len(fs) - len(todo_f))
         last = {}
-        for i, k in enumerate(links):
+        for i in todo_if:
+            k = links[i]
             last[k.left] = last[k.right] = i
 
         def job(i):
@@ -373,10 +409,8 @@ def certify(chain: Chain, *, progress=None, **params) -> Result:
                 if last[f] == i:
                     spectra[f] = _release(spectra[f])
 
-        interfaces = _run(pool, _interface, job, [k.name(chain) for k in links], "interfaces", report, after)
-    margins = [{"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
-                "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
-               for it in interfaces]
-    verdict = model_verdict([it["name"] for it in interfaces], [it["items"] for it in interfaces], len(chain.breaks),
-                            margins)
-    return build_result(chain, spectra, interfaces, p, verdict)
+        _run(pool, _interface, job, todo_if, [k.name(chain) for k in links], "interfaces", report,
+             done=interface_done, after=after, start=len(links) - len(todo_if))
+    verdict = model_verdict([rec["name"] for rec in i_records], [rec["items"] for rec in i_records],
+                            len(chain.breaks), [rec["margin"] for rec in i_records])
+    return build_result(chain, f_records, i_records, p, verdict, input_sha256=sha)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ._validation import OutputDirectoryError
 
-__all__ = ["Result", "build_result", "load_result", "OUTPUT_FILES"]
+__all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES"]
 
 OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "certificate.json", "heatmaps.npz")
 
@@ -72,55 +72,67 @@ def _jsonable(x):
     return x
 
 
-def _factor_table(chain, spectra) -> pd.DataFrame:
-    rows = []
-    for f, s in zip(chain.factors, spectra):
-        res = s.residuals
-        rows.append({
-            "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
-            "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
-            "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
-            "hellinger": s.hellinger, "kl": s.kl,
-            "hellinger_top": res["top"][0], "hellinger_mle": res["mle"][0],
-            "hellinger_window": res["window"][0] if "window" in res else None,
-            "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
-            "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
-            "numerical_rank": s.numerical_rank, "source": f.provenance.get("source", ""),
-            "kind": f.provenance.get("kind", ""), "flags": ";".join(s.flags),
-        })
-    df = pd.DataFrame(rows)
+def _plain(x):
+    """JSON-ready and exactly what a JSON round trip gives back (a record looks the same whether
+    it was just computed or read from a checkpoint, so both give the same output bytes)."""
+    return json.loads(json.dumps(_jsonable(x), allow_nan=False))
+
+
+def factor_record(factor, s) -> dict:
+    """One factor's row of ``factors.parquet`` (plain JSON types)."""
+    res = s.residuals
+    return _plain({
+        "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
+        "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
+        "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
+        "hellinger": s.hellinger, "kl": s.kl,
+        "hellinger_top": res["top"][0], "hellinger_mle": res["mle"][0],
+        "hellinger_window": res["window"][0] if "window" in res else None,
+        "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
+        "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
+        "numerical_rank": s.numerical_rank, "source": factor.provenance.get("source", ""),
+        "kind": factor.provenance.get("kind", ""), "source_dtype": factor.provenance.get("dtype", "float64"),
+        "flags": ";".join(s.flags),
+    })
+
+
+def _factor_table(records) -> pd.DataFrame:
+    df = pd.DataFrame(records)
     for col in ("s_window", "window_r2", "hellinger_window"):
         df[col] = _nullable(df[col].tolist())
     return df
 
 
-def _interface_table(interfaces) -> pd.DataFrame:
-    out = []
-    for it in interfaces:
-        tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
-        st = ref.structure
-        energy = it["decomposition"]["energy"]
-        total = it["decomposition"]["total"]
-        out.append({
-            "interface": it["name"], "index": it["index"], "left": it["left"], "right": it["right"],
-            "k_left": tr.k_left, "k_right": tr.k_right, "slack": rig.slack, "amplitude": rig.amplitude,
-            "drift": rig.drift, "drift_bound": rig.drift_bound, "drift_holds": rig.drift_holds,
-            "trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
-            "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
-            "tail_error_right": tr.tail_error_right, "cos_min": tr.cos_min, "cos_mean": tr.cos_mean,
-            "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
-            "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
-            "direct_same": not it["direct_diff"],
-            "energy_core": energy["core"] / total if total else 0.0,
-            "energy_overlap": energy["overlap"] / total if total else 0.0,
-            "energy_noise": energy["noise"] / total if total else 0.0, "n_groups": ref.partition.n_groups,
-            "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
-            "adversarial_norm": it["adversarial"]["smallest_change_norm"],
-            "member": all(x["passed"] for x in it["items"]),
-            "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
-            "flags": ";".join(f for f, on in (("product_zero", rig.slack is None),
-                                              ("product_negligible", it["negligible"])) if on),
-        })
+def _interface_row(it) -> dict:
+    """One interface's row of ``interfaces.parquet``."""
+    tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
+    st = ref.structure
+    energy = it["decomposition"]["energy"]
+    total = it["decomposition"]["total"]
+    return {
+        "interface": it["name"], "index": it["index"], "left": it["left"], "right": it["right"],
+        "k_left": tr.k_left, "k_right": tr.k_right, "slack": rig.slack, "amplitude": rig.amplitude,
+        "drift": rig.drift, "drift_bound": rig.drift_bound, "drift_holds": rig.drift_holds,
+        "trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
+        "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
+        "tail_error_right": tr.tail_error_right, "cos_min": tr.cos_min, "cos_mean": tr.cos_mean,
+        "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
+        "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
+        "direct_same": not it["direct_diff"],
+        "energy_core": energy["core"] / total if total else 0.0,
+        "energy_overlap": energy["overlap"] / total if total else 0.0,
+        "energy_noise": energy["noise"] / total if total else 0.0, "n_groups": ref.partition.n_groups,
+        "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
+        "adversarial_norm": it["adversarial"]["smallest_change_norm"],
+        "member": all(x["passed"] for x in it["items"]),
+        "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
+        "flags": ";".join(f for f, on in (("product_zero", rig.slack is None),
+                                          ("product_negligible", it["negligible"])) if on),
+    }
+
+
+def _interface_table(records) -> pd.DataFrame:
+    out = [r["row"] for r in records]
     cols = ["interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
             "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
             "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
@@ -133,17 +145,21 @@ def _interface_table(interfaces) -> pd.DataFrame:
     return df
 
 
-def _row_table(interfaces) -> pd.DataFrame:
+_ICM_COLUMNS = ("group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e", "delta_rho", "bound_e",
+                "bound_rho", "certified")
+
+
+def _row_table(records) -> pd.DataFrame:
     parts = []
-    for it in interfaces:
-        icm = it["icm"]
-        n = icm["group"].shape[0]
+    for rec in records:
+        icm = rec["arrays"]
+        n = icm["icm/group"].shape[0]
         parts.append(pd.DataFrame({
-            "interface": [it["name"]] * n, "row": np.arange(n), "group": icm["group"],
-            "f_core": icm["f_core"], "f_overlap": icm["f_overlap"], "f_noise": icm["f_noise"],
-            "kappa": icm["kappa"], "label": icm["label"].astype(str), "delta_e": icm["delta_e"],
-            "delta_rho": icm["delta_rho"], "bound_e": _nullable(icm["bound_e"]),
-            "bound_rho": _nullable(icm["bound_rho"]), "certified": icm["certified"].astype(bool),
+            "interface": [rec["name"]] * n, "row": np.arange(n), "group": icm["icm/group"],
+            "f_core": icm["icm/f_core"], "f_overlap": icm["icm/f_overlap"], "f_noise": icm["icm/f_noise"],
+            "kappa": icm["icm/kappa"], "label": icm["icm/label"].astype(str), "delta_e": icm["icm/delta_e"],
+            "delta_rho": icm["icm/delta_rho"], "bound_e": _nullable(icm["icm/bound_e"]),
+            "bound_rho": _nullable(icm["icm/bound_rho"]), "certified": icm["icm/certified"].astype(bool),
         }))
     cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
             "delta_rho", "bound_e", "bound_rho", "certified"]
@@ -226,7 +242,7 @@ class Result:
             if not out.is_dir():
                 raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
             contents = list(out.iterdir())
-            if contents and not (out / "certificate.json").exists():
+            if contents and not ((out / "certificate.json").exists() or (out / ".physgsa-run").is_dir()):
                 raise OutputDirectoryError(
                     f"Output directory '{out}' is not empty and holds no physgsa results; refusing to "
                     "replace it. Choose an empty or new directory."
@@ -279,23 +295,40 @@ def _write_npz(path: Path, arrays: dict) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def build_result(chain, spectra, interfaces, params: dict, verdict: dict) -> Result:
-    """Assemble the tables and the certificate document of a run."""
-    factors = _factor_table(chain, spectra)
+def interface_record(it) -> dict:
+    """Everything the outputs need of one interface: plain JSON (``row``, ``detail``, ``margin``,
+    ``items``) and arrays (the ICM rows and the heatmaps). This is what a checkpoint stores."""
+    icm = it["icm"]
+    arrays = {f"icm/{k}": np.asarray(icm[k]) for k in _ICM_COLUMNS}
+    arrays["icm/label"] = arrays["icm/label"].astype(str)
+    arrays.update({f"heatmaps/{k}": np.asarray(v) for k, v in it["heatmaps"].items()})
+    margin = {"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
+              "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
+    return {"name": it["name"], "index": it["index"],
+            **_plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,
+                      "items": it["items"]}),
+            "arrays": arrays}
+
+
+def build_result(chain, factor_records, interface_records, params: dict, verdict: dict,
+                 input_sha256: str | None = None) -> Result:
+    """Assemble the tables and the certificate document of a run from its records."""
     cert = {
         "format": "physgsa.certificate/1",
         "source": chain.source,
+        "input_sha256": input_sha256,
         "parameters": _params_json(params),
         "versions": _versions(),
         "factors": [f.name for f in chain.factors],
         "chain_breaks": [{"left": b.left, "right": b.right, "reason": b.reason} for b in chain.breaks],
         "skipped": list(chain.skipped),
-        "interfaces": [_interface_detail(it) for it in interfaces],
+        "interfaces": [rec["detail"] for rec in interface_records],
         "verdict": verdict,
     }
-    heat = {f"{it['index']}/{k}": v for it in interfaces for k, v in it["heatmaps"].items()}
-    return Result(factors=factors, interfaces=_interface_table(interfaces), rows=_row_table(interfaces),
-                  certificate=_jsonable(cert), heatmaps=heat)
+    heat = {f"{rec['index']}/{k.split('/', 1)[1]}": v for rec in interface_records
+            for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
+    return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
+                  rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat)
 
 
 def load_result(directory) -> Result:

@@ -14,6 +14,7 @@ from ._validation import (  # noqa: E402
     InvalidParameterError,
     OutputDirectoryError,
     PhysgsaError,
+    ResourceLimitError,
 )
 from .chain import Chain, Factor  # noqa: E402
 from .examples import example_chain  # noqa: E402
@@ -39,5 +40,6 @@ __all__ = [
     "InvalidFactorError",
     "ChainFileError",
     "OutputDirectoryError",
+    "ResourceLimitError",
     "CertificateBugError",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidFactorError",
     "ChainFileError",
     "OutputDirectoryError",
+    "ResourceLimitError",
     "CertificateBugError",
     "Param",
     "check_params",
@@ -42,6 +43,10 @@ class ChainFileError(PhysgsaError):
 
 class OutputDirectoryError(PhysgsaError):
     """The output directory cannot be written without losing somebody's files."""
+
+
+class ResourceLimitError(PhysgsaError):
+    """A decomposition or product would need more memory than the run may use (``max_memory``)."""
 
 
 class CertificateBugError(RuntimeError):

@@ -142,6 +142,9 @@ def certify(
     freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any decomposition or product whose "
+                                             "estimated memory exceeds this (bytes, or 512M, 8G; default: 80% of "
+                                             "the memory available at the start)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results or discard an interrupted run of "
                                    "different input or parameters in --out (otherwise refused)."),
     workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
@@ -171,7 +174,7 @@ def certify(
                                  n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed,
                                  workers=workers, scheduler=scheduler, dask_local=dask_local, device=device,
-                                 checkpoint=out, overwrite=overwrite)
+                                 checkpoint=out, overwrite=overwrite, max_memory=max_memory)
         result.save(out)
     v = result.verdict
     if as_json:
@@ -188,6 +191,8 @@ def spectra(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet and spectra.json."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any matrix whose estimated memory "
+                                             "exceeds this (bytes, or 512M, 8G; default: 80% of the available)."),
     exclude: list[str] = typer.Option([], "--exclude", help="Leave out tensors whose key or name matches this "
                                       "glob pattern (repeatable), e.g. 'h.*.attn.c_attn.weight'."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
@@ -207,7 +212,7 @@ def spectra(
     from .api import spectra as run_spectra
 
     with _errors():
-        res = run_spectra(model, q=q, chart=chart, exclude=tuple(exclude))
+        res = run_spectra(model, q=q, chart=chart, exclude=tuple(exclude), max_memory=max_memory)
         res.save(out)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
     if as_json:

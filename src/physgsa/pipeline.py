@@ -20,6 +20,7 @@ from .icm import LABELS, icm_rows
 from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
 from .checkpoint import RunStore, input_sha256
+from .resources import check_memory, default_limit, interface_bytes, parse_memory
 from .result import Result, build_result, factor_record, interface_record
 from .spectra import CHARTS, Spectrum, compute_spectrum, dominant_window
 from .structure import (
@@ -92,6 +93,8 @@ CERTIFY_PARAMS = {
     "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
     "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on"),
     "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)"),
+    "max_memory": Param(None, "any", allow_none=True, extra=parse_memory,
+                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)"),
     "device": Param(None, "any", allow_none=True, extra=check_device,
                     doc="None: LAPACK; 'cpu' or 'cuda': decompositions and products through torch"),
 }
@@ -154,6 +157,8 @@ class _PAM:
 def _interface(link, fl, fr, L, R, p: dict) -> dict:
     """Everything sections 3 to 7 define for the interface ``fl -> fr`` (spectra ``L``, ``R``)."""
     where = f"{fl.name}->{fr.name}"
+    check_memory(interface_bytes(fr.shape[0], fl.shape[1]), p["max_memory"],
+                 f"Interface {where!r} ({fr.shape[0]} x {fl.shape[1]} products)")
     rng = np.random.default_rng([p["seed"], link.index])
     # The whole C = V'^T U only for the window search, which reuses it at many windows; one
     # window needs only thin blocks of it.
@@ -365,8 +370,11 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
             f"certify takes a physgsa Chain (Chain.from_arrays or read_chain); got {type(chain).__name__} instead."
         )
     p = check_params("certify", CERTIFY_PARAMS, params)
+    if p["max_memory"] is None:
+        p["max_memory"] = default_limit()
     report = progress if progress is not None else (lambda stage, done, total, name: None)
-    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"])
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"],
+              max_memory=p["max_memory"])
     fs, links = chain.factors, chain.links
     sha = input_sha256(chain, p)  # recorded in certificate.json: which input this certifies
     store = RunStore(checkpoint, sha, p, overwrite=overwrite) if checkpoint is not None else None

@@ -208,7 +208,11 @@ def _interface_detail(it) -> dict:
 
 
 def _params_json(p: dict) -> dict:
-    out = dict(p)
+    from .checkpoint import RUN_OPTIONS
+
+    # How the run executed (processes, cluster, memory limit) is not recorded: the same input and
+    # parameters give the same bytes however they ran.
+    out = {k: v for k, v in p.items() if k not in RUN_OPTIONS}
     if isinstance(out.get("groups"), dict):
         out["groups"] = {k: v for k, v in out["groups"].items()}
     return out

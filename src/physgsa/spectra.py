@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import linalg, orbit
+from . import linalg, orbit, resources
 from .chain import Factor
 
 __all__ = [
@@ -259,16 +259,19 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
 
 
 def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str,
-                     vectors: bool = True, device: str | None = None) -> Spectrum:
+                     vectors: bool = True, device: str | None = None, max_memory: int | None = None) -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.
 
     ``vectors=False`` computes the energies only, from :func:`gram_energies` when they are
     resolved there (else a values-only SVD); ``a_hat``, ``u`` and ``vt`` are then empty. That is
     enough for every per-factor quantity, and several times faster, but gives no transport.
-    ``device`` runs the SVD through torch (see :mod:`physgsa.linalg`).
+    ``device`` runs the SVD through torch (see :mod:`physgsa.linalg`). ``max_memory`` (bytes)
+    refuses a decomposition whose estimated working set is larger (:mod:`physgsa.resources`).
     """
     m, n = factor.shape
     r = min(m, n)
+    need = resources.svd_bytes(m, n) if vectors else resources.gram_bytes(m, n)
+    resources.check_memory(need, max_memory, f"Factor {factor.name!r} ({m} x {n}): its decomposition")
     got = None if vectors else gram_energies(factor.matrix)
     if got is None:
         a_hat, fro, fro2_hat = normalize(factor.matrix)

@@ -22,6 +22,7 @@ import pandas as pd
 from ._validation import InvalidParameterError, OutputDirectoryError, Param, check_params
 from .chain import Factor, check_matrix
 from .powerlaw import weight_metrics
+from .resources import default_limit, parse_memory
 from .result import _jsonable, _nullable, _umask, _versions
 from .spectra import CHARTS, compute_spectrum
 
@@ -32,6 +33,8 @@ SPECTRA_PARAMS = {
     "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
     "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
     "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+    "max_memory": Param(None, "any", allow_none=True, extra=parse_memory,
+                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)"),
     "exclude": Param((), "any", extra=lambda v, where: _patterns(v, where),
                      doc="glob patterns (fnmatch) of tensor keys or matrix names to leave out"),
 }
@@ -98,6 +101,7 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, **params) ->
     reported too.
     """
     p = check_params("spectra", SPECTRA_PARAMS, params)
+    limit = p["max_memory"] if p["max_memory"] is not None else default_limit()
     rows, left_out = [], []
     it = iter(matrices)
     while True:
@@ -112,7 +116,7 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, **params) ->
             continue
         a = check_matrix(mat, name, source, copy=False)
         s = compute_spectrum(Factor(name=name, matrix=a), q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"],
-                             chart=p["chart"], vectors=False)
+                             chart=p["chart"], vectors=False, max_memory=limit)
         sigma_raw = s.sigma * (s.fro / np.sqrt(s.r))
         rows.append({
             "name": name, "key": key, "rows": s.rows, "cols": s.cols, "r": s.r, "rho": s.rho, "s_top": s.s_top,
@@ -126,6 +130,7 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, **params) ->
     for col in _NULLABLE:
         if col in df:
             df[col] = _nullable(df[col].tolist())
-    record = {"format": "physgsa.spectra/1", "source": source, "parameters": p, "versions": _versions(),
+    record = {"format": "physgsa.spectra/1", "source": source,
+              "parameters": {k: v for k, v in p.items() if k != "max_memory"}, "versions": _versions(),
               "n_matrices": len(rows)}
     return SpectraResult(table=df, skipped=skipped, record=record)

@@ -84,7 +84,6 @@ def _errors():
 def _load_groups(groups: str):
     """``--groups FILE.npz``: user-given row groups, one integer array per interface name
     (``left->right``) or right-hand factor name."""
-    import zipfile
 
     import numpy as np
 
@@ -95,10 +94,14 @@ def _load_groups(groups: str):
     path = Path(groups)
     if not path.is_file():
         raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
+    from .io import _ZIP_ERRORS
+    from .resources import check_archive
+
+    check_archive(path, f"Groups file '{path}'", error=ChainFileError)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except _ZIP_ERRORS + (ValueError,) as exc:
         raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
 
 

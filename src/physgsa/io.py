@@ -9,8 +9,10 @@ the ``order`` given. Every failure raises :class:`~physgsa.ChainFileError` (or
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +32,10 @@ _ST_DTYPES = {
     "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
 }
 _MAX_HEADER = 100 * 1024 * 1024
+# Everything zipfile, zlib and numpy's .npy reader raise on a damaged or hostile archive (found by
+# fuzzing: unsupported compression methods, "encrypted" flags, bad deflate streams).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, NotImplementedError,
+               RuntimeError, zlib.error, struct.error, OverflowError)
 
 
 def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[str]:
@@ -49,9 +55,12 @@ def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[st
 
 
 def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray]]:
+    from .resources import check_archive
+
+    check_archive(path, f"Chain file '{path}'", error=ChainFileError)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except _ZIP_ERRORS + (ValueError,) as exc:
         raise ChainFileError(
             f"Chain file '{path}' is not a readable .npz archive ({type(exc).__name__}: {exc}). "
             "It may be truncated or corrupted; save it again with numpy.savez."
@@ -68,7 +77,7 @@ def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray]]:
                     f"Array {key!r} in '{path}' cannot be read without unpickling ({exc}); it is not numeric. "
                     "Save plain numeric arrays."
                 ) from None
-            except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            except _ZIP_ERRORS as exc:
                 raise ChainFileError(
                     f"Array {key!r} in '{path}' is truncated or corrupted ({type(exc).__name__}). Save the file again."
                 ) from None
@@ -146,12 +155,13 @@ class SafetensorsFile:
         shape = tuple(info["shape"])
         a, b = info["data_offsets"]
         itemsize = 2 if code == "BF16" else np.dtype(_ST_DTYPES[code]).itemsize
-        if b - a != int(np.prod(shape, dtype=np.int64)) * itemsize:
+        # Python integers: an absurd shape must not wrap around int64 to match the byte count.
+        if b - a != math.prod(shape) * itemsize:
             raise ChainFileError(
                 f"Tensor {key!r} in '{self.path}' declares shape {list(shape)} ({code}) but holds {b - a} bytes; "
                 "the file is corrupted."
             )
-        if b == a:
+        if b == a:  # an empty tensor (a zero in its shape): nothing to allocate
             return np.zeros(shape, dtype=np.float32)
         raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._start + a, shape=(b - a,))
         if code == "BF16":

@@ -18,7 +18,7 @@ import re
 
 from ._validation import InvalidParameterError, ResourceLimitError
 
-__all__ = ["available_memory", "default_limit", "parse_memory", "svd_bytes", "gram_bytes", "interface_bytes",
+__all__ = ["check_archive", "available_memory", "default_limit", "parse_memory", "svd_bytes", "gram_bytes", "interface_bytes",
            "check_memory", "format_bytes"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -91,4 +91,31 @@ def check_memory(estimate: int, limit: int | None, what: str) -> None:
             f"{what} needs an estimated {format_bytes(estimate)}, above the memory limit of "
             f"{format_bytes(limit)} (max_memory, --max-memory; the default is 80% of the memory available "
             "at the start). Free memory or raise --max-memory; with --workers N each process needs its own."
+        )
+
+
+def check_archive(path, where: str, error=None, limit: int | None = None) -> None:
+    """Refuse a zip archive (``.npz``, a torch ``.pt``) whose members would expand beyond ``limit``.
+
+    The uncompressed sizes the archive declares are summed before anything is extracted, so a
+    small file that inflates to many gigabytes (a zip bomb) is refused before any allocation.
+    A member that expands more than the declared size is stopped by ``zipfile`` itself (it
+    checks the CRC and length as it reads). ``error`` is the error class to raise.
+    """
+    import zipfile
+
+    error = error or ResourceLimitError
+    limit = default_limit() if limit is None else limit
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+            count = len(zf.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError):
+        return  # not a zip archive: the reader itself reports it
+    if total > limit:
+        raise error(
+            f"{where} declares {count} members expanding to {format_bytes(total)}, above the memory limit of "
+            f"{format_bytes(limit)}; refusing to extract it (it may be a zip bomb). If the file is genuine, "
+            "raise --max-memory."
         )

@@ -341,12 +341,23 @@ def load_result(directory) -> Result:
     missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]
     if missing:
         raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: {', '.join(missing)} missing.")
-    with np.load(d / "heatmaps.npz", allow_pickle=False) as npz:
-        heat = {k: npz[k] for k in npz.files}
-    return Result(
-        factors=pd.read_parquet(d / "factors.parquet"),
-        interfaces=pd.read_parquet(d / "interfaces.parquet"),
-        rows=pd.read_parquet(d / "rows.parquet"),
-        certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
-        heatmaps=heat,
-    )
+    from .io import _ZIP_ERRORS
+    from .resources import check_archive
+
+    check_archive(d / "heatmaps.npz", f"'{d / 'heatmaps.npz'}'", error=OutputDirectoryError)
+    try:
+        with np.load(d / "heatmaps.npz", allow_pickle=False) as npz:
+            heat = {k: npz[k] for k in npz.files}
+        result = Result(
+            factors=pd.read_parquet(d / "factors.parquet"),
+            interfaces=pd.read_parquet(d / "interfaces.parquet"),
+            rows=pd.read_parquet(d / "rows.parquet"),
+            certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
+            heatmaps=heat,
+        )
+    except _ZIP_ERRORS + (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise OutputDirectoryError(f"'{d}' holds physgsa outputs that cannot be read ({type(exc).__name__}: "
+                                   f"{str(exc)[:200]}); run certify again.") from None
+    if not isinstance(result.certificate, dict) or "interfaces" not in result.certificate:
+        raise OutputDirectoryError(f"'{d / 'certificate.json'}' is not a physgsa certificate; run certify again.")
+    return result

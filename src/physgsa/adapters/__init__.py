@@ -121,8 +121,10 @@ def _walk(source, src: WeightSource) -> Chain:
     import transformers
 
     try:
-        model = transformers.AutoModel.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
+        # Never code from the folder: trust_remote_code stays False (a config's auto_map is refused).
+        model = transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a config from a file can make transformers fail in any way
+        first = (str(exc).splitlines() or [""])[0][:300]
         raise ModelSourceError(f"{src.name}: no adapter fits, and transformers cannot build it for the generic "
-                               f"walker ({exc}).") from None
+                               f"walker from its config.json ({type(exc).__name__}: {first}).") from None
     return walk_chain(model, source=src.name)

@@ -185,6 +185,9 @@ def _load_state_dict(path: Path) -> dict:
     torch = _torch()
     import pickle
 
+    from ..resources import check_archive
+
+    check_archive(path, f"Checkpoint '{path}'", error=ModelSourceError)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -62,6 +62,11 @@ def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.
     return out
 
 
+def _dtype_name(arr) -> str:
+    """The stored precision of an input (recorded: every computation is in float64)."""
+    return str(getattr(arr, "dtype", np.asarray(arr).dtype)).replace("torch.", "")
+
+
 def _check_heads(heads, size: int, name: str, axis: str) -> np.ndarray | None:
     if heads is None:
         return None
@@ -89,8 +94,9 @@ class Factor:
     row_heads, col_heads : ndarray of int, optional
         Head (or group) index of each row / column, where the architecture has heads.
     provenance : dict
-        Where the matrix came from: ``source`` ("matrix", "static" or "jacobian") and
-        ``kind`` ("full" = I + R, "branch" = R, or "given").
+        Where the matrix came from: ``source`` ("matrix", "static" or "jacobian"), ``kind``
+        ("full" = I + R, "branch" = R, or "given") and, where known, ``dtype``: the stored
+        precision (float16 and bfloat16 weights are widened exactly and computed in float64).
     """
 
     name: str
@@ -188,7 +194,8 @@ class Chain:
                     f"A chain from {source} is built from (name, array) pairs; got {type(item).__name__} instead."
                 )
             name, arr = item
-            factors.append(Factor(name=str(name), matrix=check_matrix(arr, str(name), source)))
+            factors.append(Factor(name=str(name), matrix=check_matrix(arr, str(name), source),
+                                  provenance={"source": "matrix", "kind": "given", "dtype": _dtype_name(arr)}))
         return cls.from_factors(factors, source=source)
 
     @classmethod

@@ -31,6 +31,7 @@ _ST_DTYPES = {
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
     "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
 }
+_ST_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _MAX_HEADER = 100 * 1024 * 1024
 # Everything zipfile, zlib and numpy's .npy reader raise on a damaged or hostile archive (found by
 # fuzzing: unsupported compression methods, "encrypted" flags, bad deflate streams).
@@ -54,7 +55,7 @@ def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[st
     return order
 
 
-def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray]]:
+def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
     from .resources import check_archive
 
     check_archive(path, f"Chain file '{path}'", error=ChainFileError)
@@ -81,7 +82,7 @@ def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray]]:
                 raise ChainFileError(
                     f"Array {key!r} in '{path}' is truncated or corrupted ({type(exc).__name__}). Save the file again."
                 ) from None
-            pairs.append((key, check_matrix(arr, key, f"'{path}'")))
+            pairs.append((key, check_matrix(arr, key, f"'{path}'"), arr.dtype.name))
     return pairs
 
 
@@ -170,9 +171,10 @@ class SafetensorsFile:
         return raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
 
 
-def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray]]:
+def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
     f = SafetensorsFile(path)
-    return [(key, check_matrix(f.read(key), key, f"'{path}'")) for key in _select(f.keys(), order, path)]
+    return [(key, check_matrix(f.read(key), key, f"'{path}'"), _ST_NAMES.get(f.dtype(key), f.dtype(key)))
+            for key in _select(f.keys(), order, path)]
 
 
 def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
@@ -193,4 +195,5 @@ def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
     if not p.is_file():
         raise ChainFileError(f"Chain file '{p}' does not exist. Check the path.")
     pairs = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
-    return Chain.from_factors([Factor(name=k, matrix=m) for k, m in pairs], source=str(p))
+    return Chain.from_factors([Factor(name=k, matrix=m, provenance={"source": "matrix", "kind": "given", "dtype": d})
+                               for k, m, d in pairs], source=str(p))

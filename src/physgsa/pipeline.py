@@ -210,6 +210,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
         "negligible": pam.negligible, "heatmaps": heat,
+        "degenerate": [side for side, spec in (("left", L), ("right", R)) if "window_degenerate" in spec.flags],
         "window_search": search,
     }
 

@@ -66,19 +66,32 @@ def powerlaw_fit(evals: np.ndarray, *, min_tail: int = 2) -> dict:
 
 
 def weight_metrics(sigma: np.ndarray, shape: tuple[int, int]) -> dict:
-    """The WeightWatcher-style metrics of a matrix with singular values ``sigma``."""
-    lam = sigma.astype(np.float64) ** 2
+    """The WeightWatcher-style metrics of a matrix with singular values ``sigma``.
+
+    Computed on ``sigma / sigma_1`` and rescaled in log space, so a matrix with entries near
+    1e150 (whose ``lambda = sigma^2`` would overflow) or near 1e-160 (underflow) gets finite
+    norms; ``alpha`` is scale-free, and ``xmin`` is None where ``sigma_1^2`` itself is not a
+    finite positive float64.
+    """
+    c = float(sigma[0])
+    lam = (sigma.astype(np.float64) / c) ** 2
     fro2 = float(lam.sum())
-    rank = int(np.count_nonzero(sigma > max(shape) * np.finfo(np.float64).eps * sigma[0]))
+    rank = int(np.count_nonzero(sigma > max(shape) * np.finfo(np.float64).eps * c))
     p = lam[lam > 0] / fro2
     ent_rank = rank if rank > 1 else 1.000001  # WeightWatcher's guard for rank one
+    log_c2 = 2.0 * float(np.log10(c))
     out = {
-        "log_norm": float(np.log10(fro2)),
-        "log_spectral_norm": float(np.log10(lam[0])),
-        "stable_rank": fro2 / float(lam[0]),
+        "log_norm": float(np.log10(fro2)) + log_c2,
+        "log_spectral_norm": log_c2,
+        "stable_rank": fro2,
         "matrix_rank": rank,
         "entropy": float(-np.sum(p * np.log(p)) / np.log(ent_rank)),
     }
     fit = powerlaw_fit(lam)
-    out.update({"alpha": fit["alpha"], "xmin": fit["xmin"], "alpha_D": fit["D"], "alpha_n_tail": fit["n_tail"]})
+    xmin = None
+    if fit["xmin"] is not None:
+        with np.errstate(over="ignore", under="ignore"):
+            xmin = fit["xmin"] * c * c
+        xmin = xmin if np.isfinite(xmin) and xmin > 0 else None
+    out.update({"alpha": fit["alpha"], "xmin": xmin, "alpha_D": fit["D"], "alpha_n_tail": fit["n_tail"]})
     return out

@@ -78,6 +78,9 @@ def _plain(x):
     return json.loads(json.dumps(_jsonable(x), allow_nan=False))
 
 
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
 def factor_record(factor, s) -> dict:
     """One factor's row of ``factors.parquet`` (plain JSON types)."""
     res = s.residuals
@@ -91,7 +94,7 @@ def factor_record(factor, s) -> dict:
         "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
         "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
         "numerical_rank": s.numerical_rank, "source": factor.provenance.get("source", ""),
-        "kind": factor.provenance.get("kind", ""), "source_dtype": factor.provenance.get("dtype", "float64"),
+        "kind": factor.provenance.get("kind", ""), "source_dtype": _DTYPE_NAMES.get(factor.provenance.get("dtype", ""), factor.provenance.get("dtype", "")),
         "flags": ";".join(s.flags),
     })
 
@@ -126,8 +129,9 @@ def _interface_row(it) -> dict:
         "adversarial_norm": it["adversarial"]["smallest_change_norm"],
         "member": all(x["passed"] for x in it["items"]),
         "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
-        "flags": ";".join(f for f, on in (("product_zero", rig.slack is None),
-                                          ("product_negligible", it["negligible"])) if on),
+        "flags": ";".join([f for f, on in (("product_zero", rig.slack is None),
+                                           ("product_negligible", it["negligible"])) if on]
+                          + [f"{side}_window_degenerate" for side in it["degenerate"]]),
     }
 
 

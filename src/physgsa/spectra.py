@@ -305,6 +305,10 @@ def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float,
         flags.append(f"window:{f}")
     if gap < gap_floor:
         flags.append("window_gap_below_floor")
+    if k < r and sigma[k - 1] - sigma[k] <= 8.0 * r * np.finfo(np.float64).eps * sigma[0]:
+        # sigma_k = sigma_{k+1} to rounding: the window cuts through a repeated singular value, so
+        # its subspace is not unique (LAPACK picks one basis of the cluster). Reported, not hidden.
+        flags.append("window_degenerate")
     exps = {"top": s_top, "mle": s_mle, "window": s_win}
     residuals = {c: chart_residual(p, s) for c, s in exps.items() if s is not None}
     if exps[chart] is None:

@@ -76,7 +76,8 @@ def walk_chain(model, *, sample=None, source: str = "") -> Chain:
                 raise ModelSourceError(f"Conv {name} has groups={mod.groups}; the generic walker reads dense convs only.")
             w = conv_dc(w if w.ndim == 4 else w[..., None])
         factors.append(Factor(name=name, matrix=check_matrix(np.asarray(w), name, source),
-                              provenance={"source": "static", "kind": "plain", "module": name, "walker": True}))
+                              provenance={"source": "static", "kind": "plain", "module": name, "walker": True,
+                                          "dtype": str(mod.weight.dtype).replace("torch.", "")}))
     skipped = []
     for name, mod in model.named_modules():
         own = [p for p in mod.parameters(recurse=False)]

@@ -10,6 +10,7 @@ the wrong type) is a failure.
 
 import io
 import json
+import os
 import struct
 import tempfile
 import zipfile
@@ -17,15 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import physgsa
 from physgsa import PhysgsaError
 
 N_NPZ, N_SAFETENSORS, N_CONFIG = 3500, 4000, 2600  # 10,100 inputs
-FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+# A fixed seed and no example database: the same inputs wherever the checkout lies (derandomize
+# alone seeds from the test's digest, which differs between checkouts).
+FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False, database=None)
 _TMP = Path(tempfile.mkdtemp(prefix="physgsa-fuzz-"))
+# Set PHYSGSA_FUZZ_SEED to explore other inputs; CI always runs the default seed.
+_SEED = int(os.environ.get("PHYSGSA_FUZZ_SEED", "20261128"))
 
 
 def _read(path: Path, data: bytes):
@@ -76,6 +81,7 @@ arrays = st.dictionaries(
 )
 
 
+@seed(_SEED)
 @settings(max_examples=N_NPZ, **FUZZ)
 @given(arrays=arrays, compress=st.booleans(), edits=edits)
 def test_fuzz_npz_reader(arrays, compress, edits):
@@ -112,6 +118,7 @@ def _valid(shape, dtype) -> bytes:
                          "__metadata__": {"format": "pt"}}, data, None)
 
 
+@seed(_SEED + 1)
 @settings(max_examples=N_SAFETENSORS, **FUZZ)
 @given(
     doc=st.one_of(
@@ -149,6 +156,7 @@ json_values = st.recursive(
 def test_fuzz_config_reader(bert_folder):
     folder, base = bert_folder
 
+    @seed(_SEED + 2)
     @settings(max_examples=N_CONFIG, **FUZZ)
     @given(
         changes=st.dictionaries(st.sampled_from(sorted(base) + ["model_type", "architectures", "auto_map",

@@ -83,3 +83,22 @@ def test_absurd_safetensors_headers_are_refused_before_allocation(tmp_path, doc,
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 8 << 20 and time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("change, match", [({"vocab_size": 1 << 34}, "describes a model of [0-9]+ parameters"),
+                                           ({"num_hidden_layers": 10**9}, "num_hidden_layers = 1000000000")])
+def test_a_config_cannot_make_the_generic_walker_allocate_beyond_the_weights(tmp_path, change, match):
+    # An architecture without an adapter is built by transformers from its config.json before its
+    # weights load: a config describing far more than the checkpoint holds is refused first.
+    import transformers
+
+    cfg = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                   num_key_value_heads=2, vocab_size=20)
+    transformers.LlamaModel(cfg).save_pretrained(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())
+    doc.update(change)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(doc))
+    t = time.perf_counter()
+    with pytest.raises(ModelSourceError, match=match):
+        physgsa.chain_from(tmp_path / "m")
+    assert time.perf_counter() - t < 30

@@ -7,6 +7,8 @@ anything about torch. :func:`load_chain` is the one entry point.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from .._validation import InvalidParameterError, Param, check_params
@@ -122,9 +124,47 @@ def _walk(source, src: WeightSource) -> Chain:
 
     try:
         # Never code from the folder: trust_remote_code stays False (a config's auto_map is refused).
+        config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        _check_config_against_weights(config, src, torch, transformers)
         model = transformers.AutoModel.from_pretrained(str(folder), trust_remote_code=False)
+    except ModelSourceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a config from a file can make transformers fail in any way
         first = (str(exc).splitlines() or [""])[0][:300]
         raise ModelSourceError(f"{src.name}: no adapter fits, and transformers cannot build it for the generic "
                                f"walker from its config.json ({type(exc).__name__}: {first}).") from None
     return walk_chain(model, source=src.name)
+
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers", "num_encoder_layers")
+
+
+def _check_config_against_weights(config, src: WeightSource, torch, transformers) -> None:
+    """Refuse a config.json that would make transformers build more than the checkpoint holds.
+
+    The generic walker builds the model from the folder's config before loading its weights, so
+    a hostile or broken config (a billion layers, a vocabulary of 2^40) could take all memory or
+    time. The layer count may not exceed the number of stored tensors, and the model is first
+    built on the meta device (no memory) to count its parameters, which may not exceed twice the
+    stored ones (plus room for buffers) nor the memory limit.
+    """
+    from ..resources import check_memory, default_limit
+
+    keys = [k for k in src.keys()]
+    stored = sum(math.prod(src.shape(k)) for k in keys)
+    for key in _LAYER_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > len(keys):
+            raise ModelSourceError(
+                f"{src.name}: config.json sets {key} = {value}, more than the {len(keys)} tensors its checkpoint "
+                "holds. The config contradicts the weights."
+            )
+    with torch.device("meta"):
+        meta = transformers.AutoModel.from_config(config, trust_remote_code=False)
+    n_params = sum(p.numel() for p in meta.parameters())
+    if n_params > 2 * stored + (1 << 20):
+        raise ModelSourceError(
+            f"{src.name}: config.json describes a model of {n_params} parameters, but its checkpoint holds "
+            f"{stored}. The config contradicts the weights."
+        )
+    check_memory(8 * n_params, default_limit(), f"{src.name}: building the model for the generic walker")

@@ -125,6 +125,7 @@ def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):
         assert torch.equal(v, again.state_dict()[k])
     chain = load_chain("digits-resnet")
     assert [f.shape for f in chain.factors] == [(16, 16), (32, 16), (64, 32)]
+    assert {f.provenance["dtype"] for f in chain.factors} == {"float32"}  # the stored precision, recorded
     names = physgsa.spectra("digits-resnet").table["name"].tolist()
     assert "layer1.0.conv1.weight" in names and "layer2.0.downsample.0.weight" in names
 
@@ -160,6 +161,7 @@ def test_unet_factors_match_constant_input_response_and_breaks_are_named():
         if isinstance(m, nn.GroupNorm):
             m.weight.data.uniform_(0.5, 1.5)
     chain = load_chain(model)
+    assert {x.provenance["dtype"] for x in chain.factors} == {"float64"}  # the stored precision, recorded
     f = {x.name: x.matrix for x in chain.factors}
 
     def lin(mod):

@@ -131,5 +131,6 @@ def resnet_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: tupl
         name = f"blocks.{k}"
         factors.append(Factor(name=name, matrix=check_matrix(mat, name, src.name),
                               provenance={"source": "static", "kind": factor, "module": blk["module"], "conv": conv,
-                                          "projection_shortcut": blk["shortcut"] is not None}))
+                                          "projection_shortcut": blk["shortcut"] is not None,
+                                          "dtype": src.dtype(blk["convs"][0][0])}))
     return Chain.from_factors(factors, source=src.name, skipped=_skipped(src, blocks))

@@ -99,7 +99,7 @@ def unet_chain(src: WeightSource, *, factor: str) -> Chain:
         used.update(keys)
         factors.append(Factor(name=name, matrix=check_matrix(mat, name, src.name),
                               provenance={"source": "static", "kind": factor if kind != "conv" else "plain",
-                                          "module": p.rstrip("."), "keys": keys}))
+                                          "module": p.rstrip("."), "keys": keys, "dtype": src.dtype(keys[0])}))
     skipped = []
     for k in src.keys():
         if k.endswith("weight") and k not in used and len(src.shape(k)) in (2, 4):

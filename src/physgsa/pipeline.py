@@ -204,8 +204,8 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
-        # The interface's big matrices (C, M, M_w) are not kept past this point: only figures are.
-        "transport": dataclasses.replace(tr, c=_EMPTY, m_full=_EMPTY, m_window=_EMPTY, m_excluded=_EMPTY),
+        # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
+        "transport": dataclasses.replace(tr, m_full=_EMPTY, m_window=_EMPTY, m_excluded=_EMPTY),
         "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
@@ -320,7 +320,10 @@ def _run(pool, fn, job, todo, names, stage, report, *, done, after=None, start=0
     from concurrent.futures import as_completed
 
     completed = getattr(pool, "as_completed", as_completed)
-    futures = {pool.submit(fn, *job(i)[0], **job(i)[1]): i for i in todo}
+    futures = {}
+    for i in todo:
+        args, kw = job(i)
+        futures[pool.submit(fn, *args, **kw)] = i
     for n_done, fut in enumerate(completed(futures), start=start + 1):
         i = futures[fut]
         done(i, fut.result())

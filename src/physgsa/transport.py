@@ -33,7 +33,6 @@ class Transport:
 
     k_left: int
     k_right: int
-    c: np.ndarray
     cosines: np.ndarray
     m_full: np.ndarray
     m_window: np.ndarray
@@ -141,8 +140,7 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     """Transport of the dominant window of ``left`` (k) into ``right`` (k').
 
     ``c`` is the whole ``C = V'^T U`` when the caller has it (the window search reuses it);
-    otherwise only the blocks this window needs are formed (:class:`CBlocks`), and
-    ``Transport.c`` is then empty.
+    otherwise only the blocks this window needs are formed (:class:`CBlocks`).
     """
     cb = CBlocks(left, right, full=c, device=device)
     if m_full is None:
@@ -156,7 +154,6 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     e2 = float(sp2 @ ((c_cols * c_cols) @ s2[k:])) + float(sp2[kp:] @ ((c_low * c_low) @ s2[:k]))
     m_l = left.u.shape[0]
     cosines = principal_cosines(cb, k, kp, orthogonal=left.r == right.r == m_l)
-    c = c if c is not None else np.empty((0, 0))
     # The bound with the tails read off the full spectrum ...
     bound2 = sp2[0] * float(np.sum(s2[k:])) + s2[0] * float(np.sum(sp2[kp:]))
     # ... and the a priori one, with the tails from the windows and the Frobenius norms only
@@ -166,12 +163,11 @@ def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray
     tgc_l = orbit.tail_gc(left.r, k, left.s_hat)
     tgc_r = orbit.tail_gc(right.r, kp, right.s_hat)
     eps2_gc = sp2[0] * tgc_l + s2[0] * tgc_r
-    for arr in (c, cosines, m_full, m_window, m_excluded):
+    for arr in (cosines, m_full, m_window, m_excluded):
         arr.setflags(write=False)
     return Transport(
         k_left=k,
         k_right=kp,
-        c=c,
         cosines=cosines,
         m_full=m_full,
         m_window=m_window,

@@ -121,9 +121,9 @@ def test_sigkill_at_random_points_then_resume_gives_identical_outputs(tmp_path):
         # Whatever the instant: either the complete outputs or only the records, never part of them.
         present = [f for f in FILES if (out / f).exists()]
         assert present in ([], list(FILES))
-        assert not list(tmp_path.glob(".out.old-*"))
     assert kills >= 2
     r = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert _same_outputs(out, tmp_path / "ref") == []
-    assert not (out / RUN_DIR).exists() and not list(tmp_path.glob(".out.tmp-*"))
+    # A save killed mid-rename may leave a temporary sibling; the next run removes it.
+    assert not (out / RUN_DIR).exists() and not list(tmp_path.glob(".out.*"))

@@ -32,6 +32,12 @@ _ST_DTYPES = {
     "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
 }
 _ST_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def dtype_name(code: str) -> str:
+    """A safetensors dtype code as numpy/torch spell it ("BF16" -> "bfloat16"); other names as given."""
+    return _ST_NAMES.get(code, code)
+
 _MAX_HEADER = 100 * 1024 * 1024
 # Everything zipfile, zlib and numpy's .npy reader raise on a damaged or hostile archive (found by
 # fuzzing: unsupported compression methods, "encrypted" flags, bad deflate streams).
@@ -173,7 +179,7 @@ class SafetensorsFile:
 
 def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
     f = SafetensorsFile(path)
-    return [(key, check_matrix(f.read(key), key, f"'{path}'"), _ST_NAMES.get(f.dtype(key), f.dtype(key)))
+    return [(key, check_matrix(f.read(key), key, f"'{path}'"), dtype_name(f.dtype(key)))
             for key in _select(f.keys(), order, path)]
 
 

@@ -104,14 +104,15 @@ def check_archive(path, where: str, error=None, limit: int | None = None) -> Non
     """
     import zipfile
 
+    from .io import _ZIP_ERRORS
+
     error = error or ResourceLimitError
     limit = default_limit() if limit is None else limit
     try:
         with zipfile.ZipFile(path) as zf:
             total = sum(info.file_size for info in zf.infolist())
             count = len(zf.infolist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
-            RuntimeError):
+    except _ZIP_ERRORS + (ValueError,):
         return  # not a zip archive: the reader itself reports it
     if total > limit:
         raise error(

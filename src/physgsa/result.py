@@ -78,11 +78,10 @@ def _plain(x):
     return json.loads(json.dumps(_jsonable(x), allow_nan=False))
 
 
-_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
 def factor_record(factor, s) -> dict:
     """One factor's row of ``factors.parquet`` (plain JSON types)."""
+    from .io import dtype_name
+
     res = s.residuals
     return _plain({
         "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
@@ -94,7 +93,7 @@ def factor_record(factor, s) -> dict:
         "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
         "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
         "numerical_rank": s.numerical_rank, "source": factor.provenance.get("source", ""),
-        "kind": factor.provenance.get("kind", ""), "source_dtype": _DTYPE_NAMES.get(factor.provenance.get("dtype", ""), factor.provenance.get("dtype", "")),
+        "kind": factor.provenance.get("kind", ""), "source_dtype": dtype_name(factor.provenance.get("dtype", "")),
         "flags": ";".join(s.flags),
     })
 

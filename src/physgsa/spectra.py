@@ -20,7 +20,6 @@ __all__ = [
     "compute_spectrum",
     "normalize",
     "effective_rank",
-    "singular_values",
     "gram_energies",
     "dominant_window",
     "tail_energy",
@@ -156,16 +155,6 @@ def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
     if lam[-1] <= 2.0 * delta:
         return None
     return np.ascontiguousarray(lam), c
-
-
-def singular_values(a: np.ndarray) -> np.ndarray:
-    """Singular values of ``A`` (descending): from :func:`gram_energies` when every energy is
-    resolved there, else from the values-only SVD."""
-    got = gram_energies(a)
-    if got is not None:
-        lam, c = got
-        return np.sqrt(lam) * c
-    return scipy.linalg.svdvals(a, check_finite=False)
 
 
 def effective_rank(lam: np.ndarray, q: float) -> int:

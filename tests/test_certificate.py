@@ -58,9 +58,14 @@ def test_adversarial_perturbation_shows_the_radius_is_tight(ref):
     mg = margins(r)
     adv = adversarial(a0, r, mg)
     unit = adv["attempts"][0]
-    # Aimed at the closest unit, it changes the structure at gamma (plus a hair).
+    if r.theta[mg.gamma_at[0]] == 0:
+        # A group of zero energies: theta = 0 keeps every unit active (e >= 0), none can cross.
+        return
+    # Aimed at the closest unit, it changes the structure at gamma (plus a hair of 1e-9 theta,
+    # the step across: with gamma = 0, e.g. a group of equal energies, that hair is all there is).
     assert unit["changed"]
-    assert unit["norm"] == pytest.approx(mg.gamma, rel=1e-6, abs=1e-12)
+    hair = 1e-9 * max(mg.gamma, float(r.theta[mg.gamma_at[0]]))
+    assert mg.gamma * (1 - 1e-6) - 1e-12 <= unit["norm"] <= (mg.gamma + hair) * (1 + 1e-6) + 1e-12
     if adv["smallest_change_norm"] is not None:
         assert adv["smallest_change_norm"] >= mg.rho_static * (1 - 1e-9)
 

@@ -75,8 +75,17 @@ def test_gap_threshold_known_answer():
     e = np.array([[10.0, 9.0, 1.0, 0.5]])
     theta = S.fit_thresholds(e, "gap", 0.5)
     assert theta[0] == pytest.approx(5.0)
-    # All alike: the final drop to zero keeps every unit active.
-    assert S.fit_thresholds(np.array([[2.0, 2.0, 2.0]]), "gap", 0.5)[0] == pytest.approx(1.0)
+    # All alike: the spec's largest drop is 0, at the energies themselves (gamma = 0); the
+    # gap_zero rule (ours) appends a drop to zero and puts theta at half the energy.
+    assert S.fit_thresholds(np.array([[2.0, 2.0, 2.0]]), "gap", 0.5)[0] == 2.0
+    assert S.fit_thresholds(np.array([[2.0, 2.0, 2.0]]), "gap_zero", 0.5)[0] == pytest.approx(1.0)
+    # The smallest case: energies 1, 0.9, 0.5: the largest drop is 0.9 -> 0.5 (spec),
+    # where gap_zero takes 0.5 -> 0 and keeps all three.
+    e3 = np.array([[1.0, 0.9, 0.5]])
+    assert S.fit_thresholds(e3, "gap", 0.5)[0] == pytest.approx(0.7, abs=1e-15)
+    assert S.fit_thresholds(e3, "gap_zero", 0.5)[0] == pytest.approx(0.25, abs=1e-15)
+    # One unit: no drop; half its energy (ours), so it is active with margin e / 2.
+    assert S.fit_thresholds(np.array([[3.0]]), "gap", 0.5)[0] == 1.5
     assert S.fit_thresholds(e, "relative", 0.5)[0] == pytest.approx(5.0)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import CertificateBugError
-from .structure import Reference, compare, structure_of
+from .structure import Reference, compare, fro_norm, structure_of
 
 __all__ = ["Margins", "margins", "verdicts", "perturbation_tests", "adversarial"]
 
@@ -25,7 +25,8 @@ class Margins:
     ``gamma_g = min_u |e_g(u) - theta_g|``; ``nu_g = max_{u not in S_g} e_g(u)`` (0 where every
     unit is active); ``pairs`` holds, for each pair with a shared unit, ``w``, ``mu = |w - kappa|``,
     ``n = |S_g ∩ S_h|``, ``b = sum (e_g + e_h)`` and ``rho_gh`` (positive root of
-    ``n x^2 + b x = mu``); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which
+    ``n x^2 + b x = mu``), with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where
+    the comparisons are made); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which
     margin gives the radius.
     """
 
@@ -36,13 +37,22 @@ class Margins:
     noise_margin: np.ndarray
     pairs: tuple[dict, ...]
     mu_min: float | None
+    mu_min_scaled: float | None
     rho_static: float
     binding: dict
 
 
 def margins(ref: Reference) -> Margins:
+    """Margins and ``rho_static`` of the reference structure (definitions section 5).
+
+    Pair weights are held in units of ``ref.scale^2`` (a power of two at the largest unit
+    energy), so the pair radii are computed there and scaled back: with ``x = c x'``,
+    ``n x^2 + b x = mu`` is ``n x'^2 + (b / c) x' = mu / c^2``. Nothing is squared in the
+    matrix's own units, so energies near 1e-162 give the same radius as the same matrix scaled up.
+    """
     s = ref.structure
     e = s.energies
+    c = ref.scale
     gap = np.abs(e - ref.theta[:, None])
     gamma_g = gap.min(axis=1)
     flat = int(np.argmin(gap))
@@ -55,14 +65,16 @@ def margins(ref: Reference) -> Margins:
         for h in range(g + 1, m):
             shared = s.active[g] & s.active[h]
             n = int(shared.sum())
-            w = float(s.w[g, h])
-            mu = abs(w - ref.kappa)
             if n == 0:
                 continue
+            w_s = float(s.w_scaled[g, h])
+            mu_s = abs(w_s - ref.kappa_scaled)
             b = float(np.sum(e[g, shared] + e[h, shared]))
-            # Stable positive root of n x^2 + b x - mu = 0.
-            root = 2.0 * mu / (b + np.sqrt(b * b + 4.0 * n * mu)) if mu > 0 else 0.0
-            pairs.append({"g": g, "h": h, "w": w, "mu": mu, "n": n, "b": b, "rho": float(root)})
+            b_s = b / c
+            # Stable positive root of n x'^2 + b' x' - mu' = 0, then x = c x'.
+            root = c * (2.0 * mu_s / (b_s + np.sqrt(b_s * b_s + 4.0 * n * mu_s))) if mu_s > 0 else 0.0
+            pairs.append({"g": g, "h": h, "w": w_s * c * c, "w_scaled": w_s, "mu": mu_s * c * c, "mu_scaled": mu_s,
+                          "n": n, "b": b, "rho": float(root)})
     binding = {"kind": "unit_gap", "group": int(g0), "unit": int(u0), "value": gamma,
                "energy": float(e[g0, u0]), "theta": float(ref.theta[g0])}
     rho = gamma
@@ -72,8 +84,9 @@ def margins(ref: Reference) -> Margins:
             binding = {"kind": "pair_overlap", "group": p["g"], "other": p["h"], "value": p["rho"],
                        "w": p["w"], "kappa": ref.kappa, "mu": p["mu"]}
     mu_min = min((p["mu"] for p in pairs), default=None)
+    mu_min_scaled = min((p["mu_scaled"] for p in pairs), default=None)
     return Margins(gamma_g=gamma_g, gamma=gamma, gamma_at=(int(g0), int(u0)), nu_g=nu_g,
-                   noise_margin=ref.theta - nu_g, pairs=tuple(pairs), mu_min=mu_min,
+                   noise_margin=ref.theta - nu_g, pairs=tuple(pairs), mu_min=mu_min, mu_min_scaled=mu_min_scaled,
                    rho_static=float(rho), binding=binding)
 
 
@@ -121,7 +134,8 @@ def _energies_at(e: np.ndarray, draws, norm: float) -> np.ndarray:
     """Perturbed block energies ``sqrt((e + s z)^2 + s^2 chi^2)``, ``s = norm / ||Z||_F``."""
     z, chi2, zz = draws
     s = norm / np.sqrt(zz)
-    return np.sqrt((e + s * z) ** 2 + s * s * chi2)
+    # hypot, not sqrt of squares: energies near 1e-162 would square to subnormals.
+    return np.hypot(e + s * z, s * np.sqrt(chi2))
 
 
 def _sample_block_energies(e: np.ndarray, dof: np.ndarray, norm: float, rng: np.random.Generator,
@@ -147,9 +161,9 @@ def _changed_blocks(e: np.ndarray, ref) -> np.ndarray:
     st = ref.structure
     active = e >= ref.theta[None, :, None]
     moved = np.any(active != st.active[None], axis=(1, 2))
-    ea = np.where(st.active[None], e, 0.0)
+    ea = np.where(st.active[None], e, 0.0) / ref.scale
     w = np.einsum("dgu,dhu->dgh", ea, ea)
-    edges = (w >= ref.kappa) & (w > 0)
+    edges = (w >= ref.kappa_scaled) & (w > 0)
     n = e.shape[1]
     edges[:, np.arange(n), np.arange(n)] = False
     return moved | np.any(edges != st.edges[None], axis=(1, 2))
@@ -227,24 +241,24 @@ def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
     c = (theta - tiny - e_gu) if s0.active[g, u] else (theta + tiny - e_gu)
     pert = np.zeros_like(a0)
     pert[np.ix_(rows, cols)] = c * direction
-    attempts.append({"target": "unit_gap", "group": int(g), "unit": int(u), "norm": float(np.linalg.norm(pert)),
+    attempts.append({"target": "unit_gap", "group": int(g), "unit": int(u), "norm": fro_norm(pert),
                      "changed": compare(s0, structure_of(a0 + pert, ref))})
     # A pair whose weight is 0 (its shared units carry no energy) cannot be moved by rescaling.
-    movable = [p for p in mg.pairs if p["w"] > 0]
+    movable = [p for p in mg.pairs if p["w_scaled"] > 0]
     if movable:
         p = min(movable, key=lambda d: d["rho"])
         gg, hh = p["g"], p["h"]
         shared_units = np.flatnonzero(s0.active[gg] & s0.active[hh])
-        w = p["w"]
-        # w scales linearly with group g's energies on the shared units.
-        t = (ref.kappa - w) / w
-        t = t - abs(t) * 1e-9 - 1e-15 if w >= ref.kappa else t + abs(t) * 1e-9 + 1e-15
+        w = p["w_scaled"]
+        # w scales linearly with group g's energies on the shared units (a ratio: no units).
+        t = (ref.kappa_scaled - w) / w
+        t = t - abs(t) * 1e-9 - 1e-15 if w >= ref.kappa_scaled else t + abs(t) * 1e-9 + 1e-15
         rows = np.flatnonzero(part.groups == gg)
         cols = np.flatnonzero(np.isin(part.units, shared_units))
         pert = np.zeros_like(a0)
         pert[np.ix_(rows, cols)] = t * a0[np.ix_(rows, cols)]
         attempts.append({"target": "pair_overlap", "group": int(gg), "other": int(hh),
-                         "norm": float(np.linalg.norm(pert)),
+                         "norm": fro_norm(pert),
                          "changed": compare(s0, structure_of(a0 + pert, ref))})
     changed = [a["norm"] for a in attempts if a["changed"]]
     smallest = min(changed) if changed else None

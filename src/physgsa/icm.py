@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import CORE, NOISE, OVERLAP, Partition
+from .structure import CORE, NOISE, OVERLAP, Partition, row_profiles
 
 __all__ = ["LABELS", "icm_rows"]
 
@@ -30,13 +30,15 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean
     normalized ``|rows|`` of each group of ``A0``.
     """
-    sq = a0 * a0
+    # Every row is divided by its own largest entry before squaring (row_profiles), so a row
+    # of entries near 1e-170 keeps its norm, its fractions and its profile: only an exactly
+    # zero row is "zero". Fractions, correlations and the bound ratios are scale-free.
+    prof, norms, rmax = row_profiles(a0)
+    nonzero = rmax > 0
+    scaled = np.divide(np.abs(a0), rmax[:, None], out=np.zeros_like(a0), where=nonzero[:, None])
+    sq = scaled * scaled
     total = sq.sum(axis=1)
-    nonzero = total > 0
     safe = np.where(nonzero, total, 1.0)
-    absx = np.abs(a0)
-    norms = np.sqrt(total)
-    prof = np.divide(absx, norms[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
     if centroid is None:
         gi = part.group_indicator()
         centroid = (gi @ prof) / gi.sum(axis=1)[:, None]
@@ -44,8 +46,8 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     # indicators over the columns) and the correlation with the group's centroid. This never
     # forms the rows x cols mask or the rows x cols gathered centroids.
     onehot = np.stack([codes == c for c in (CORE, OVERLAP, NOISE)], axis=-1).astype(np.float64)
-    xc = absx - absx.mean(axis=1, keepdims=True)
-    xc_norm = np.linalg.norm(xc, axis=1)
+    xc = scaled - scaled.mean(axis=1, keepdims=True)
+    xc_norm = np.linalg.norm(xc, axis=1)  # ||x_c|| / max|x|: the centred row in the row's own scale
     cc = centroid - centroid.mean(axis=1, keepdims=True)
     cc_norm = np.linalg.norm(cc, axis=1)
     parts = np.zeros((a0.shape[0], 3))
@@ -62,9 +64,13 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     label[~nonzero] = "zero"
     delta_e = np.abs(np.sqrt(f["core"]) - np.sqrt(tau_e))
     delta_rho = np.abs(kappa - tau_rho)
-    e_norm = np.linalg.norm(e, axis=1)
-    bound_e = np.divide(2 * e_norm, norms, out=np.full_like(e_norm, np.inf), where=nonzero)
-    bound_rho = np.divide(2 * e_norm, xc_norm, out=np.full_like(e_norm, np.inf), where=xc_norm > 0)
+    # ||E_i|| / max|A0_i|, so both ratios are formed without squaring tiny numbers (an E row far
+    # larger than a tiny A0 row overflows to inf here: such a row is not certified, as it must not be).
+    with np.errstate(over="ignore"):
+        e_rel = np.linalg.norm(np.divide(e, rmax[:, None], out=np.zeros_like(e), where=nonzero[:, None]), axis=1)
+        bound_e = np.divide(2 * e_rel, norms / np.where(nonzero, rmax, 1.0), out=np.full_like(e_rel, np.inf),
+                            where=nonzero)
+        bound_rho = np.divide(2 * e_rel, xc_norm, out=np.full_like(e_rel, np.inf), where=xc_norm > 0)
     ok_e = bound_e < delta_e
     ok_rho = bound_rho < delta_rho
     certified = interface_certified & nonzero & ok_e & ((label == "SC") | ok_rho)

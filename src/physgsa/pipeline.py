@@ -30,9 +30,11 @@ from .structure import (
     compare,
     decomposition_from_blocks,
     fit_reference,
+    fro_norm,
     row_groups,
     source_incidence,
     structure_of,
+    THRESHOLD_RULES,
 )
 from .transport import rigidity, transport
 
@@ -41,8 +43,11 @@ __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
 _EMPTY = np.empty((0, 0))
 _EMPTY.setflags(write=False)
 
-#: ``||M||_F`` below which an interface's product is negligible (flagged, never certified).
-NEGLIGIBLE = 1e-100
+#: An interface's product is at rounding level, and flagged (never analysed as structure or
+#: certified), when ``||M||_F <= ROUNDING_LEVEL * n * u * || |A_hat'| |A_hat| ||_F``: the computed
+#: product then cannot be told from zero (its rounding error is at most ``gamma_n |A_hat'||A_hat|``
+#: entrywise, ``gamma_n ~ n u``; the factor 4 also covers the rounding of ``A_hat`` itself).
+ROUNDING_LEVEL = 4.0
 
 #: The q grid of the window search, in [0.5, 0.999].
 WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
@@ -74,7 +79,8 @@ CERTIFY_PARAMS = {
                     doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups"),
     "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
     "units": Param("channels", "choice", choices=("channels", "heads"), doc="column units"),
-    "threshold": Param("gap", "choice", choices=("gap", "relative"), doc="support threshold rule"),
+    "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
+                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative"),
     "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
     "kappa_fraction": Param(0.05, "float", 0.0, 1.0, "left", doc="graph level kappa / max w"),
     "hub_degree": Param(3, "int", 2, None, doc="hub degree h"),
@@ -115,6 +121,22 @@ def _groups_for(groups, left: str, right: str, row_heads=None):
     return groups
 
 
+def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.ndarray, device=None) -> bool:
+    """Is the computed ``M = A_hat' A_hat`` indistinguishable from zero (see :data:`ROUNDING_LEVEL`)?
+
+    The cheap normwise test ``||M||_F > c n u ||A_hat'||_F ||A_hat||_F`` settles almost every
+    interface; only below it is the entrywise product ``|A_hat'| |A_hat|`` formed, so a product
+    that is small because of the factors' dynamic range (no cancellation) is not mistaken for
+    rounding noise.
+    """
+    n = a_hat_left.shape[0]
+    level = ROUNDING_LEVEL * n * np.finfo(np.float64).eps / 2.0
+    norm_m = fro_norm(m)
+    if norm_m > level * fro_norm(a_hat_left) * fro_norm(a_hat_right):
+        return False
+    return bool(norm_m <= level * fro_norm(matmul(np.abs(a_hat_right), np.abs(a_hat_left), device)))
+
+
 class _PAM:
     """The PAM pair at given windows and everything fitted on A0."""
 
@@ -133,15 +155,13 @@ class _PAM:
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
         self.e = tr.m_excluded  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
-        self.direct_norm = float(np.linalg.norm(self.e))
+        self.direct_norm = fro_norm(self.e)
         # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
         eps = np.finfo(np.float64).eps
         rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
         self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
                             direct_norm=self.direct_norm, rounding=rounding)
-        # A product below 1e-100 (nearly orthogonal factors at the edge of float64) has unit
-        # energies whose squares underflow: its structure is rounding noise and certifies nothing.
-        self.negligible = bool(np.linalg.norm(a1) < NEGLIGIBLE)
+        self.negligible = at_rounding_level(L.a_hat, R.a_hat, a1, p["device"])
         if self.negligible:
             self.ver.update(a_priori=False, measured=False)
         self.s1 = structure_of(a1, self.ref)
@@ -177,10 +197,13 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     ref, mg, ver = pam.ref, pam.mg, pam.ver
     a0, e = tr.m_window, pam.e
     s0 = ref.structure
-    decomp = decomposition_from_blocks(a0, s0)
+    decomp = decomposition_from_blocks(a0, s0, ref.partition)
     if pam.negligible:
-        pert = {"ran": False, "reason": "product is negligible (||M||_F < 1e-100)", "mode": p["perturbation"],
-                "levels": [], "below_ok": True}
+        # Rounding noise has no slack to speak of (sigma_1 of noise): reported as null.
+        rig = dataclasses.replace(rig, slack=None)
+    if pam.negligible:
+        pert = {"ran": False, "reason": "the product is at rounding level (indistinguishable from zero)",
+                "mode": p["perturbation"], "levels": [], "below_ok": True}
     else:
         pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
                                   n_draws=p["n_perturbations"], rng=rng, where=where, mode=p["perturbation"])
@@ -188,6 +211,10 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     certified = ver["a_priori"] or ver["measured"]
     icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
                    interface_certified=certified)
+    if pam.negligible:
+        # Every row of a product at rounding level is zero to rounding: no label is meaningful.
+        icm["label"] = np.full(a0.shape[0], "zero", dtype=object)
+        icm["certified"] = np.zeros(a0.shape[0], dtype=bool)
     labels = icm["label"]
     icm_fraction = {}
     for lab in LABELS:
@@ -211,8 +238,39 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
         "negligible": pam.negligible, "heatmaps": heat,
         "degenerate": [side for side, spec in (("left", L), ("right", R)) if "window_degenerate" in spec.flags],
+        "no_structure": no_channel_structure(s0, decomp, pam.negligible),
+        "modes_basis_dependent": ref.partition.group_strategy == "modes" and repeated_in_window(L.sigma, tr.k_left),
         "window_search": search,
     }
+
+
+def no_channel_structure(s0, decomp: dict, negligible: bool) -> list[str]:
+    """The reasons why an interface's structure is trivial (empty: it has channel structure).
+
+    A group with every unit active, every unit a hub, or no core energy leaves nothing to tell
+    the groups apart: the masks, graph and labels then carry no channel structure, whatever the
+    certificate says about their stability.
+    """
+    reasons = []
+    if negligible:
+        reasons.append("the product is at rounding level")
+    full = np.flatnonzero(s0.active.all(axis=1))
+    if full.size:
+        reasons.append(f"group{'s' if full.size > 1 else ''} {', '.join(map(str, full.tolist()))} "
+                       f"ha{'ve' if full.size > 1 else 's'} every unit active")
+    if s0.hubs.all() and s0.hubs.size:
+        reasons.append("every unit is a hub")
+    if decomp["fraction"]["core"] == 0.0:
+        reasons.append("the core energy is 0")
+    return reasons
+
+
+def repeated_in_window(sigma: np.ndarray, k: int) -> bool:
+    """Do two of the top ``k`` singular values coincide to rounding (a basis LAPACK chooses)?"""
+    if k < 2:
+        return False
+    tol = 8.0 * sigma.shape[0] * np.finfo(np.float64).eps * sigma[0]
+    return bool(np.any(sigma[: k - 1] - sigma[1:k] <= tol))
 
 
 def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:

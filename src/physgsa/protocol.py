@@ -52,9 +52,11 @@ def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp:
               {"slack": rig.slack, "drift": rig.drift, "drift_bound": rig.drift_bound}),
         _item(6, tr.trunc_error <= tr.trunc_bound * (1 + 1e-10) + 1e-300,
               {"trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound}),
-        _item(7, decomp["closure"] <= 1e-12 and decomp["orthogonality"] <= 1e-12,
-              {"closure": decomp["closure"], "orthogonality": decomp["orthogonality"]}),
-        _item(8, mg.gamma > 0 and (mg.mu_min is None or mg.mu_min > 0), {"gamma": mg.gamma, "mu_min": mg.mu_min}),
+        _item(7, decomp["closure"] <= 1e-12 and decomp["orthogonality"] <= 1e-12
+              and decomp.get("block_closure", 0.0) <= 1e-10,
+              {"closure": decomp["closure"], "orthogonality": decomp["orthogonality"],
+               "block_closure": decomp.get("block_closure")}),
+        _item(8, mg.gamma > 0 and (mg.mu_min_scaled is None or mg.mu_min_scaled > 0), {"gamma": mg.gamma, "mu_min": mg.mu_min}),
         _item(9, ver["a_priori"] and ver["measured"],
               {"a_priori": ver["a_priori"], "measured": ver["measured"], "eps_trunc": tr.eps_trunc,
                "trunc_error": tr.trunc_error, "rho_static": mg.rho_static}),
@@ -78,6 +80,7 @@ def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int, marg
         members += not bad
         failed += [{"interface": name, "item": it["item"], "name": it["name"]} for it in bad]
     n = len(names)
+    trivial = [d["interface"] for d in (margins or []) if d.get("no_channel_structure")]
     if n == 0:
         summary = "no interfaces"
     elif members == n:
@@ -91,7 +94,12 @@ def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int, marg
         "n_members": members,
         "member_fraction": (members / n) if n else None,
         "n_chain_breaks": n_breaks,
+        # Interfaces whose structure is trivial (a group with every unit active, every unit a
+        # hub, or no core energy): certified or not, they show no channel structure.
+        "n_no_channel_structure": len(trivial),
+        "no_channel_structure": trivial,
         "summary": summary,
-        "smallest_margins": sorted(margins or [], key=lambda d: (d["rho_static"], d["interface"]))[:5],
+        "smallest_margins": [{k: v for k, v in d.items() if k != "no_channel_structure"} for d in
+                             sorted(margins or [], key=lambda d: (d["rho_static"], d["interface"]))[:5]],
         "failed": failed,
     }

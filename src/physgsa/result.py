@@ -109,8 +109,7 @@ def _interface_row(it) -> dict:
     """One interface's row of ``interfaces.parquet``."""
     tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
     st = ref.structure
-    energy = it["decomposition"]["energy"]
-    total = it["decomposition"]["total"]
+    frac = it["decomposition"]["fraction"]
     return {
         "interface": it["name"], "index": it["index"], "left": it["left"], "right": it["right"],
         "k_left": tr.k_left, "k_right": tr.k_right, "slack": rig.slack, "amplitude": rig.amplitude,
@@ -121,15 +120,16 @@ def _interface_row(it) -> dict:
         "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
         "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
         "direct_same": not it["direct_diff"],
-        "energy_core": energy["core"] / total if total else 0.0,
-        "energy_overlap": energy["overlap"] / total if total else 0.0,
-        "energy_noise": energy["noise"] / total if total else 0.0, "n_groups": ref.partition.n_groups,
+        "energy_core": frac["core"], "energy_overlap": frac["overlap"],
+        "energy_noise": frac["noise"], "n_groups": ref.partition.n_groups,
         "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
         "adversarial_norm": it["adversarial"]["smallest_change_norm"],
         "member": all(x["passed"] for x in it["items"]),
         "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
-        "flags": ";".join([f for f, on in (("product_zero", rig.slack is None),
-                                           ("product_negligible", it["negligible"])) if on]
+        "flags": ";".join([f for f, on in (("product_zero", rig.sigma1_product == 0),
+                                           ("product_negligible", it["negligible"]),
+                                           ("no_channel_structure", bool(it["no_structure"])),
+                                           ("modes_basis_dependent", it["modes_basis_dependent"])) if on]
                           + [f"{side}_window_degenerate" for side in it["degenerate"]]),
     }
 
@@ -197,6 +197,8 @@ def _interface_detail(it) -> dict:
             "block_energy": {"labels": blabels, "matrix": bmat},
         },
         "decomposition": it["decomposition"],
+        "no_channel_structure": it["no_structure"],
+        "flags": _interface_row(it)["flags"].split(";") if _interface_row(it)["flags"] else [],
         "margins": {"gamma": mg.gamma, "gamma_g": mg.gamma_g, "nu_g": mg.nu_g, "noise_margin": mg.noise_margin,
                     "pairs": list(mg.pairs), "mu_min": mg.mu_min, "rho_static": mg.rho_static,
                     "binding": mg.binding},
@@ -310,6 +312,7 @@ def interface_record(it) -> dict:
     arrays["icm/label"] = arrays["icm/label"].astype(str)
     arrays.update({f"heatmaps/{k}": np.asarray(v) for k, v in it["heatmaps"].items()})
     margin = {"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
+              "no_channel_structure": bool(it["no_structure"]),
               "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
     return {"name": it["name"], "index": it["index"],
             **_plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,

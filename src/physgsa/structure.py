@@ -19,6 +19,10 @@ __all__ = [
     "Reference",
     "Structure",
     "row_groups",
+    "fro_norm",
+    "pow2_scale",
+    "row_profiles",
+    "THRESHOLD_RULES",
     "column_units",
     "unit_energies",
     "fit_thresholds",
@@ -68,6 +72,40 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, int]:
     _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first, kind="stable"), kind="stable")
     return order[inv].astype(np.int64), int(first.shape[0])
+
+
+def pow2_scale(x: float) -> float:
+    """The power of two nearest above ``x > 0`` (1 for ``x = 0``).
+
+    Dividing by it is exact in binary floating point, so a quantity computed on ``A / c`` and
+    multiplied back by ``c`` is the same number wherever nothing under- or overflowed: scaling
+    before squaring costs no accuracy and changes no result on ordinary matrices.
+    """
+    return float(np.ldexp(1.0, int(np.frexp(x)[1]))) if x > 0 else 1.0
+
+
+def fro_norm(a: np.ndarray) -> float:
+    """``||A||_F`` with ``A`` divided by a power of two near its largest entry before squaring."""
+    if a.size == 0:
+        return 0.0
+    c = pow2_scale(float(np.max(np.abs(a))))
+    return c * float(np.sqrt(np.einsum("ij,ij->", a / c, a / c)))
+
+
+def row_profiles(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalized ``|rows|`` of ``a``, the row norms ``||a_i||_2`` and the row maxima ``max_j |a_ij|``.
+
+    Each row is divided by its own largest entry before squaring, so a row whose entries are
+    around 1e-170 (whose squares underflow to zero) keeps its norm and its profile: a row is
+    zero only if every entry is exactly 0. A zero row's profile is the zero vector.
+    """
+    absx = np.abs(a)
+    rmax = absx.max(axis=1) if a.shape[1] else np.zeros(a.shape[0])
+    nonzero = rmax > 0
+    scaled = np.divide(absx, rmax[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
+    rn = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+    prof = np.divide(scaled, rn[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
+    return prof, rmax * rn, rmax
 
 
 def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100) -> np.ndarray:
@@ -145,10 +183,8 @@ def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads:
     if strategy == "modes":
         labels, m = _compact(np.argmax(incidence**2, axis=1))
         return labels, m, "modes"
-    # kmeans on the normalized |rows|; zero rows stay zero vectors.
-    x = np.abs(a0)
-    norms = np.linalg.norm(x, axis=1)
-    x = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
+    # kmeans on the normalized |rows| (underflow-safe); zero rows stay zero vectors.
+    x, _, _ = row_profiles(a0)
     m = min(n_groups, rows)
     labels, m = _compact(_kmeans(x, m, rng))
     return labels, m, "kmeans"
@@ -166,26 +202,69 @@ def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: s
     return np.arange(cols, dtype=np.int64), cols
 
 
+#: Block energies squared below this are recomputed with each block scaled by its own largest
+#: entry (their squares may have lost digits to gradual underflow, or vanished).
+_TINY_SQ = 2.0 ** -900
+
+
 def unit_energies(a: np.ndarray, part: Partition, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> np.ndarray:
-    """``e_g(u) = ||A[G_g, u]||_F`` for every group and unit: an ``(m, n_units)`` array."""
+    """``e_g(u) = ||A[G_g, u]||_F`` for every group and unit: an ``(m, n_units)`` array.
+
+    Ordinary matrices take one product of the squared entries. Where a block's sum of squares
+    is tiny (below ``2^-900``, where subnormal squares lose digits or vanish) or overflows, every
+    block is recomputed with its own largest entry divided out before squaring (definitions
+    section 4; "scale before squaring"), so energies of 1e-162 are exact to rounding.
+    """
     gi = part.group_indicator() if gi is None else gi
-    sq = gi @ (a * a)
+    channels = part.unit_strategy == "channels"
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+        sq = gi @ (a * a)
+        if not channels:
+            sq = sq @ (part.unit_indicator() if ui is None else ui)
+    if np.all(np.isfinite(sq)) and not np.any(sq < _TINY_SQ):
+        return np.sqrt(sq)
+    return _unit_energies_scaled(a, part, gi, ui)
+
+
+def _unit_energies_scaled(a: np.ndarray, part: Partition, gi: np.ndarray, ui: np.ndarray | None) -> np.ndarray:
+    """:func:`unit_energies` with each (group, unit) block divided by its largest ``|entry|`` first."""
+    absx = np.abs(a)
+    order = np.argsort(part.groups, kind="stable")
+    starts = np.searchsorted(part.groups[order], np.arange(part.n_groups))
+    bmax = np.maximum.reduceat(absx[order], starts, axis=0)  # (groups, cols)
+    if part.unit_strategy != "channels":
+        corder = np.argsort(part.units, kind="stable")
+        cstarts = np.searchsorted(part.units[corder], np.arange(part.n_units))
+        bmax = np.maximum.reduceat(bmax[:, corder], cstarts, axis=1)  # (groups, units)
+        gathered = bmax[part.groups][:, part.units]
+    else:
+        gathered = bmax[part.groups]
+    scaled = np.divide(absx, gathered, out=np.zeros_like(absx), where=gathered > 0)
+    sq = gi @ (scaled * scaled)
     if part.unit_strategy != "channels":
         sq = sq @ (part.unit_indicator() if ui is None else ui)
-    return np.sqrt(sq)
+    return bmax * np.sqrt(sq)
+
+
+#: The threshold rules: ``gap`` (definitions section 4, the default), ``gap_zero`` (ours) and ``relative``.
+THRESHOLD_RULES = ("gap", "gap_zero", "relative")
 
 
 def fit_thresholds(e: np.ndarray, rule: str, eta: float) -> np.ndarray:
-    """Per-group thresholds ``theta_g`` on the reference energies.
+    """Per-group thresholds ``theta_g`` on the reference energies (definitions section 4).
 
-    ``gap``: the midpoint of the largest drop in the descending energies, with a final drop to
-    zero (so a group whose units are all alike keeps them all active); the first largest drop
-    on ties. ``relative``: ``theta_g = eta * max_u e_g(u)``.
+    ``gap`` (the spec's rule, the default): the midpoint of the largest drop between
+    consecutive descending energies ``e_g(.)`` themselves, the first largest drop on ties. A
+    group with a single unit has no drop: its threshold is half its energy (ours; the spec is
+    silent), so the unit is active with margin ``e / 2``. ``gap_zero`` (ours, today's rule
+    before this release): the same with a final drop to zero appended, so a group whose units
+    are all alike keeps them all active. ``relative``: ``theta_g = eta * max_u e_g(u)``.
     """
     if rule == "relative":
         return eta * e.max(axis=1)
     s = -np.sort(-e, axis=1)
-    s = np.concatenate([s, np.zeros((s.shape[0], 1))], axis=1)
+    if rule == "gap_zero" or s.shape[1] == 1:
+        s = np.concatenate([s, np.zeros((s.shape[0], 1))], axis=1)
     drops = s[:, :-1] - s[:, 1:]
     i = np.argmax(drops, axis=1)
     rows = np.arange(s.shape[0])
@@ -196,17 +275,25 @@ def fit_thresholds(e: np.ndarray, rule: str, eta: float) -> np.ndarray:
 class Structure:
     """Supports, degrees, masks, pair weights, graph and hubs of one matrix.
 
-    ``active[g, u]`` is ``u in S_g``; ``codes[g, u]`` is CORE, OVERLAP or NOISE; ``w[g, h]``
-    the pair weight; ``edges[g, h]`` the incidence graph (symmetric, zero diagonal).
+    ``active[g, u]`` is ``u in S_g``; ``codes[g, u]`` is CORE, OVERLAP or NOISE; ``w_scaled[g, h]``
+    the pair weight ``w_gh / scale^2`` (``scale`` a power of two fixed on ``A0``, so that pair
+    weights of energies near 1e-162 do not underflow); ``edges[g, h]`` the incidence graph
+    (symmetric, zero diagonal).
     """
 
     energies: np.ndarray
     active: np.ndarray
     degree: np.ndarray
     codes: np.ndarray
-    w: np.ndarray
+    w_scaled: np.ndarray
+    scale: float
     edges: np.ndarray
     hubs: np.ndarray
+
+    @property
+    def w(self) -> np.ndarray:
+        """Pair weights ``w_gh`` in the matrix's own units (may underflow where ``scale`` is tiny)."""
+        return self.w_scaled * (self.scale * self.scale)
 
     def shared(self, g: int, h: int) -> np.ndarray:
         """SRS shared support ``S_g ∩ S_h``."""
@@ -223,36 +310,48 @@ class Structure:
 
 @dataclass(frozen=True)
 class Reference:
-    """What is fitted on ``A0`` and held fixed: partition, thresholds, kappa, hub degree."""
+    """What is fitted on ``A0`` and held fixed: partition, thresholds, kappa, hub degree.
+
+    ``kappa_scaled = kappa / scale^2`` with ``scale`` the power of two at or above the largest
+    unit energy of ``A0`` (all pair-weight arithmetic is done in these units).
+    """
 
     partition: Partition
     theta: np.ndarray
-    kappa: float
+    kappa_scaled: float
+    scale: float
     hub_degree: int
     structure: Structure
 
+    @property
+    def kappa(self) -> float:
+        """The graph level ``kappa`` in the matrix's own units."""
+        return self.kappa_scaled * self.scale * self.scale
 
-def pair_weights(e: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """``w_gh = sum_{u in S_g ∩ S_h} e_g(u) e_h(u)`` (diagonal zeroed)."""
-    ea = np.where(active, e, 0.0)
+
+def pair_weights(e: np.ndarray, active: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``w_gh / scale^2 = sum_{u in S_g ∩ S_h} (e_g(u) / scale) (e_h(u) / scale)`` (diagonal zeroed)."""
+    ea = np.where(active, e, 0.0) / scale
     w = ea @ ea.T
     np.fill_diagonal(w, 0.0)
     return w
 
 
-def _structure(e: np.ndarray, theta: np.ndarray, kappa: float, hub_degree: int) -> Structure:
+def _structure(e: np.ndarray, theta: np.ndarray, kappa_scaled: float, scale: float, hub_degree: int) -> Structure:
     active = e >= theta[:, None]
-    return _assemble(e, active, pair_weights(e, active), kappa, hub_degree)
+    return _assemble(e, active, pair_weights(e, active, scale), scale, kappa_scaled, hub_degree)
 
 
-def _assemble(e: np.ndarray, active: np.ndarray, w: np.ndarray, kappa: float, hub_degree: int) -> Structure:
-    """Degrees, masks, graph and hubs from the supports and pair weights."""
+def _assemble(e: np.ndarray, active: np.ndarray, w: np.ndarray, scale: float, kappa_scaled: float,
+              hub_degree: int) -> Structure:
+    """Degrees, masks, graph and hubs from the supports and (scaled) pair weights."""
     degree = active.sum(axis=0)
     codes = np.where(active, np.where(degree[None, :] == 1, CORE, OVERLAP), NOISE).astype(np.int8)
-    edges = (w >= kappa) & (w > 0)
+    edges = (w >= kappa_scaled) & (w > 0)
     np.fill_diagonal(edges, False)
     hubs = degree >= hub_degree
-    return Structure(energies=e, active=active, degree=degree, codes=codes, w=w, edges=edges, hubs=hubs)
+    return Structure(energies=e, active=active, degree=degree, codes=codes, w_scaled=w, scale=scale,
+                     edges=edges, hubs=hubs)
 
 
 def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float, kappa_fraction: float,
@@ -261,11 +360,12 @@ def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float
     e = unit_energies(a0, part)
     theta = fit_thresholds(e, threshold, eta)
     active = e >= theta[:, None]
-    w = pair_weights(e, active)
+    scale = pow2_scale(float(e.max()))
+    w = pair_weights(e, active, scale)
     kappa = kappa_fraction * float(w.max()) if part.n_groups > 1 else 0.0
     h = hub_degree if part.n_groups >= hub_degree else part.n_groups
-    return Reference(partition=part, theta=theta, kappa=kappa, hub_degree=h,
-                     structure=_assemble(e, active, w, kappa, h))
+    return Reference(partition=part, theta=theta, kappa_scaled=kappa, scale=scale, hub_degree=h,
+                     structure=_assemble(e, active, w, scale, kappa, h))
 
 
 def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> Structure:
@@ -275,7 +375,7 @@ def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None, ui
 
 def structure_from_energies(e: np.ndarray, ref: Reference) -> Structure:
     """The structure given unit energies ``e_g(u)`` (all it depends on), thresholds fixed."""
-    return _structure(e, ref.theta, ref.kappa, ref.hub_degree)
+    return _structure(e, ref.theta, ref.kappa_scaled, ref.scale, ref.hub_degree)
 
 
 def compare(s0: Structure, s1: Structure) -> list[str]:
@@ -305,44 +405,45 @@ def expand_codes(codes: np.ndarray, part: Partition) -> np.ndarray:
 def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
     """``A = A∘K + A∘O + A∘N``: the three energies, their closure and orthogonality.
 
-    Returns the squared norms of the parts, ``closure`` = ``|sum - ||A||_F^2| / ||A||_F^2`` and
-    ``orthogonality`` = the largest ``|<part_i, part_j>| / ||A||_F^2``.
+    Returns the squared norms of the parts (``energy``, in ``A``'s units) and their shares of
+    ``||A||_F^2`` (``fraction``), ``closure`` = ``|sum - ||A||_F^2| / ||A||_F^2`` and
+    ``orthogonality`` = the largest ``|<part_i, part_j>| / ||A||_F^2``, each computed from the
+    masked entries themselves. ``A`` is divided by a power of two near its largest entry before
+    squaring, so the shares, closure and orthogonality survive entries near 1e-162.
     """
-    parts = {name: np.where(mask == code, a, 0.0) for name, code in (("core", CORE), ("overlap", OVERLAP), ("noise", NOISE))}
-    total = float(np.einsum("ij,ij->", a, a))
+    c = pow2_scale(float(np.max(np.abs(a)))) if a.size else 1.0
+    a_s = a / c
+    parts = {name: np.where(mask == code, a_s, 0.0) for name, code in (("core", CORE), ("overlap", OVERLAP),
+                                                                       ("noise", NOISE))}
+    total = float(np.einsum("ij,ij->", a_s, a_s))
     energy = {k: float(np.einsum("ij,ij->", p, p)) for k, p in parts.items()}
     names = list(parts)
     inner = max(
         abs(float(np.einsum("ij,ij->", parts[names[i]], parts[names[j]]))) for i in range(3) for j in range(i + 1, 3)
     )
+    out = {"energy": {k: v * c * c for k, v in energy.items()}, "total": total * c * c, "scale": c,
+           "total_scaled": total}
     if total == 0.0:
         # A zero matrix: every part is zero, closure and orthogonality hold exactly.
-        return {"energy": energy, "total": 0.0, "closure": 0.0, "orthogonality": 0.0}
-    return {
-        "energy": energy,
-        "total": total,
-        "closure": abs(sum(energy.values()) - total) / total,
-        "orthogonality": inner / total,
-    }
+        return {**out, "fraction": {k: 0.0 for k in energy}, "closure": 0.0, "orthogonality": 0.0}
+    return {**out, "fraction": {k: v / total for k, v in energy.items()},
+            "closure": abs(sum(energy.values()) - total) / total, "orthogonality": inner / total}
 
 
-def decomposition_from_blocks(a: np.ndarray, s: Structure) -> dict:
-    """:func:`decomposition` from the unit energies already in ``s``, without the entry-level mask.
+def decomposition_from_blocks(a: np.ndarray, s: Structure, part: Partition) -> dict:
+    """:func:`decomposition` on the entry-level masks of ``s``, cross-checked against its block energies.
 
-    Each (group, unit) block lies wholly in one part, so ``||A∘X||_F^2 = sum e_g(u)^2`` over the
-    blocks coded ``X``; ``closure`` compares their sum with ``||A||_F^2`` summed over the entries
-    (a check of the block energies themselves). The parts have disjoint supports, so their
-    inner products are exactly zero: ``orthogonality`` is 0 by construction here (the
-    entry-level :func:`decomposition` computes it, and the tests check both agree).
+    Each (group, unit) block lies wholly in one part, so the part energies must also equal
+    ``sum e_g(u)^2`` over the blocks coded with that part; ``block_closure`` is the largest
+    difference between the two, relative to ``||A||_F^2`` (computed in units of ``s.scale``).
     """
-    e2 = s.energies * s.energies
-    energy = {name: float(np.sum(e2[s.codes == code])) for name, code in (("core", CORE), ("overlap", OVERLAP),
-                                                                           ("noise", NOISE))}
-    total = float(np.einsum("ij,ij->", a, a))
-    if total == 0.0:
-        return {"energy": energy, "total": 0.0, "closure": 0.0, "orthogonality": 0.0}
-    return {"energy": energy, "total": total, "closure": abs(sum(energy.values()) - total) / total,
-            "orthogonality": 0.0}
+    d = decomposition(a, expand_codes(s.codes, part))
+    e2 = (s.energies / d["scale"]) ** 2  # block energies in the units of the entry-level sums
+    total = d["total_scaled"]
+    diffs = [abs(float(np.sum(e2[s.codes == code])) - d["fraction"][name] * total)
+             for name, code in (("core", CORE), ("overlap", OVERLAP), ("noise", NOISE))]
+    d["block_closure"] = max(diffs) / total if total > 0 else 0.0
+    return d
 
 
 def block_energy(a: np.ndarray, part: Partition, s: Structure) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -362,7 +463,9 @@ def block_energy(a: np.ndarray, part: Partition, s: Structure) -> tuple[np.ndarr
     block = np.where(deg == 0, inactive_block, block)
     labels = [f"excl:{g}" for g in range(m)] + ["hubs", "shared", "inactive"]
     col_block = block[part.units]
-    sq = part.group_indicator() @ (a * a)
+    # Shares of ||A||_F^2 only: scaled by a power of two first, so tiny matrices keep them.
+    a_s = a / (pow2_scale(float(np.max(np.abs(a)))) if a.size else 1.0)
+    sq = part.group_indicator() @ (a_s * a_s)
     bsum = np.zeros((m, m + 3))
     for b in range(m + 3):
         sel = col_block == b

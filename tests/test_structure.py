@@ -9,6 +9,7 @@ from physgsa import InvalidParameterError
 from physgsa import structure as S
 from physgsa.spectra import normalize
 
+import brute
 from properties import check_decomposition
 from strategies import matrices
 
@@ -44,7 +45,7 @@ def references(draw):
 @given(ref=references())
 def test_decomposition_orthogonal_and_energy_closed(ref):
     a0, r = ref
-    check_decomposition(a0, r.partition, r.structure)
+    check_decomposition(a0, r)
 
 
 @given(ref=references())
@@ -67,8 +68,41 @@ def test_structure_is_consistent(ref):
     for g in range(r.partition.n_groups):
         excl = st_.exclusive(g)
         assert np.all(st_.degree[excl] == 1) and np.all(st_.active[g, excl])
-    # The reference's own structure is reproduced from A0 under the fixed thresholds.
-    assert S.compare(st_, S.structure_of(a0, r)) == []
+    # The reference structure against a brute-force recomputation from A0 (tests/brute.py: loops
+    # over groups and units, nothing from physgsa but the partition and the fitted thresholds).
+    assert_matches_brute_force(a0, r)
+
+
+CODE_NAMES = {S.CORE: "K", S.OVERLAP: "O", S.NOISE: "N"}
+
+
+def assert_matches_brute_force(a0, r):
+    """Energies, supports, degrees, masks, pair weights, kappa, graph, hubs and SRS sets of the
+    reference ``r`` on ``A0`` equal their definitions (section 4), recomputed by loops."""
+    part, st_ = r.partition, r.structure
+    m, nu = part.n_groups, part.n_units
+    e = brute.unit_energies(a0, part.groups.tolist(), part.units.tolist(), m, nu)
+    # e_g(u) = ||A0[G_g, cols(u)]||_F, relative to the largest energy (tiny blocks included).
+    assert np.allclose(st_.energies, e, rtol=1e-12, atol=1e-12 * e.max())
+    assert brute.hub_degree(m) == r.hub_degree
+    bf = brute.structure(e, r.theta, hub=brute.hub_degree(m), code_active=st_.active, code_edges=st_.edges)
+    assert st_.active.tolist() == bf["active"]
+    assert st_.degree.tolist() == bf["degree"]
+    assert [[CODE_NAMES[int(c)] for c in row] for row in st_.codes] == bf["codes"]
+    # w_gh = sum over the shared units of e_g e_h; kappa = 0.05 max w (compared in units of the
+    # largest energy, squared, where the code's own units may underflow).
+    c2 = bf["scale"] ** 2
+    w_code = np.asarray(st_.w, dtype=np.float64)
+    if np.max(bf["w_scaled"], initial=0.0) * c2 > 1e-250:
+        assert np.allclose(w_code / c2, bf["w_scaled"], rtol=1e-12, atol=1e-12 * np.max(bf["w_scaled"], initial=0.0))
+        if m > 1:
+            assert r.kappa / c2 == pytest.approx(bf["kappa_scaled"], rel=1e-12, abs=1e-300)
+    assert st_.edges.tolist() == bf["edges"]
+    assert st_.hubs.tolist() == bf["hubs"]
+    assert [st_.exclusive(g).tolist() for g in range(m)] == bf["exclusive"]
+    for (g, h), shared in bf["shared"].items():
+        assert st_.shared(g, h).tolist() == shared
+    assert sorted(st_.edge_list()) == sorted((g, h) for g in range(m) for h in range(g + 1, m) if bf["edges"][g][h])
 
 
 def test_gap_threshold_known_answer():

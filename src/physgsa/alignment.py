@@ -16,7 +16,8 @@ Everything here is float64 numpy/scipy; nothing imports torch.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg

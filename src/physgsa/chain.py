@@ -93,6 +93,9 @@ class Factor:
         Rows = output channels, columns = input channels; float64, read-only.
     row_heads, col_heads : ndarray of int, optional
         Head (or group) index of each row / column, where the architecture has heads.
+    col_groups : ndarray of int, optional
+        Conv group of each column (input channel), where the factor is a grouped or depthwise
+        convolution: ``units="groups"`` makes them the PAM's column units (definitions section 4).
     provenance : dict
         Where the matrix came from: ``source`` ("matrix", "static" or "jacobian"), ``kind``
         ("full" = I + R, "branch" = R, or "given") and, where known, ``dtype``: the stored
@@ -104,6 +107,7 @@ class Factor:
     row_heads: np.ndarray | None = None
     col_heads: np.ndarray | None = None
     provenance: dict = field(default_factory=lambda: {"source": "matrix", "kind": "given"})
+    col_groups: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -200,9 +204,12 @@ class Chain:
 
     @classmethod
     def from_layout(cls, factors: Sequence[tuple], *, source: str = "matrices") -> "Chain":
-        """Build a chain from ``(name, array, row_heads, col_heads)`` tuples."""
+        """Build a chain from ``(name, array, row_heads, col_heads)`` tuples, or
+        ``(name, array, row_heads, col_heads, col_groups)`` where a factor is a grouped conv."""
         out = []
-        for name, arr, rh, ch in factors:
+        for item in factors:
+            name, arr, rh, ch = item[:4]
+            cg = item[4] if len(item) > 4 else None
             m = check_matrix(arr, str(name), source)
             out.append(
                 Factor(
@@ -210,6 +217,7 @@ class Chain:
                     matrix=m,
                     row_heads=_check_heads(rh, m.shape[0], str(name), "rows"),
                     col_heads=_check_heads(ch, m.shape[1], str(name), "columns"),
+                    col_groups=_check_heads(cg, m.shape[1], str(name), "columns"),
                 )
             )
         return cls.from_factors(out, source=source)

@@ -51,6 +51,8 @@ def input_sha256(chain, params: dict) -> str:
         h.update(memoryview(np.ascontiguousarray(f.matrix, dtype=np.float64)).cast("B"))
         for heads in (f.row_heads, f.col_heads):
             h.update(b"-" if heads is None else np.ascontiguousarray(heads, dtype=np.int64).tobytes())
+        if f.col_groups is not None:  # only then, so chains without conv groups keep their hashes
+            h.update(b"g" + np.ascontiguousarray(f.col_groups, dtype=np.int64).tobytes())
     h.update(json.dumps([[k.left, k.right] for k in chain.links]).encode())
     h.update(json.dumps([[b.left, b.right, b.reason] for b in chain.breaks]).encode())
     return h.hexdigest()

@@ -129,8 +129,8 @@ def certify(
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
     groups: str = typer.Option("auto", help="Row groups: auto (heads where rows have heads, else kmeans), kmeans, modes, heads, or an .npz of integer arrays keyed by interface ('a->b') or right factor name."),
     n_groups: int = typer.Option(8, help="Number of k-means groups."),
-    units: str = typer.Option("channels", help="Column units: channels or heads."),
-    threshold: str = typer.Option("gap", help="Support thresholds: gap or relative."),
+    units: str = typer.Option("channels", help="Column units: channels, heads, or groups (conv groups)."),
+    threshold: str = typer.Option("gap", help="Support thresholds: gap (the spec: midpoint of the largest drop), gap_zero (ours: a final drop to zero appended) or relative (eta * max)."),
     safety: float = typer.Option(0.9, help="A priori safety factor in (0, 1]."),
     n_perturbations: int = typer.Option(32, help="Random draws per perturbation level."),
     perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
@@ -184,7 +184,9 @@ def certify(
         typer.echo(json.dumps(v, sort_keys=True))
     elif not quiet:
         n, b = v["n_interfaces"], v["n_chain_breaks"]
-        typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}); "
+        t = v.get("n_no_channel_structure", 0)
+        trivial = f", {t} without channel structure" if t else ""
+        typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}{trivial}); "
                    f"wrote {out}/")
 
 

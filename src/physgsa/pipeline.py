@@ -78,7 +78,8 @@ CERTIFY_PARAMS = {
     "groups": Param("auto", "choice", choices=("auto", "kmeans", "modes", "heads"), extra=_check_user_groups,
                     doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups"),
     "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
-    "units": Param("channels", "choice", choices=("channels", "heads"), doc="column units"),
+    "units": Param("channels", "choice", choices=("channels", "heads", "groups"),
+                   doc="column units: channels, heads, or the conv groups of a grouped convolution"),
     "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
                        doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative"),
     "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
@@ -140,7 +141,7 @@ def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.nda
 class _PAM:
     """The PAM pair at given windows and everything fitted on A0."""
 
-    def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name):
+    def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name, col_groups=None):
         a0, a1 = tr.m_window, tr.m_full
         strategy = _groups_for(p["groups"], left_name, right_name, row_heads)
         # The source-mode incidence is needed only to group rows by modes.
@@ -148,7 +149,8 @@ class _PAM:
             strategy == "modes" else None
         g, m, gstrat = row_groups(strategy, a0, incidence=inc,
                                   heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
-        units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where)
+        units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where,
+                                      conv_groups=col_groups)
         part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
                          unit_strategy=p["units"])
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
@@ -193,7 +195,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
             f"Interface {where}: exact truncation error {tr.trunc_error:.17g} exceeds its bound "
             f"{tr.trunc_bound:.17g}. This is a bug in physgsa."
         )
-    pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
+    pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
     ref, mg, ver = pam.ref, pam.mg, pam.ver
     a0, e = tr.m_window, pam.e
     s0 = ref.structure
@@ -282,7 +284,7 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
         _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
         tr = transport(L, R, k, kp, c=c, m_full=m_full, device=p["device"])
         rng = np.random.default_rng([p["seed"], link.index])
-        pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name)
+        pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
         steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,
                       "rho_static": pam.mg.rho_static, "direct_same": not pam.diff,
                       "certified_measured": pam.ver["measured"]})

@@ -194,7 +194,15 @@ def tail_energy(sigma: np.ndarray, k: int, fro2_hat: float) -> float:
 
 
 def chart_top(rho: float, r: int) -> tuple[float, str]:
-    """Top chart: ``s_hat = phi^{-1}(rho)``."""
+    """Top chart: ``s_hat = phi^{-1}(rho)``.
+
+    A ``rho`` within rounding of its ceiling ``log r`` (``log r - rho <= 4 (r + 4) eps``, the
+    rounding of ``log(r lambda_1 / ||A_hat||_F^2)``) cannot be told from a rank-one spectrum,
+    whose exponent is infinite: it clips to ``S_MAX`` and is flagged ``steep``, like every
+    spectrum beyond the cap, instead of giving an exponent near 49 that rounding chose.
+    """
+    if r > 1 and np.log(r) - rho <= 4.0 * (r + 4) * np.finfo(np.float64).eps:
+        return orbit.S_MAX, "steep"
     return orbit.invert_phi(r, rho)
 
 
@@ -209,6 +217,8 @@ def chart_window(lam: np.ndarray, k: int) -> tuple[float | None, float | None, s
 
     Returns ``(s, R^2, flag)``; ``s = -slope`` clipped at 0. Only positive eigenvalues enter;
     with fewer than two, the chart is undefined: ``(None, None, "window_chart_undefined")``.
+    Where the window's energies are all equal to rounding (``max log lambda - min log lambda <=
+    64 r eps``), the exponent is 0 and ``R^2`` is undefined: ``(0, None, "window_equal_energies")``.
     A window whose points lie exactly on a line has ``R^2 = 1``.
     """
     kk = min(max(k, 2), lam.shape[0])
@@ -218,6 +228,10 @@ def chart_window(lam: np.ndarray, k: int) -> tuple[float | None, float | None, s
         return None, None, "window_chart_undefined"
     x = orbit.log_ranks(lam.shape[0])[:kk][keep]
     y = np.log(y[keep])
+    if float(y.max() - y.min()) <= 64.0 * lam.shape[0] * np.finfo(np.float64).eps:
+        # The window's energies are equal to rounding: the slope is 0 and R^2 measures only
+        # rounding noise (it would land anywhere in [0, 1]). Undefined, and said so.
+        return 0.0, None, "window_equal_energies"
     xc = x - x.mean()
     yc = y - y.mean()
     slope = float(xc @ yc / (xc @ xc))

@@ -190,8 +190,10 @@ def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads:
     return labels, m, "kmeans"
 
 
-def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: str) -> tuple[np.ndarray, int]:
-    """Column units: single ``channels`` (default) or ``heads`` (needs a head layout)."""
+def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: str,
+                 conv_groups: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Column units: single ``channels`` (default), ``heads`` (needs a head layout) or ``groups``
+    (the conv groups of a grouped or depthwise convolution's input channels)."""
     if strategy == "heads":
         if heads is None:
             raise InvalidParameterError(
@@ -199,6 +201,13 @@ def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: s
                 "Use units='channels' or give the layout."
             )
         return _compact(heads)
+    if strategy == "groups":
+        if conv_groups is None:
+            raise InvalidParameterError(
+                f"units='groups' needs conv groups on the columns of interface {where}, and its left factor is "
+                "not a grouped convolution. Use units='channels' or give the groups (Factor.col_groups)."
+            )
+        return _compact(conv_groups)
     return np.arange(cols, dtype=np.int64), cols
 
 

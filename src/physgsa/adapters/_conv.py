@@ -19,12 +19,32 @@ import numpy as np
 
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["conv_dc", "conv_at_frequency", "realify", "bn_scale", "conv_matrix"]
+__all__ = ["conv_dc", "conv_at_frequency", "realify", "bn_scale", "conv_matrix", "grouped_channel_matrix"]
 
 
 def conv_dc(w: np.ndarray) -> np.ndarray:
     """``sum_{h,w} W[:, :, h, w]``: the channel matrix at zero frequency (rows = outputs)."""
     return w.sum(axis=(2, 3)) if w.ndim == 4 else w
+
+
+def grouped_channel_matrix(blocks: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The block-diagonal channel matrix of a grouped convolution, and the group of each input.
+
+    ``blocks`` is a channel matrix per output row over its group's inputs, ``(out, in / groups)``
+    (e.g. :func:`conv_dc` of a kernel ``(out, in / groups, kh, kw)``). Output ``o`` belongs to
+    group ``o // (out / groups)`` and reads only that group's inputs, so the full ``out x in``
+    matrix is block-diagonal (diagonal for a depthwise conv, ``groups = in = out``). The input
+    groups are the conv's natural column units (``units="groups"``).
+    """
+    out, per = blocks.shape
+    if groups < 1 or out % groups:
+        raise ValueError(f"{out} output channels do not split into {groups} conv groups")
+    n_in = per * groups
+    per_out = out // groups
+    full = np.zeros((out, n_in), dtype=np.result_type(blocks, np.float64))
+    for g in range(groups):
+        full[g * per_out:(g + 1) * per_out, g * per:(g + 1) * per] = blocks[g * per_out:(g + 1) * per_out]
+    return full, np.arange(n_in, dtype=np.int64) // per
 
 
 def conv_at_frequency(w: np.ndarray, u: int, v: int, n: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from .chain import check_matrix
 
 __all__ = [
     "DEFAULT_EPSS",
-    "DEFAULT_KS",
+    "default_ks",
     "HeadOverlaps",
     "commutator",
     "head_overlaps",
@@ -39,8 +39,10 @@ __all__ = [
 DEFAULT_EPSS: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
 
 
-def DEFAULT_KS(r: int) -> list[int]:
+def default_ks(r: int) -> list[int]:
     """Default rank grid of the intersection dimension: ``1, 2, 4, ...`` below ``r``, then ``r``.
+
+    definitions.md section 8 (the grid of ``k``; ours).
 
     Parameters
     ----------
@@ -54,7 +56,7 @@ def DEFAULT_KS(r: int) -> list[int]:
         ``r = 1`` and ``[1, 2, 4, 8]`` for ``r = 8``).
     """
     if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
-        raise InvalidParameterError(f"DEFAULT_KS needs an int r >= 1. Got {r!r} instead.")
+        raise InvalidParameterError(f"default_ks needs an int r >= 1. Got {r!r} instead.")
     ks, k = [], 1
     while k < r:
         ks.append(k)
@@ -163,7 +165,7 @@ def intersection_dimensions(u_left, vt_right, *, ks: Sequence[int] | None = None
         ``V'^T`` of ``A_{l+1} = U' S' V'^T``, rows orthonormal and sorted likewise.
     ks : sequence of int, optional
         Ranks to evaluate; each ``k > min(r_l, r')`` is skipped. Default
-        ``DEFAULT_KS(min(r_l, r'))``.
+        ``default_ks(min(r_l, r'))``.
     epss : sequence of float, optional
         Tolerances ``eps >= 0``. Default :data:`DEFAULT_EPSS`.
 
@@ -183,7 +185,7 @@ def intersection_dimensions(u_left, vt_right, *, ks: Sequence[int] | None = None
         )
     rmax = min(u.shape[1], vt.shape[0])
     if ks is None:
-        ks = DEFAULT_KS(rmax)
+        ks = default_ks(rmax)
     if epss is None:
         epss = DEFAULT_EPSS
     ks = list(ks)

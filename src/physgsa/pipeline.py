@@ -36,6 +36,7 @@ from .structure import (
     structure_of,
     THRESHOLD_RULES,
 )
+from .alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
 from .transport import rigidity, transport
 
 __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
@@ -231,6 +232,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
     heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"])
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
+    alignment = _alignment(L, R, fl, fr, tr.k_left, tr.k_right)
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
@@ -243,7 +245,37 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         "no_structure": no_channel_structure(s0, decomp, pam.negligible),
         "modes_basis_dependent": ref.partition.group_strategy == "modes" and repeated_in_window(L.sigma, tr.k_left),
         "window_search": search,
+        "alignment": alignment,
     }
+
+
+#: The tolerance of the intersection dimension reported as a column (the whole grid is in the certificate).
+INTERSECTION_EPS = 1e-2
+
+
+def _alignment(L, R, fl, fr, k_left: int, k_right: int) -> dict:
+    """Section 8's weight-space diagnostics of one interface (beyond the two papers).
+
+    The intersection dimension of ``span(U_l[:, :k])`` and ``span(V'[:, :k])`` over the grid
+    ``k = 1, 2, 4, ..., min(r_l, r')`` plus the smaller window ``min(k, k')``, at every eps of
+    ``DEFAULT_EPSS``; the commutator of ``A_hat_l A_hat_l^T`` and ``A_hat_{l+1}^T A_hat_{l+1}``;
+    and, where the left factor's columns and the right factor's rows carry heads, the head
+    subspace overlap table (rows: reading heads of ``l+1``, columns: writing heads of ``l``).
+    """
+    r = min(L.sigma.shape[0], R.sigma.shape[0])
+    k_win = min(k_left, k_right, r)
+    ks = sorted(set(default_ks(r)) | {k_win})
+    dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
+    at_window = int(dims[ks.index(k_win), DEFAULT_EPSS.index(INTERSECTION_EPS)])
+    out = {"commutator": commutator(L.a_hat, R.a_hat),
+           "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
+                            "k_window": k_win, "eps": INTERSECTION_EPS, "at_window": at_window},
+           "heads": None}
+    if fl.col_heads is not None and fr.row_heads is not None:
+        ho = head_overlaps(L.a_hat, fl.col_heads, R.a_hat, fr.row_heads)
+        out["heads"] = {"table": ho.table, "ranks_in": ho.ranks_left, "ranks_out": ho.ranks_right,
+                        "heads_in": list(ho.heads_left), "heads_out": list(ho.heads_right)}
+    return out
 
 
 def no_channel_structure(s0, decomp: dict, negligible: bool) -> list[str]:

@@ -27,7 +27,8 @@ _FACTOR_COLS = ("name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window"
                 "k", "window_gap", "tau", "tau_gc", "numerical_rank", "flags")
 _INTERFACE_COLS = ("interface", "k_left", "k_right", "slack", "trunc_error", "eps_trunc", "rho_static", "binding",
                    "certified_a_priori", "certified_measured", "direct_same", "energy_core", "energy_overlap",
-                   "energy_noise", "n_groups", "n_edges", "n_hubs", "member", "failed_items")
+                   "energy_noise", "n_groups", "n_edges", "n_hubs", "commutator", "intersection_dim", "member",
+                   "failed_items", "flags")
 
 
 def _fmt(v) -> str:
@@ -52,6 +53,16 @@ def _table(df, cols) -> dict:
     return {"cols": cols, "rows": [[_fmt(v) for v in row] for row in df[cols].itertuples(index=False)]}
 
 
+def _head_grid(df) -> dict | None:
+    """The head overlap table of one interface as a grid (rows: reading heads, columns: writing heads)."""
+    if not len(df):
+        return None
+    outs = sorted(set(df["head_out"].tolist()))
+    ins = sorted(set(df["head_in"].tolist()))
+    val = {(o, i): v for o, i, v in zip(df["head_out"], df["head_in"], df["overlap"])}
+    return {"ins": ins, "rows": [(o, [(val[(o, i)], f"{val[(o, i)]:.2f}") for i in ins]) for o in outs]}
+
+
 def _compact(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)[:400]
 
@@ -74,9 +85,11 @@ def render_report(result) -> str:
         i, name = key.split("/", 1)
         heats.setdefault(i, {})[name] = value
     interfaces = []
+    heads = result.heads
     for i, det in enumerate(cert["interfaces"]):
         heat = heats.get(str(i))
-        interfaces.append({"detail": det, "figure": interface_figure(heat, det) if heat else None})
+        interfaces.append({"detail": det, "figure": interface_figure(heat, det) if heat else None,
+                           "heads": _head_grid(heads[heads["interface"] == det["interface"]])})
     profiles = svg_uri(profiles_figure(result.factors)) if len(result.factors) else None
     return template.render(
         cert=cert, verdict=cert["verdict"], factors=_table(result.factors, _FACTOR_COLS),

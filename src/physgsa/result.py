@@ -29,7 +29,8 @@ from ._validation import OutputDirectoryError
 
 __all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES"]
 
-OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "certificate.json", "heatmaps.npz")
+OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
+                "heatmaps.npz")
 
 
 def _versions() -> dict:
@@ -124,6 +125,8 @@ def _interface_row(it) -> dict:
         "energy_noise": frac["noise"], "n_groups": ref.partition.n_groups,
         "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
         "adversarial_norm": it["adversarial"]["smallest_change_norm"],
+        "commutator": it["alignment"]["commutator"],
+        "intersection_dim": it["alignment"]["intersection"]["at_window"],
         "member": all(x["passed"] for x in it["items"]),
         "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
         "flags": ";".join([f for f, on in (("product_zero", rig.sigma1_product == 0),
@@ -141,6 +144,7 @@ def _interface_table(records) -> pd.DataFrame:
             "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
             "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
             "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
+            "commutator", "intersection_dim",
             "member", "failed_items", "flags"]
     df = pd.DataFrame(out, columns=cols)
     for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
@@ -171,6 +175,33 @@ def _row_table(records) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+_HEAD_COLUMNS = ["interface", "head_out", "head_in", "rank_out", "rank_in", "overlap"]
+
+
+def _head_table(records) -> pd.DataFrame:
+    """One row per (reading head of ``l+1``, writing head of ``l``) pair of each interface that has heads."""
+    parts = []
+    for rec in records:
+        heads = rec["detail"]["alignment"]["heads"]
+        table = rec["arrays"]["heads/table"]
+        if heads is None or table.size == 0:
+            continue
+        n_out, n_in = table.shape
+        parts.append(pd.DataFrame({
+            "interface": [rec["name"]] * (n_out * n_in),
+            "head_out": np.repeat(np.asarray(heads["heads_out"], dtype=np.int64), n_in),
+            "head_in": np.tile(np.asarray(heads["heads_in"], dtype=np.int64), n_out),
+            "rank_out": np.repeat(np.asarray(heads["ranks_out"], dtype=np.int64), n_in),
+            "rank_in": np.tile(np.asarray(heads["ranks_in"], dtype=np.int64), n_out),
+            "overlap": table.reshape(-1),
+        }))
+    if not parts:
+        return pd.DataFrame({"interface": pd.Series([], dtype=str), "head_out": pd.Series([], dtype=np.int64),
+                             "head_in": pd.Series([], dtype=np.int64), "rank_out": pd.Series([], dtype=np.int64),
+                             "rank_in": pd.Series([], dtype=np.int64), "overlap": pd.Series([], dtype=np.float64)})
+    return pd.concat(parts, ignore_index=True)[_HEAD_COLUMNS]
+
+
 def _interface_detail(it) -> dict:
     tr, rig, mg, ref = it["transport"], it["rigidity"], it["margins"], it["reference"]
     st = ref.structure
@@ -198,6 +229,12 @@ def _interface_detail(it) -> dict:
         },
         "decomposition": it["decomposition"],
         "no_channel_structure": it["no_structure"],
+        "alignment": {
+            "commutator": it["alignment"]["commutator"],
+            "intersection": it["alignment"]["intersection"],
+            "heads": None if it["alignment"]["heads"] is None else
+            {k: v for k, v in it["alignment"]["heads"].items() if k != "table"},
+        },
         "flags": _interface_row(it)["flags"].split(";") if _interface_row(it)["flags"] else [],
         "margins": {"gamma": mg.gamma, "gamma_g": mg.gamma_g, "nu_g": mg.nu_g, "noise_margin": mg.noise_margin,
                     "pairs": list(mg.pairs), "mu_min": mg.mu_min, "rho_static": mg.rho_static,
@@ -232,6 +269,7 @@ class Result:
     rows: pd.DataFrame
     certificate: dict
     heatmaps: dict = dataclasses.field(default_factory=dict)
+    heads: pd.DataFrame = dataclasses.field(default_factory=lambda: _head_table([]))
 
     @property
     def verdict(self) -> dict:
@@ -266,7 +304,8 @@ class Result:
         except OSError as exc:
             raise OutputDirectoryError(f"Cannot create output directory '{out}': {exc.strerror}.") from None
         try:
-            for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows)):
+            for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
+                             ("heads", self.heads)):
                 df.to_parquet(tmp / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
             text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
             (tmp / "certificate.json").write_text(text + "\n", encoding="utf-8")
@@ -311,6 +350,8 @@ def interface_record(it) -> dict:
     arrays = {f"icm/{k}": np.asarray(icm[k]) for k in _ICM_COLUMNS}
     arrays["icm/label"] = arrays["icm/label"].astype(str)
     arrays.update({f"heatmaps/{k}": np.asarray(v) for k, v in it["heatmaps"].items()})
+    heads = it["alignment"]["heads"]
+    arrays["heads/table"] = np.zeros((0, 0)) if heads is None else np.asarray(heads["table"], dtype=np.float64)
     margin = {"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
               "no_channel_structure": bool(it["no_structure"]),
               "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
@@ -338,7 +379,8 @@ def build_result(chain, factor_records, interface_records, params: dict, verdict
     heat = {f"{rec['index']}/{k.split('/', 1)[1]}": v for rec in interface_records
             for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
     return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
-                  rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat)
+                  rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat,
+                  heads=_head_table(interface_records))
 
 
 def load_result(directory) -> Result:
@@ -358,6 +400,7 @@ def load_result(directory) -> Result:
             factors=pd.read_parquet(d / "factors.parquet"),
             interfaces=pd.read_parquet(d / "interfaces.parquet"),
             rows=pd.read_parquet(d / "rows.parquet"),
+            heads=pd.read_parquet(d / "heads.parquet"),
             certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
             heatmaps=heat,
         )

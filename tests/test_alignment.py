@@ -404,3 +404,45 @@ def test_head_overlaps_symmetric(prob):
     self_tab = head_overlaps(a, cols, a.T, cols).table
     for j, k in enumerate(res.ranks_left):
         assert self_tab[j, j] == pytest.approx(1.0 if k else 0.0, abs=1e-12)
+
+
+# ----- the diagnostics as certify reports them ----------------------------------------------------
+
+
+def test_certify_reports_section8_diagnostics_computed_independently(tmp_path):
+    import physgsa
+
+    rng = np.random.default_rng(11)
+    d, n_heads, dh = 8, 2, 4
+    heads = np.arange(n_heads * dh) // dh
+    w_o = rng.standard_normal((d, n_heads * dh))
+    w_v = rng.standard_normal((n_heads * dh, d))
+    chain = physgsa.Chain.from_layout([("O0", w_o, None, heads), ("V1", w_v, heads, None)])
+    res = physgsa.certify(chain)
+    row = res.interfaces.iloc[0]
+    # Commutator from the raw factors, with plain numpy (no scaling needed at this size).
+    p_ = w_o @ w_o.T
+    q_ = w_v.T @ w_v
+    expected = np.linalg.norm(p_ @ q_ - q_ @ p_) / (np.linalg.norm(p_) * np.linalg.norm(q_))
+    assert row["commutator"] == pytest.approx(expected, rel=1e-12)
+    # Intersection dimension at k = min(k, k'), eps = 0.01, from scipy's principal angles.
+    k = min(int(row["k_left"]), int(row["k_right"]))
+    u = np.linalg.svd(w_o)[0][:, :k]
+    v = np.linalg.svd(w_v)[2].T[:, :k]
+    cos = np.cos(scipy.linalg.subspace_angles(u, v))
+    assert row["intersection_dim"] == int(np.sum(cos >= 1 - 1e-2))
+    # Head overlaps from orthonormal bases of each head's block (scipy.linalg.orth).
+    table = res.heads.pivot(index="head_out", columns="head_in", values="overlap").to_numpy()
+    for ho in range(n_heads):
+        qb = scipy.linalg.orth(w_v[heads == ho].T)
+        for hi in range(n_heads):
+            pb = scipy.linalg.orth(w_o[:, heads == hi])
+            want = np.linalg.norm(qb.T @ pb) ** 2 / min(qb.shape[1], pb.shape[1])
+            assert table[ho, hi] == pytest.approx(want, rel=1e-10)
+    # Saved and read back: the heads table survives.
+    res.save(tmp_path / "out")
+    back = physgsa.result.load_result(tmp_path / "out")
+    assert back.heads.equals(res.heads)
+    # A chain without heads has an empty head table, and the columns are still there.
+    plain = physgsa.certify(physgsa.Chain.from_arrays([("a", w_o), ("b", w_v)]))
+    assert len(plain.heads) == 0 and "commutator" in plain.interfaces.columns

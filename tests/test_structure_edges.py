@@ -272,3 +272,17 @@ def test_group_unit_energies_match_brute_force():
     tiny = a * np.ldexp(1.0, -560)
     np.testing.assert_allclose(S.unit_energies(tiny, part) / np.ldexp(1.0, -560),
                                _brute_energies(a, groups, units), rtol=1e-14)
+
+
+def test_report_says_in_words_that_an_interface_has_no_structure():
+    from physgsa.report import render_report
+
+    res = physgsa.certify(_chain(("l", np.eye(3)), ("r", np.ones((4, 3)))), groups={"l->r": np.array([0, 0, 1, 1])})
+    html = render_report(res)
+    assert "This interface shows no channel structure" in html and "the core energy is 0" in html
+    assert "1 of 1 interfaces show no channel structure" in html
+    planted = np.zeros((4, 4))
+    planted[:2, :2] = [[1.0, 0.9], [0.8, 1.0]]
+    planted[2:, 2:] = [[1.0, 0.7], [0.9, 1.0]]
+    ok = physgsa.certify(_chain(("l", np.eye(4)), ("r", planted)), groups={"l->r": np.array([0, 0, 1, 1])})
+    assert "shows no channel structure" not in render_report(ok)

@@ -109,6 +109,15 @@ def _svdvals(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- principal angles
 
 
+def _same_space(d_left: int, _unit: str, d_right: int, right: str, right_unit: str) -> None:
+    """Both bases must live in the interface space ``R^d`` (``n_{l+1} = m_l``)."""
+    if d_left != d_right:
+        raise InvalidFactorError(
+            f"u_left has {d_left} rows and {right} {d_right} {right_unit}: both must live in the same "
+            "interface space R^d (n_{l+1} = m_l)."
+        )
+
+
 def principal_cosines(u_left, v_right) -> np.ndarray:
     r"""Cosines of the principal angles between two subspaces of :math:`\mathbb{R}^d`.
 
@@ -134,11 +143,7 @@ def principal_cosines(u_left, v_right) -> np.ndarray:
     """
     u = _basis(u_left, "u_left")
     v = _basis(v_right, "v_right")
-    if u.shape[0] != v.shape[0]:
-        raise InvalidFactorError(
-            f"u_left has {u.shape[0]} rows and v_right has {v.shape[0]}: both must be bases of the "
-            "same interface space R^d."
-        )
+    _same_space(u.shape[0], "rows", v.shape[0], "v_right has", "rows")
     return np.clip(_svdvals(v.T @ u), 0.0, 1.0)
 
 
@@ -178,11 +183,7 @@ def intersection_dimensions(u_left, vt_right, *, ks: Sequence[int] | None = None
     """
     u = _basis(u_left, "u_left")
     vt = _basis(vt_right, "vt_right")
-    if u.shape[0] != vt.shape[1]:
-        raise InvalidFactorError(
-            f"u_left has {u.shape[0]} rows and vt_right has {vt.shape[1]} columns: both must live in "
-            "the same interface space R^d (n_{l+1} = m_l)."
-        )
+    _same_space(u.shape[0], "rows", vt.shape[1], "vt_right has", "columns")
     rmax = min(u.shape[1], vt.shape[0])
     if ks is None:
         ks = default_ks(rmax)

@@ -5,7 +5,7 @@ Implements "Geometric and Spectral Alignment for Deep Neural Network I and II"
 minus the model adapters) is pure numpy/scipy on float64 arrays and imports without torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from ._validation import (  # noqa: E402
     CertificateBugError,

@@ -161,8 +161,9 @@ def _changed_blocks(e: np.ndarray, ref) -> np.ndarray:
     st = ref.structure
     active = e >= ref.theta[None, :, None]
     moved = np.any(active != st.active[None], axis=(1, 2))
-    ea = np.where(st.active[None], e, 0.0) / ref.scale
-    w = np.einsum("dgu,dhu->dgh", ea, ea)
+    with np.errstate(over="ignore"):  # as in structure.pair_weights: an overflow still decides the edge
+        ea = np.where(st.active[None], e, 0.0) / ref.scale
+        w = np.einsum("dgu,dhu->dgh", ea, ea)
     edges = (w >= ref.kappa_scaled) & (w > 0)
     n = e.shape[1]
     edges[:, np.arange(n), np.arange(n)] = False

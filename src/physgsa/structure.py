@@ -340,8 +340,17 @@ class Reference:
 
 def pair_weights(e: np.ndarray, active: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """``w_gh / scale^2 = sum_{u in S_g ∩ S_h} (e_g(u) / scale) (e_h(u) / scale)`` (diagonal zeroed)."""
-    ea = np.where(active, e, 0.0) / scale
+    ea = np.where(active, e, 0.0)
+    c = pow2_scale(float(ea.max())) if ea.size else 1.0
+    ea = ea / c
     w = ea @ ea.T
+    if c != scale:
+        # Back to units of scale^2. A perturbed matrix far above the reference (energies beyond
+        # ~2^511 scale) overflows to inf here, which still decides its edges (inf >= kappa);
+        # zero weights stay exactly zero.
+        with np.errstate(over="ignore", under="ignore"):
+            ratio = np.float64(c) / np.float64(scale)
+            w = np.where(w > 0, w * (ratio * ratio), 0.0)
     np.fill_diagonal(w, 0.0)
     return w
 

@@ -95,13 +95,15 @@ def factor_record(factor, s) -> dict:
         "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
         "numerical_rank": s.numerical_rank, "source": factor.provenance.get("source", ""),
         "kind": factor.provenance.get("kind", ""), "source_dtype": dtype_name(factor.provenance.get("dtype", "")),
+        # Jacobian factors: the token reduction and the share of the sublayer Jacobian's energy it keeps.
+        "tokens": factor.provenance.get("tokens", ""), "energy_kept": factor.provenance.get("energy_kept"),
         "flags": ";".join(s.flags),
     })
 
 
 def _factor_table(records) -> pd.DataFrame:
     df = pd.DataFrame(records)
-    for col in ("s_window", "window_r2", "hellinger_window"):
+    for col in ("s_window", "window_r2", "hellinger_window", "energy_kept"):
         df[col] = _nullable(df[col].tolist())
     return df
 

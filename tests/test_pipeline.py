@@ -181,7 +181,7 @@ def test_save_refuses_foreign_directory_and_keeps_it(tmp_path):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "notes.txt").write_text("keep me")
-    with pytest.raises(physgsa.OutputDirectoryError, match="holds no physgsa results"):
+    with pytest.raises(physgsa.OutputDirectoryError, match=r"holds files physgsa did not write \(notes.txt\)"):
         certify(physgsa.example_chain(n_factors=2, width=8)).save(d)
     assert (d / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
@@ -282,7 +282,7 @@ def test_dask_local_cluster_gives_results_identical_to_a_serial_run():
 
 
 def test_unreachable_dask_scheduler_is_a_clear_error():
-    with pytest.raises(physgsa.InvalidParameterError, match="Cannot reach the Dask scheduler"):
+    with pytest.raises(physgsa.InvalidParameterError, match="Cannot reach a Dask scheduler at --scheduler"):
         certify(physgsa.example_chain(n_factors=2, width=8), scheduler="tcp://127.0.0.1:9")
 
 

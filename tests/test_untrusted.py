@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import physgsa
+import physgsa.checkpoint
 from physgsa import ChainFileError
 from physgsa.adapters import ModelSourceError
 
@@ -51,7 +52,7 @@ def test_names_from_files_never_become_paths(tmp_path):
     r = subprocess.run([sys.executable, "-m", "physgsa", "certify", str(path), "--out", str(out), "--quiet",
                         "--n-perturbations", "4"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(physgsa.result.OUTPUT_FILES + ("report.html",))
+    assert sorted(p.name for p in out.iterdir()) == sorted(physgsa.checkpoint.OWN_FILES)
     after = set(tmp_path.parent.rglob("*"))
     new = {p for p in after - before if out not in p.parents and p != out}
     assert new == set(), new  # nothing written anywhere but inside --out

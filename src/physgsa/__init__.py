@@ -10,6 +10,7 @@ __version__ = "0.2.0"
 from ._validation import (  # noqa: E402
     CertificateBugError,
     ChainFileError,
+    EnvironmentFailure,
     InvalidFactorError,
     InvalidParameterError,
     OutputDirectoryError,
@@ -42,4 +43,5 @@ __all__ = [
     "OutputDirectoryError",
     "ResourceLimitError",
     "CertificateBugError",
+    "EnvironmentFailure",
 ]

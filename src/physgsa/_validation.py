@@ -20,6 +20,7 @@ __all__ = [
     "OutputDirectoryError",
     "ResourceLimitError",
     "CertificateBugError",
+    "EnvironmentFailure",
     "Param",
     "check_params",
 ]
@@ -54,6 +55,12 @@ class CertificateBugError(RuntimeError):
 
     Raised loudly (definitions section 5: "certified but not equal is a bug").
     """
+
+
+class EnvironmentFailure(RuntimeError):
+    """The machine failed a run midway (disk full, file-size limit, a worker process killed, every
+    Dask worker lost): not bad input and not a bug. The records written so far are kept, so the
+    same command resumes the run once the cause is gone."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from .icm import LABELS, icm_rows
 from .linalg import check_device, matmul
 from .protocol import interface_items, model_verdict
 from .checkpoint import RunStore, input_sha256
-from .resources import check_memory, default_limit, interface_bytes, parse_memory
-from .result import Result, build_result, factor_record, interface_record
+from .executors import executor, run_tasks
+from .resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
+from .result import (FACTOR_KEYS, INTERFACE_COLUMNS, Result, _environment as _environment_on_write, build_result,
+                     factor_record, interface_record)
 from .spectra import CHARTS, Spectrum, compute_spectrum, dominant_window
 from .structure import (
     Partition,
@@ -324,110 +326,74 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
     return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
 
 
-class _Serial:
-    """The executor protocol for ``workers=1``: tasks run here, in order."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _Dask:
-    """A Dask distributed client as an executor: an existing scheduler, or a LocalCluster it starts."""
-
-    def __init__(self, scheduler: str | None, local: int):
-        self.scheduler, self.local = scheduler, local
-
-    def __enter__(self):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise InvalidParameterError(
-                "The Dask backend needs dask.distributed: pip install 'physgsa[dask]'."
-            ) from None
-        if self.scheduler:
-            try:
-                self.client = Client(self.scheduler, timeout="10s")
-            except (OSError, TimeoutError) as exc:
-                raise InvalidParameterError(
-                    f"Cannot reach the Dask scheduler at {self.scheduler!r} ({exc}). Check the address."
-                ) from None
-            self.cluster = None
-        else:
-            self.cluster = LocalCluster(n_workers=self.local, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
-            self.client = Client(self.cluster)
-        return self
-
-    def __exit__(self, *exc):
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        return False
-
-    def submit(self, fn, *args, **kw):
-        return self.client.submit(fn, *args, pure=False, **kw)
-
-    @staticmethod
-    def as_completed(futures):
-        from distributed import as_completed
-
-        return as_completed(list(futures))
-
-
-def _executor(p: dict):
-    if p["scheduler"] or p["dask_local"]:
-        return _Dask(p["scheduler"], p["dask_local"])
-    if p["workers"] == 1:
-        return _Serial()
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=p["workers"])
-
-
-def _run(pool, fn, job, todo, names, stage, report, *, done, after=None, start=0):
-    """Run ``fn(*args, **kw)`` for ``(args, kw) = job(i)``, ``i`` in ``todo``, serially or on the pool.
-
-    Every task is deterministic on its own (seeded by the interface index, never by order),
-    so the results are the same whichever process computes them. ``done(i, result)`` is called
-    in this process as each task finishes (in any order on a pool), so its record can be kept
-    at once. Serially, each job's arguments are made just before it runs and ``after(i)`` is
-    called once it is done, so the caller can release what no later job needs. Progress counts
-    from ``start`` (work finished by an earlier, interrupted run).
-    """
-    total = start + len(todo)
-    if pool is None:
-        for n_done, i in enumerate(todo, start=start + 1):
-            args, kw = job(i)
-            out = fn(*args, **kw)
-            del args, kw
-            done(i, out)
-            del out
-            report(stage, n_done, total, names[i])
-            if after is not None:
-                after(i)
-        return
-    from concurrent.futures import as_completed
-
-    completed = getattr(pool, "as_completed", as_completed)
-    futures = {}
-    for i in todo:
-        args, kw = job(i)
-        futures[pool.submit(fn, *args, **kw)] = i
-    for n_done, fut in enumerate(completed(futures), start=start + 1):
-        i = futures[fut]
-        done(i, fut.result())
-        report(stage, n_done, total, names[i])
-
-
 def _release(s: Spectrum) -> Spectrum:
     """A spectrum without its matrices (``A_hat``, ``U``, ``V^T``), once no interface needs them."""
     return dataclasses.replace(s, a_hat=_EMPTY, u=_EMPTY, vt=_EMPTY)
 
 
-def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, **params) -> Result:
+def _check_memory_up_front(chain: Chain, limit: int) -> None:
+    """Every decomposition's and every interface's memory estimate, before any work is done."""
+    for f in chain.factors:
+        m, n = f.shape
+        check_memory(svd_bytes(m, n), limit, f"Factor {f.name!r} ({m} x {n}): its decomposition")
+    for k in chain.links:
+        fl, fr = chain.factors[k.left], chain.factors[k.right]
+        check_memory(interface_bytes(fr.shape[0], fl.shape[1]), limit,
+                     f"Interface {k.name(chain)!r} ({fr.shape[0]} x {fl.shape[1]} products)")
+
+
+def _compute(chain: Chain, p: dict, kw: dict, pool, store, report) -> tuple[list, list]:
+    """The factor and interface records of a run: verified ones from ``store``, the rest computed."""
+    fs, links = chain.factors, chain.links
+    f_records = [store.factor(i, FACTOR_KEYS) if store else None for i in range(len(fs))]
+    i_records = [store.interface(i, INTERFACE_COLUMNS) if store else None for i in range(len(links))]
+    todo_if = [i for i, rec in enumerate(i_records) if rec is None]
+    # A factor is decomposed if its record is missing or an unfinished interface needs its frames.
+    needed = {f for i in todo_if for f in (links[i].left, links[i].right)}
+    todo_f = [i for i in range(len(fs)) if f_records[i] is None or i in needed]
+    spectra = {}
+    if store is not None and len(todo_if) < len(links):
+        report("resume", len(links) - len(todo_if), len(links), "interfaces already done in an interrupted run")
+    if store is not None and store.discarded:
+        report("resume", store.discarded, store.discarded, "damaged or foreign records discarded (recomputed)")
+
+    def factor_done(i, s):
+        spectra[i] = s
+        if f_records[i] is None:
+            f_records[i] = factor_record(fs[i], s)
+            if store:
+                with _environment_on_write(store.out):
+                    store.save_factor(i, f_records[i])
+
+    def interface_done(i, it):
+        i_records[i] = interface_record(it)
+        if store:
+            with _environment_on_write(store.out):
+                store.save_interface(i, i_records[i])
+
+    run_tasks(pool, compute_spectrum, lambda i: ((fs[i],), kw), todo_f, [f.name for f in fs], "spectra", report,
+              done=factor_done, start=len(fs) - len(todo_f))
+    last = {}
+    for i in todo_if:
+        k = links[i]
+        last[k.left] = last[k.right] = i
+
+    def job(i):
+        k = links[i]
+        return (k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}
+
+    def after(i):
+        for f in (links[i].left, links[i].right):
+            if last[f] == i:
+                spectra[f] = _release(spectra[f])
+
+    run_tasks(pool, _interface, job, todo_if, [k.name(chain) for k in links], "interfaces", report,
+              done=interface_done, after=after, start=len(links) - len(todo_if))
+    return f_records, i_records
+
+
+def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, keep_others: bool = False,
+            wait: bool = False, **params) -> Result:
     """Spectra, transport, PAM structure and the static certificate of every interface.
 
     Parameters
@@ -455,6 +421,11 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
     overwrite : bool
         With ``checkpoint``: discard records or results of a different run there instead of
         refusing.
+    keep_others : bool
+        With ``checkpoint``: write beside files physgsa did not write instead of refusing
+        (they are never touched).
+    wait : bool
+        With ``checkpoint``: wait for another run holding the directory instead of refusing.
 
     Returns
     -------
@@ -472,49 +443,21 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"],
               max_memory=p["max_memory"])
     fs, links = chain.factors, chain.links
+    # Everything that can be refused is refused before anything is written: every memory
+    # estimate (from the shapes alone), then the scheduler, then the output directory.
+    _check_memory_up_front(chain, p["max_memory"])
     sha = input_sha256(chain, p)  # recorded in certificate.json: which input this certifies
-    store = RunStore(checkpoint, sha, p, overwrite=overwrite) if checkpoint is not None else None
-    f_records = [store.factor(i) if store else None for i in range(len(fs))]
-    i_records = [store.interface(i) if store else None for i in range(len(links))]
-    todo_if = [i for i, rec in enumerate(i_records) if rec is None]
-    # A factor is decomposed if its record is missing or an unfinished interface needs its frames.
-    needed = {f for i in todo_if for f in (links[i].left, links[i].right)}
-    todo_f = [i for i in range(len(fs)) if f_records[i] is None or i in needed]
-    spectra = {}
-    if store is not None and len(todo_if) < len(links):
-        report("resume", len(links) - len(todo_if), len(links), "interfaces already done in an interrupted run")
-
-    def factor_done(i, s):
-        spectra[i] = s
-        if f_records[i] is None:
-            f_records[i] = factor_record(fs[i], s)
-            if store:
-                store.save_factor(i, f_records[i])
-
-    def interface_done(i, it):
-        i_records[i] = interface_record(it)
-        if store:
-            store.save_interface(i, i_records[i])
-
-    with _executor(p) as pool:
-        _run(pool, compute_spectrum, lambda i: ((fs[i],), kw), todo_f, [f.name for f in fs], "spectra", report,
-             done=factor_done, start=len(fs) - len(todo_f))
-        last = {}
-        for i in todo_if:
-            k = links[i]
-            last[k.left] = last[k.right] = i
-
-        def job(i):
-            k = links[i]
-            return (k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}
-
-        def after(i):
-            for f in (links[i].left, links[i].right):
-                if last[f] == i:
-                    spectra[f] = _release(spectra[f])
-
-        _run(pool, _interface, job, todo_if, [k.name(chain) for k in links], "interfaces", report,
-             done=interface_done, after=after, start=len(links) - len(todo_if))
+    with executor(p) as pool:
+        store = None
+        if checkpoint is not None:
+            store = RunStore(checkpoint, sha, p, factor_names=[f.name for f in fs],
+                             interface_names=[k.name(chain) for k in links], overwrite=overwrite,
+                             keep_others=keep_others, wait=wait)
+        try:
+            f_records, i_records = _compute(chain, p, kw, pool, store, report)
+        finally:
+            if store is not None:
+                store.release()
     verdict = model_verdict([rec["name"] for rec in i_records], [rec["items"] for rec in i_records],
                             len(chain.breaks), [rec["margin"] for rec in i_records])
     return build_result(chain, f_records, i_records, p, verdict, input_sha256=sha)

@@ -92,7 +92,7 @@ def render_report(result) -> str:
                            "heads": _head_grid(heads[heads["interface"] == det["interface"]])})
     profiles = svg_uri(profiles_figure(result.factors)) if len(result.factors) else None
     return template.render(
-        cert=cert, verdict=cert["verdict"], factors=_table(result.factors, _FACTOR_COLS),
+        cert=cert, provenance=getattr(result, "provenance", None) or {}, verdict=cert["verdict"], factors=_table(result.factors, _FACTOR_COLS),
         interfaces_table=_table(result.interfaces, _INTERFACE_COLS), interfaces=interfaces, profiles=profiles,
         params=sorted(cert["parameters"].items()), versions=sorted(cert["versions"].items()),
     )

@@ -11,6 +11,8 @@ bytes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._validation import OutputDirectoryError
+from ._validation import EnvironmentFailure, OutputDirectoryError
 
 __all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES"]
 
@@ -139,19 +141,30 @@ def _interface_row(it) -> dict:
     }
 
 
+#: The keys of a factor record, in table order (a stored record with any other keys is recomputed).
+FACTOR_KEYS = ("name", "rows", "cols", "r", "fro_norm", "rho", "s_top", "s_mle", "s_window", "window_r2", "chart",
+               "s_hat", "hellinger", "kl", "hellinger_top", "hellinger_mle", "hellinger_window", "fisher", "k_q", "k",
+               "window_gap", "tau", "tau_gc", "tail_error", "numerical_rank", "source", "kind", "source_dtype",
+               "tokens", "energy_kept", "flags")
+
+
 def _interface_table(records) -> pd.DataFrame:
     out = [r["row"] for r in records]
-    cols = ["interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
+    cols = list(INTERFACE_COLUMNS)
+    df = pd.DataFrame(out, columns=cols)
+    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
+        df[col] = _nullable(df[col].tolist())
+    return df
+
+
+#: The columns of interfaces.parquet: exactly the keys of an interface record's row.
+INTERFACE_COLUMNS = ("interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
             "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
             "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
             "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
             "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
             "commutator", "intersection_dim",
-            "member", "failed_items", "flags"]
-    df = pd.DataFrame(out, columns=cols)
-    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
-        df[col] = _nullable(df[col].tolist())
-    return df
+            "member", "failed_items", "flags")
 
 
 _ICM_COLUMNS = ("group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e", "delta_rho", "bound_e",
@@ -272,60 +285,95 @@ class Result:
     certificate: dict
     heatmaps: dict = dataclasses.field(default_factory=dict)
     heads: pd.DataFrame = dataclasses.field(default_factory=lambda: _head_table([]))
+    #: How the run was invoked (the input's path, where it had one): provenance only, written
+    #: to provenance.json and never part of the certificate, so the same bytes under two names
+    #: give the same certificate.
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> dict:
         """The model-level verdict (fraction of member interfaces, failed items)."""
         return self.certificate["verdict"]
 
-    def save(self, out, *, overwrite: bool = True) -> Path:
-        """Write the four output files into ``out`` atomically.
+    def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False) -> Path:
+        """Write the output files into ``out``, replacing only physgsa's own files.
 
-        The files are written into a temporary sibling directory that is renamed into place,
-        so ``out`` holds either the complete new outputs or what it held before. An existing
-        ``out`` is replaced only if it holds physgsa outputs (a ``certificate.json``) and
-        ``overwrite`` is true; any other non-empty directory is refused.
+        Every file is first written into a staging folder inside ``out``; then the old
+        ``certificate.json`` is removed (so a directory caught mid-save holds no certificate and
+        is never read as a result), each file is renamed into place, ``certificate.json`` last,
+        and the run's records are dropped. Files physgsa did not write are never touched: a
+        directory holding any is refused, naming them, unless ``keep_others``. ``out`` is
+        locked for the save (:class:`~physgsa.checkpoint.OutputLock`); a symlinked ``out`` is
+        written through to its target. Results of another run are replaced only with
+        ``overwrite``. A full disk or a file-size limit raises
+        :class:`~physgsa.EnvironmentFailure` and leaves the previous files and the records.
         """
-        out = Path(out)
-        if out.exists():
-            if not out.is_dir():
-                raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
-            contents = list(out.iterdir())
-            if contents and not ((out / "certificate.json").exists() or (out / ".physgsa-run").is_dir()):
-                raise OutputDirectoryError(
-                    f"Output directory '{out}' is not empty and holds no physgsa results; refusing to "
-                    "replace it. Choose an empty or new directory."
-                )
-            if contents and not overwrite:
-                raise OutputDirectoryError(f"Output directory '{out}' already holds results. Pass overwrite=True.")
-        parent = out.parent if str(out.parent) else Path(".")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
-        except OSError as exc:
-            raise OutputDirectoryError(f"Cannot create output directory '{out}': {exc.strerror}.") from None
-        try:
-            for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
-                             ("heads", self.heads)):
-                df.to_parquet(tmp / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
-            text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
-            (tmp / "certificate.json").write_text(text + "\n", encoding="utf-8")
-            _write_npz(tmp / "heatmaps.npz", self.heatmaps)
-            from .report import write_report
+        from .checkpoint import RUN_DIR, OutputLock, refuse_foreign
 
-            write_report(self, tmp / "report.html")
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-                os.rename(out, old / "x")
-                os.rename(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        out = Path(out)
+        with OutputLock(out, wait=wait, what="save"):
+            refuse_foreign(out, keep_others)
+            cert_path = out / "certificate.json"
+            if cert_path.exists():
+                old = _read_certificate(cert_path)
+                if not overwrite and old.get("input_sha256") != self.certificate.get("input_sha256"):
+                    raise OutputDirectoryError(
+                        f"Output directory '{out}' already holds results of another run. Pass overwrite=True "
+                        "(--overwrite) to replace them."
+                    )
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=".physgsa-save-", dir=out))
+                os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
+            except OSError as exc:
+                raise OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.") from None
+            try:
+                with _environment(out):
+                    self._write_files(stage)
+                    cert_path.unlink(missing_ok=True)
+                    names = sorted(p.name for p in stage.iterdir())
+                    for name in [n for n in names if n != "certificate.json"] + ["certificate.json"]:
+                        os.replace(stage / name, out / name)
+                    shutil.rmtree(out / RUN_DIR, ignore_errors=True)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
         return out
+
+    def _write_files(self, directory: Path) -> None:
+        for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
+                         ("heads", self.heads)):
+            df.to_parquet(directory / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
+        text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
+        (directory / "certificate.json").write_text(text + "\n", encoding="utf-8")
+        (directory / "provenance.json").write_text(
+            json.dumps(self.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _write_npz(directory / "heatmaps.npz", self.heatmaps)
+        from .report import write_report
+
+        write_report(self, directory / "report.html")
+
+
+def _read_certificate(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@contextlib.contextmanager
+def _environment(where: Path):
+    """A full disk or a file-size limit while writing: the environment failed, not the input."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
+                     errno.EDQUOT: "the disk quota is exhausted"}[exc.errno]
+            raise EnvironmentFailure(
+                f"Writing into '{where}' failed: {cause} ({exc.strerror}). Free space or raise the limit, then "
+                "rerun the same command: it resumes from the records kept so far."
+            ) from None
+        raise
 
 
 def _umask() -> int:
@@ -363,12 +411,19 @@ def interface_record(it) -> dict:
             "arrays": arrays}
 
 
+def source_label(source: str) -> str:
+    """What ``certificate.json`` says of the input: its name where it is not a path (a bundled model,
+    "matrices"), else "file" (the input's identity is its content, ``input_sha256``; the path is
+    provenance only, in ``provenance.json``)."""
+    return "file" if ("/" in source or os.sep in source or Path(source).exists()) else source
+
+
 def build_result(chain, factor_records, interface_records, params: dict, verdict: dict,
                  input_sha256: str | None = None) -> Result:
     """Assemble the tables and the certificate document of a run from its records."""
     cert = {
         "format": "physgsa.certificate/1",
-        "source": chain.source,
+        "source": source_label(chain.source),
         "input_sha256": input_sha256,
         "parameters": _params_json(params),
         "versions": _versions(),
@@ -382,7 +437,7 @@ def build_result(chain, factor_records, interface_records, params: dict, verdict
             for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
     return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
                   rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat,
-                  heads=_head_table(interface_records))
+                  heads=_head_table(interface_records), provenance={"source": chain.source})
 
 
 def load_result(directory) -> Result:
@@ -405,6 +460,7 @@ def load_result(directory) -> Result:
             heads=pd.read_parquet(d / "heads.parquet"),
             certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
             heatmaps=heat,
+            provenance=_read_certificate(d / "provenance.json"),
         )
     except _ZIP_ERRORS + (ValueError, UnicodeDecodeError, TypeError) as exc:
         raise OutputDirectoryError(f"'{d}' holds physgsa outputs that cannot be read ({type(exc).__name__}: "

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import OutputDirectoryError
+from .io import _ZIP_ERRORS
 
 __all__ = ["RUN_DIR", "RUN_OPTIONS", "OWN_FILES", "OutputLock", "RunStore", "input_sha256", "foreign_entries",
            "record_checksum"]
@@ -346,7 +347,7 @@ class RunStore:
         try:
             with np.load(self.dir / f"interface-{i:06d}.npz", allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError, KeyError, __import__("zipfile").BadZipFile):
+        except _ZIP_ERRORS + (ValueError,):
             return self._discard()
         if sorted(arrays) != sorted(doc["array_order"]) or doc.get("checksum") != record_checksum(doc, arrays):
             return self._discard()

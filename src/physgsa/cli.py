@@ -1,7 +1,10 @@
 """The ``physgsa`` command line.
 
-Exit codes: 0 ran; 2 bad input (a file, an array, an option value: one line on stderr that
-names it); 3 internal error (a proven bound failed: a bug in physgsa, please report it).
+Exit codes: 0 ran; 2 bad input (a file, an array, an option value, an output directory in use
+or holding other files: one line on stderr that names it, and nothing written); 3 internal
+error (a proven bound failed: a bug in physgsa, please report it); 4 the environment failed
+mid-run (disk full, file-size limit, a worker killed, every Dask worker lost: the run resumes
+when rerun); 130 interrupted (the run resumes when rerun).
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ._validation import CertificateBugError, PhysgsaError
+from .checkpoint import RUN_DIR
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 2, 3
+from ._validation import CertificateBugError, EnvironmentFailure, PhysgsaError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 app = typer.Typer(
     add_completion=False,
@@ -72,6 +78,8 @@ def _errors():
         yield
     except PhysgsaError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+    except EnvironmentFailure as exc:
+        _fail(str(exc), EXIT_ENVIRONMENT)
     except CertificateBugError as exc:
         _fail(f"internal error: {exc}", EXIT_INTERNAL)
     except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
@@ -79,6 +87,24 @@ def _errors():
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
               "please report it)", EXIT_INTERNAL)
+
+
+@contextlib.contextmanager
+def _interrupted(out: Path):
+    """Ctrl-C (or SIGTERM) mid-run: one line that says the run resumes, exit 130."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
+                   "resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _load_groups(groups: str):
@@ -141,6 +167,9 @@ def certify(
     mode: str = typer.Option("static", help="Model factors from weights (static) or Jacobians at inputs (jacobian)."),
     inputs: Optional[str] = typer.Option(None, help="Jacobian inputs: a text file (one sentence a line), an .npy of "
                                          "images, or 'random' (flagged). Default: bundled sentences / digits images."),
+    tokens: str = typer.Option("uniform", help="Jacobian token reduction (transformers): uniform (the sum of the "
+                               "blocks J_ts over all token pairs / T: keeps attention's token mixing) or diagonal "
+                               "(the mean of the blocks J_tt)."),
     conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
     freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
@@ -150,6 +179,10 @@ def certify(
                                              "the memory available at the start)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace results or discard an interrupted run of "
                                    "different input or parameters in --out (otherwise refused)."),
+    keep_others: bool = typer.Option(False, "--keep-others", help="Write into an --out that holds files physgsa did "
+                                     "not write, leaving them untouched (otherwise refused, naming them)."),
+    wait: bool = typer.Option(False, "--wait", help="If another physgsa run is writing into --out, wait for it to "
+                              "finish instead of refusing."),
     workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
     scheduler: Optional[str] = typer.Option(None, help="Run the tasks on the Dask scheduler at this address."),
     dask_local: int = typer.Option(0, help="Start a Dask LocalCluster of this many workers for the run."),
@@ -168,17 +201,22 @@ def certify(
     """
     from .pipeline import certify as run_certify
 
-    with _errors():
+    from .checkpoint import OutputLock
+
+    with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"):
+        # Held from before the input is read until the outputs are in place: nobody else writes
+        # here meanwhile (certify's records and the save share this lock).
         ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
-                         freq=freq, seed=seed)
+                         freq=freq, seed=seed, tokens=tokens)
         with _Progress(quiet) as progress:
             result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
                                  n_perturbations=n_perturbations,
                                  perturbation=perturbation, window_search=window_search, seed=seed,
                                  workers=workers, scheduler=scheduler, dask_local=dask_local, device=device,
-                                 checkpoint=out, overwrite=overwrite, max_memory=max_memory)
-        result.save(out)
+                                 checkpoint=out, overwrite=overwrite, keep_others=keep_others, wait=wait,
+                                 max_memory=max_memory)
+        result.save(out, keep_others=keep_others)
     v = result.verdict
     if as_json:
         typer.echo(json.dumps(v, sort_keys=True))
@@ -264,7 +302,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         typer.echo("physgsa: interrupted; no output was written", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

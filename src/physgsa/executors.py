@@ -44,6 +44,7 @@ def _die_with_parent(parent: int) -> None:
     """Pool worker initializer: get SIGKILL when the parent process dies (Linux), and ignore Ctrl-C
     (the parent handles it and shuts the pool down)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: a pool shutdown stops it quietly
     try:
         import ctypes
 

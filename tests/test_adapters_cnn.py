@@ -101,13 +101,29 @@ def test_fft_channel_matrices_give_the_circular_convolution_spectrum():
                         for k in range(3):
                             dense[o * n * n + y * n + x, i * n * n + ((y + h) % n) * n + (x + k) % n] += w[o, i, h, k]
     ref = np.sort(np.linalg.svd(dense, compute_uv=False))
-    ours = np.sort(np.concatenate([np.linalg.svd(conv_at_frequency(w, u, v, n), compute_uv=False)
+    ours = np.sort(np.concatenate([np.linalg.svd(conv_at_frequency(w, u, v, n, padding=(0, 0)), compute_uv=False)
                                    for u in range(n) for v in range(n)]))
     np.testing.assert_allclose(ours, ref, atol=1e-10)
     # The real form doubles each singular value of the complex matrix.
     model = randomize_bn(_model())
     fft = load_chain(model, conv="fft", freq=(1, 2, 8))
     assert fft.factors[0].shape == (32, 32)
+
+
+def test_fft_channel_matrix_follows_numpys_dft_convention():
+    """``fft2(y)[:, u, v] = Z fft2(x)[:, u, v]`` for a padded stride-1 conv on a torus (the _conv docstring)."""
+    rng = np.random.default_rng(1)
+    n = 6
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", bias=False).double()
+    x = rng.standard_normal((2, n, n))
+    with torch.no_grad():
+        y = conv(torch.from_numpy(x)[None])[0].numpy()
+    w = conv.weight.detach().numpy()
+    fx, fy = np.fft.fft2(x), np.fft.fft2(y)
+    for u in range(n):
+        for v in range(n):
+            z = conv_at_frequency(w, u, v, n, padding=(1, 1))
+            np.testing.assert_allclose(fy[:, u, v], z @ fx[:, u, v], atol=1e-12)
 
 
 def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):

@@ -290,6 +290,12 @@ def models() -> None:
     typer.echo("Bundled names:")
     typer.echo("  example        a seeded synthetic chain (no torch needed)")
     for name, text in BUNDLED_MODELS.items():
+        if name == "digits-resnet":
+            from .adapters.digits import cached_accuracy
+
+            acc = cached_accuracy()
+            text += (f"; test accuracy {acc[0]}/{acc[1]} ({100 * acc[0] / acc[1]:.2f}%) as trained on this machine"
+                     if acc else "; not trained here yet")
         typer.echo(f"  {name:<14} {text}")
     typer.echo("Architectures (read from config.json):")
     for name, text in ARCHITECTURES.items():

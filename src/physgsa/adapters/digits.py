@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["digits_resnet", "digits_data", "cache_path", "TRAIN_SEED"]
+__all__ = ["digits_resnet", "digits_data", "cache_path", "held_out_accuracy", "cached_accuracy", "TRAIN_SEED"]
 
 TRAIN_SEED = 0
-_VERSION = "v1"
+_VERSION = "v2"  # v2: the test accuracy is kept in the file's metadata
 
 
 def cache_path() -> Path:
@@ -103,6 +103,31 @@ def _train(epochs: int = 30):
         torch.set_num_threads(threads)
 
 
+def cached_accuracy() -> tuple[int, int] | None:
+    """(correct, total) recorded with the cached weights, or None when they are not trained yet."""
+    from safetensors import safe_open
+
+    path = cache_path()
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+        return int(meta["test_correct"]), int(meta["test_total"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def held_out_accuracy(model) -> tuple[int, int]:
+    """(correct, total) of ``model`` on the held-out 20% of the digits (the split of :func:`digits_data`)."""
+    import torch
+
+    _, _, x, y = digits_data()
+    with torch.no_grad():
+        pred = model.float()(x).argmax(dim=1)
+    return int((pred == y).sum()), int(y.shape[0])
+
+
 def digits_resnet(*, retrain: bool = False):
     """The trained digits ResNet (eval mode), from the cache or trained now and cached."""
     from safetensors.torch import load_file, save_file
@@ -116,8 +141,11 @@ def digits_resnet(*, retrain: bool = False):
         except (RuntimeError, OSError, ValueError):
             pass  # a stale or damaged cache entry: train again and replace it
     model = _train()
+    correct, total = held_out_accuracy(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    # The accuracy is measured here, on the weights as trained on this machine, and kept with them.
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+              metadata={"test_correct": str(correct), "test_total": str(total)})
     os.replace(tmp, path)
     return model

@@ -420,3 +420,41 @@ def test_ctrl_c_says_how_to_resume(tmp_path, slow_chain):
     assert p.returncode == 130
     last = err.strip().splitlines()[-1]
     assert "interrupted" in last and "resume" in last and "Traceback" not in err
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def test_dask_run_is_quiet_and_every_worker_lost_is_named(tmp_path):
+    pytest.importorskip("distributed")
+    a = _chain_file(tmp_path / "d.npz", n_factors=6, n=200, seed=6)
+    slow = _chain_file(tmp_path / "s.npz", n_factors=14, n=700, seed=7)
+    # A healthy Dask run: nothing on stderr but physgsa's own lines (no "Sending large graph").
+    code, _, err = _run("certify", a, "--out", tmp_path / "ok", "--dask-local", "2", "--n-perturbations", "4")
+    assert code == 0, err
+    assert all(line.startswith("physgsa:") for line in err.strip().splitlines()), err
+    # Every worker (and its nanny) killed mid-run: a named failure within a bounded time, no hang.
+    out = tmp_path / "lost"
+    p = _cli("certify", slow, "--out", out, "--dask-local", "2", "--n-perturbations", "4")
+    _wait_for(lambda: (out / RUN_DIR / "run.json").exists(), timeout=120)
+    # The nanny restarts a killed worker, so keep killing them: Dask gives up on the tasks
+    # (KilledWorker) or is left with no worker at all; either way the run must stop, named.
+    t0 = time.monotonic()
+    while p.poll() is None and time.monotonic() - t0 < 100:
+        for pid in _descendants(p.pid):
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, FileNotFoundError, PermissionError):
+                pass
+        time.sleep(0.2)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 4, err
+    assert "Dask" in err.strip().splitlines()[-1] and "rerun the same command" in err.lower()
+    assert time.monotonic() - t0 < 100

@@ -132,10 +132,13 @@ class _Dask:
         return self
 
     def __exit__(self, *exc):
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        # A cluster whose workers died may not close cleanly; that must not hide why the run stopped.
+        for closing in (self.client, self.cluster):
+            if closing is not None:
+                try:
+                    closing.close()
+                except Exception:  # noqa: BLE001
+                    pass
         return False
 
     def submit(self, fn, *args, **kw):
@@ -156,7 +159,10 @@ class _Dask:
         pending = set(futures)
         lost_since = None
         while pending:
-            done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            try:
+                done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in these 2 s: look at the workers, then wait again
+                done = set()
             for fut in done:
                 try:
                     fut.result()

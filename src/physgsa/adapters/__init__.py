@@ -42,7 +42,9 @@ MODEL_PARAMS = {
     "freq": Param((0, 0, 8), "floats", 0, None, doc="(u, v, n): the frequency of --conv fft on an n x n grid"),
     "mode": Param("static", "choice", choices=("static", "jacobian"), doc="factors from weights or Jacobians"),
     "inputs": Param(None, "any", allow_none=True, doc="Jacobian inputs: None (bundled), 'random' (flagged), a file"),
-    "seed": Param(0, "int", 0, None, doc="seed of random Jacobian inputs"),
+    "seed": Param(0, "int", 0, None, doc="seed of random Jacobian inputs and of the Hutchinson probes"),
+    "tokens": Param("uniform", "choice", choices=("uniform", "diagonal"),
+                    doc="Jacobian token reduction: (1/T) sum_{t,s} J[t,s] (uniform) or (1/T) sum_t J[t,t] (diagonal)"),
 }
 
 
@@ -86,12 +88,20 @@ def load_chain(source, **params) -> Chain:
     inputs : None, "random" or a path
         Jacobian inputs: bundled sentences / digits images (default), random (flagged), or a
         text file (one sentence a line) / an .npy of images.
+    seed : int
+        Seed of random Jacobian inputs and of the Hutchinson probes of ``energy_kept``.
+    tokens : {"uniform", "diagonal"}
+        Jacobian mode, transformers: how the sublayer Jacobian ``J[t, s] = d F(X)[t] / d X[s]``
+        becomes one ``d x d`` factor. ``"uniform"`` (default): ``(1/T) sum_t sum_s J[t, s]``,
+        the mean output along channel directions placed at every token (keeps attention's
+        token mixing, ``d`` passes); ``"diagonal"``: ``(1/T) sum_t J[t, t]``. CNNs take
+        ``"uniform"`` only. See :mod:`physgsa.adapters.jacobian`.
     """
     p = check_params("load_chain", MODEL_PARAMS, params)
     if p["mode"] == "jacobian":
         from .jacobian import jacobian_chain
 
-        return jacobian_chain(source, factor=p["factor"], inputs=p["inputs"], seed=p["seed"])
+        return jacobian_chain(source, factor=p["factor"], tokens=p["tokens"], inputs=p["inputs"], seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     try:
         arch = detect(src)
@@ -99,11 +109,15 @@ def load_chain(source, **params) -> Chain:
         return _walk(source, src)
     if arch in ("resnet", "unet") and p["interfaces"] == "heads":
         raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
-    if arch == "unet":
-        return unet.unet_chain(src, factor=p["factor"])
-    if arch == "resnet":
-        u, v, n = (int(x) for x in p["freq"])
-        return resnet.resnet_chain(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
+    if arch in ("resnet", "unet"):
+        freq = p["freq"]
+        if len(freq) != 3 or any(float(x) != int(x) for x in freq) or int(freq[2]) < 1:
+            raise InvalidParameterError(
+                f"The 'freq' parameter of load_chain (--freq) must be three integers u, v, n with n >= 1; got {freq!r}."
+            )
+        u, v, n = (int(x) for x in freq)
+        build = unet.unet_chain if arch == "unet" else resnet.resnet_chain
+        return build(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
 
 

@@ -1,37 +1,114 @@
-"""Jacobian factors: each residual block's input-output Jacobian at real inputs.
+"""Jacobian factors: each residual sublayer's input-output Jacobian at real inputs.
 
-- Transformers (BERT/MiniLM, GPT-2): per token. For a sublayer ``f`` (sequence to sequence)
-  and an input sequence ``X`` (T x d), the factor is the mean over tokens ``t`` and input
-  sequences of ``J_t = d f(X)[t] / d X[t]`` (d x d, rows = output channels), computed with
-  ``torch.func.vjp`` batched over the d output directions by ``vmap``. ``factor="full"``
-  differentiates the whole sublayer (with its residual and LayerNorm); ``"branch"`` only the
-  residual branch. Inputs are the bundled sentences through the model's own tokenizer, a text
-  file (one sentence a line), or random token ids when asked (flagged in the provenance).
-- CNNs (ResNets): in channel coordinates, by spatially uniform channel directions: column
-  ``c`` is the spatial mean of ``jvp(block, x, e_c (x) 1)``, batched over channels by ``vmap``,
-  averaged over inputs (the digits test images for ``digits-resnet``, random images when asked).
+Transformers (BERT/MiniLM/RoBERTa, GPT-2)
+-----------------------------------------
+Each sublayer is differentiated exactly as the model applies it between two hidden states:
+one forward pass of the model's own ``forward`` records what it hands each attention module
+(the attention mask it built, position ids, ...), and every sublayer map below calls the
+model's modules with those same arguments. So GPT-2's attention is causal, BERT's sees the
+padding mask built by BERT itself, and the maps composed from the embeddings reproduce
+``output_hidden_states`` (to rounding; tested to 1e-12 in float64). Differentiation runs on a
+float64 copy whose attention implementation is set to ``"eager"``: the fused SDPA/flash kernels
+compute the same function but have no forward-mode derivative.
 
-The factors keep the static mode's names (``blocks.{l}.attn``, ``blocks.{l}.mlp``,
-``blocks.{k}``), so both modes' results line up.
+What ``factor`` differentiates, per sublayer, for an input sequence ``X`` (T x d):
+
+==============  ======  =========================================  ==========================================
+model           layer   ``full``: the whole sublayer map           ``branch``: the residual branch alone
+==============  ======  =========================================  ==========================================
+BERT (post-LN)  attn    ``LN_a(X + Dense_O(SelfAttn(X)))``          ``Dense_O(SelfAttn(X))``: no residual, no LN
+BERT (post-LN)  mlp     ``LN_m(X + Dense_2(act(Dense_1 X)))``       ``Dense_2(act(Dense_1 X))``: no residual, no LN
+GPT-2 (pre-LN)  attn    ``X + Attn(ln_1(X))`` (causal)              ``Attn(ln_1(X))``: with ``ln_1``, no residual
+GPT-2 (pre-LN)  mlp     ``X + MLP(ln_2(X))``                        ``MLP(ln_2(X))``: with ``ln_2``, no residual
+==============  ======  =========================================  ==========================================
+
+Activations (GELU) and softmax are differentiated at the input, never linearized away; GPT-2's
+final ``ln_f`` belongs to no factor. With ``J_F`` the full ``(T d) x (T d)`` Jacobian of the
+full map and ``J_B`` that of the branch, therefore
+
+- pre-LN (GPT-2): ``J_F = I + J_B``, and, both token reductions being linear and reducing
+  ``I`` to ``I``, also ``full = I + branch`` for the reduced ``d x d`` factors;
+- post-LN (BERT): ``J_F[t, s] = J_LN(y_t) (delta_ts I + J_B[t, s])`` with ``y = X + B(X)``
+  the LayerNorm's input and ``J_LN(y_t)`` the LayerNorm's Jacobian at token ``t``. The
+  reduced factors obey no such identity unless ``J_LN`` is the same at every token.
+
+Token reductions (``tokens``)
+-----------------------------
+The sublayer Jacobian ``J[t, s] = d F(X)[t] / d X[s]`` (``T x T`` blocks of ``d x d``) is
+reduced to one ``d x d`` factor (rows = output channels), averaged over input sequences:
+
+- ``"uniform"`` (default): ``J_u = (1/T) sum_t sum_s J[t, s]``. Column ``c`` is the mean over
+  output tokens of the JVP along ``e_c`` placed at every input token: the transformer form of
+  the CNN mode's spatially uniform directions. It keeps attention's token mixing (the
+  off-diagonal blocks ``s != t``, where the attention pattern moves information between
+  tokens) and costs ``d`` forward passes per sublayer (``jvp`` batched by ``vmap``), not
+  ``T d``. It is the default for both reasons.
+- ``"diagonal"``: ``J_d = (1/T) sum_t J[t, t]``, each token's effect on itself only; one
+  reverse pass per output coordinate (``T d``; ``d`` for token-local MLP sublayers).
+
+For a token-local map (an MLP sublayer, with or without its LayerNorm) both give the same
+matrix.
+
+``provenance["energy_kept"]`` is the share of ``||J||_F^2`` the reduction reads, summed over
+input sequences before dividing (a ratio of sums):
+
+- diagonal: ``sum_t ||J[t, t]||_F^2 / ||J||_F^2`` (1 for a token-local map);
+- uniform: ``||J P||_F^2 / ||J||_F^2`` with ``P = (1/T) 1 1^T (x) I_d`` the orthogonal
+  projector onto token-uniform inputs (spanned by ``u_c = 1/sqrt(T) (x) e_c``), so
+  ``||J P||_F^2 = sum_c ||J u_c||^2 = (1/T) sum_c sum_t ||sum_s J[t, s] e_c||^2``.
+  ``P`` has rank ``d`` out of ``T d``: for a token-local map the ratio is exactly ``1/T``,
+  for a token-identical map (every input token alike) it is 1. The two reductions' numbers
+  therefore measure different things and are not on one scale.
+
+``||J||_F^2`` is exact where the passes of the reduction already give every entry of ``J``
+(diagonal, and token-local maps in both reductions: ``energy_kept_method = "exact"``). For the
+uniform reduction of an attention sublayer it is ``||J P||_F^2`` (exact) plus a seeded
+Hutchinson estimate of the rest, ``||J (I - P)||_F^2 = E ||J (I - P) z||^2`` over 64
+Rademacher probes ``z`` (``"hutchinson-64"``): the ratio then stays in ``[0, 1]``, and the
+estimate costs 64 passes instead of ``T d``.
+
+CNNs (ResNets)
+--------------
+In channel coordinates, by spatially uniform channel directions: column ``c`` is the spatial
+mean of ``jvp(block, x, e_c (x) 1)``, batched over channels by ``vmap``, averaged over inputs
+(the digits test images for ``digits-resnet``, random images when asked): the ``"uniform"``
+reduction with pixels for tokens (``"diagonal"`` is not offered there).
+
+Inputs are the bundled sentences through the model's own tokenizer, a text file (one sentence
+a line), or random token ids when asked (flagged in the provenance). The factors keep the
+static mode's names (``blocks.{l}.attn``, ``blocks.{l}.mlp``, ``blocks.{k}``), so both modes'
+results line up.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .._validation import InvalidParameterError
 from ..chain import Chain, Factor, check_matrix
 from .sources import ModelSourceError, _torch
 
-__all__ = ["jacobian_chain", "load_module", "bundled_sentences", "MAX_SENTENCES", "MAX_TOKENS"]
+__all__ = ["jacobian_chain", "load_module", "bundled_sentences", "transformer_sublayers", "token_jacobian",
+           "TokenJacobian", "Sublayer", "TOKENS", "HUTCHINSON_PROBES", "MAX_SENTENCES", "MAX_TOKENS"]
 
-#: Bundled inputs used by default: a few short sentences keep the exact per-token Jacobians
+#: Bundled inputs used by default: a few short sentences keep the exact diagonal reduction
 #: (one reverse pass per token and channel) to about a minute for MiniLM on two cores.
 MAX_SENTENCES = 2
 MAX_TOKENS = 12
+
+#: The token reductions, default first.
+TOKENS = ("uniform", "diagonal")
+
+#: Rademacher probes of the Hutchinson estimate of ``||J (I - P)||_F^2`` (uniform reduction).
+HUTCHINSON_PROBES = 64
+
+_TRANSFORMER_TYPES = ("bert", "roberta", "gpt2")
 
 
 def bundled_sentences() -> list[str]:
@@ -70,76 +147,273 @@ def load_module(source):
     return model.eval(), tok
 
 
-def _sublayers(model, factor: str):
-    """Per block: (name, f) pairs of sequence maps (T, d) -> (T, d), in order, and the width."""
-    cfg = model.config
-    mt = getattr(cfg, "model_type", None)
-    out = []
+@dataclass(frozen=True)
+class Sublayer:
+    """One residual sublayer of a transformer at one input sequence.
+
+    Attributes
+    ----------
+    name : str
+        ``blocks.{l}.attn`` or ``blocks.{l}.mlp``.
+    f : callable
+        The map differentiated, ``(T, d) -> (T, d)``: the full sublayer or its branch.
+    full : callable
+        The full sublayer map (how the hidden state moves on to the next sublayer).
+    local : bool
+        True where ``d f(X)[t] / d X[s] = 0`` for ``s != t`` (MLP sublayers).
+    """
+
+    name: str
+    f: Callable
+    full: Callable
+    local: bool
+
+
+def _blocks(model):
+    mt = getattr(model.config, "model_type", None)
     if mt in ("bert", "roberta"):
-        for l, layer in enumerate(model.encoder.layer):
-            if factor == "full":
-                out.append((f"blocks.{l}.attn", lambda x, m=layer: m.attention(x[None])[0][0]))
-                out.append((f"blocks.{l}.mlp", lambda x, m=layer: m.output(m.intermediate(x[None]), x[None])[0]))
-            else:
-                out.append((f"blocks.{l}.attn", lambda x, m=layer: m.attention.output.dense(m.attention.self(x[None])[0])[0]))
-                out.append((f"blocks.{l}.mlp", lambda x, m=layer: m.output.dense(m.intermediate(x[None]))[0]))
-        return out, cfg.hidden_size
+        return model.encoder.layer, model.config.hidden_size
     if mt == "gpt2":
-        for l, blk in enumerate(model.h):
-            attn = lambda x, b=blk: b.attn(b.ln_1(x[None]))[0][0]  # noqa: E731
-            mlp = lambda x, b=blk: b.mlp(b.ln_2(x[None]))[0]  # noqa: E731
-            if factor == "full":
-                out.append((f"blocks.{l}.attn", lambda x, a=attn: x + a(x)))
-                out.append((f"blocks.{l}.mlp", lambda x, f=mlp: x + f(x)))
-            else:
-                out.append((f"blocks.{l}.attn", attn))
-                out.append((f"blocks.{l}.mlp", mlp))
-        return out, cfg.n_embd
+        return model.h, model.config.n_embd
     raise ModelSourceError(f"Jacobian mode supports BERT/MiniLM, GPT-2 and ResNets; not {mt!r} yet.")
 
 
-def _embed(model, ids):
-    if model.config.model_type == "gpt2":
-        torch = _torch()
-        return model.wte(ids) + model.wpe(torch.arange(ids.shape[1])[None])
-    return model.embeddings(input_ids=ids)
+def _split(args, kwargs):
+    """(hidden_states, the other positional args, the keyword args) of a module call."""
+    if args:
+        return args[0], tuple(args[1:]), dict(kwargs)
+    kwargs = dict(kwargs)
+    return kwargs.pop("hidden_states"), (), kwargs
 
 
-def per_token_jacobian(f, x, *, local: bool = False, chunk: int = 1024):
-    """``mean_t d f(x)[t] / d x[t]`` for a sequence map ``f`` at ``x`` (T x d).
+def _capture(model, encoding):
+    """Run the model's own forward once and record what it passes to its blocks.
 
-    One reverse pass (``vjp``) per output direction ``(t, j)``, batched by ``vmap`` in chunks
-    of ``chunk`` directions; only the diagonal blocks ``d out[t] / d x[t]`` are kept. A
-    token-local map (``local=True``: an MLP sublayer, where ``d out[t] / d x[s] = 0`` for
-    ``s != t``) needs only ``d`` passes: the cotangent ``e_j`` at every token at once returns
-    row ``j`` of every diagonal block.
+    Returns the first block's input (the embeddings as the model computes them, ``T x d``)
+    and, per module of interest, the arguments besides the hidden states (the attention mask
+    the model built for its attention implementation, position ids, ...). Replaying them makes
+    each sublayer map the one the model applies; nothing about masks is rebuilt here.
     """
     torch = _torch()
-    out, vjp_fn = torch.func.vjp(f, x)
-    t_len, d = out.shape
+    blocks, _ = _blocks(model)
+    bert = model.config.model_type != "gpt2"
+    targets = {"x0": blocks[0]}
+    for l, b in enumerate(blocks):
+        if bert:
+            targets[(l, "attention")] = b.attention
+            targets[(l, "self")] = b.attention.self
+        else:
+            targets[(l, "attn")] = b.attn
+    seen, handles = {}, []
+
+    def keep(key):
+        def hook(module, args, kwargs):
+            seen.setdefault(key, _split(args, kwargs))
+        return hook
+
+    try:
+        for key, mod in targets.items():
+            handles.append(mod.register_forward_pre_hook(keep(key), with_kwargs=True))
+        with torch.no_grad():
+            # use_cache=False: a cache would be updated again by every replayed call.
+            model(**encoding, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    x0 = seen.pop("x0")[0]
+    return x0[0], {key: (rest, kw) for key, (_, rest, kw) in seen.items()}
+
+
+def transformer_sublayers(model, encoding, *, factor: str):
+    """The sublayer maps of a BERT/RoBERTa or GPT-2 model at one token sequence.
+
+    Parameters
+    ----------
+    model : transformers model (float64, eval, ``attn_implementation="eager"``)
+    encoding : dict of tensors
+        The model's inputs for one sequence of shape (1, T): ``input_ids`` and the
+        ``attention_mask`` (and ``token_type_ids``) as the tokenizer gives them.
+    factor : {"full", "branch"}
+        What ``Sublayer.f`` differentiates (see the module docstring's table).
+
+    Returns
+    -------
+    x0 : tensor of shape (T, d)
+        The embeddings, the input of the first block.
+    sublayers : list of Sublayer
+        In execution order: ``blocks.{l}.attn``, ``blocks.{l}.mlp`` for each block ``l``.
+    """
+    blocks, _ = _blocks(model)
+    x0, kw = _capture(model, encoding)
+    out = []
+    for l, b in enumerate(blocks):
+        if model.config.model_type == "gpt2":
+            rest, k = kw[(l, "attn")]
+
+            # Mirrors GPT2Block.forward: residual + attn(ln_1(x), <the model's own mask, ...>).
+            def attn(x, b=b, rest=rest, k=k):
+                return b.attn(b.ln_1(x[None]), *rest, **k)[0][0]
+
+            def mlp(x, b=b):
+                return b.mlp(b.ln_2(x[None]))[0]
+
+            def attn_full(x, a=attn):
+                return x + a(x)
+
+            def mlp_full(x, m=mlp):
+                return x + m(x)
+
+            attn_branch, mlp_branch = attn, mlp
+        else:
+            rest_a, k_a = kw[(l, "attention")]
+            rest_s, k_s = kw[(l, "self")]
+
+            def attn_full(x, b=b, rest=rest_a, k=k_a):  # BertAttention: LN(x + dense(self(x)))
+                return b.attention(x[None], *rest, **k)[0][0]
+
+            def attn_branch(x, b=b, rest=rest_s, k=k_s):  # BertSelfOutput before its residual and LN
+                o = b.attention.output
+                return o.dropout(o.dense(b.attention.self(x[None], *rest, **k)[0]))[0]
+
+            def mlp_full(x, b=b):  # what apply_chunking_to_forward runs: LN(x + dense(act(dense(x))))
+                return b.feed_forward_chunk(x[None])[0]
+
+            def mlp_branch(x, b=b):  # BertOutput before its residual and LN
+                return b.output.dropout(b.output.dense(b.intermediate(x[None])))[0]
+
+        for kind, full, branch, local in (("attn", attn_full, attn_branch, False),
+                                          ("mlp", mlp_full, mlp_branch, True)):
+            out.append(Sublayer(f"blocks.{l}.{kind}", full if factor == "full" else branch, full, local))
+    return x0, out
+
+
+@dataclass(frozen=True)
+class TokenJacobian:
+    """A reduced sublayer Jacobian at one input.
+
+    Attributes
+    ----------
+    matrix : ndarray of shape (d, d)
+        The reduced factor (rows = output channels).
+    kept : float
+        The part of ``||J||_F^2`` the reduction reads (see the module docstring).
+    total : float
+        ``||J||_F^2``, exact or estimated (``method``).
+    method : str
+        ``"exact"`` or ``"hutchinson-{probes}"``.
+    """
+
+    matrix: np.ndarray
+    kept: float
+    total: float
+    method: str
+
+
+def _jvps(f, x, dirs, chunk):
+    """``J v`` for every direction ``v`` in ``dirs`` (n, T, d), batched by vmap in chunks."""
+    torch = _torch()
+
+    def one(v):
+        return torch.func.jvp(f, (x,), (v,))[1]
+
+    return torch.cat([torch.func.vmap(one)(part) for part in dirs.split(chunk)])
+
+
+def token_jacobian(f, x, *, tokens: str = "uniform", local: bool = False, probes: int = HUTCHINSON_PROBES,
+                   generator=None, chunk: int = 256) -> TokenJacobian:
+    """The token reduction of ``J[t, s] = d f(x)[t] / d x[s]`` for a sequence map at ``x`` (T x d).
+
+    Parameters
+    ----------
+    f : callable
+        A sequence map ``(T, d) -> (T, d)``.
+    x : tensor of shape (T, d)
+        The input.
+    tokens : {"uniform", "diagonal"}
+        ``"uniform"``: ``J_u = (1/T) sum_t sum_s J[t, s]`` from ``d`` JVPs along
+        ``e_c (x) 1``: with ``H_c = J (1 (x) e_c)`` (``T x d``), ``J_u[:, c] = mean_t H_c[t]``
+        and ``||J P||_F^2 = (1/T) sum_c ||H_c||_F^2``.
+        ``"diagonal"``: ``J_d = (1/T) sum_t J[t, t]`` from one VJP per output coordinate
+        ``(t, j)``, each returning a whole row of ``J``, so ``||J||_F^2`` is exact for free.
+    local : bool
+        ``f`` is token-local (``J[t, s] = 0`` for ``s != t``): ``d`` passes recover every
+        diagonal block (a VJP along ``e_j`` at every token returns row ``j`` of each), so
+        ``||J||_F^2`` is exact in both reductions.
+    probes : int
+        Rademacher probes for ``||J (I - P)||_F^2`` in the uniform reduction of a non-local
+        map; ``0`` computes it exactly with ``T d`` JVPs (``||J||_F^2`` minus ``||J P||_F^2``).
+    generator : torch.Generator, optional
+        Source of the probes (seeded by the caller).
+    chunk : int
+        Directions per vmap batch (bounds memory).
+
+    Returns
+    -------
+    TokenJacobian
+    """
+    torch = _torch()
+    if tokens not in TOKENS:
+        raise InvalidParameterError(f"The 'tokens' parameter of token_jacobian must be one of "
+                                    f"{{{', '.join(repr(c) for c in TOKENS)}}}. Got {tokens!r} instead.")
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+        raise InvalidParameterError(f"The 'probes' parameter of token_jacobian must be an int in [0, inf). "
+                                    f"Got {probes!r} instead.")
+    t_len, d = x.shape
+    eye = torch.eye(d, dtype=x.dtype)
+    if tokens == "uniform":
+        dirs = eye[:, None, :].expand(d, t_len, d).contiguous()  # dirs[c] = e_c at every token
+        h = _jvps(f, x, dirs, chunk)  # h[c, t] = sum_s J[t, s] e_c
+        mat = h.mean(dim=1).T
+        sq = float((h.detach() ** 2).sum())
+        kept = sq / t_len
+        if local:
+            # h[c, t] = J[t, t] e_c: every nonzero entry of J appears exactly once.
+            return TokenJacobian(mat.detach().numpy(), kept, sq, "exact")
+        if probes == 0:
+            total = 0.0
+            for start in range(0, t_len * d, chunk):  # the basis of R^(T d), a chunk at a time
+                n = min(chunk, t_len * d - start)
+                part = torch.zeros(n, t_len * d, dtype=x.dtype)
+                part[torch.arange(n), torch.arange(start, start + n)] = 1.0
+                total += float((_jvps(f, x, part.reshape(n, t_len, d), chunk).detach() ** 2).sum())
+            return TokenJacobian(mat.detach().numpy(), kept, max(total, kept), "exact")
+        z = torch.randint(0, 2, (probes, t_len, d), generator=generator).to(x.dtype) * 2 - 1
+        z = z - z.mean(dim=1, keepdim=True)  # (I - P) z: the token mean of each channel removed
+        rest = float((_jvps(f, x, z, chunk).detach() ** 2).sum()) / probes
+        return TokenJacobian(mat.detach().numpy(), kept, kept + rest, f"hutchinson-{probes}")
+    _, vjp_fn = torch.func.vjp(f, x)
     if local:
-        cot = torch.eye(d, dtype=x.dtype)[:, None, :].expand(d, t_len, d).contiguous()
+        cot = eye[:, None, :].expand(d, t_len, d).contiguous()
         (g,) = torch.func.vmap(vjp_fn)(cot)  # g[j, t] = row j of d out[t] / d x[t]
-        return g.mean(dim=1).detach().numpy()
-    acc = torch.zeros(d, x.shape[1], dtype=x.dtype)
-    idx = torch.arange(t_len * d)
-    for part in idx.split(chunk):
+        g = g.detach()
+        sq = float((g ** 2).sum())
+        return TokenJacobian(g.mean(dim=1).numpy(), sq, sq, "exact")
+    acc = torch.zeros(d, d, dtype=x.dtype)
+    kept = total = 0.0
+    for part in torch.arange(t_len * d).split(4 * chunk):
         tt, jj = part // d, part % d
+        rows = torch.arange(part.shape[0])
         cot = torch.zeros(part.shape[0], t_len, d, dtype=x.dtype)
-        cot[torch.arange(part.shape[0]), tt, jj] = 1.0
-        (g,) = torch.func.vmap(vjp_fn)(cot)  # g[i] = d out[tt_i, jj_i] / d x   (T x d)
-        acc.index_put_((jj,), g[torch.arange(part.shape[0]), tt, :], accumulate=True)
-    return (acc / t_len).detach().numpy()
+        cot[rows, tt, jj] = 1.0
+        (g,) = torch.func.vmap(vjp_fn)(cot)  # g[i] = d out[tt_i, jj_i] / d x: a row of J (T x d)
+        g = g.detach()
+        diag = g[rows, tt, :]
+        acc.index_put_((jj,), diag, accumulate=True)
+        kept += float((diag ** 2).sum())
+        total += float((g ** 2).sum())
+    return TokenJacobian((acc / t_len).numpy(), kept, total, "exact")
 
 
-def _token_inputs(model, tok, inputs, seed: int):
+def _encodings(model, tok, inputs, seed: int):
+    """One model input (dict of (1, T) tensors) per sequence, and what they are."""
     torch = _torch()
     if inputs == "random" or tok is None:
         if inputs != "random":
             raise ModelSourceError("This model has no tokenizer; pass inputs='random' (flagged) or token ids.")
         g = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
-        return [torch.randint(0, vocab, (1, 8), generator=g) for _ in range(4)], "random token ids (flagged)"
+        ids = [torch.randint(0, vocab, (1, 8), generator=g) for _ in range(4)]
+        return [{"input_ids": i, "attention_mask": torch.ones_like(i)} for i in ids], "random token ids (flagged)"
     if inputs is None:
         sentences, what = bundled_sentences()[:MAX_SENTENCES], "bundled sentences"
     else:
@@ -147,24 +421,40 @@ def _token_inputs(model, tok, inputs, seed: int):
         what = f"sentences from {inputs}"
         if not sentences:
             raise ModelSourceError(f"Input file '{inputs}' holds no sentence.")
-    ids = [tok(s, return_tensors="pt", truncation=True, max_length=MAX_TOKENS)["input_ids"] for s in sentences]
-    return ids, what
+    # One unpadded sentence at a time: the tokenizer's attention mask is all ones, and the model
+    # turns it into its own mask (causal for GPT-2) exactly as it would for a user.
+    encs = [dict(tok(s, return_tensors="pt", truncation=True, max_length=MAX_TOKENS)) for s in sentences]
+    return encs, what
 
 
-def _transformer_jacobians(model, tok, factor: str, inputs, seed: int):
+def _probe_generator(seed: int, n_input: int, n_sublayer: int):
     torch = _torch()
-    subs, d = _sublayers(model, factor)
-    ids_list, what = _token_inputs(model, tok, inputs, seed)
-    acc = {name: np.zeros((d, d)) for name, _ in subs}
-    full_subs = _sublayers(model, "full")[0]
-    with torch.no_grad():
-        starts = [_embed(model, ids)[0].double() for ids in ids_list]
-    for x in starts:
-        for (name, f), (_, f_full) in zip(subs, full_subs):
-            acc[name] += per_token_jacobian(f, x, local=name.endswith(".mlp"))
-            with torch.no_grad():
-                x = f_full(x)
-    return [(name, acc[name] / len(starts)) for name, _ in subs], what
+    state = np.random.SeedSequence([seed, n_input, n_sublayer]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _transformer_jacobians(model, tok, factor: str, tokens: str, inputs, seed: int):
+    """[(name, matrix, provenance extras)], what the inputs were."""
+    encs, what = _encodings(model, tok, inputs, seed)
+    acc, kept, total, method = {}, {}, {}, {}
+    for n, enc in enumerate(encs):
+        x, subs = transformer_sublayers(model, enc, factor=factor)
+        for k, sub in enumerate(subs):
+            r = token_jacobian(sub.f, x, tokens=tokens, local=sub.local, probes=HUTCHINSON_PROBES,
+                               generator=_probe_generator(seed, n, k))
+            acc[sub.name] = acc.get(sub.name, 0.0) + r.matrix
+            kept[sub.name] = kept.get(sub.name, 0.0) + r.kept
+            total[sub.name] = total.get(sub.name, 0.0) + r.total
+            method[sub.name] = r.method
+            with _torch().no_grad():
+                x = sub.full(x)
+    out = []
+    for name, mat in acc.items():
+        # A ratio of sums over inputs; None only for a zero Jacobian (which check_matrix refuses).
+        share = min(max(kept[name] / total[name], 0.0), 1.0) if total[name] > 0 else None
+        extras = {"tokens": tokens, "energy_kept": share, "energy_kept_method": method[name]}
+        out.append((name, mat / len(encs), extras))
+    return out, what
 
 
 def _resnet_blocks(model, factor: str):
@@ -240,18 +530,54 @@ def _cnn_jacobians(model, factor: str, inputs, seed: int):
     return [(n, a / len(imgs)) for n, a in acc], what
 
 
-def jacobian_chain(source, *, factor: str, inputs=None, seed: int = 0) -> Chain:
-    """The Jacobian factor chain of a model (see the module docstring)."""
+def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inputs=None, seed: int = 0) -> Chain:
+    """The Jacobian factor chain of a model (see the module docstring).
+
+    Parameters
+    ----------
+    source : str, Path or nn.Module
+        ``minilm``, ``digits-resnet``, a model folder with config.json, or a module
+        (copied: the caller's module is left as it was).
+    factor : {"full", "branch"}
+        The whole sublayer map or its residual branch (the module docstring's table).
+    tokens : {"uniform", "diagonal"}
+        Transformers: ``(1/T) sum_{t,s} J[t, s]`` (default) or ``(1/T) sum_t J[t, t]``.
+        CNNs support ``"uniform"`` only (spatially uniform channel directions).
+    inputs : None, "random" or a path
+        Bundled sentences / digits images (default), random (flagged), or a file.
+    seed : int
+        Seed of random inputs and of the Hutchinson probes.
+
+    Returns
+    -------
+    Chain
+        Each factor's provenance holds ``source``, ``kind``, ``inputs``, ``tokens`` and, for
+        transformers, ``energy_kept`` and ``energy_kept_method``.
+    """
     torch = _torch()
+    for pname, value, choices in (("factor", factor, ("full", "branch")), ("tokens", tokens, TOKENS)):
+        if not isinstance(value, str) or value not in choices:
+            raise InvalidParameterError(f"The '{pname}' parameter of jacobian_chain must be one of "
+                                        f"{{{', '.join(repr(c) for c in choices)}}}. Got {value!r} instead.")
     model, tok = load_module(source)
     # Work on a float64 copy: a module passed in is the caller's and stays as it was.
     model = (copy.deepcopy(model) if isinstance(source, torch.nn.Module) else model).double()
+    is_transformer = hasattr(model, "config") and getattr(model.config, "model_type", None) in _TRANSFORMER_TYPES
+    if not is_transformer and tokens != "uniform":
+        raise InvalidParameterError(f"The 'tokens' parameter of jacobian_chain must be 'uniform' for a CNN (its "
+                                    f"Jacobian uses spatially uniform directions). Got {tokens!r} instead.")
     with torch.enable_grad():
-        if hasattr(model, "config") and getattr(model.config, "model_type", None) in ("bert", "roberta", "gpt2"):
-            mats, what = _transformer_jacobians(model, tok, factor, inputs, seed)
+        if is_transformer:
+            if getattr(model.config, "_attn_implementation", "eager") != "eager":
+                # Our copy only (its own config): SDPA/flash kernels compute the same function but
+                # lack forward-mode AD; eager builds its mask through the model's own code path.
+                model.set_attn_implementation("eager")
+            mats, what = _transformer_jacobians(model, tok, factor, tokens, inputs, seed)
         else:
-            mats, what = _cnn_jacobians(model, factor, inputs, seed)
+            cnn, what = _cnn_jacobians(model, factor, inputs, seed)
+            mats = [(n, m, {"tokens": "uniform"}) for n, m in cnn]
     name = source if isinstance(source, str) else type(source).__name__
     factors = [Factor(name=n, matrix=check_matrix(m, n, str(name)),
-                      provenance={"source": "jacobian", "kind": factor, "inputs": what}) for n, m in mats]
+                      provenance={"source": "jacobian", "kind": factor, "inputs": what, **extras})
+               for n, m, extras in mats]
     return Chain.from_factors(factors, source=f"{name} (Jacobian at {what})")

@@ -171,7 +171,7 @@ def certify(
                                "blocks J_ts over all token pairs / T: keeps attention's token mixing) or diagonal "
                                "(the mean of the blocks J_tt)."),
     conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
-    freq: str = typer.Option("0,0,8", help="u,v,n: the frequency of --conv fft on an n x n grid."),
+    freq: str = typer.Option("0,0,8", help="u,v,n: the Fourier mode of --conv fft on the n x n torus at the chain's input (n divisible by every stride)."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any decomposition or product whose "

@@ -302,6 +302,11 @@ def models() -> None:
         typer.echo(f"  {name:<14} {text}")
 
 
+from .compare_cli import register as _register_compare  # noqa: E402 - the compare command lives in its own module
+
+_register_compare(app, _errors, _fail)
+
+
 def main() -> None:
     """Console entry point."""
     try:

@@ -187,3 +187,50 @@ def test_compare_command_on_minilm_int8_int4_and_pruning(tmp_path):
         assert (out / "compare.html").read_text().count("<section>") == 11
         norms[label] = df.set_index("interface")["delta_norm"]
     assert (norms["int4"] > norms["int8"]).all()
+
+
+def test_trajectory_of_a_real_training_run(tmp_path):
+    """digits-resnet saves its epochs: compare gives trajectories, and record_spectra appends one table."""
+    pytest.importorskip("torch")
+    from physgsa.adapters.digits import digits_checkpoints
+    from physgsa.tracking import record_spectra
+
+    folders = digits_checkpoints(tmp_path / "ep", epochs=(1, 2, 4))
+    base = physgsa.chain_from(str(folders[0]))
+    res = compare_chains(base, [(f.name, physgsa.chain_from(str(f))) for f in folders])
+    ifs = res.interfaces
+    assert list(ifs["other"].unique()) == ["epoch-01", "epoch-02", "epoch-04"]
+    first = ifs[ifs["other"] == "epoch-01"]
+    assert (first["delta_norm"] == 0).all() and first["direct_same"].all()
+    later = ifs[ifs["other"] == "epoch-04"].set_index("interface")["delta_norm"]
+    assert (later > 0).all()
+    table = tmp_path / "traj.parquet"
+    for step, f in zip((1, 2, 4), folders):
+        record_spectra(str(f), step=step, table=table)
+    record_spectra(str(folders[-1]), step=4, table=table)  # saved twice: kept once
+    import pandas as pd
+
+    t = pd.read_parquet(table)
+    assert sorted(t["step"].unique()) == [1, 2, 4]
+    per_step = t.groupby("step").size()
+    assert per_step.nunique() == 1  # every step has the same matrices
+    # The spectra at step 4 equal a fresh pass on that checkpoint.
+    fresh = physgsa.spectra(str(folders[-1])).table
+    np.testing.assert_allclose(t[t["step"] == 4]["rho"].to_numpy(), fresh["rho"].to_numpy(), rtol=0, atol=0)
+
+
+def test_trainer_callback_appends_at_each_save(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from physgsa.tracking import SpectraCallback
+
+    cfg = transformers.BertConfig(hidden_size=16, num_attention_heads=2, intermediate_size=32, num_hidden_layers=2,
+                                  vocab_size=40, max_position_embeddings=16)
+    model = transformers.BertModel(cfg).eval()
+    cb = SpectraCallback(tmp_path / "t.parquet")
+    assert isinstance(cb, transformers.TrainerCallback)
+    for step in (5, 10):
+        cb.on_save(None, transformers.TrainerState(global_step=step), transformers.TrainerControl(), model=model)
+    import pandas as pd
+
+    t = pd.read_parquet(tmp_path / "t.parquet")
+    assert sorted(t["step"].unique()) == [5, 10] and len(t) == 2 * len(physgsa.spectra(model).table)

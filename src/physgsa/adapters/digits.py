@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["digits_resnet", "digits_data", "cache_path", "held_out_accuracy", "cached_accuracy", "TRAIN_SEED"]
+__all__ = ["digits_resnet", "digits_data", "digits_checkpoints", "cache_path", "held_out_accuracy",
+           "cached_accuracy", "TRAIN_SEED"]
 
 TRAIN_SEED = 0
 _VERSION = "v2"  # v2: the test accuracy is kept in the file's metadata
@@ -81,7 +82,8 @@ def digits_data():
     return x[tr], y[tr], x[te], y[te]
 
 
-def _train(epochs: int = 30):
+def _train(epochs: int = 30, on_epoch=None):
+    """Train the digits ResNet; ``on_epoch(epoch, model)`` is called after each epoch (1-based)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -93,11 +95,13 @@ def _train(epochs: int = 30):
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         gen = torch.Generator().manual_seed(TRAIN_SEED)
         model.train()
-        for _ in range(epochs):
+        for epoch in range(epochs):
             for idx in torch.randperm(len(y), generator=gen).split(64):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
                 opt.step()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model)
         return model.eval()
     finally:
         torch.set_num_threads(threads)
@@ -126,6 +130,32 @@ def held_out_accuracy(model) -> tuple[int, int]:
     with torch.no_grad():
         pred = model.float()(x).argmax(dim=1)
     return int((pred == y).sum()), int(y.shape[0])
+
+
+def digits_checkpoints(directory, *, epochs=(1, 3, 10, 30)) -> list:
+    """Train the digits ResNet once and save the given epochs, each as a model folder
+    (``epoch-NN/model.safetensors`` with its ``config.json``) that ``certify`` and ``compare`` read:
+    a real training run, for trajectories (``physgsa compare epoch-01 epoch-03 ...``)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    wanted = set(int(e) for e in epochs)
+    saved = []
+
+    def keep(epoch, model):
+        if epoch in wanted:
+            folder = directory / f"epoch-{epoch:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                      str(folder / "model.safetensors"))
+            (folder / "config.json").write_text(json.dumps({"model_type": "torch-resnet"}) + "\n")
+            saved.append(folder)
+
+    model = _train(epochs=max(wanted), on_epoch=keep)
+    model.eval()
+    return saved
 
 
 def digits_resnet(*, retrain: bool = False):

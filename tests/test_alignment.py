@@ -425,10 +425,9 @@ def test_certify_reports_section8_diagnostics_computed_independently(tmp_path):
     q_ = w_v.T @ w_v
     expected = np.linalg.norm(p_ @ q_ - q_ @ p_) / (np.linalg.norm(p_) * np.linalg.norm(q_))
     assert row["commutator"] == pytest.approx(expected, rel=1e-12)
-    # Intersection dimension at k = min(k, k'), eps = 0.01, from scipy's principal angles.
-    k = min(int(row["k_left"]), int(row["k_right"]))
-    u = np.linalg.svd(w_o)[0][:, :k]
-    v = np.linalg.svd(w_v)[2].T[:, :k]
+    # Intersection dimension at the windows (k, k'), eps = 0.01, from scipy's principal angles.
+    u = np.linalg.svd(w_o)[0][:, :int(row["k_left"])]
+    v = np.linalg.svd(w_v)[2].T[:, :int(row["k_right"])]
     cos = np.cos(scipy.linalg.subspace_angles(u, v))
     assert row["intersection_dim"] == int(np.sum(cos >= 1 - 1e-2))
     # Head overlaps from orthonormal bases of each head's block (scipy.linalg.orth).

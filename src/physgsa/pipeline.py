@@ -234,7 +234,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
     heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"])
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
-    alignment = _alignment(L, R, fl, fr, tr.k_left, tr.k_right)
+    alignment = _alignment(L, R, fl, fr, tr)
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
@@ -253,25 +253,31 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
 
 #: The tolerance of the intersection dimension reported as a column (the whole grid is in the certificate).
 INTERSECTION_EPS = 1e-2
+#: The largest equal rank of the intersection-dimension grid (the windows are covered besides).
+GRID_MAX_K = 64
 
 
-def _alignment(L, R, fl, fr, k_left: int, k_right: int) -> dict:
+def _alignment(L, R, fl, fr, tr) -> dict:
     """Section 8's weight-space diagnostics of one interface (beyond the two papers).
 
-    The intersection dimension of ``span(U_l[:, :k])`` and ``span(V'[:, :k])`` over the grid
-    ``k = 1, 2, 4, ..., min(r_l, r')`` plus the smaller window ``min(k, k')``, at every eps of
+    The intersection dimension ``#{cos >= 1 - eps}`` at the dominant windows ``(k, k')`` (from
+    the transport's principal cosines, at no extra cost) and over the grid of small equal ranks
+    ``k = 1, 2, 4, ..., min(64, r)`` of ``span(U_l[:, :k])`` and ``span(V'[:, :k])``, at every eps of
     ``DEFAULT_EPSS``; the commutator of ``A_hat_l A_hat_l^T`` and ``A_hat_{l+1}^T A_hat_{l+1}``;
     and, where the left factor's columns and the right factor's rows carry heads, the head
     subspace overlap table (rows: reading heads of ``l+1``, columns: writing heads of ``l``).
+    The grid stops at 64 because each rank costs an SVD of its block (a grid to the full width
+    cost a third of certify on 768-wide chains); the windows themselves are always covered.
     """
     r = min(L.sigma.shape[0], R.sigma.shape[0])
-    k_win = min(k_left, k_right, r)
-    ks = sorted(set(default_ks(r)) | {k_win})
+    ks = [k for k in default_ks(r) if k <= GRID_MAX_K]
     dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
-    at_window = int(dims[ks.index(k_win), DEFAULT_EPSS.index(INTERSECTION_EPS)])
+    window = [int(np.sum(tr.cosines >= 1.0 - eps)) for eps in DEFAULT_EPSS]
+    at_window = window[DEFAULT_EPSS.index(INTERSECTION_EPS)]
     out = {"commutator": commutator(L.a_hat, R.a_hat),
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
-                            "k_window": k_win, "eps": INTERSECTION_EPS, "at_window": at_window},
+                            "windows": [tr.k_left, tr.k_right], "at_windows": window,
+                            "eps": INTERSECTION_EPS, "at_window": at_window},
            "heads": None}
     if fl.col_heads is not None and fr.row_heads is not None:
         ho = head_overlaps(L.a_hat, fl.col_heads, R.a_hat, fr.row_heads)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .checkpoint import OutputLock, refuse_foreign
 from .png import VIRIDIS, colourise, encode_png
+from .report import _fmt
 
 __all__ = ["save_compare", "COMPARE_FILES"]
 
@@ -89,16 +90,6 @@ def _page(result, images: list[dict]) -> str:
         "<h2>Interfaces</h2><table><tr><th>other</th><th>interface</th><th>||ΔA||_F</th><th>a priori bound</th>"
         f"<th>rho_static</th><th>ratio</th><th>certified</th><th>direct same</th><th>changed</th><th>labels kept</th>"
         f"</tr>{rows}</table>{traj}<h2>Side by side</h2>{''.join(panels)}</body></html>\n")
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.4g}"
-    return str(v)
 
 
 def save_compare(result, out, *, keep_others: bool = False) -> Path:

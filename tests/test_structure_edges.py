@@ -256,9 +256,13 @@ def test_conv_group_units_give_block_energies():
     detail = res.certificate["interfaces"][0]
     assert res.interfaces["n_units"][0] == groups
     assert max(max(s) for s in detail["structure"]["supports"] if s) < groups
+    # An interface whose left factor is not a grouped conv keeps single channels, flagged.
+    plain = physgsa.certify(physgsa.Chain.from_arrays([("a", full), ("b", rng.standard_normal((5, c_out)))]),
+                            units="groups")
+    assert plain.interfaces["n_units"][0] == c_in
+    assert "units_channels_no_conv_groups" in plain.interfaces["flags"][0]
     with pytest.raises(physgsa.InvalidParameterError, match="units='groups'"):
-        physgsa.certify(physgsa.Chain.from_arrays([("a", full), ("b", rng.standard_normal((5, c_out)))]),
-                        units="groups")
+        S.column_units("groups", 8, heads=None, where="a->b")
 
 
 def test_group_unit_energies_match_brute_force():

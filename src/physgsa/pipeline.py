@@ -152,10 +152,16 @@ class _PAM:
             strategy == "modes" else None
         g, m, gstrat = row_groups(strategy, a0, incidence=inc,
                                   heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
-        units, n_units = column_units(p["units"], a0.shape[1], heads=col_heads, where=where,
+        unit_strategy = p["units"]
+        # units="groups" on a chain where only some factors are grouped convs (EfficientNet's
+        # expand convs are dense): the other interfaces keep single channels, flagged.
+        self.units_fallback = unit_strategy == "groups" and col_groups is None
+        if self.units_fallback:
+            unit_strategy = "channels"
+        units, n_units = column_units(unit_strategy, a0.shape[1], heads=col_heads, where=where,
                                       conv_groups=col_groups)
         part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
-                         unit_strategy=p["units"])
+                         unit_strategy=unit_strategy)
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
                                  kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
         self.mg = margins(self.ref)
@@ -246,6 +252,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         "degenerate": [side for side, spec in (("left", L), ("right", R)) if "window_degenerate" in spec.flags],
         "no_structure": no_channel_structure(s0, decomp, pam.negligible),
         "modes_basis_dependent": ref.partition.group_strategy == "modes" and repeated_in_window(L.sigma, tr.k_left),
+        "units_fallback": pam.units_fallback,
         "window_search": search,
         "alignment": alignment,
     }

@@ -136,7 +136,9 @@ def _interface_row(it) -> dict:
         "flags": ";".join([f for f, on in (("product_zero", rig.sigma1_product == 0),
                                            ("product_negligible", it["negligible"]),
                                            ("no_channel_structure", bool(it["no_structure"])),
-                                           ("modes_basis_dependent", it["modes_basis_dependent"])) if on]
+                                           ("modes_basis_dependent", it["modes_basis_dependent"]),
+                                           ("units_channels_no_conv_groups", it.get("units_fallback", False)))
+                           if on]
                           + [f"{side}_window_degenerate" for side in it["degenerate"]]),
     }
 
@@ -295,6 +297,46 @@ class Result:
         """The model-level verdict (fraction of member interfaces, failed items)."""
         return self.certificate["verdict"]
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict and the smallest margins, as the report's top shows them."""
+        from html import escape
+
+        from .report import _fmt, verdict_view
+
+        v = self.verdict
+        view = verdict_view(v)
+        colour = {"all": "#e9f7ef", "some": "#fef5e0", "none": "#fbeaea"}[view["kind"]]
+        rows = "".join(
+            f"<tr><td>{escape(str(m['interface']))}</td><td>{_fmt(m['rho_static'])}</td>"
+            f"<td>{escape(str(m['binding'].get('kind', '')))}</td><td>{_fmt(m['a_priori_ratio'])}</td>"
+            f"<td>{_fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
+        t = v.get("n_no_channel_structure", 0)
+        trivial = f"; {t} without channel structure" if t else ""
+        return (f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
+                f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
+                "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
+                "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
+                f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
+                "<code>result.figures()</code> draws every panel of the report; <code>result.save(DIR)</code> "
+                "writes the report and the figures.</p>")
+
+    def figures(self) -> dict:
+        """Every panel of the report, drawn from this Result without reading or writing a file.
+
+        Returns a dict from file name (as under ``DIR/figures/``, without ``.svg``) to
+        :class:`~physgsa.figures.Figure`: each one shows itself in a notebook and has ``.svg``
+        (the SVG text) and ``.save(path)``.
+        """
+        from .figures import result_figures
+
+        return result_figures(self)
+
+    def write_figures(self, directory, *, replacing=None) -> Path:
+        """Write every panel as ``directory/NAME.svg`` (see :func:`physgsa.report.write_figures`)."""
+        from .report import write_figures
+
+        return write_figures(self, directory, replacing=replacing)
+
     def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False) -> Path:
         """Write the output files into ``out``, replacing only physgsa's own files.
 
@@ -350,6 +392,7 @@ class Result:
         from .report import write_report
 
         write_report(self, directory / "report.html")
+        self.write_figures(directory / "figures", replacing=directory.parent / "figures")
 
 
 def _read_certificate(path: Path) -> dict:

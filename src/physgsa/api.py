@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._validation import check_params
-from .survey import SPECTRA_PARAMS, SpectraResult, spectra_of
+from .survey import SpectraResult, spectra_source
 
 __all__ = ["spectra", "chain_from"]
 
@@ -17,14 +16,31 @@ def _is_matrix_file(source) -> bool:
     return p.suffix == ".npz" or (p.suffix == ".safetensors" and not (p.parent / "config.json").is_file())
 
 
-def chain_from(source, *, order=None, **model_params):
-    """A chain from ``example``, a matrix file (.npz, or .safetensors without config.json), or a model."""
-    from .examples import example_chain
-    from .io import read_chain
+def chain_from(source=None, *, order=None, **model_params):
+    """A chain from ``example``, a matrix file (.npz, or .safetensors without config.json), or a model.
 
-    if isinstance(source, str) and source == "example":
+    ``model_params`` go to :func:`physgsa.adapters.load_chain`: among them ``sample=`` (an input
+    batch: the generic walker finds the residual blocks of an nn.Module by running it),
+    ``build="file.py:function"`` with ``sample_shape=`` (makes the module by running that file's
+    code; ``source`` is then omitted, or a checkpoint whose weights are loaded into it) and
+    ``caller="cli"`` (error messages name command-line flags).
+    """
+    from .examples import example_chain
+    from .io import SafetensorsFile, read_chain
+
+    walker = any(model_params.get(k) is not None for k in ("sample", "sample_shape", "build"))
+    if isinstance(source, str) and source == "example" and not walker:
         return example_chain()
-    if _is_matrix_file(source):
+    if _is_matrix_file(source) and not walker:
+        if Path(source).suffix == ".safetensors" and Path(source).is_file():
+            stored = SafetensorsFile(Path(source))
+            names = stored.keys()
+            if any(len(stored.shape(k)) != 2 for k in names):
+                # A state dict (conv kernels, norm vectors), not a stack of factor matrices: an
+                # adapter may know its weight names; load_chain says how to give the layout if not.
+                from .adapters import load_chain
+
+                return load_chain(source, **model_params)
         return read_chain(source, order=order)
     from .adapters import load_chain
 
@@ -32,24 +48,12 @@ def chain_from(source, *, order=None, **model_params):
 
 
 def spectra(source="minilm", **params) -> SpectraResult:
-    """Part I quantities and WeightWatcher's metrics of every weight matrix of ``source``.
+    """Part I quantities and WeightWatcher's metrics of every weight of ``source``.
 
     ``source`` is a model (bundled name, folder, file with config.json, hub id in the local
-    cache, nn.Module), or a matrix file (every array in it). Parameters: ``q``, ``chart``,
-    ``window_band``, ``gap_floor``, ``exclude`` (validated as in
-    :data:`physgsa.survey.SPECTRA_PARAMS`).
+    cache, nn.Module), a state dict or tensor file without config (``.safetensors``, ``.pt``,
+    ``.pth``, ``.bin``, ``.npz``: every tensor read by its shape), or ``example``. Parameters:
+    ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory`` (validated as
+    in :data:`physgsa.survey.SPECTRA_PARAMS`). See :func:`physgsa.survey.spectra_source`.
     """
-    if _is_matrix_file(source) or source == "example":
-        chain = chain_from(source)
-        items = ((f.name, f.matrix, f.name, "") for f in chain.factors)
-        return spectra_of(items, source=chain.source, **params)
-    from .adapters import ModelSourceError, detect, resolve_source
-    from .adapters.weights import raw_matrices
-
-    src = resolve_source(source)
-    try:
-        arch = detect(src)
-    except ModelSourceError:
-        arch = "unknown"  # every 2-D weight as stored: no architecture knowledge needed
-    exclude = check_params("spectra", SPECTRA_PARAMS, params)["exclude"]
-    return spectra_of(raw_matrices(src, arch, exclude=exclude), source=src.name, **params)
+    return spectra_source(source, **params)

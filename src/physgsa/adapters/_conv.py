@@ -50,6 +50,16 @@ Fourier mode ``(u, v)`` on an ``n x n`` torus (``--conv fft --freq u,v,n``)
     ``[Re Z a; Im Z a]`` and has the singular values of ``Z``, each twice. Over all ``(u, v)``
     the singular values of the stride-1 ``Z`` are those of the circular convolution operator.
 
+Grouped and depthwise convolutions
+    A conv with ``groups = g`` splits its ``in`` inputs and ``out`` outputs into ``g`` groups;
+    output ``o`` reads only the inputs of its group ``o // (out / g)``. Its kernel is stored
+    ``(out, in / g, kh, kw)``. At zero frequency and on every Fourier mode its channel matrix is
+    therefore block-diagonal: block ``g`` is ``Z`` (the formulas above) of the kernel rows of group
+    ``g``, on the inputs of group ``g`` (:func:`grouped_channel_matrix`); for a depthwise conv
+    (``g = in = out``) the matrix is diagonal, ``Z[c, c] = sum_{h,w} W[c, 0, h, w] exp(...)``.
+    A dilation ``d`` puts tap ``h`` at offset ``d h - p_h``, so its phase is
+    ``exp(+2 pi i (u (d_h h - p_h) + v (d_w w - p_w)) / n)``.
+
 Normalizations
     BatchNorm in eval mode is ``diag(gamma / sqrt(var + eps))`` on the channels (its shift
     drops out of the linear map); it acts per pixel, so it is the same at every frequency.
@@ -66,8 +76,9 @@ import numpy as np
 from .._validation import InvalidParameterError
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["FourierMode", "bn_scale", "conv_at_frequency", "conv_dc", "conv_factor", "fourier_mode",
-           "grouped_channel_matrix", "nearest_upsample_gain", "realify", "same_padding"]
+__all__ = ["FourierMode", "apply_grouped", "avg_pool_gain", "bn_scale", "conv_at_frequency", "conv_blocks", "conv_dc",
+           "conv_factor", "fourier_mode", "grouped_channel_matrix", "input_groups", "nearest_upsample_gain", "realify",
+           "same_padding"]
 
 
 def conv_dc(w: np.ndarray) -> np.ndarray:
@@ -95,17 +106,57 @@ def grouped_channel_matrix(blocks: np.ndarray, groups: int) -> tuple[np.ndarray,
     return full, np.arange(n_in, dtype=np.int64) // per
 
 
-def conv_at_frequency(w: np.ndarray, u: int, v: int, n: int, *, padding: tuple[int, int]) -> np.ndarray:
+def input_groups(n_in: int, groups: int) -> np.ndarray:
+    """The conv group of each of ``n_in`` input channels: ``c // (n_in / groups)``."""
+    if groups < 1 or n_in % groups:
+        raise ValueError(f"{n_in} input channels do not split into {groups} conv groups")
+    return np.arange(n_in, dtype=np.int64) // (n_in // groups)
+
+
+def conv_at_frequency(w: np.ndarray, u: int, v: int, n: int, *, padding: tuple[int, int],
+                      dilation: tuple[int, int] = (1, 1)) -> np.ndarray:
     """The complex channel matrix of a conv kernel on the input mode ``(u, v)`` of an ``n x n`` torus.
 
-    ``Z = sum_{h,w} W[:, :, h, w] exp(+2 pi i (u (h - p_h) + v (w - p_w)) / n)`` with
-    ``padding = (p_h, p_w)``: the tap at ``h`` reads the input at offset ``h - p_h`` (module
-    docstring). The stride does not enter ``Z``; it sets the output grid (:class:`FourierMode`).
+    ``Z = sum_{h,w} W[:, :, h, w] exp(+2 pi i (u (d_h h - p_h) + v (d_w w - p_w)) / n)`` with
+    ``padding = (p_h, p_w)`` and ``dilation = (d_h, d_w)``: the tap at ``h`` reads the input at
+    offset ``d_h h - p_h`` (module docstring). The stride does not enter ``Z``; it sets the
+    output grid (:class:`FourierMode`). For a grouped kernel ``(out, in / g, kh, kw)`` this is
+    the per-group block matrix (:func:`conv_blocks`).
     """
     kh, kw = w.shape[2], w.shape[3]
-    ph = np.exp(2j * np.pi * u * (np.arange(kh) - padding[0]) / n)
-    pw = np.exp(2j * np.pi * v * (np.arange(kw) - padding[1]) / n)
+    ph = np.exp(2j * np.pi * u * (dilation[0] * np.arange(kh) - padding[0]) / n)
+    pw = np.exp(2j * np.pi * v * (dilation[1] * np.arange(kw) - padding[1]) / n)
     return np.einsum("oihw,h,w->oi", w, ph, pw)
+
+
+def conv_blocks(w: np.ndarray, mode: FourierMode | None, *, padding: tuple[int, int],
+                dilation: tuple[int, int] = (1, 1)) -> np.ndarray:
+    """The per-group channel blocks ``(out, in / g)`` of a (grouped) conv kernel on ``mode``.
+
+    Zero frequency (``mode=None``): :func:`conv_dc`, real. Otherwise :func:`conv_at_frequency`
+    at the mode's frequency on its own grid, complex. Row ``o`` holds output ``o``'s weights on
+    the inputs of its group; :func:`grouped_channel_matrix` or :func:`apply_grouped` place them.
+    """
+    if mode is None:
+        return conv_dc(w)
+    u, v = mode.here
+    return conv_at_frequency(w, u, v, mode.n, padding=padding, dilation=dilation)
+
+
+def apply_grouped(blocks: np.ndarray, groups: int, m: np.ndarray) -> np.ndarray:
+    """``grouped_channel_matrix(blocks, groups)[0] @ m`` without forming the block-diagonal matrix.
+
+    ``blocks`` is ``(out, in / g)`` (:func:`conv_blocks`), ``m`` is ``(in, k)``. One batched
+    product over the groups (a depthwise conv is a row scaling).
+    """
+    out, per = blocks.shape
+    if groups < 1 or out % groups or m.shape[0] != per * groups:
+        raise ValueError(f"a grouped conv with {out} outputs, {per} inputs per group and {groups} groups "
+                         f"cannot act on {m.shape[0]} channels")
+    if per == 1 and out == groups:  # depthwise: diagonal
+        return blocks[:, 0][:, None] * m
+    b = blocks.reshape(groups, out // groups, per)
+    return (b @ m.reshape(groups, per, m.shape[1])).reshape(out, m.shape[1])
 
 
 def realify(z: np.ndarray) -> np.ndarray:
@@ -179,19 +230,38 @@ def fourier_mode(conv: str, freq, total_stride: int, where: str) -> FourierMode 
 
 
 def conv_factor(w: np.ndarray, mode: FourierMode | None, *, stride: int, padding: tuple[int, int],
-                where: str) -> tuple[np.ndarray, FourierMode | None]:
+                where: str, groups: int = 1, dilation: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, FourierMode | None]:
     """A conv's channel matrix on ``mode`` and the mode on its output grid.
 
     With ``mode=None`` (``--conv dc``) the real :func:`conv_dc`; otherwise the complex
     :func:`conv_at_frequency` on the conv's own input grid ``mode.n``, and the mode on the
-    output grid ``mode.n / stride``.
+    output grid ``mode.n / stride``. A grouped kernel (``groups > 1``, stored
+    ``(out, in / groups, kh, kw)``) gives the block-diagonal ``out x in`` matrix at either
+    (:func:`grouped_channel_matrix`; its column groups are :func:`input_groups`).
     """
     if w.ndim != 4:
         raise ModelSourceError(f"{where} has shape {w.shape}; a conv kernel is 4-D.")
+    if groups < 1 or w.shape[0] % groups:
+        raise ModelSourceError(f"{where} has {w.shape[0]} output channels, which do not split into {groups} groups.")
+    z = conv_blocks(w, mode, padding=padding, dilation=dilation)
+    if groups > 1:
+        z = grouped_channel_matrix(z, groups)[0]
+    return z, (None if mode is None else mode.strided(stride, where))
+
+
+def avg_pool_gain(kernel: tuple[int, int], padding: tuple[int, int], mode: FourierMode | None) -> complex:
+    """The gain of ``k x k`` average pooling on ``mode`` (the same on every channel).
+
+    On the torus it is the depthwise conv with every tap ``1 / (k_h k_w)``:
+    ``mean_{h,w} exp(+2 pi i (u (h - p_h) + v (w - p_w)) / n)``, and 1 at zero frequency.
+    (With zero padding and ``count_include_pad=False`` only the border pixels differ.)
+    """
     if mode is None:
-        return conv_dc(w), None
+        return 1.0
     u, v = mode.here
-    return conv_at_frequency(w, u, v, mode.n, padding=padding), mode.strided(stride, where)
+    ph = np.exp(2j * np.pi * u * (np.arange(kernel[0]) - padding[0]) / mode.n).mean()
+    pw = np.exp(2j * np.pi * v * (np.arange(kernel[1]) - padding[1]) / mode.n).mean()
+    return complex(ph * pw)
 
 
 def nearest_upsample_gain(mode: FourierMode, factor: int) -> tuple[complex, FourierMode]:

@@ -2,9 +2,9 @@
 
     HF_HUB_OFFLINE=1 python docs/make_images.py
 
-Writes docs/images/report-minilm.png (the top of the page) and
-docs/images/report-minilm-interface.png (the first interface), so the pictures always show
-what the code now draws.
+Writes docs/images/report-minilm.png (the top of the page: the verdict, how to read it, the
+smallest margins) and docs/images/report-minilm-interface.png (the first interface), so the
+pictures always show what the code now draws. The README shows both.
 """
 
 import subprocess
@@ -17,6 +17,7 @@ from playwright.sync_api import sync_playwright
 HERE = Path(__file__).parent
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IMAGES = ("report-minilm.png", "report-minilm-interface.png")
 
 
 def main() -> None:
@@ -27,8 +28,11 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto((out / "report.html").as_uri())
-            page.screenshot(path=str(HERE / "images" / "report-minilm.png"))
-            page.locator("details.interface").first.screenshot(path=str(HERE / "images" / "report-minilm-interface.png"))
+            # The top of the page, down to the end of the smallest margins.
+            bottom = page.evaluate("document.getElementById('margins').getBoundingClientRect().bottom + scrollY")
+            page.screenshot(path=str(HERE / "images" / IMAGES[0]), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": bottom + 40})
+            page.locator("details.interface").first.screenshot(path=str(HERE / "images" / IMAGES[1]))
             browser.close()
 
 

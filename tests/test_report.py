@@ -1,6 +1,14 @@
-"""The HTML report in a real headless Chromium (Debian's package, driven by Playwright), and its figures."""
+"""The HTML report in a real headless Chromium (Debian's package, driven by Playwright), and its figures.
 
+The page is checked at 900 and 1400 px and in print: how to read it, the glossary, tables that
+are never clipped, names that never break, the window search. Every panel is also a file under
+``DIR/figures/``: each one valid SVG that Chromium renders, and not blank.
+"""
+
+import base64
+import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,16 +22,23 @@ import physgsa
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROOT = Path(__file__).resolve().parent.parent
 EVIL = "<script>alert('x')</script>"
+SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory):
+def result():
     base = physgsa.example_chain(n_factors=4, width=32)
     pairs = [(f.name if i else EVIL, f.matrix) for i, f in enumerate(base.factors)]
     pairs[1] = ("<b>bold</b>&amp;", pairs[1][1])
+    return physgsa.certify(physgsa.Chain.from_arrays(pairs, source="<i>source</i>"), window_search=True)
+
+
+@pytest.fixture(scope="module")
+def report_dir(result, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "out"
-    physgsa.certify(physgsa.Chain.from_arrays(pairs, source="<i>source</i>")).save(out)
+    result.save(out)
     return out
 
 
@@ -38,34 +53,41 @@ def browser():
         b.close()
 
 
-def test_report_loads_offline_renders_and_sorts(report_dir, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors, requests, dialogs = [], [], []
+def _open(browser, url, width, media="screen"):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.emulate_media(media=media)
+    errors, requests = [], []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: requests.append(r.url))
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    url = (report_dir / "report.html").as_uri()
     page.goto(url)
     page.wait_for_load_state("load")
+    return page, errors, requests
+
+
+def test_report_loads_offline_renders_and_sorts(report_dir, browser):
+    page, errors, requests = _open(browser, (report_dir / "report.html").as_uri(), 1400)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    url = (report_dir / "report.html").as_uri()
     assert errors == []
     assert [r for r in requests if r != url and not r.startswith("data:")] == []
     sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     assert all(c and w > 0 and h > 0 for c, w, h in sizes)
-    assert page.eval_on_selector_all("img[alt='Part I profiles against depth']", "els => els.length") == 1
-    # One figure per interface: 3 heatmaps and the mask map (PNG), label strip, block energies,
-    # incidence graph (SVG), and the colour bars of the heatmaps and block energies.
-    per_interface = page.eval_on_selector_all(".ifig", "figs => figs.map(f => f.querySelectorAll('img').length)")
-    assert per_interface == [11, 11, 11]
-    # Group ticks and legends are page text around the images.
-    first = page.inner_text(".ifig")
-    assert "g0" in first and "overlap" in first and "mean |entry|" in first
+    # The six Part I profiles, each its own figure.
+    assert page.eval_on_selector_all("#profiles img", "els => els.length") == 6
+    # One figure per panel of each interface: |A0|, |A1|, |E|, ICM labels, masks, block energies, graph.
+    per_interface = page.eval_on_selector_all(".interface > .ifig", "figs => figs.map(f => f.querySelectorAll('img').length)")
+    assert per_interface == [7, 7, 7]
+    # Each panel links to its own file under figures/.
+    links = page.eval_on_selector_all(".interface .panel a", "as => as.map(a => a.getAttribute('href'))")
+    assert all(re.fullmatch(r"figures/interface-\d\d-[A-Za-z0-9-]+\.svg", h) for h in links) and len(links) == 21
     # Names from the chain are text, never markup or script.
     assert dialogs == []
     body = page.inner_text("body")
     assert EVIL in body and "<b>bold</b>&amp;" in body and "<i>source</i>" in body
-    assert page.eval_on_selector_all("#factors b, #factors script", "els => els.length") == 0
-    # Sorting the factor table by rho, ascending then descending.
+    assert page.eval_on_selector_all("#factors b, #factors script, .name b", "els => els.length") == 0
+    # Sorting the factor table by rho, ascending then descending (the "?" link is not part of the name).
     col = page.eval_on_selector_all("#factors th", "ths => ths.map(t => t.textContent)").index("rho")
     page.click(f"#factors th:nth-child({col + 1})")
     vals = [float(v) for v in page.eval_on_selector_all(f"#factors tbody td:nth-child({col + 1})",
@@ -81,31 +103,314 @@ def test_report_loads_offline_renders_and_sorts(report_dir, browser):
     page.close()
 
 
+_LAYOUT = """() => {
+  const W = document.documentElement.clientWidth;
+  const cells = Array.from(document.querySelectorAll('th, td')).filter(c => c.getClientRects().length);
+  const clipped = cells.filter(c => c.getBoundingClientRect().right > W + 0.5).map(c => c.textContent.slice(0, 40));
+  // No table sits in a box that scrolls or hides part of it.
+  const boxed = Array.from(document.querySelectorAll('table')).filter(t => {
+    for (let e = t.parentElement; e && e !== document.body; e = e.parentElement) {
+      const s = getComputedStyle(e);
+      if (['auto', 'scroll', 'hidden'].includes(s.overflowX) || ['auto', 'scroll', 'hidden'].includes(s.overflowY))
+        return true;
+    }
+    return false;
+  }).map(t => t.id);
+  // Names never break inside their arrows: the '-' and the '>' of every '->' share a line.
+  const broken = [];
+  document.querySelectorAll('td.name, details.interface > summary').forEach(cell => {
+    if (!cell.getClientRects().length) return;
+    const chars = [];
+    const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode())
+      for (let i = 0; i < n.data.length; i++) chars.push([n, i, n.data[i]]);
+    for (let i = 0; i + 1 < chars.length; i++) {
+      if (chars[i][2] !== '-' || chars[i + 1][2] !== '>') continue;
+      const r = document.createRange(); r.setStart(chars[i][0], chars[i][1]); r.setEnd(chars[i + 1][0], chars[i + 1][1] + 1);
+      const tops = new Set(Array.from(r.getClientRects()).filter(x => x.width > 0).map(x => Math.round(x.top)));
+      if (tops.size > 1) broken.push(cell.textContent);
+    }
+  });
+  const headers = Array.from(document.querySelectorAll('table.sortable th'));
+  const undefined_ = headers.filter(h => !h.title || !h.querySelector('a.def')).map(h => h.textContent);
+  const anchors = headers.map(h => h.querySelector('a.def').getAttribute('href').slice(1));
+  const missing = anchors.filter(a => !document.getElementById(a));
+  return {pageWidth: document.documentElement.scrollWidth, W, clipped, boxed, broken, undefined_, missing,
+          tables: document.querySelectorAll('table.sortable').length};
+}"""
+
+
+@pytest.mark.parametrize("width, media", [(1400, "screen"), (900, "screen"), (760, "print")])
+def test_report_at_any_width_and_in_print(report_dir, browser, width, media):
+    """Glossary, unclipped tables, unbroken names and the window search, at 1400 and 900 px and in print."""
+    page, errors, _ = _open(browser, (report_dir / "report.html").as_uri(), width, media)
+    assert errors == []
+    lay = page.evaluate(_LAYOUT)
+    assert lay["pageWidth"] <= lay["W"], lay  # the page itself does not scroll sideways
+    assert lay["clipped"] == [] and lay["boxed"] == [] and lay["broken"] == [], lay
+    # Squeezed as narrow as they go, names wrap only after a whole '->'.
+    page.add_style_tag(content="td.name { width: 1px !important; }")
+    assert page.evaluate(_LAYOUT)["broken"] == []
+    # Every column of every table shows its definition (tooltip) and links to it in the glossary.
+    assert lay["tables"] >= 5 and lay["undefined_"] == [] and lay["missing"] == [], lay
+    # How to read it: at the top, every term in one plain sentence, ICM spelled out, what to try next.
+    howto = page.inner_text("#how-to-read")
+    for term in ("member", "rho_static", "a priori verdict", "measured verdict", "direct verdict",
+                 "core / overlap / noise", "hubs", "SRS sets", "chain break", "Invariant Channel Mapping",
+                 "SC (single-core)", "SA (shared, aligned)", "ST (shared, transit)", "What a failing certificate",
+                 "--window-search", "--factor branch", "--interfaces heads", "--mode jacobian", "--q 0.99"):
+        assert term in howto, term
+    top = page.evaluate("document.getElementById('how-to-read').getBoundingClientRect().top + window.scrollY")
+    first_table = page.evaluate("document.getElementById('factors').getBoundingClientRect().top + window.scrollY")
+    assert top < first_table
+    glossary = page.inner_text("#glossary")
+    assert "rho_static" in glossary and "energy_core" in glossary
+    assert len(page.query_selector_all("#protocol-items li")) == 12
+    # The verdict: coloured by its fraction, the count said once.
+    verdict = page.inner_text("#verdict")
+    assert verdict.count(" of 3") <= 1
+    # The window search (--window-search) is in the report: its table and one plot per interface.
+    assert page.query_selector("#window-search") is not None
+    rows = page.eval_on_selector_all("#window-search-table tr", "trs => trs.map(t => t.innerText)")
+    assert len(rows) == 1 + 3 and all(("q = " in r or "none up to" in r) for r in rows[1:])
+    assert page.eval_on_selector_all("#window-search-figures img", "els => els.length") == 3
+    # Protocol values are words, not JSON.
+    values = page.eval_on_selector_all("table.protocol td:nth-child(4)", "tds => tds.map(t => t.textContent)")
+    assert values and not [v for v in values if re.search(r'[{}"\[\]]', v)]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report-{width}-{media}.png"), full_page=True)
+    page.close()
+
+
+def test_verdict_colour_follows_the_fraction():
+    from physgsa.report import verdict_view
+
+    none = verdict_view({"n_interfaces": 11, "n_members": 0, "summary": "no interface is a member", "n_chain_breaks": 0})
+    some = verdict_view({"n_interfaces": 5, "n_members": 2, "summary": "2 of 5 interfaces are members",
+                         "n_chain_breaks": 1})
+    all_ = verdict_view({"n_interfaces": 5, "n_members": 5, "summary": "all interfaces are members",
+                         "n_chain_breaks": 2})
+    assert (none["kind"], some["kind"], all_["kind"]) == ("none", "some", "all")
+    assert some["sentence"] == "2 of 5 interfaces are members of the certificate domain"  # "(2 of 5)" said once
+    assert none["sentence"].endswith("(0 of 11)") and all_["sentence"].endswith("(5 of 5)")
+    assert (some["breaks"], all_["breaks"]) == ("1 chain break", "2 chain breaks")
+
+
 def test_report_rerenders_identically_without_recomputing(report_dir):
     before = (report_dir / "report.html").read_bytes()
+    figures = {p.name: p.read_bytes() for p in (report_dir / "figures").iterdir()}
     (report_dir / "report.html").unlink()
+    (report_dir / "figures" / "profiles-rho.svg").unlink()
     from physgsa.report import rerender
 
     rerender(report_dir)
     assert (report_dir / "report.html").read_bytes() == before
+    assert {p.name: p.read_bytes() for p in (report_dir / "figures").iterdir()} == figures
     assert np.load(report_dir / "heatmaps.npz")["0/a0"].shape[0] <= 96
+    assert not [p for p in report_dir.iterdir() if p.name.startswith(".physgsa")]
 
 
-def test_spectra_page_loads_offline(tmp_path, browser):
+def test_figures_are_rewritten_and_stale_ones_removed_but_a_users_files_kept(result, tmp_path):
+    out = tmp_path / "o"
+    result.save(out)
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert len(names) == 6 + 3 * 7 + 3
+    (out / "figures" / "interface-07-masks.svg").write_text("<svg/>")  # a stale panel of a longer chain
+    result.save(out)  # a second save replaces the folder (it cannot rename onto a full one)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == names
+    (out / "figures" / "interface-07-masks.svg").write_text("<svg/>")
+    (out / "figures" / "my-edit.svg").write_text("mine")  # a user's file: never touched
+    result.save(out)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(names + ["my-edit.svg"])
+    assert (out / "figures" / "my-edit.svg").read_text() == "mine"
+    import subprocess
+    import sys
+
+    (out / "figures" / "interface-00-masks.svg").unlink()
+    r = subprocess.run([sys.executable, "-m", "physgsa", "report", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(names + ["my-edit.svg"])
+    assert not [p for p in out.iterdir() if p.name.startswith(".physgsa")]
+
+
+def _svg_info(svg: str):
+    root = ElementTree.fromstring(svg)
+    texts = " ".join("".join(e.itertext()) for e in root.iter(f"{SVG_NS}text"))
+    return root, texts
+
+
+_PIXELS = """async ([uri, rect]) => {
+  const img = new Image(); img.src = uri; await img.decode();
+  const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const stats = (x, y, w, h) => {
+    const d = g.getImageData(x, y, w, h).data; let n = 0, s = 0, s2 = 0, ink = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      const v = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2]; n++; s += v; s2 += v * v; if (v < 245) ink++;
+    }
+    return [s2 / n - (s / n) ** 2, ink / n];
+  };
+  const whole = stats(0, 0, c.width, c.height);
+  const inner = rect ? stats(Math.ceil(rect[0]) + 1, Math.ceil(rect[1]) + 1, Math.floor(rect[2]) - 2,
+                             Math.floor(rect[3]) - 2) : null;
+  return {w: c.width, h: c.height, whole, inner};
+}"""
+
+
+def test_every_figure_file_is_valid_svg_that_chromium_renders_non_blank(report_dir, browser):
+    files = sorted((report_dir / "figures").glob("*.svg"))
+    assert len(files) == 6 + 3 * 7 + 3
+    page = browser.new_page()
+    page.set_content("<html><body></body></html>")
+    ARTIFACTS.mkdir(exist_ok=True)
+    for path in files:
+        svg = path.read_text(encoding="utf-8")
+        root, texts = _svg_info(svg)  # valid XML, an SVG document
+        assert root.tag == f"{SVG_NS}svg" and float(root.get("width")) > 0 and float(root.get("height")) > 0
+        assert not [e for e in root.iter() if e.tag.endswith("script") or e.tag.endswith("foreignObject")]
+        assert "<script" not in svg
+        image = root.find(f"{SVG_NS}image")
+        rect = None if image is None or "icm-labels" in path.name else \
+            [float(image.get(k)) for k in ("x", "y", "width", "height")]
+        uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        px = page.evaluate(_PIXELS, [uri, rect])
+        assert px["w"] > 100 and px["h"] > 100, path.name
+        assert px["whole"][0] > 50 and px["whole"][1] > 0.01, (path.name, px)  # not blank
+        if rect is not None:  # the embedded heatmap itself was drawn
+            assert px["inner"][1] > 0.9, (path.name, px)
+    # A few panels as pictures, for a look.
+    for name in ("interface-00-pam-truncated-A0", "interface-00-incidence-graph", "interface-00-window-search",
+                 "profiles-exponents"):
+        svg = (report_dir / "figures" / f"{name}.svg").read_bytes()
+        page.set_content(f'<img id="f" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}">')
+        page.wait_for_function("document.getElementById('f').complete")
+        page.locator("#f").screenshot(path=str(ARTIFACTS / f"figure-{name}.png"))
+    page.close()
+
+
+def test_figures_use_real_typography_and_label_everything(result):
+    figs = result.figures()
+    assert len(figs) == 6 + 3 * 7 + 3
+    _, diff = _svg_info(figs["interface-00-pam-difference-E"].svg)
+    assert "|A1 − A0|" in diff and "mean |entry| per cell" in diff  # subscripts as tspans, a real minus
+    root, bars = _svg_info(figs["interface-00-block-energies"].svg)
+    assert "share of ‖A0‖F2" in bars and root.find(f".//{SVG_NS}linearGradient") is not None  # vector colour bar
+    assert "ASCII" not in bars and "||" not in bars
+    _, ws = _svg_info(figs["interface-00-window-search"].svg)
+    assert "‖E‖F" in ws and "ρstatic" in ws and "0.999" in ws
+    assert EVIL in ws  # the interface's name, escaped, as the subtitle
+    _, graph = _svg_info(figs["interface-01-incidence-graph"].svg)
+    assert "disc area" in graph and "line width" in graph and "not nodes" in graph
+
+
+def test_interface_figures_label_every_group_and_say_which_units():
+    from physgsa.figures import interface_figures
+
+    zeros = np.zeros((5, 4), dtype=np.float32)
+    heat = {"a0": zeros, "a1": zeros, "diff": np.full((5, 4), np.nan, dtype=np.float32),
+            "mask": np.zeros((5, 4), np.int8), "labels": np.array([0, 1, 2, 3, 3], np.int8),
+            "certified": np.ones(5, np.float32), "row_groups": np.array([[0.0, 0], [2.9, 1], [3.1, 2], [3.2, 3]]),
+            "col_blocks": np.array([[0.0, 0], [2.0, 9]])}
+    structure = {"block_energy": {"labels": ["excl:0", EVIL], "matrix": [[0.5, 0.5]] * 4},
+                 "edges": [{"g": 0, "h": 1, "w": 0.0}, {"g": 1, "h": 7, "w": 1.0}], "group_sizes": [1, 0, 4, 2],
+                 "hubs": [3, 5], "hub_degree": 3, "unit_strategy": "heads"}
+    figs = {f.name: f for f in interface_figures(heat, {"structure": structure, "interface": "a->b"}, 0)}
+    _, a0 = _svg_info(figs["interface-00-pam-truncated-A0"].svg)
+    # Every group keeps its label, the one-row (and 0.1-row) groups included.
+    for g in ("g0", "g1", "g2", "g3"):
+        assert re.search(rf"\b{g}\b", a0), g
+    assert "excl:0" in a0 and "9" in a0 and "input heads" in a0 and "input channels" not in a0
+    _, labels = _svg_info(figs["interface-00-icm-labels"].svg)
+    assert all(re.search(rf"\b{g}\b", labels) for g in ("g0", "g1", "g2", "g3"))
+    root, graph = _svg_info(figs["interface-00-incidence-graph"].svg)
+    title = "".join(root.find(f"{SVG_NS}text").itertext())
+    assert title.startswith("incidence graph: 4 groups") and "hub" not in title  # the title counts the drawn nodes
+    assert "hubs: 2 input heads" in graph and "the nodes are the 4 groups" in graph
+    circles = [c for c in root.iter(f"{SVG_NS}circle") if c.get("stroke") == "#fff"]
+    assert len(circles) == 4  # one disc per group, as the title says
+    _, bar = _svg_info(figs["interface-00-block-energies"].svg)
+    assert "0.5" in bar  # a constant map: one colour, one value
+    again = {f.name: f for f in interface_figures(heat, {"structure": structure, "interface": "a->b"}, 0)}
+    assert again == figs  # the same bytes every time
+
+
+def test_result_shows_itself_in_a_notebook_and_draws_without_files(result, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    html = result._repr_html_()
+    v = result.verdict
+    assert v["summary"] in html and "binding margin" in html
+    from html import escape
+
+    assert all(escape(str(m["interface"])) in html for m in v["smallest_margins"])
+    assert "<script>" not in html
+    figs = result.figures()
+    fig = figs["interface-00-masks"]
+    assert fig._repr_svg_().startswith("<svg") and fig.uri.startswith("data:image/svg+xml;base64,")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert fig.save(tmp_path).name == "interface-00-masks.svg"
+
+
+def test_spectra_page_loads_offline_in_depth_order_with_compact_notes(tmp_path, browser):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "m.npz", **{EVIL: rng.standard_normal((20, 12)), "b": rng.standard_normal((12, 12))})
+    arrays = {k: rng.standard_normal((12, 12)) for k in ("h.10", "h.2", "h.0", "h.1")}
+    arrays[EVIL] = rng.standard_normal((20, 12))
+    np.savez(tmp_path / "m.npz", **arrays)
     res = physgsa.spectra(tmp_path / "m.npz")
     res.save(tmp_path / "s")
-    page = browser.new_page()
-    errors, requests = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda r: requests.append(r.url))
+    page, errors, requests = _open(browser, (tmp_path / "s" / "spectra.html").as_uri(), 1400)
     url = (tmp_path / "s" / "spectra.html").as_uri()
-    page.goto(url)
     assert errors == [] and [r for r in requests if r != url and not r.startswith("data:")] == []
     assert page.eval_on_selector_all("img", "imgs => imgs.every(i => i.naturalWidth > 0)")
     assert EVIL in page.inner_text("#spectra")
+    names = page.eval_on_selector_all("#spectra tbody td:first-child", "tds => tds.map(t => t.textContent)")
+    assert names == [EVIL, "h.0", "h.1", "h.2", "h.10"]  # depth order: h.2 before h.10
+    src = page.get_attribute("img[alt='per-matrix metrics']", "src")
+    svg = base64.b64decode(src.split(",", 1)[1]).decode()
+    assert "h.10" in svg and "matrix index" not in svg  # the plots name the matrices
     page.close()
+
+
+def test_spectra_notes_are_footnotes(tmp_path):
+    import pandas as pd
+
+    from physgsa.report import render_spectra_page
+    from physgsa.survey import SpectraResult
+
+    note = "fused QKV split: Q (Conv1D, transposed)"
+    table = pd.DataFrame({"name": ["h.1", "h.0", "h.2"], "rows": [4, 4, 4], "cols": [4, 4, 4],
+                          "note": [note, note, ""], "r": [4, 4, 4]})
+    html = render_spectra_page(SpectraResult(table, [], {"source": "x", "n_matrices": 3, "format": "f",
+                                                         "parameters": {}, "versions": {}}))
+    assert html.count(f">{note}<") == 1  # written once, as the footnote under the table
+    assert html.count(">[1]<") == 2 and html.count(f'title="{note}"') == 2  # each row: its number, a tooltip
+
+
+def test_glossary_doc_matches_the_code_and_covers_every_column():
+    from physgsa import glossary
+    from physgsa.report import _FACTOR_TABLES, _INTERFACE_TABLES, _SPECTRA_COLS
+
+    assert (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8") == glossary.markdown()
+    for _, _, cols in _FACTOR_TABLES + _INTERFACE_TABLES:
+        assert all(glossary.column(c) for c in cols), cols
+    assert all(glossary.column(c) for c in _SPECTRA_COLS)
+    assert len(glossary.PROTOCOL) == 12
+
+
+def test_readme_says_how_to_read_the_result_and_where_it_comes_from():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    intro = readme.split("## ", 1)[0]
+    assert "abstracts" in intro and "full texts were not" in intro and "docs/definitions.md" in intro  # up front
+    section = readme.split("## How to read the result", 1)[1].split("\n## ", 1)[0]
+    for term in ("member", "rho_static", "a priori", "measured", "direct", "core", "overlap", "noise", "hubs",
+                 "SRS", "Invariant Channel Mapping", "SC", "SA", "ST", "chain break", "--window-search",
+                 "--factor branch", "--interfaces heads", "--mode jacobian", "docs/glossary.md"):
+        assert term in section, term
+    # Every picture in docs/images is shown in the README and made by docs/make_images.py.
+    maker = (ROOT / "docs" / "make_images.py").read_text(encoding="utf-8")
+    for png in (ROOT / "docs" / "images").glob("*.png"):
+        assert f"docs/images/{png.name}" in readme and png.name in maker, png.name
+    for name in re.findall(r"docs/images/([\w.-]+\.png)", readme):
+        assert (ROOT / "docs" / "images" / name).is_file(), name
 
 
 def _read_png(data: bytes) -> np.ndarray:
@@ -180,21 +485,9 @@ def test_svg_text_is_escaped_and_gaps_are_drawn():
     assert profiles_figure(factors) == svg
 
 
-def test_interface_figure_of_constant_maps_and_odd_groups():
-    from physgsa.figures import interface_figure
+def test_markup_is_only_ours():
+    from physgsa.svgplot import rich, text
 
-    zeros = np.zeros((5, 4), dtype=np.float32)
-    heat = {"a0": zeros, "a1": zeros, "diff": np.full((5, 4), np.nan, dtype=np.float32),
-            "mask": np.zeros((5, 4), np.int8), "labels": np.array([0, 1, 2, 3, 3], np.int8),
-            "certified": np.ones(5, np.float32), "row_groups": np.array([[0.0, 0], [2.9, 1], [3.1, 2], [3.2, 3]]),
-            "col_blocks": np.array([[0.0, 0], [2.0, 9]])}
-    structure = {"block_energy": {"labels": ["excl:0", EVIL], "matrix": [[0.5, 0.5]] * 4},
-                 "edges": [{"g": 0, "h": 1, "w": 0.0}, {"g": 1, "h": 7, "w": 1.0}], "group_sizes": [1, 0, 4, 2],
-                 "hubs": []}
-    fig = interface_figure(heat, {"structure": structure})
-    panels = {p["title"]: p for p in fig["panels"]}
-    assert [t for _, t in panels["|A0| (truncated)"]["yticks"]] == ["g0", "g1", "g3"]  # g2 too narrow to label
-    assert [t for _, t in panels["|A0| (truncated)"]["xticks"]] == ["excl:0", "9"]
-    assert panels["block energies"]["colorbar"]["ticks"] == [("100.000", "0.5")]
-    assert all(p["src"].startswith("data:image/") and p["width"] > 0 and p["height"] > 0 for p in fig["panels"])
-    assert interface_figure(heat, {"structure": structure}) == fig
+    assert rich("‖A_{0}‖_{F}^{2}").count("<tspan") == 4
+    assert "<tspan" not in text("h_{0}")  # a name from a file is never read as markup
+    assert json.dumps(rich(EVIL)).count("<script") == 0

@@ -51,7 +51,7 @@ def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.
     if not (np.isfinite(hi) and np.isfinite(lo)):
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InvalidFactorError(
-            f"Factor {name!r}{src} has {bad} NaN or Inf entries. Remove or repair them before certifying."
+            f"Factor {name!r}{src} has {bad} NaN or Inf entries. Remove or repair them."
         )
     if hi == 0.0 and lo == 0.0:
         raise InvalidFactorError(

@@ -51,7 +51,7 @@ RUN_DIR = ".physgsa-run"
 RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
 #: Every file physgsa writes into an output directory (besides its ``.physgsa-*`` entries).
 OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
-             "heatmaps.npz", "report.html", "provenance.json")
+             "heatmaps.npz", "report.html", "provenance.json", "figures")
 RECORD_FORMAT = "physgsa.record/2"
 
 

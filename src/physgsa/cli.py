@@ -18,16 +18,90 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .checkpoint import RUN_DIR
 
 from ._validation import CertificateBugError, EnvironmentFailure, PhysgsaError
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as _click_errors
+
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
+#: What people type after a switch that takes no value (``--window-search true``).
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "y", "n", "t", "f"}
+
+
+def _command_args(ctx) -> list[str]:
+    """The words after the command name, as the group received them."""
+    protected = getattr(ctx, "_protected_args", None)
+    if protected is None:  # pragma: no cover - click before 8.2
+        protected = getattr(ctx, "protected_args", [])
+    return list(protected) + list(ctx.args)
+
+
+def _usage_message(exc, args: list[str]) -> str:
+    """A usage error in one line: what was wrong, and where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else \
+        "physgsa" + (f" {args[0]}" if args and not args[0].startswith("-") else "")
+    command = ctx.command if ctx is not None else None
+    if isinstance(exc, _click_errors.NoSuchOption) and exc.option_name == "-q":
+        return ("-q is not an option: the quantile is --q (for example --q 0.95), and --quiet silences progress "
+                f"(see '{where} --help').")
+    flags = {o for p in getattr(command, "params", []) if getattr(p, "is_flag", False) for o in p.opts}
+    for i, word in enumerate(args[:-1]):
+        if word in flags and args[i + 1].lower() in _BOOL_WORDS and "argument" in exc.format_message():
+            return (f"{word} is a switch and takes no value: write {word} alone to turn it on, or leave it out "
+                    f"(got '{word} {args[i + 1]}').")
+    message = " ".join(exc.format_message().split())
+    param = getattr(exc, "param", None)
+    if isinstance(exc, _click_errors.BadParameter) and param is not None:
+        for i, word in enumerate(args):
+            for opt in getattr(param, "opts", ()):
+                if word == opt and i + 1 < len(args):
+                    message = message.rstrip(".") + f" (got {args[i + 1]!r})"
+                elif word.startswith(opt + "="):
+                    message = message.rstrip(".") + f" (got {word[len(opt) + 1:]!r})"
+    return f"{message.rstrip('.')}; see '{where} --help'."
+
+
+def _usage_fail(exc, args: list[str]) -> None:
+    typer.echo(f"physgsa: error: {_usage_message(exc, args)}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class _Group(TyperGroup):
+    """Every usage error (an unknown option or command, a bad or missing value) is one line on
+    stderr, ``physgsa: error: ...``, and exit 2, like every other bad input; never a framed box."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except _click_errors.UsageError as exc:
+            if isinstance(exc, getattr(_click_errors, "NoArgsIsHelpError", ())):
+                raise  # plain "physgsa": the help, as asked for
+            _usage_fail(exc, list(args))
+
+    def invoke(self, ctx):
+        args = _command_args(ctx)
+        try:
+            return super().invoke(ctx)
+        except _click_errors.UsageError as exc:
+            if isinstance(exc, getattr(_click_errors, "NoArgsIsHelpError", ())):
+                raise
+            _usage_fail(exc, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
+    # Plain help: switches show no value (no "<bool>"), and nothing is drawn in boxes.
+    rich_markup_mode=None,
     help="physgsa: per-layer spectra, interface transport, the Physical Alignment Matrix and its certificate.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -59,11 +133,68 @@ class _Progress:
         if self.quiet:
             return
         if self._bar is None or stage == "resume":
-            typer.echo(f"physgsa: {stage} {done}/{total} {name}", err=True)
+            count = f"{done}/{total}" if total is not None else f"{done}"
+            typer.echo(f"physgsa: {stage} {count} {name}", err=True)
             return
         if stage not in self._task:
             self._task[stage] = self._bar.add_task(stage, total=total, item="")
-        self._bar.update(self._task[stage], completed=done, item=name)
+        self._bar.update(self._task[stage], completed=done, item=name, total=total)
+
+
+@contextlib.contextmanager
+def _library_output(quiet: bool):
+    """With --quiet, the libraries' own progress bars stay silent too (transformers' "Loading
+    weights", huggingface_hub's); they are switched back on afterwards if they were on."""
+    if not quiet:
+        yield
+        return
+    hub_was_off = None
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        hub_was_off = are_progress_bars_disabled()
+        disable_progress_bars()  # transformers reads this when it is first imported
+    except ImportError:  # the core needs no huggingface_hub
+        pass
+    had_transformers = "transformers" in sys.modules
+    bars_were_on = True
+    if had_transformers:
+        from transformers.utils import logging as tlog
+
+        bars_were_on = tlog.is_progress_bar_enabled()
+        tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if "transformers" in sys.modules and bars_were_on and hub_was_off is False:
+            from transformers.utils import logging as tlog
+
+            tlog.enable_progress_bar()
+        elif hub_was_off is False:
+            enable_progress_bars()
+
+
+def _announce(model: str, quiet: bool) -> bool:
+    """Say so before a bundled model is trained at first use (it takes seconds); True if announced."""
+    if quiet or model != "digits-resnet":
+        return False
+    from .adapters.digits import cache_path
+
+    path = cache_path()
+    if path.is_file():
+        return False
+    typer.echo(f"physgsa: training digits-resnet on scikit-learn's digits (first use only: about 10 to 15 s on one "
+               f"thread; then cached in {path})", err=True)
+    return True
+
+
+def _announce_done(announced: bool) -> None:
+    if announced:
+        from .adapters.digits import cached_accuracy
+
+        acc = cached_accuracy()
+        if acc:
+            typer.echo(f"physgsa: digits-resnet trained: {acc[0]} of {acc[1]} held-out digits correct", err=True)
 
 
 def _fail(message: str, code: int) -> None:
@@ -120,9 +251,13 @@ def _load_groups(groups: str):
     path = Path(groups)
     if not path.is_file():
         raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
-    from .io import _ZIP_ERRORS
+    from .io import _ZIP_ERRORS, not_an_archive
     from .resources import check_archive
 
+    why = not_an_archive(path)
+    if why is not None:
+        raise ChainFileError(f"Groups file '{path}' is not a readable .npz archive: {why}. Save the integer arrays with "
+                             "numpy.savez.")
     check_archive(path, f"Groups file '{path}'", error=ChainFileError)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -160,7 +295,9 @@ def certify(
     safety: float = typer.Option(0.9, help="A priori safety factor in (0, 1]."),
     n_perturbations: int = typer.Option(32, help="Random draws per perturbation level."),
     perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
-    window_search: bool = typer.Option(False, "--window-search", help="Search the smallest certified windows."),
+    window_search: bool = typer.Option(False, "--window-search", help="Also search, along q from 0.5 to 0.999, the "
+                                       "smallest windows for which the direct check and the measured verdict hold "
+                                       "(shown in the report)."),
     seed: int = typer.Option(0, help="Seed of every random choice."),
     factor: str = typer.Option("full", help="Model factors: full (I + R) or branch (R)."),
     interfaces: str = typer.Option("blocks", help="Model interfaces: blocks, or heads (W_O^l -> W_V^{l+1})."),
@@ -173,7 +310,7 @@ def certify(
     conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
     freq: str = typer.Option("0,0,8", help="u,v,n: the Fourier mode of --conv fft on the n x n torus at the chain's input (n divisible by every stride)."),
     as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary line (errors still show)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress and no summary line (errors still show)."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any decomposition or product whose "
                                              "estimated memory exceeds this (bytes, or 512M, 8G; default: 80% of "
                                              "the memory available at the start)."),
@@ -203,11 +340,13 @@ def certify(
 
     from .checkpoint import OutputLock
 
-    with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"):
+    with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"), _library_output(quiet):
         # Held from before the input is read until the outputs are in place: nobody else writes
         # here meanwhile (certify's records and the save share this lock).
+        announced = _announce(chain, quiet)
         ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
                          freq=freq, seed=seed, tokens=tokens)
+        _announce_done(announced)
         with _Progress(quiet) as progress:
             result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
                                  n_groups=n_groups, units=units, threshold=threshold, safety=safety,
@@ -230,8 +369,9 @@ def certify(
 
 @app.command()
 def spectra(
-    model: str = typer.Argument("minilm", help="A model (as for certify) or an .npz/.safetensors of 2-D arrays."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet and spectra.json."),
+    model: str = typer.Argument("minilm", help="A model (as for certify), a tensor file, or an .npz of 2-D arrays."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet, spectra.json and "
+                             "spectra.html (created)."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
     chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any matrix whose estimated memory "
@@ -239,12 +379,16 @@ def spectra(
     exclude: list[str] = typer.Option([], "--exclude", help="Leave out tensors whose key or name matches this "
                                       "glob pattern (repeatable), e.g. 'h.*.attn.c_attn.weight'."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress and no summary line (errors still show)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the spectra of another run (other input or "
+                                   "parameters) in --out (otherwise refused)."),
 ) -> None:
     """Per-matrix spectra of every weight matrix as stored: the fast pass.
 
     Part I quantities (rho, s_top, s_mle, s_window, k_q, window, tails) and WeightWatcher's
     metrics (log_norm, log_spectral_norm, stable_rank, matrix_rank, entropy, alpha), one
-    singular value decomposition each. Every tensor not analysed is listed with the reason.
+    singular value decomposition each, in depth order (h.2 before h.10). Every tensor not
+    analysed is listed with the reason.
 
     Examples:
 
@@ -252,15 +396,21 @@ def spectra(
 
       physgsa spectra gpt2-folder/ --out out/
     """
-    from .api import spectra as run_spectra
+    from .spectra_run import run
 
-    with _errors():
-        res = run_spectra(model, q=q, chart=chart, exclude=tuple(exclude), max_memory=max_memory)
+    with _errors(), _library_output(quiet):
+        announced = _announce(model, quiet)
+        if not quiet:
+            typer.echo(f"physgsa: spectra of every weight matrix of {model}, one at a time", err=True)
+        with _Progress(quiet) as progress:
+            res = run(model, out, overwrite=overwrite, progress=progress, q=q, chart=chart, exclude=tuple(exclude),
+                      max_memory=max_memory)
+        _announce_done(announced)
         res.save(out)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
-    else:
+    elif not quiet:
         typer.echo(f"{summary['n_matrices']} matrices analysed, {summary['n_skipped']} tensors skipped "
                    f"(listed in spectra.json); wrote {out}/")
 
@@ -269,7 +419,7 @@ def spectra(
 def report(
     directory: Path = typer.Argument(..., help="An output directory of physgsa certify."),
 ) -> None:
-    """Re-render DIR/report.html from the saved results, without recomputing.
+    """Re-render DIR/report.html and DIR/figures/ from the saved results, without recomputing.
 
     Example:
 

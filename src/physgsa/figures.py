@@ -1,34 +1,46 @@
-"""The report's figures, drawn from saved results only, without matplotlib.
+"""The report's figures, drawn from saved results only, without matplotlib: one SVG per panel.
 
-Heatmaps are the binned arrays themselves: each cell mapped through a colour table, repeated
-to a few pixels and written as a PNG (:mod:`physgsa.png`); titles, axis labels, ticks, colour
-bars and legends are left to the page's HTML, where the template escapes them. Line and
-scatter plots are SVG text (:mod:`physgsa.svgplot`). Nothing here reads the clock, so the
-same results give the same bytes.
+Every panel is a standalone SVG document, ready to drop into a paper: the report embeds each one
+as an image, ``Result.save`` and ``physgsa report DIR`` write each one to ``DIR/figures/``, and
+:meth:`physgsa.Result.figures` returns them in a notebook without touching a file.
+
+* Heatmaps are the binned arrays themselves: each cell mapped through a colour table, enlarged
+  by a whole factor and embedded as a PNG (:mod:`physgsa.png`, drawn pixelated so the cells
+  stay sharp); group and block boundaries, ticks, labels and colour bars are vector graphics
+  and text around it. Colour bars are vector gradients with their label beside them.
+* Line and scatter plots are SVG text (:mod:`physgsa.svgplot`).
+* Our own labels use real typography for the math (``‖A₀‖²_F``, ``|A₁ − A₀|``, ``ρ_static``):
+  Unicode symbols, and sub- and superscripts as ``tspan`` elements. Names that come from a model
+  or a file are escaped and never interpreted.
+
+Nothing here reads the clock, so the same results give the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from functools import lru_cache
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import svgplot
 from .png import MAGMA, VIRIDIS, colourise, encode_png, hex_rgb
+from .svgplot import _n, attr, rich, text, text_width
 
-__all__ = ["profiles_figure", "interface_figure", "spectra_figure", "MASK_COLOURS", "LABEL_COLOURS",
-           "png_uri", "svg_uri"]
+__all__ = ["Figure", "profile_figures", "interface_figures", "window_search_figure", "result_figures",
+           "profiles_figure", "spectra_figure", "natural_key", "MASK_COLOURS", "LABEL_COLOURS", "png_uri", "svg_uri"]
 
 MASK_COLOURS = ("#d9d9d9", "#1b9e77", "#d95f02")  # noise, core, overlap
 LABEL_COLOURS = ("#1b9e77", "#7570b3", "#e7298a", "#ffffff")  # SC, SA, ST, zero
 _TARGET = 288  # about this many pixels per heatmap side: 3 px per cell at the 96-bin maximum
 _STRIP_W = 24  # pixels per column of the ICM label strip
-_BAR_W = 12  # colour bar width in pixels
-_TICK_PX = 11  # closest two tick labels (10 px text) may be, centre to centre
-_LINE = (0, 0, 0)  # group and block boundaries
+_TICK_GAP = 11.0  # closest two tick labels (10 px text) may be, centre to centre
+_MAX_ROW_LABELS, _MAX_COL_LABELS = 24, 20
 _TABLES = {"viridis": VIRIDIS, "magma": MAGMA}
+_UNIT_WORDS = {"channels": "channels", "heads": "heads", "groups": "groups"}
 
 
 def png_uri(png: bytes) -> str:
@@ -41,85 +53,176 @@ def svg_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def _pct(frac: float) -> str:
-    return f"{100.0 * min(max(frac, 0.0), 1.0):.3f}"
+@dataclass(frozen=True)
+class Figure:
+    """One panel: a standalone SVG document and what it shows.
+
+    ``name`` is the file name under ``DIR/figures/`` without ``.svg`` (built from fixed words and
+    indices only, never from a name in a file); ``title`` says in plain words what it shows.
+    In a notebook the figure displays itself (``_repr_svg_``).
+    """
+
+    name: str
+    title: str
+    svg: str
+    width: float
+    height: float
+    interface: str | None = None
+
+    def _repr_svg_(self) -> str:
+        return self.svg
+
+    @property
+    def uri(self) -> str:
+        """The figure as a ``data:`` URI, for an ``<img>``."""
+        return svg_uri(self.svg)
+
+    def save(self, path) -> Path:
+        """Write the SVG document to ``path`` (a file name, or a folder to put ``NAME.svg`` in)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / f"{self.name}.svg"
+        path.write_text(self.svg, encoding="utf-8")
+        return path
 
 
-def _upscale(rgb: np.ndarray, sy: int, sx: int) -> np.ndarray:
-    """Nearest-neighbour enlargement by whole factors (the page shows it pixelated)."""
-    return np.repeat(np.repeat(rgb, sy, axis=0), sx, axis=1)
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``h.2`` before ``h.10`` (depth order)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(name)) if p)
 
+
+# -- heatmap panels ------------------------------------------------------------------------------
 
 def _scales(shape: tuple[int, int]) -> tuple[int, int]:
     return max(1, _TARGET // max(shape[0], 1)), max(1, _TARGET // max(shape[1], 1))
 
 
-def _boundary_lines(img: np.ndarray, rows, cols, sy: int, sx: int) -> None:
-    """Draw 1-px lines where groups (rows) and support blocks (columns) start, except the first."""
-    h, w, _ = img.shape
-    for p, _g in rows[1:]:
-        y = int(round(p * sy))
-        if 0 < y < h:
-            img[y, :] = _LINE
-    for p, _b in cols[1:]:
-        x = int(round(p * sx))
-        if 0 < x < w:
-            img[:, x] = _LINE
+def _upscale(rgb: np.ndarray, sy: int, sx: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by whole factors (sharp cells in any viewer)."""
+    return np.repeat(np.repeat(rgb, sy, axis=0), sx, axis=1)
 
 
-def _thin(ticks: list[tuple[float, str]], pixels: int) -> list[tuple[str, str]]:
-    """Drop labels that would overlap the one before (narrow groups), as percentages of the side."""
-    out, last = [], -math.inf
-    for frac, label in ticks:
-        if (frac - last) * pixels >= _TICK_PX:
-            out.append((_pct(frac), label))
-            last = frac
-    return out
+def _stops(table: str, n: int = 17) -> list[str]:
+    colours = _TABLES[table][np.linspace(0, 255, n).round().astype(int)]
+    return ["#%02x%02x%02x" % tuple(int(v) for v in c) for c in colours]
 
 
-def _span_ticks(starts, n: int, pixels: int, text) -> list[tuple[str, str]]:
-    """A label at the middle of each span: span ``k`` runs from ``starts[k]`` to the next (or ``n``)."""
+def _spans(starts, n: int) -> list[tuple[float, float, str]]:
+    """(start, end, label) of each span, as fractions of ``n``: span ``k`` runs to the next start."""
     pos = [p for p, _ in starts] + [n]
-    return _thin([((pos[k] + pos[k + 1]) / 2 / n, text(lab)) for k, (_, lab) in enumerate(starts)], pixels)
+    return [(pos[k] / n, pos[k + 1] / n, lab) for k, (_, lab) in enumerate(starts)]
 
 
-def _cell_ticks(labels, n: int, pixels: int) -> list[tuple[str, str]]:
-    """One label at the centre of each of ``n`` cells."""
-    return _thin([((i + 0.5) / n, str(lab)) for i, lab in enumerate(labels)], pixels)
+def _thin(spans: list, limit: int) -> list:
+    """At most ``limit`` labelled spans (every ``step``-th one) where there are too many to write."""
+    step = max(1, math.ceil(len(spans) / limit))
+    return spans[::step]
 
 
-@lru_cache(maxsize=8)
-def _gradient(table: str, height: int) -> str:
-    """A vertical colour bar, highest colour at the top, as a data URI (the same for many panels)."""
-    frac = 1.0 - (np.arange(height) + 0.5) / height
-    rgb = colourise(frac[:, None].repeat(_BAR_W, axis=1), _TABLES[table], 0.0, 1.0)
-    return png_uri(encode_png(rgb))
+@dataclass
+class _Map:
+    """A heatmap-like panel: an image of cells, labelled spans on both axes, a colour bar or a legend."""
+
+    name: str
+    title: str
+    rgb: np.ndarray  # (rows, cols, 3) uint8, one pixel per cell
+    subtitle: str = ""
+    rows: list = None  # (start frac, end frac, label)
+    cols: list = None
+    row_lines: list = None  # fractions where a boundary line is drawn
+    col_lines: list = None
+    xlabel: str = ""
+    ylabel: str = ""
+    bar: tuple | None = None  # (table, vmin, vmax, label)
+    legend: list = None  # (colour, label)
+    sx: int | None = None
+    sy: int | None = None
+
+    def render(self) -> tuple[str, float, float]:
+        h_cells, w_cells, _ = self.rgb.shape
+        sy, sx = _scales((h_cells, w_cells))
+        sy, sx = self.sy or sy, self.sx or sx
+        img = _upscale(self.rgb, sy, sx)
+        H, W = float(img.shape[0]), float(img.shape[1])
+        rows = _thin(self.rows or [], max(1, min(_MAX_ROW_LABELS, int(H // 10))))
+        cols = _thin(self.cols or [], max(1, min(_MAX_COL_LABELS, int(W // 10))))
+        ylab_w = max((text_width(lab, 10, markup=False) for _, _, lab in rows), default=0.0)
+        xlab_h = max((text_width(lab, 10, markup=False) for _, _, lab in cols), default=0.0)
+        left = 10 + (18 if self.ylabel else 0) + (ylab_w + 14 if rows else 0)
+        top = 26 + (15 if self.subtitle else 0)
+        img_bottom = top + H
+        y = img_bottom + (xlab_h + 14 if cols else 6)
+        parts = []
+        # The cells, then the group and block boundaries as vector lines over them.
+        parts.append(f'<image x="{_n(left)}" y="{_n(top)}" width="{_n(W)}" height="{_n(H)}" '
+                     f'preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" '
+                     f'xlink:href="{png_uri(encode_png(img))}"/>')
+        lines = []
+        for f in self.row_lines or []:
+            yy = top + round(f * h_cells) * sy
+            if top < yy < img_bottom:
+                lines.append(f"M{_n(left)} {_n(yy)}h{_n(W)}")
+        for f in self.col_lines or []:
+            xx = left + round(f * w_cells) * sx
+            if left < xx < left + W:
+                lines.append(f"M{_n(xx)} {_n(top)}v{_n(H)}")
+        if lines:
+            parts.append(f'<path d="{"".join(lines)}" stroke="#000" stroke-width="1" fill="none"/>')
+        parts.append(f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(W)}" height="{_n(H)}" fill="none" '
+                     'stroke="#555" stroke-width="1"/>')
+        # Every labelled span keeps its label: labels that would overlap are moved apart and
+        # joined to their span by a short leader line.
+        if rows:
+            want = [top + (a + b) / 2 * H for a, b, _ in rows]
+            got = svgplot.spread(want, _TICK_GAP, top + 4, img_bottom - 4)
+            for (a, b, lab), w, g in zip(rows, want, got):
+                parts.append(f'<path d="M{_n(left - 1)} {_n(w)}L{_n(left - 8)} {_n(g)}h-3" stroke="#777" '
+                             f'fill="none" stroke-width="0.8"/>'
+                             f'<text x="{_n(left - 13)}" y="{_n(g)}" dy="0.32em" text-anchor="end" font-size="10">'
+                             f"{text(lab)}</text>")
+        if cols:
+            want = [left + (a + b) / 2 * W for a, b, _ in cols]
+            got = svgplot.spread(want, _TICK_GAP, left + 4, left + W - 4)
+            for (a, b, lab), w, g in zip(cols, want, got):
+                parts.append(f'<path d="M{_n(w)} {_n(img_bottom + 1)}L{_n(g)} {_n(img_bottom + 8)}v3" stroke="#777" '
+                             f'fill="none" stroke-width="0.8"/>'
+                             f'<text transform="translate({_n(g)},{_n(img_bottom + 13)}) rotate(-90)" dy="0.32em" '
+                             f'text-anchor="end" font-size="10">{text(lab)}</text>')
+        if self.ylabel:
+            parts.append(f'<text transform="translate(18,{_n(top + H / 2)}) rotate(-90)" text-anchor="middle">'
+                         f"{rich(self.ylabel)}</text>")
+        if self.xlabel:
+            y += 14
+            parts.append(f'<text x="{_n(left + W / 2)}" y="{_n(y)}" text-anchor="middle">{rich(self.xlabel)}</text>')
+            y += 6
+        right = left + W + 10
+        if self.bar is not None:
+            table, vmin, vmax, label = self.bar
+            bx = left + W + 14
+            parts += svgplot.colour_bar(bx, top, H, _stops(table), vmin, vmax, label, gid="bar")
+            right = bx + svgplot.colour_bar_width(vmin, vmax)
+        for colour, label in self.legend or []:
+            y += 16
+            parts.append(f'<rect x="{_n(left)}" y="{_n(y - 10)}" width="11" height="11" fill={attr(colour)} '
+                         f'stroke="#555" stroke-width="0.8"/>'
+                         f'<text x="{_n(left + 16)}" y="{_n(y)}">{rich(label)}</text>')
+            right = max(right, left + 24 + text_width(label))
+        width = max(right, text_width(self.title, 13) + 20, text_width(self.subtitle, 11, markup=False) + 20)
+        title_x = width / 2
+        head = [f'<text x="{_n(title_x)}" y="17" text-anchor="middle" font-size="13">{rich(self.title, 13)}</text>']
+        if self.subtitle:
+            head.append(f'<text x="{_n(title_x)}" y="32" text-anchor="middle" fill="#666">{text(self.subtitle)}</text>')
+        height = y + 10
+        return svgplot.document(width, height, head + parts), width, height
+
+    def figure(self, interface: str | None) -> Figure:
+        svg, w, h = self.render()
+        return Figure(self.name, _plain_title(self.title), svg, w, h, interface)
 
 
-def _colour_bar(table: str, height: int, vmin: float, vmax: float, label: str) -> dict:
-    if vmax > vmin:
-        ticks = svgplot.nice_ticks(vmin, vmax, 5)
-        fracs = [(t - vmin) / (vmax - vmin) for t in ticks]
-    else:  # a constant map: one colour, one value
-        ticks, fracs = [vmin], [0.0]
-    texts = svgplot.tick_labels(ticks)
-    return {"src": _gradient(table, height), "width": _BAR_W, "height": height, "label": label,
-            "ticks": [(_pct(1.0 - f), t) for f, t in zip(fracs, texts)]}
-
-
-def _panel(title: str, src: str, width: int, height: int, **extra) -> dict:
-    """One panel for the template; every key present, so that the template needs no tests."""
-    panel = {"title": title, "src": src, "width": width, "height": height, "xlabel": "", "ylabel": "",
-             "yticks": [], "xticks": [], "colorbar": None, "legend": []}
-    panel.update(extra)
-    longest = max((len(t) for _, t in panel["xticks"]), default=0)
-    # Room under the image for the column labels, in em of their font: they run upwards.
-    panel["xtick_room"] = round(0.4 + 0.62 * longest, 2)
-    return panel
-
-
-def _image_panel(title: str, rgb: np.ndarray, **extra) -> dict:
-    return _panel(title, png_uri(encode_png(rgb)), rgb.shape[1], rgb.shape[0], **extra)
+def _plain_title(title: str) -> str:
+    """A title without its sub/superscript markup (for alt texts and captions)."""
+    return re.sub(r"[_^]\{([^{}]*)\}", r"\1", title)
 
 
 def _max(a) -> float:
@@ -129,92 +232,29 @@ def _max(a) -> float:
     return float(a.max()) if a.size else 0.0
 
 
-def _pam_axes(rows, cols, col_labels, shape: tuple[int, int], img: np.ndarray) -> dict:
-    """Axis labels and the group/block ticks shared by the PAM-shaped maps (as ``_mark`` did)."""
-    ticks = {"xlabel": "input channels (by support block)", "ylabel": "output rows (by group)"}
-    if rows and len(rows) <= 24:
-        ticks["yticks"] = _span_ticks(rows, shape[0], img.shape[0], lambda g: f"g{int(g)}")
-    if cols and len(cols) <= 16:
-        name = lambda b: col_labels[int(b)] if 0 <= int(b) < len(col_labels) else str(int(b))  # noqa: E731
-        ticks["xticks"] = _span_ticks(cols, shape[1], img.shape[1], name)
-    return ticks
+def _axes_words(st: dict) -> tuple[str, str]:
+    unit = _UNIT_WORDS.get(str(st.get("unit_strategy", "channels")), "channels")
+    by = "head" if st.get("group_strategy") == "heads" else "group"
+    return f"input {unit} (by support block)", f"output rows (by {by})"
 
 
-def _heat(key: str, title: str, heat: dict, vmax: float, rows, cols, col_labels) -> dict:
-    a = np.asarray(heat[key], dtype=np.float64)
-    sy, sx = _scales(a.shape)
-    img = _upscale(colourise(a, VIRIDIS, 0.0, vmax), sy, sx)
-    _boundary_lines(img, rows, cols, sy, sx)
-    return _image_panel(title, img, colorbar=_colour_bar("viridis", img.shape[0], 0.0, vmax, "mean |entry|"),
-                        **_pam_axes(rows, cols, col_labels, a.shape, img))
+def _pam_ticks(rows, cols, col_labels, shape) -> dict:
+    """Group spans on the rows and support-block spans on the columns of a PAM-shaped map."""
+    name = lambda b: col_labels[int(b)] if 0 <= int(b) < len(col_labels) else str(int(b))  # noqa: E731
+    return {
+        "rows": [(a, b, f"g{int(g)}") for a, b, g in _spans(rows, shape[0])] if rows else [],
+        "cols": [(a, b, name(blk)) for a, b, blk in _spans(cols, shape[1])] if cols else [],
+        "row_lines": [p / shape[0] for p, _ in rows[1:]],
+        "col_lines": [p / shape[1] for p, _ in cols[1:]],
+    }
 
 
-def _mask(heat: dict, rows, cols, col_labels) -> dict:
-    m = np.asarray(heat["mask"])
-    sy, sx = _scales(m.shape)
-    palette = np.array([hex_rgb(c) for c in MASK_COLOURS], dtype=np.uint8)
-    img = _upscale(palette[np.clip(m, 0, 2)], sy, sx)
-    _boundary_lines(img, rows, cols, sy, sx)
-    return _image_panel("masks: core / overlap / noise", img, **_pam_axes(rows, cols, col_labels, m.shape, img),
-                        legend=list(zip(MASK_COLOURS, ("noise", "core", "overlap"))))
+def _file_stem(index: int, width: int) -> str:
+    return f"interface-{index:0{width}d}"
 
 
-def _label_strip(heat: dict) -> dict:
-    """The ICM label of each row bin beside whether it is certified (certified rows in SC's colour)."""
-    labels = np.clip(np.asarray(heat["labels"], dtype=np.intp), 0, 3)
-    strip = np.stack([labels, np.where(np.asarray(heat["certified"]) >= 0.5, 0, 3)], axis=1)
-    palette = np.array([hex_rgb(c) for c in LABEL_COLOURS], dtype=np.uint8)
-    sy = _scales(strip.shape)[0]
-    img = _upscale(palette[strip], sy, _STRIP_W)
-    img[:, _STRIP_W] = (128, 128, 128)  # the two columns would run together where both are white
-    return _image_panel("ICM labels", img, xticks=[("25.000", "label"), ("75.000", "certified")],
-                        legend=list(zip(LABEL_COLOURS, ("SC", "SA", "ST", "zero/no"))))
-
-
-def _block_energies(st: dict, b: np.ndarray) -> dict:
-    labels = st["block_energy"]["labels"]
-    finite = b[np.isfinite(b)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    sy, sx = _scales(b.shape)
-    img = _upscale(colourise(b, MAGMA, vmin, vmax), sy, sx)
-    extra = {"xlabel": "column block", "ylabel": "group"}
-    if b.shape[1] <= 20:
-        extra["xticks"] = _cell_ticks(labels[:b.shape[1]], b.shape[1], img.shape[1])
-    if b.shape[0] <= 24:
-        extra["yticks"] = _cell_ticks([f"g{g}" for g in range(b.shape[0])], b.shape[0], img.shape[0])
-    bar = _colour_bar("magma", img.shape[0], vmin, vmax, "share of ||A0||_F^2")
-    return _image_panel("block energies", img, colorbar=bar, **extra)
-
-
-def _incidence_graph(st: dict, m: int) -> dict:
-    """Groups on a circle, edges as wide as their weight, discs as large as their group."""
-    size, c, radius = 300.0, 150.0, 112.0
-    ang = 2 * np.pi * np.arange(m) / max(m, 1)
-    xy = np.c_[c + radius * np.cos(ang), c - radius * np.sin(ang)]
-    edges = [(int(e["g"]), int(e["h"]), float(e["w"])) for e in st["edges"]]
-    edges = [(g, h, w if math.isfinite(w) else 0.0) for g, h, w in edges if 0 <= g < m and 0 <= h < m]
-    wmax = max((w for _, _, w in edges), default=1.0)
-    wmax = wmax if wmax > 0 else 1.0
-    parts = []
-    for g, h, w in edges:
-        (x1, y1), (x2, y2) = xy[g], xy[h]
-        parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#444" '
-                     f'stroke-width="{0.5 + 3 * max(w, 0.0) / wmax:.2f}"/>')
-    sizes = np.zeros(m)
-    given = np.asarray(st["group_sizes"], dtype=np.float64)[:m]
-    sizes[:given.size] = given
-    for g in range(m):
-        r = 0.75 * math.sqrt(60 + 400 * sizes[g] / max(sizes.max(), 1.0))
-        parts.append(f'<circle cx="{xy[g, 0]:.1f}" cy="{xy[g, 1]:.1f}" r="{r:.1f}" fill="#1f78b4"/>')
-        if m <= 24:
-            parts.append(f'<text x="{xy[g, 0]:.1f}" y="{xy[g, 1]:.1f}" dy="0.35em" text-anchor="middle" '
-                         f'font-size="9" fill="#fff">g{g}</text>')
-    title = f"incidence graph: {len(st['edges'])} edges, {len(st['hubs'])} hubs"
-    return _panel(title, svg_uri(svgplot.document(size, size, parts)), int(size), int(size))
-
-
-def interface_figure(heat: dict, detail: dict) -> dict:
-    """The panels of one interface: PAM heatmaps, ICM labels, mask map, block energies, incidence graph.
+def interface_figures(heat: dict, detail: dict, index: int = 0, width: int = 2) -> list[Figure]:
+    """The panels of one interface: the PAM maps, the ICM labels, the masks, the block energies, the graph.
 
     Parameters
     ----------
@@ -222,36 +262,147 @@ def interface_figure(heat: dict, detail: dict) -> dict:
         The interface's saved arrays (``a0``, ``a1``, ``diff``, ``mask``, ``labels``,
         ``certified``, ``row_groups``, ``col_blocks``; see :mod:`physgsa.heatmaps`).
     detail : dict
-        The interface's entry of the certificate (its ``structure`` is drawn).
+        The interface's entry of the certificate (its ``structure`` is drawn; its name is each
+        panel's subtitle).
+    index, width : int
+        The interface's index, and how many digits the file names give it.
 
     Returns
     -------
-    dict
-        ``{"panels": [...]}``, each panel a dict with ``title``, ``src`` (a data URI),
-        ``width``/``height`` (natural pixels), axis labels, ``yticks``/``xticks`` as
-        ``(percent, text)`` pairs, an optional ``colorbar`` and ``legend``. Texts are plain:
-        the template escapes them.
+    list of Figure
     """
     st = detail["structure"]
+    where = str(detail.get("interface", ""))
+    stem = _file_stem(index, width)
     col_labels = [str(v) for v in st["block_energy"]["labels"]]
     rows = [(float(p), int(g)) for p, g in np.asarray(heat["row_groups"]).reshape(-1, 2)]
     cols = [(float(p), int(b)) for p, b in np.asarray(heat["col_blocks"]).reshape(-1, 2)]
+    xlabel, ylabel = _axes_words(st)
+    a0 = np.asarray(heat["a0"], dtype=np.float64)
+    ticks = _pam_ticks(rows, cols, col_labels, a0.shape)
     vmax = max(_max(heat["a0"]), _max(heat["a1"]), 1e-300)
     dmax = max(_max(heat["diff"]), 1e-300)
-    panels = [_heat("a0", "|A0| (truncated)", heat, vmax, rows, cols, col_labels),
-              _heat("a1", "|A1| (full)", heat, vmax, rows, cols, col_labels),
-              _heat("diff", "|A1 - A0|", heat, dmax, rows, cols, col_labels),
-              _label_strip(heat),
-              _mask(heat, rows, cols, col_labels)]
+    out = []
+    for key, suffix, title, top in (("a0", "pam-truncated-A0", "|A_{0}|: truncated transport (windows)", vmax),
+                                    ("a1", "pam-full-A1", "|A_{1}|: full transport", vmax),
+                                    ("diff", "pam-difference-E", "|E| = |A_{1} − A_{0}|", dmax)):
+        a = np.asarray(heat[key], dtype=np.float64)
+        out.append(_Map(f"{stem}-{suffix}", title, colourise(a, VIRIDIS, 0.0, top), subtitle=where, xlabel=xlabel,
+                        ylabel=ylabel, bar=("viridis", 0.0, top, "mean |entry| per cell"), **ticks).figure(where))
+    out.append(_label_strip(heat, stem, where, rows, ylabel))
+    m = np.asarray(heat["mask"])
+    palette = np.array([hex_rgb(c) for c in MASK_COLOURS], dtype=np.uint8)
+    out.append(_Map(f"{stem}-masks", "masks: core / overlap / noise", palette[np.clip(m, 0, 2)], subtitle=where,
+                    xlabel=xlabel, ylabel=ylabel,
+                    legend=[(MASK_COLOURS[1], "core: the group's own input (degree 1)"),
+                            (MASK_COLOURS[2], "overlap: shared with other groups (degree ≥ 2)"),
+                            (MASK_COLOURS[0], "noise: outside the group's support")], **ticks).figure(where))
     b = np.asarray(st["block_energy"]["matrix"], dtype=np.float64)
     if b.ndim == 2 and b.size:
-        panels.append(_block_energies(st, b))
-    panels.append(_incidence_graph(st, b.shape[0] if b.ndim == 2 else len(st["group_sizes"])))
-    return {"panels": panels}
+        out.append(_block_energies(st, b, stem, where))
+    out.append(_incidence_graph(st, b.shape[0] if b.ndim == 2 and b.size else len(st["group_sizes"]), stem, where))
+    return out
 
+
+def _label_strip(heat: dict, stem: str, where: str, rows, ylabel: str) -> Figure:
+    """The ICM label of each row bin beside whether it is certified (certified rows in SC's colour)."""
+    labels = np.clip(np.asarray(heat["labels"], dtype=np.intp), 0, 3)
+    strip = np.stack([labels, np.where(np.asarray(heat["certified"]) >= 0.5, 0, 3)], axis=1)
+    palette = np.array([hex_rgb(c) for c in LABEL_COLOURS], dtype=np.uint8)
+    n = strip.shape[0]
+    sy = _scales((n, 2))[0]
+    row_spans = [(a, b, f"g{int(g)}") for a, b, g in _spans(rows, n)] if rows else []
+    return _Map(f"{stem}-icm-labels", "ICM labels (Invariant Channel Mapping)", palette[strip], subtitle=where,
+                rows=row_spans, row_lines=[p / n for p, _ in rows[1:]], col_lines=[0.5],
+                cols=[(0.0, 0.5, "label"), (0.5, 1.0, "certified")], ylabel=ylabel, sy=sy, sx=_STRIP_W,
+                legend=[(LABEL_COLOURS[0], "SC: single-core (certified, right column)"),
+                        (LABEL_COLOURS[1], "SA: shared, aligned"), (LABEL_COLOURS[2], "ST: shared, transit"),
+                        (LABEL_COLOURS[3], "zero row, or not certified")]).figure(where)
+
+
+def _block_energies(st: dict, b: np.ndarray, stem: str, where: str) -> Figure:
+    labels = [str(v) for v in st["block_energy"]["labels"]]
+    finite = b[np.isfinite(b)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    rows = [(g / b.shape[0], (g + 1) / b.shape[0], f"g{g}") for g in range(b.shape[0])]
+    cols = [(j / b.shape[1], (j + 1) / b.shape[1], labels[j] if j < len(labels) else str(j)) for j in range(b.shape[1])]
+    return _Map(f"{stem}-block-energies", "block energies B[g, b]", colourise(b, MAGMA, vmin, vmax), subtitle=where,
+                rows=rows, cols=cols, xlabel="column block", ylabel="group",
+                bar=("magma", vmin, vmax, "share of ‖A_{0}‖_{F}^{2}")).figure(where)
+
+
+def _incidence_graph(st: dict, m: int, stem: str, where: str) -> Figure:
+    """Groups on a circle, edges as wide as their weight, discs whose area is the group's size, and a key."""
+    size, c, radius = 300.0, 150.0, 106.0
+    top = 46.0 if where else 30.0
+    ang = 2 * np.pi * np.arange(m) / max(m, 1) + np.pi / 2
+    xy = np.c_[c + radius * np.cos(ang), top + c - radius * np.sin(ang)]
+    edges = [(int(e["g"]), int(e["h"]), float(e["w"])) for e in st["edges"]]
+    edges = [(g, h, w if math.isfinite(w) else 0.0) for g, h, w in edges if 0 <= g < m and 0 <= h < m]
+    wmax = max((w for _, _, w in edges), default=0.0)
+    wmin = min((w for _, _, w in edges), default=0.0)
+    width_of = lambda w: 0.6 + 4.0 * max(w, 0.0) / wmax if wmax > 0 else 0.6  # noqa: E731
+    parts = []
+    for g, h, w in edges:
+        (x1, y1), (x2, y2) = xy[g], xy[h]
+        parts.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="#555" '
+                     f'stroke-opacity="0.8" stroke-width="{width_of(w):.2f}"/>')
+    sizes = np.zeros(m)
+    given = np.asarray(st["group_sizes"], dtype=np.float64)[:m]
+    sizes[:given.size] = given
+    smax = max(float(sizes.max()) if m else 0.0, 1.0)
+    r_of = lambda s: max(2.5, 16.0 * math.sqrt(max(s, 0.0) / smax))  # noqa: E731 - area proportional to rows
+    for g in range(m):
+        r = r_of(sizes[g])
+        parts.append(f'<circle cx="{_n(xy[g, 0])}" cy="{_n(xy[g, 1])}" r="{_n(r)}" fill="#1f78b4" stroke="#fff"/>')
+        if m <= 32:
+            lx, ly = c + (radius + r + 11) * math.cos(ang[g]), top + c - (radius + r + 11) * math.sin(ang[g])
+            parts.append(f'<text x="{_n(lx)}" y="{_n(ly)}" dy="0.35em" text-anchor="middle" font-size="10">g{g}</text>')
+    # The key: what the size of a disc, the width of a line and the hub count mean.
+    unit = _UNIT_WORDS.get(str(st.get("unit_strategy", "channels")), "channels")
+    y = top + size + 8
+    smin = float(sizes[sizes > 0].min()) if np.any(sizes > 0) else 0.0
+    key = []
+    y += 14
+    key.append(f'<circle cx="20" cy="{_n(y - 4)}" r="{_n(r_of(smin))}" fill="#1f78b4"/>'
+               f'<circle cx="{_n(44 + r_of(smin))}" cy="{_n(y - 4)}" r="{_n(r_of(smax))}" fill="#1f78b4"/>'
+               f'<text x="{_n(66 + r_of(smin) + r_of(smax))}" y="{_n(y)}">disc area: rows in the group '
+               f"({int(smin)} to {int(smax)})</text>")
+    y += max(22, 2 * r_of(smax) + 6) - 8
+    if edges:
+        key.append(f'<line x1="8" y1="{_n(y - 4)}" x2="30" y2="{_n(y - 4)}" stroke="#555" '
+                   f'stroke-width="{width_of(wmin):.2f}"/><line x1="38" y1="{_n(y - 4)}" x2="60" y2="{_n(y - 4)}" '
+                   f'stroke="#555" stroke-width="{width_of(wmax):.2f}"/>'
+                   f'<text x="68" y="{_n(y)}">line width: shared weight w<tspan dy="3" font-size="8">gh</tspan>'
+                   f'<tspan dy="-3"> ({wmin:.3g} to {wmax:.3g})</tspan>'
+                   "</text>")
+    else:
+        key.append(f'<text x="8" y="{_n(y)}">no edges: no two groups share enough input</text>')
+    y += 18
+    n_hubs = len(st.get("hubs", []))
+    hub_deg = st.get("hub_degree", 3)
+    one = unit[:-1] if n_hubs == 1 else unit
+    key.append(f'<text x="8" y="{_n(y)}">hubs: {n_hubs} input {one} in ≥ {hub_deg} supports</text>')
+    y += 14
+    key.append(f'<text x="8" y="{_n(y)}" fill="#666">(hubs are input {unit}, not nodes: the nodes are the {m} groups)'
+               "</text>")
+    height = y + 10
+    width = max(size, 16 + text_width(f"(hubs are input {unit}, not nodes: the nodes are the {m} groups)"))
+    n_e = len(edges)
+    title = f"incidence graph: {m} groups, {n_e} edge{'s' * (n_e != 1)}"
+    head = [f'<text x="{_n(width / 2)}" y="17" text-anchor="middle" font-size="13">{text(title)}</text>']
+    if where:
+        head.append(f'<text x="{_n(width / 2)}" y="32" text-anchor="middle" fill="#666">{text(where)}</text>')
+    svg = svgplot.document(width, height, head + parts + key)
+    return Figure(f"{stem}-incidence-graph", title, svg, width, height, where)
+
+
+# -- line plots ----------------------------------------------------------------------------------
 
 def _column(df, name: str) -> np.ndarray:
-    """A column as float64, pandas' NA as NaN."""
+    """A column as float64, pandas' NA as NaN (all NaN where the table has no such column)."""
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
     return df[name].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -260,73 +411,129 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.full(a.shape, np.nan), where=np.isfinite(b) & (b > 0))
 
 
-def profiles_figure(factors) -> str:
-    """Part I profiles against depth: exponents, rho, windows, residuals, tails, window gaps.
-
-    Parameters
-    ----------
-    factors : pandas.DataFrame
-        The Result's factor table.
-
-    Returns
-    -------
-    str
-        An SVG document (six panels).
-    """
+def _profile_axes(factors) -> list[tuple[str, svgplot.Axes]]:
     x = np.arange(len(factors), dtype=np.float64)
     r = _column(factors, "r")
     log_r = np.log(np.where(r > 0, r, np.nan))
-    panels = []
-    ax = svgplot.Axes("fitted exponents s_hat", "factor index", "s")
+    xl = "factor (chain order)"
+    out = []
+    ax = svgplot.Axes("fitted power-law exponents ŝ", xl, "s")
     for col, mk in (("s_top", "o"), ("s_mle", "s"), ("s_window", "^")):
-        ax.plot(x, _column(factors, col), label=col, marker=mk)
-    panels.append(ax)
-    ax = svgplot.Axes("top-radial coordinate rho", "factor index", "rho")
-    ax.plot(x, _column(factors, "rho"), label="rho")
-    ax.plot(x, log_r, label="log r (max)", marker=None, dash=True)
-    panels.append(ax)
-    ax = svgplot.Axes("effective rank and window", "factor index", "rank")
-    ax.plot(x, _column(factors, "k_q"), label="k_q")
+        ax.plot(x, _column(factors, col), label=col.replace("s_", "s_{") + "}", marker=mk)
+    out.append(("profiles-exponents", ax))
+    ax = svgplot.Axes("top-radial coordinate ρ = log λ_{1}", xl, "ρ")
+    ax.plot(x, _column(factors, "rho"), label="ρ")
+    ax.plot(x, log_r, label="log r (its maximum)", marker=None, dash=True)
+    out.append(("profiles-rho", ax))
+    ax = svgplot.Axes("effective rank k_{q} and window k", xl, "rank")
+    ax.plot(x, _column(factors, "k_q"), label="k_{q}")
     ax.plot(x, _column(factors, "k"), label="window k", marker="s")
     ax.plot(x, r, label="r", marker=None, dash=True)
-    panels.append(ax)
-    ax = svgplot.Axes("chart residual", "factor index", "residual")
-    ax.plot(x, _column(factors, "hellinger"), label="Hellinger^2")
+    out.append(("profiles-ranks", ax))
+    ax = svgplot.Axes("chart residual", xl, "residual")
+    ax.plot(x, _column(factors, "hellinger"), label="Hellinger^{2}")
     ax.plot(x, _column(factors, "kl"), label="KL", marker="s")
-    panels.append(ax)
-    ax = svgplot.Axes("tail energy at the window", "factor index", "tail energy")
-    ax.plot(x, _column(factors, "tau"), label="tau (empirical)")
-    ax.plot(x, _column(factors, "tau_gc"), label="tau_GC (model)", marker="s")
-    panels.append(ax)
-    ax = svgplot.Axes("window gap (sigma_k - sigma_k+1)/sigma_1", "factor index", "gap (log scale)", log_y=True)
+    out.append(("profiles-chart-residual", ax))
+    ax = svgplot.Axes("tail energy beyond the window", xl, "tail energy")
+    ax.plot(x, _column(factors, "tau"), label="τ (measured)")
+    ax.plot(x, _column(factors, "tau_gc"), label="τ_{GC} (Gibbs–Cartan model)", marker="s")
+    out.append(("profiles-tail-energy", ax))
+    ax = svgplot.Axes("window gap (σ_{k} − σ_{k+1}) / σ_{1}", xl, "gap (log scale)", log_y=True)
     ax.plot(x, _column(factors, "window_gap"))
-    panels.append(ax)
+    out.append(("profiles-window-gap", ax))
     names = [str(v) for v in factors["name"].tolist()]
-    if len(names) <= 16:
-        for a in panels:
-            a.set_categories(names)
-    return svgplot.figure(panels, ncols=3)
+    for _, a in out:
+        a.set_categories(names)
+    return out
+
+
+def profile_figures(factors) -> list[Figure]:
+    """Part I profiles against depth, one figure each: exponents, rho, ranks, residuals, tails, window gaps."""
+    figs = []
+    for name, ax in _profile_axes(factors):
+        svg = svgplot.figure([ax], ncols=1)
+        w, h = _size(svg)
+        figs.append(Figure(name, _plain_title(ax.title), svg, w, h))
+    return figs
+
+
+def profiles_figure(factors) -> str:
+    """The six Part I profiles in one SVG document (three a row)."""
+    return svgplot.figure([ax for _, ax in _profile_axes(factors)], ncols=3)
+
+
+def _size(svg: str) -> tuple[float, float]:
+    m = re.search(r'width="([\d.]+)" height="([\d.]+)"', svg)
+    return float(m.group(1)), float(m.group(2))
+
+
+def window_search_figure(detail: dict, index: int = 0, width: int = 2) -> Figure | None:
+    """``trunc_error`` and ``rho_static`` against q for one interface (``--window-search``), or None."""
+    ws = detail.get("window_search")
+    if not ws or not ws.get("steps"):
+        return None
+    steps = ws["steps"]
+    x = np.arange(len(steps), dtype=np.float64)
+    val = lambda k: np.array([np.nan if s.get(k) is None else float(s[k]) for s in steps])  # noqa: E731
+    where = str(detail.get("interface", ""))
+    ax = svgplot.Axes("window search: ‖E‖_{F} and ρ_{static} against q", "q (energy kept by each window)",
+                      "Frobenius norm (log scale)", log_y=True, subtitle=where)
+    err, rho = val("trunc_error"), val("rho_static")
+    ax.plot(x, err, label="‖E‖_{F}, exact truncation error")
+    ax.plot(x, rho, label="ρ_{static}", marker="s")
+    direct = np.array([bool(s.get("direct_same")) for s in steps])
+    ax.scatter(x, np.where(direct, err, np.nan), label="direct check holds", colour="#2ca02c")
+    ax.set_categories([f"{float(s['q']):g}" for s in steps])
+    svg = svgplot.figure([ax], ncols=1)
+    w, h = _size(svg)
+    return Figure(f"{_file_stem(index, width)}-window-search", _plain_title(ax.title), svg, w, h, where)
+
+
+def result_figures(result) -> dict[str, Figure]:
+    """Every panel of a Result's report, by file name (without ``.svg``), in the report's order."""
+    figs: list[Figure] = []
+    if len(result.factors):
+        figs += profile_figures(result.factors)
+    heats: dict[str, dict] = {}
+    for key, value in result.heatmaps.items():
+        i, name = key.split("/", 1)
+        heats.setdefault(i, {})[name] = value
+    details = result.certificate.get("interfaces", [])
+    width = max(2, len(str(max(len(details) - 1, 0))))
+    for i, det in enumerate(details):
+        heat = heats.get(str(i))
+        if heat:
+            figs += interface_figures(heat, det, i, width)
+    for i, det in enumerate(details):
+        fig = window_search_figure(det, i, width)
+        if fig is not None:
+            figs.append(fig)
+    return {f.name: f for f in figs}
 
 
 def spectra_figure(table) -> str:
-    """Per-matrix metrics of ``physgsa spectra``, in checkpoint order, as an SVG document."""
+    """Per-matrix metrics of ``physgsa spectra``, in depth order with the matrices' names, as an SVG document."""
     x = np.arange(len(table), dtype=np.float64)
     r = _column(table, "r")
+    names = [str(v) for v in table["name"].tolist()]
+    xl = "matrix (depth order: names sorted with their numbers by value)"
     panels = []
-    ax = svgplot.Axes("power-law exponent alpha of the eigenvalue tail", "matrix index", "alpha")
-    ax.hspan(2, 6, label="2 <= alpha <= 6")
+    ax = svgplot.Axes("power-law exponent α of the eigenvalue tail", xl, "α")
+    ax.hspan(2, 6, label="2 ≤ α ≤ 6")
     ax.scatter(x, _column(table, "alpha"))
     panels.append(ax)
-    ax = svgplot.Axes("norms (log10)", "matrix index", "log10")
-    ax.scatter(x, _column(table, "log_norm"), label="log_norm")
-    ax.scatter(x, _column(table, "log_spectral_norm"), label="log_spectral_norm")
+    ax = svgplot.Axes("norms (log_{10})", xl, "log_{10}")
+    ax.scatter(x, _column(table, "log_norm"), label="log_norm = log_{10} ‖W‖_{F}^{2}")
+    ax.scatter(x, _column(table, "log_spectral_norm"), label="log_spectral_norm = log_{10} σ_{1}^{2}")
     panels.append(ax)
-    ax = svgplot.Axes("effective ranks, as fractions of r", "matrix index", "fraction of r")
+    ax = svgplot.Axes("effective ranks, as fractions of r", xl, "fraction of r")
     ax.scatter(x, _ratio(_column(table, "stable_rank"), r), label="stable_rank / r")
-    ax.scatter(x, _ratio(_column(table, "k_q"), r), label="k_q / r")
+    ax.scatter(x, _ratio(_column(table, "k_q"), r), label="k_{q} / r")
     panels.append(ax)
-    ax = svgplot.Axes("Gibbs–Cartan exponents", "matrix index", "s")
+    ax = svgplot.Axes("Gibbs–Cartan exponents", xl, "s")
     for col in ("s_top", "s_mle"):
-        ax.scatter(x, _column(table, col), label=col)
+        ax.scatter(x, _column(table, col), label=col.replace("s_", "s_{") + "}")
     panels.append(ax)
+    for a in panels:
+        a.set_categories(names)
     return svgplot.figure(panels, ncols=2, panel_w=630)

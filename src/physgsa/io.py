@@ -21,7 +21,7 @@ import numpy as np
 from ._validation import ChainFileError
 from .chain import Chain, Factor, check_matrix
 
-__all__ = ["read_chain", "SafetensorsFile", "SUFFIXES"]
+__all__ = ["read_chain", "SafetensorsFile", "SUFFIXES", "not_an_archive"]
 
 SUFFIXES = (".npz", ".safetensors")
 
@@ -61,9 +61,43 @@ def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[st
     return order
 
 
+def not_an_archive(path) -> str | None:
+    """Why ``path`` is not an .npz archive (a zip of .npy arrays), or None when it is a zip file.
+
+    numpy.load takes any file that is neither a zip nor an .npy for a pickle and advises
+    ``allow_pickle=``, an option physgsa never uses: the file is simply not an archive.
+    """
+    if zipfile.is_zipfile(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array, not an archive of named arrays (save them with numpy.savez)"
+    if not head:
+        return "it is empty"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "it is a text file"
+        except UnicodeDecodeError:
+            pass
+    if head.startswith(b"PK"):
+        return "it is an incomplete zip file (truncated?)"
+    return "it is not a zip file"
+
+
 def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
     from .resources import check_archive
 
+    why = not_an_archive(path)
+    if why is not None:
+        raise ChainFileError(
+            f"Chain file '{path}' is not a readable .npz archive: {why}. An .npz is a zip of .npy arrays, as numpy.savez "
+            "writes; save the matrices with numpy.savez (or give a .safetensors file)."
+        )
     check_archive(path, f"Chain file '{path}'", error=ChainFileError)
     try:
         npz = np.load(path, allow_pickle=False)

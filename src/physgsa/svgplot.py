@@ -17,12 +17,13 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-__all__ = ["Axes", "figure", "document", "text", "attr", "nice_ticks", "log_ticks", "tick_labels"]
+__all__ = ["Axes", "figure", "document", "text", "attr", "rich", "text_width", "nice_ticks", "log_ticks", "tick_labels",
+           "colour_bar", "spread"]
 
 CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 _CHAR_W = 6.2  # rough width of one character at the 11 px font, for layout only
-_TITLE_H, _LEGEND_H, _LEFT, _RIGHT = 24, 15, 60, 12
+_TITLE_H, _LEGEND_H, _LEFT, _RIGHT, _SUBTITLE_H = 24, 15, 60, 12, 14
 # Characters XML 1.0 forbids: a name carrying one would make the whole image unreadable.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -35,6 +36,111 @@ def text(value) -> str:
 def attr(value) -> str:
     """``value`` as a quoted XML attribute value, quotes included."""
     return quoteattr(_NOT_XML.sub("\ufffd", str(value)))
+
+
+# Our own labels carry a little markup for the math: ``_{...}`` a subscript, ``^{...}`` a
+# superscript (``‖A_{0}‖_{F}^{2}``). Names from files never go through it (they use :func:`text`).
+_MARK = re.compile(r"([_^])\{([^{}]*)\}")
+_SCRIPT = 0.72  # size of a sub- or superscript, relative to the text around it
+
+
+def _runs_of(label: str) -> list[tuple[str, int]]:
+    """``label`` as runs of (text, level): 0 on the line, -1 subscript, +1 superscript."""
+    out, pos = [], 0
+    for m in _MARK.finditer(label):
+        if m.start() > pos:
+            out.append((label[pos:m.start()], 0))
+        out.append((m.group(2), 1 if m.group(1) == "^" else -1))
+        pos = m.end()
+    if pos < len(label):
+        out.append((label[pos:], 0))
+    return out
+
+
+def rich(value, size: float = 11.0) -> str:
+    """One of our own labels as SVG character data: sub- and superscripts as ``tspan`` elements.
+
+    ``size`` is the font size of the enclosing ``text`` element in px (the shifts are in px, so
+    they do not depend on the script's own smaller size). Everything is escaped.
+    """
+    parts, offset = [], 0.0
+    for chunk, level in _runs_of(str(value)):
+        target = {0: 0.0, -1: 0.28 * size, 1: -0.38 * size}[level]
+        body = text(chunk)
+        if level == 0 and offset == 0.0:
+            parts.append(body)
+            continue
+        small = f' font-size="{_n(_SCRIPT * size)}"' if level else ""
+        parts.append(f'<tspan dy="{_n(target - offset)}"{small}>{body}</tspan>')
+        offset = target
+    return "".join(parts)  # each label is its own text element: nothing after it to shift back
+
+
+def text_width(value, size: float = 11.0, markup: bool = True) -> float:
+    """A rough width of a label in px (for layout only: about 0.6 em a character)."""
+    runs = _runs_of(str(value)) if markup else [(str(value), 0)]
+    return sum(0.6 * size * (_SCRIPT if level else 1.0) * len(chunk) for chunk, level in runs)
+
+
+def spread(wanted: list[float], gap: float, lo: float, hi: float) -> list[float]:
+    """Positions as close as possible to ``wanted`` (sorted) with at least ``gap`` between them.
+
+    Labels that would overlap are pushed apart (and back inside ``[lo, hi]``) instead of being
+    dropped, so that every group keeps its label; the caller draws a leader line from a moved
+    label to its place.
+    """
+    n = len(wanted)
+    if n == 0:
+        return []
+    gap = min(gap, (hi - lo) / max(n - 1, 1)) if n > 1 else gap
+    pos = list(wanted)
+    for i in range(1, n):  # push down
+        pos[i] = max(pos[i], pos[i - 1] + gap)
+    if pos[-1] > hi:  # then up from the end
+        pos[-1] = hi
+        for i in range(n - 2, -1, -1):
+            pos[i] = min(pos[i], pos[i + 1] - gap)
+    if pos[0] < lo:
+        shift = lo - pos[0]
+        pos = [p + shift for p in pos]
+    return pos
+
+
+def colour_bar(x: float, y: float, height: float, stops: list[str], vmin: float, vmax: float, label: str,
+               gid: str, width: float = 12.0) -> list[str]:
+    """A vertical colour bar (a vector gradient, highest value at the top), its ticks and its label.
+
+    ``stops`` are colours from the lowest value to the highest; ``label`` is one of our own labels
+    (markup allowed). The label runs upwards beside the tick labels, inside the bar's own column.
+    """
+    parts = [f'<defs><linearGradient id="{gid}" x1="0" y1="1" x2="0" y2="0">'
+             + "".join(f'<stop offset="{i / max(len(stops) - 1, 1):.4f}" stop-color="{c}"/>'
+                       for i, c in enumerate(stops))
+             + "</linearGradient></defs>",
+             f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(width)}" height="{_n(height)}" fill="url(#{gid})" '
+             'stroke="#555" stroke-width="0.8"/>']
+    if vmax > vmin:
+        ticks = nice_ticks(vmin, vmax, 5)
+        fracs = [(t - vmin) / (vmax - vmin) for t in ticks]
+    else:  # a constant map: one colour, one value
+        ticks, fracs = [vmin], [0.0]
+    labels = tick_labels(ticks)
+    for f, lab in zip(fracs, labels):
+        ty = y + height * (1.0 - f)
+        parts.append(f'<line x1="{_n(x + width)}" y1="{_n(ty)}" x2="{_n(x + width + 3)}" y2="{_n(ty)}" stroke="#555"/>'
+                     f'<text x="{_n(x + width + 5)}" y="{_n(ty)}" dy="0.32em" font-size="10">{text(lab)}</text>')
+    room = max((text_width(t, 10, markup=False) for t in labels), default=0.0)
+    lx = x + width + 9 + room + 10
+    parts.append(f'<text transform="translate({_n(lx)},{_n(y + height / 2)}) rotate(-90)" text-anchor="middle" '
+                 f'font-size="11">{rich(label, 11)}</text>')
+    return parts
+
+
+def colour_bar_width(vmin: float, vmax: float, width: float = 12.0) -> float:
+    """The horizontal room :func:`colour_bar` takes, from its left edge to the end of its label."""
+    ticks = nice_ticks(vmin, vmax, 5) if vmax > vmin else [vmin]
+    room = max((text_width(t, 10, markup=False) for t in tick_labels(ticks)), default=0.0)
+    return width + 9 + room + 10 + 6
 
 
 def _n(v: float) -> str:
@@ -138,7 +244,10 @@ class Axes:
     Parameters
     ----------
     title, xlabel, ylabel : str
-        Plain text; escaped when drawn.
+        Our own labels: escaped when drawn, with ``_{...}`` and ``^{...}`` drawn as sub- and
+        superscripts (:func:`rich`).
+    subtitle : str
+        Plain text under the title (a name from a file may go here).
     log_y : bool
         A log10 y axis: only positive values are drawn.
     """
@@ -147,6 +256,8 @@ class Axes:
     xlabel: str = ""
     ylabel: str = ""
     log_y: bool = False
+    #: A second line under the title, plain text (it may hold a name from a file: never markup).
+    subtitle: str = ""
     series: list = field(default_factory=list)
     spans: list = field(default_factory=list)
     categories: list | None = None
@@ -193,7 +304,7 @@ class Axes:
         items = [s for s in self.spans + self.series if s.label]
         rows, used = [[]], 0.0
         for it in items:
-            w = 34 + _CHAR_W * len(it.label)
+            w = 34 + text_width(it.label)
             if rows[-1] and used + w > width:
                 rows.append([])
                 used = 0.0
@@ -204,13 +315,17 @@ class Axes:
     def render(self, x0: float, y0: float, w: float, header: float, plot_h: float) -> list[str]:
         """SVG elements of the panel, its top left corner at ``(x0, y0)``."""
         (xlo, xhi), (ylo, yhi) = self._ranges()
-        left, right = x0 + _LEFT, x0 + w - _RIGHT
+        left, right = x0 + self.left_margin(), x0 + w - _RIGHT
         top, bottom = y0 + header, y0 + header + plot_h
         px = lambda v: left + (v - xlo) / (xhi - xlo) * (right - left)  # noqa: E731
         py = lambda v: bottom - (v - ylo) / (yhi - ylo) * (bottom - top)  # noqa: E731
         out = [f'<text x="{_n((left + right) / 2)}" y="{_n(y0 + 16)}" text-anchor="middle" font-size="13">'
-               f"{text(self.title)}</text>"]
-        out += self._legend(left, y0 + _TITLE_H, right - left)
+               f"{rich(self.title, 13)}</text>"]
+        sub = _SUBTITLE_H if self.subtitle else 0
+        if self.subtitle:
+            out.append(f'<text x="{_n((left + right) / 2)}" y="{_n(y0 + 30)}" text-anchor="middle" fill="#666">'
+                       f"{text(_shorten(self.subtitle, 70))}</text>")
+        out += self._legend(left, y0 + _TITLE_H + sub, right - left)
         out += self._yaxis(left, right, py, ylo, yhi)
         out += self._xaxis(bottom, px, xlo, xhi)
         for s in self.spans:
@@ -235,7 +350,7 @@ class Axes:
         out.append(f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(right - left)}" height="{_n(plot_h)}" '
                    'fill="none" stroke="#444"/>')
         out.append(f'<text transform="translate({_n(x0 + 13)},{_n((top + bottom) / 2)}) rotate(-90)" '
-                   f'text-anchor="middle">{text(self.ylabel)}</text>')
+                   f'text-anchor="middle">{rich(self.ylabel)}</text>')
         return out
 
     def _legend(self, x: float, y: float, width: float) -> list[str]:
@@ -254,8 +369,8 @@ class Axes:
                     if it.marker:
                         out.append(f'<path d="{_marker_path(it.marker, [cx + 11], [cy], 3.2)}" '
                                    f'fill={attr(it.colour)}/>')
-                out.append(f'<text x="{_n(cx + 27)}" y="{_n(cy + 4)}">{text(it.label)}</text>')
-                cx += 34 + _CHAR_W * len(it.label)
+                out.append(f'<text x="{_n(cx + 27)}" y="{_n(cy + 4)}">{rich(it.label)}</text>')
+                cx += 34 + text_width(it.label)
         return out
 
     def _yaxis(self, left, right, py, ylo, yhi) -> list[str]:
@@ -276,11 +391,16 @@ class Axes:
     def _xaxis(self, bottom, px, xlo, xhi) -> list[str]:
         out = []
         if self.categories:
+            # Every position gets a tick; names are written where they do not overlap (every
+            # ``step``-th one: the table beside the figure lists them all, in the same order).
+            spacing = abs(px(1) - px(0)) if len(self.categories) > 1 else 99.0
+            step = max(1, math.ceil(_CATEGORY_PX / max(spacing, 1e-9)))
             for i, lab in enumerate(self.categories):
                 x = _n(px(i))
-                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>'
-                           f'<text transform="translate({x},{_n(bottom + 10)}) rotate(-60)" text-anchor="end" '
-                           f'dy="0.32em" font-size="10">{text(_shorten(lab))}</text>')
+                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>')
+                if i % step == 0:
+                    out.append(f'<text transform="translate({x},{_n(bottom + 10)}) rotate(-60)" text-anchor="end" '
+                               f'dy="0.32em" font-size="10">{text(_shorten(lab))}</text>')
             room = 14 + _category_room(self.categories)
         else:
             ticks = nice_ticks(xlo, xhi)
@@ -290,8 +410,14 @@ class Axes:
                            f'<text x="{x}" y="{_n(bottom + 15)}" text-anchor="middle">{text(lab)}</text>')
             room = 20
         out.append(f'<text x="{_n((px(xlo) + px(xhi)) / 2)}" y="{_n(bottom + room + 12)}" text-anchor="middle">'
-                   f"{text(self.xlabel)}</text>")
+                   f"{rich(self.xlabel)}</text>")
         return out
+
+    def left_margin(self) -> float:
+        """Room left of the plot: the y ticks, and the first slanted name, which reaches left of its tick."""
+        if not self.categories:
+            return _LEFT
+        return max(_LEFT, 8 + 0.5 * text_width(_shorten(self.categories[0]), 10, markup=False))
 
     def bottom_room(self) -> float:
         """Height needed under the plot for the x tick labels and the x label."""
@@ -319,13 +445,15 @@ def _padded(v: np.ndarray, empty: tuple[float, float]) -> tuple[float, float]:
 
 
 _MAX_LABEL = 26
+_CATEGORY_PX = 14.0  # closest two slanted category names may be, in px along the axis
 
 
-def _shorten(label: str) -> str:
+def _shorten(label: str, most: int = _MAX_LABEL) -> str:
     """A long name keeps its head and tail (the table beside the figure has it in full)."""
-    if len(label) <= _MAX_LABEL:
+    if len(label) <= most:
         return label
-    return label[:9] + "…" + label[-(_MAX_LABEL - 10):]
+    head = max(9, most // 3)
+    return label[:head] + "…" + label[-(most - head - 1):]
 
 
 def _category_room(labels) -> float:
@@ -335,7 +463,8 @@ def _category_room(labels) -> float:
 
 def document(width: float, height: float, parts: list[str]) -> str:
     """A standalone SVG document of the given size around ``parts`` (a white background)."""
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(width)}" height="{_n(height)}" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            f'width="{_n(width)}" height="{_n(height)}" '
             f'viewBox="0 0 {_n(width)} {_n(height)}" font-family={attr(FONT)} font-size="11" fill="#222">'
             f'<rect width="100%" height="100%" fill="#fff"/>' + "\n".join(parts) + "</svg>\n")
 
@@ -361,7 +490,8 @@ def figure(axes: list[Axes], ncols: int, panel_w: float = 420, plot_h: float = 1
     parts, y = [], 8.0
     for start in range(0, len(axes), ncols):
         row = axes[start:start + ncols]
-        header = _TITLE_H + 4 + _LEGEND_H * max(len(a._legend_rows(panel_w - _LEFT - _RIGHT)) for a in row)
+        header = (_TITLE_H + 4 + _LEGEND_H * max(len(a._legend_rows(panel_w - _LEFT - _RIGHT)) for a in row)
+                  + (_SUBTITLE_H if any(a.subtitle for a in row) else 0))
         for k, a in enumerate(row):
             parts += a.render(k * panel_w, y, panel_w, header, plot_h)
         y += header + plot_h + max(a.bottom_room() for a in row) + 8

@@ -93,9 +93,9 @@ def test_a_config_cannot_make_the_generic_walker_allocate_beyond_the_weights(tmp
     # weights load: a config describing far more than the checkpoint holds is refused first.
     import transformers
 
-    cfg = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                                   num_key_value_heads=2, vocab_size=20)
-    transformers.LlamaModel(cfg).save_pretrained(tmp_path / "m")
+    cfg = transformers.OPTConfig(num_hidden_layers=1, hidden_size=16, ffn_dim=32, num_attention_heads=2,
+                                 vocab_size=20, word_embed_proj_dim=16, max_position_embeddings=32)
+    transformers.OPTModel(cfg).save_pretrained(tmp_path / "m")  # no adapter: the generic walker's path
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
     doc.update(change)
     (tmp_path / "m" / "config.json").write_text(json.dumps(doc))

@@ -282,8 +282,10 @@ def _load_chain(chain: str, order: Optional[str], **model_params):
 
 @app.command()
 def certify(
-    chain: str = typer.Argument("minilm", help="A model (bundled name, folder, .safetensors/.pt/.bin with config.json, "
-                                "hub id in the local cache), an .npz/.safetensors of 2-D arrays, or 'example'."),
+    chain: Optional[str] = typer.Argument(None, help="A model (bundled name, folder, .safetensors/.pt/.bin with "
+                                          "config.json, hub id in the local cache), an .npz/.safetensors of 2-D "
+                                          "arrays, or 'example'. Default: minilm (with --build: the checkpoint whose "
+                                          "weights are loaded into the built module, if given)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; replaced if it holds physgsa results)."),
     order: Optional[str] = typer.Option(None, help="Factor order as comma-separated array names (default: the file's key order)."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
@@ -295,6 +297,14 @@ def certify(
     safety: float = typer.Option(0.9, help="A priori safety factor in (0, 1]."),
     n_perturbations: int = typer.Option(32, help="Random draws per perturbation level."),
     perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
+    build: Optional[str] = typer.Option(None, "--build", help="Make the model by calling FUNC() from FILE.py (or "
+                                        "package.module:FUNC). This RUNS that file's code; checkpoints never run "
+                                        "code. A MODEL given too is a checkpoint whose weights are loaded into the "
+                                        "module. Needs --sample-shape."),
+    sample_shape: Optional[str] = typer.Option(None, "--sample-shape", help="N,C,H,W: find the residual blocks by "
+                                               "running the model on a seeded standard normal batch of this shape "
+                                               "(--seed). Static factors freeze squeeze-excitation gates at it; "
+                                               "--mode jacobian differentiates at it (or at --inputs)."),
     window_search: bool = typer.Option(False, "--window-search", help="Also search, along q from 0.5 to 0.999, the "
                                        "smallest windows for which the direct check and the measured verdict hold "
                                        "(shown in the report)."),
@@ -343,9 +353,12 @@ def certify(
     with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"), _library_output(quiet):
         # Held from before the input is read until the outputs are in place: nobody else writes
         # here meanwhile (certify's records and the save share this lock).
+        if chain is None and build is None:
+            chain = "minilm"
         announced = _announce(chain, quiet)
+        walker = {"build": build, "sample_shape": sample_shape, "caller": "cli"} if (build or sample_shape) else {}
         ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
-                         freq=freq, seed=seed, tokens=tokens)
+                         freq=freq, seed=seed, tokens=tokens, **walker)
         _announce_done(announced)
         with _Progress(quiet) as progress:
             result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
@@ -369,7 +382,8 @@ def certify(
 
 @app.command()
 def spectra(
-    model: str = typer.Argument("minilm", help="A model (as for certify), a tensor file, or an .npz of 2-D arrays."),
+    model: Optional[str] = typer.Argument(None, help="A model (as for certify), a tensor file, or an .npz of 2-D "
+                                          "arrays. Default: minilm (with --build: a checkpoint to load into the module)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet, spectra.json and "
                              "spectra.html (created)."),
     q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
@@ -382,6 +396,9 @@ def spectra(
     quiet: bool = typer.Option(False, "--quiet", help="No progress and no summary line (errors still show)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the spectra of another run (other input or "
                                    "parameters) in --out (otherwise refused)."),
+    build: Optional[str] = typer.Option(None, "--build", help="Analyse the weights of the module FUNC() returns "
+                                        "(FILE.py:FUNC or package.module:FUNC). This runs that file's code. With a "
+                                        "MODEL checkpoint, its weights are loaded into the module first."),
 ) -> None:
     """Per-matrix spectra of every weight matrix as stored: the fast pass.
 
@@ -399,7 +416,13 @@ def spectra(
     from .spectra_run import run
 
     with _errors(), _library_output(quiet):
-        announced = _announce(model, quiet)
+        if build is not None:
+            from .adapters.generic import build_module
+
+            model = build_module(build, caller="cli", weights=model)
+        elif model is None:
+            model = "minilm"
+        announced = _announce(model, quiet) if isinstance(model, str) else False
         if not quiet:
             typer.echo(f"physgsa: spectra of every weight matrix of {model}, one at a time", err=True)
         with _Progress(quiet) as progress:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
 from . import bert, dit, gpt2, resnet, unet, vit
+from . import clip, convnext, efficientnet, llama, mobilenet, regnet, unet_cond
 from ._transformer import transformer_chain
 from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
 
@@ -21,7 +22,11 @@ __all__ = ["load_chain", "detect", "MODEL_PARAMS", "ARCHITECTURES", "BUNDLED_MOD
            "ModelSourceError", "resolve_source"]
 
 #: Transformer architectures, in the order they are tried.
-_TRANSFORMERS = (("bert", bert), ("gpt2", gpt2), ("vit", vit), ("dit", dit))
+_TRANSFORMERS = (("bert", bert), ("gpt2", gpt2), ("vit", vit), ("dit", dit), ("llama", llama), ("clip", clip))
+
+#: Channel-level CNN architectures (static mode, --conv dc), in the order they are tried; each
+#: module has matches(config) and chain(src, factor=, conv=, freq=).
+_CNNS = (("mobilenet_v2", mobilenet), ("efficientnet", efficientnet), ("convnext", convnext), ("regnet", regnet))
 
 #: What `physgsa models` lists.
 ARCHITECTURES = {
@@ -33,6 +38,18 @@ ARCHITECTURES = {
               "projection shortcuts",
     "unet": "diffusers UNet2DModel: ResnetBlock2D with GroupNorm scales, spatial attention, resamplers; "
             "skip concatenations break the chain",
+    "llama": "LLaMA / Mistral / Qwen2 / Qwen3 / Gemma / Gemma 2 / Gemma 3 text / Phi-3 (transformers): "
+             "grouped-query OV circuit W_O repeat(W_V), gated MLP W_down W_up (gate = 1), norms left out",
+    "clip": "CLIP (transformers CLIPModel, CLIPTextModel, CLIPVisionModel): pre-LN towers as GPT-2; "
+            "text and vision towers broken apart",
+    "mobilenet_v2": "MobileNetV2 (transformers): inverted residuals, depthwise convs, BatchNorm folded; "
+                    "skips only where the module adds them",
+    "efficientnet": "EfficientNet (transformers): MBConv with squeeze-excitation at its zero-input gate",
+    "convnext": "ConvNeXt / ConvNeXt V2 (transformers): depthwise 7x7, LayerNorm scale, layer scale gamma, "
+                "GRN as diag(1 + w); downsampling layers as plain factors",
+    "regnet": "RegNet X / Y (transformers): grouped convs, squeeze-excitation, projection shortcuts",
+    "unet_cond": "diffusers UNet2DConditionModel: as unet, with Transformer2DModels (self-attention OV, "
+                 "cross-attention I, GEGLU with gate 1)",
 }
 
 MODEL_PARAMS = {
@@ -45,7 +62,22 @@ MODEL_PARAMS = {
     "seed": Param(0, "int", 0, None, doc="seed of random Jacobian inputs and of the Hutchinson probes"),
     "tokens": Param("uniform", "choice", choices=("uniform", "diagonal"),
                     doc="Jacobian token reduction: (1/T) sum_{t,s} J[t,s] (uniform) or (1/T) sum_t J[t,t] (diagonal)"),
+    # The generic walker (adapters/generic.py): residual blocks from an execution on a sample.
+    "sample": Param(None, "any", allow_none=True,
+                    doc="an input batch (N, C, H, W) for the generic walker: it runs the module on it"),
+    "sample_shape": Param(None, "any", allow_none=True, extra=lambda v, where: _generic().check_sample_shape(v, where),
+                          doc="(N, C, H, W): the generic walker runs the module on a seeded normal sample of it"),
+    "build": Param(None, "any", allow_none=True, extra=lambda v, where: _generic().check_build(v, where),
+                   doc="'file.py:function' or 'package.module:function' returning the nn.Module (runs that code)"),
+    "caller": Param("python", "choice", choices=("python", "cli"),
+                    doc="who is asking: error messages name Python arguments or command-line flags"),
 }
+
+
+def _generic():
+    from . import generic
+
+    return generic
 
 
 def detect(src: WeightSource) -> str:
@@ -53,8 +85,13 @@ def detect(src: WeightSource) -> str:
     for name, mod in _TRANSFORMERS:
         if mod.matches(src.config):
             return name
+    if unet_cond.matches(src.config):
+        return "unet_cond"
     if unet.matches(src.config):
         return "unet"
+    for name, mod in _CNNS:
+        if mod.matches(src.config):
+            return name
     if resnet.matches(src.config, src._keyset()):
         return "resnet"
     kind = src.config.get("model_type") or src.config.get("_class_name")
@@ -69,14 +106,16 @@ def _spec(name: str):
     return dict(_TRANSFORMERS)[name].SPEC
 
 
-def load_chain(source, **params) -> Chain:
-    """The static factor chain of a model.
+def load_chain(source=None, **params) -> Chain:
+    """The factor chain of a model.
 
     Parameters
     ----------
-    source : str, Path or nn.Module
+    source : str, Path, dict or nn.Module, optional
         A bundled name (``minilm``), a local folder or file (``.safetensors``, ``.pt``, ``.bin``)
-        with its ``config.json``, a Hugging Face id in the local cache, or a module.
+        with its ``config.json``, a Hugging Face id in the local cache, a state dict, or a module.
+        With ``build=`` it may be omitted, or be a checkpoint whose weights are loaded into the
+        built module.
     factor : {"full", "branch"}
         ``I + R`` (default) or the residual branch ``R``.
     interfaces : {"blocks", "heads"}
@@ -96,28 +135,62 @@ def load_chain(source, **params) -> Chain:
         the mean output along channel directions placed at every token (keeps attention's
         token mixing, ``d`` passes); ``"diagonal"``: ``(1/T) sum_t J[t, t]``. CNNs take
         ``"uniform"`` only. See :mod:`physgsa.adapters.jacobian`.
+    sample : tensor (N, C, H, W), optional
+        Runs the generic walker (:func:`physgsa.adapters.generic.walk_blocks`) on the module
+        ``source``, even where an adapter exists: it traces the module with torch.fx, runs it on
+        the sample, and takes the residual blocks (a tensor added to an earlier tensor of the same
+        shape) and their order from that execution. Static factors freeze gates
+        (squeeze-excitation) at the sample; ``mode="jacobian"`` differentiates each block at it
+        (or at ``inputs``).
+    sample_shape : (N, C, H, W), optional
+        As ``sample``, with a standard normal sample of this shape drawn from ``seed``.
+    build : str, optional
+        ``"path/to/file.py:function"`` or ``"package.module:function"``: imports the file and
+        calls ``function()`` to get the nn.Module. **This runs that file's code** (a checkpoint
+        never runs code; a build file always does). Needs ``sample_shape`` (or ``sample``).
+        With a checkpoint as ``source``, its weights are loaded into the module first.
+    caller : {"python", "cli"}
+        Whether error messages name Python arguments (``sample=``) or flags (``--build``).
     """
     p = check_params("load_chain", MODEL_PARAMS, params)
+    if p["sample"] is not None or p["sample_shape"] is not None or p["build"] is not None:
+        return _generic().walk_source(source, p)
+    if source is None:
+        raise InvalidParameterError("load_chain needs a model source (a bundled name, a path, a hub id or an nn.Module), "
+                                    "or build='file.py:function' with sample_shape=.")
+    if isinstance(source, dict):
+        from .sources import TensorDictSource
+
+        source = TensorDictSource(source, None, "the state dict")
     if p["mode"] == "jacobian":
         from .jacobian import jacobian_chain
+        from .sources import _torch
+
+        if not isinstance(source, _torch().nn.Module) and _generic().without_layout(source):
+            raise ModelSourceError(_generic().layout_help(_generic().source_name(source), p["caller"]))
 
         return jacobian_chain(source, factor=p["factor"], tokens=p["tokens"], inputs=p["inputs"], seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     try:
         arch = detect(src)
     except ModelSourceError:
+        if not src.config and not hasattr(source, "forward") and _generic().without_layout(source):
+            raise ModelSourceError(_generic().layout_help(src.name, p["caller"])) from None
         return _walk(source, src)
-    if arch in ("resnet", "unet") and p["interfaces"] == "heads":
+    if arch in ("resnet", "unet", "unet_cond", *dict(_CNNS)) and p["interfaces"] == "heads":
         raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
-    if arch in ("resnet", "unet"):
+    if arch in ("resnet", "unet", "unet_cond", *dict(_CNNS)):
         freq = p["freq"]
         if len(freq) != 3 or any(float(x) != int(x) for x in freq) or int(freq[2]) < 1:
             raise InvalidParameterError(
                 f"The 'freq' parameter of load_chain (--freq) must be three integers u, v, n with n >= 1; got {freq!r}."
             )
         u, v, n = (int(x) for x in freq)
-        build = unet.unet_chain if arch == "unet" else resnet.resnet_chain
+        build = {"unet": unet.unet_chain, "unet_cond": unet_cond.unet_cond_chain, "resnet": resnet.resnet_chain,
+                 **{name: mod.chain for name, mod in _CNNS}}[arch]
         return build(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
+    if hasattr(dict(_TRANSFORMERS)[arch], "chain"):  # layout from the config class (LLaMA family, CLIP)
+        return dict(_TRANSFORMERS)[arch].chain(src, factor=p["factor"], interfaces=p["interfaces"])
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
 
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the transformer adapters (BERT/MiniLM, GPT-2, ViT, DiT).
+"""Shared machinery of the transformer adapters (BERT/MiniLM, GPT-2, ViT, DiT, the LLaMA family, CLIP).
 
 Per block ``l`` (definitions section 1, architecture.md):
 
@@ -11,22 +11,43 @@ interfaces are only ``W_O^l -> W_V^{l+1}`` (product ``W_V^{l+1} W_O^l``), whose 
 head channels of ``V`` in block ``l+1`` and whose columns are the head channels of ``O`` in
 block ``l``: heads are the natural row groups and column units.
 
+Grouped-query attention (LLaMA family): ``W_V`` has ``n_kv * head_dim`` rows, one block of
+``head_dim`` per KV head, and query head ``h`` reads KV head ``h // (n_heads / n_kv)`` (as
+transformers' ``repeat_kv``). The OV circuit is then
+
+    R = sum_h W_O[:, h] W_V[kv(h)] = W_O repeat(W_V),
+
+``repeat(W_V)`` repeating each KV head's rows for every query head of its group. With
+``interfaces="heads"`` the ``W_V`` factor keeps its stored rows, grouped by KV head, and the
+``W_O`` factor its columns, grouped by query head. ``head_dim`` may differ from
+``width / n_heads`` (Gemma, Qwen3): the layout says which.
+
+Gated MLPs (``W_down (act(W_gate x) * W_up x)``): ``R = W_down W_up``, the gate taken as the
+constant 1 (ours; docs/definitions.md). The gate is a data-dependent channel scale, like the
+norms the static factors leave out; its linearization at ``x = 0`` is ``act(0) W_down W_up``,
+which is 0 for SiLU and GELU gates, so it cannot serve. ``W_gate`` enters no factor and is
+listed as skipped with that reason. A fused ``[gate; up]`` projection (Phi-3's
+``gate_up_proj``) is split at the config's ``intermediate_size``; a fused ``[q; k; v]``
+(Phi-3's ``qkv_proj``, GPT-2's ``c_attn``) at ``n_heads * head_dim`` and ``n_kv * head_dim``.
+
 Every weight is read by name through a :class:`~physgsa.adapters.sources.WeightSource` one
-at a time; the layout (layers, heads, width) comes from the config, never from shapes. Each
-architecture file gives a :class:`TransformerSpec`: the config keys and, per role, the key
-templates (newer and older transformers namings).
+at a time; the layout (layers, heads, KV heads, head size, width) comes from the config, never
+from shapes. Each architecture file gives a :class:`TransformerSpec`: the config keys and, per
+role, the key templates (newer and older transformers namings); an architecture whose layout
+needs the config class's own defaults (the LLaMA family, CLIP) passes a :class:`Layout`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..chain import Chain, Factor, check_matrix
+from ..chain import Break, Chain, Factor, check_matrix
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["TransformerSpec", "transformer_chain"]
+__all__ = ["Layout", "Tower", "TransformerSpec", "tower_break", "towers_chain", "transformer_chain"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +57,8 @@ class TransformerSpec:
     ``layers``, ``heads``, ``width`` are config keys (``width`` may be a pair whose product is
     the width, as DiT's heads x head_dim). Role templates hold ``{l}``; ``qkv`` is a fused
     projection split in the order Q, K, V along its outputs; ``transposed`` marks weights stored
-    as (in, out) (GPT-2's Conv1D).
+    as (in, out) (GPT-2's Conv1D). ``mlp_gate`` is the gate of a gated MLP (it enters no
+    factor), ``gate_up`` a fused ``[gate; up]`` projection (then ``mlp_in`` is empty).
     """
 
     name: str
@@ -51,6 +73,40 @@ class TransformerSpec:
     mlp_in: tuple[str, ...] = ()
     mlp_out: tuple[str, ...] = ()
     transposed: bool = False
+    mlp_gate: tuple[str, ...] = ()
+    gate_up: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A transformer's layout, from its config.
+
+    ``n_kv`` KV heads (``n_kv = n_heads`` without grouped-query attention), each of
+    ``head_dim`` channels; ``intermediate`` is the MLP width, needed only to split a fused
+    ``[gate; up]`` projection.
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv: int
+    head_dim: int
+    width: int
+    intermediate: int | None = None
+
+    @property
+    def groups(self) -> int:
+        """Query heads per KV head."""
+        return self.n_heads // self.n_kv
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One stack of blocks of a model: its spec, its layout and the prefix of its factor names."""
+
+    spec: TransformerSpec
+    layout: Layout
+    prefix: str = ""
+    label: str = ""
 
 
 def _config_int(cfg: dict, key: str, spec: TransformerSpec, where: str) -> int:
@@ -93,24 +149,39 @@ class _Reader:
             )
         return key
 
-    def matrix(self, role: str, l: int, width: int) -> tuple[np.ndarray, str]:
+    def matrix(self, role: str, l: int, lay: Layout) -> tuple[np.ndarray, str]:
         """The role's weight in rows = outputs convention (and the key it came from)."""
+        width = lay.width
         if self.spec.qkv and role == "v" and not self.spec.v:
             key = self.need("qkv", l)
             w = self.src.get(key)
             w = w.T if self.spec.transposed else w
-            if w.shape != (3 * width, width):
+            q_rows, kv_rows = lay.n_heads * lay.head_dim, lay.n_kv * lay.head_dim
+            if w.shape != (q_rows + 2 * kv_rows, width):
                 raise ModelSourceError(
                     f"Weight {key!r} of {self.src.name} has shape {self.src.shape(key)}, but the config's width "
-                    f"{width} needs a fused QKV of {3 * width} x {width}. The config contradicts the weights."
+                    f"{width} needs a fused QKV of {q_rows + 2 * kv_rows} x {width}. The config contradicts the "
+                    "weights."
                 )
-            return w[2 * width:], key
+            return w[q_rows + kv_rows:], key
+        if self.spec.gate_up and role == "mlp_in" and not self.spec.mlp_in:
+            key = self.need("gate_up", l)
+            w = self.src.get(key)
+            w = w.T if self.spec.transposed else w
+            inter = lay.intermediate
+            if inter is None or w.shape != (2 * inter, width):
+                raise ModelSourceError(
+                    f"Weight {key!r} of {self.src.name} has shape {self.src.shape(key)}, but the config's "
+                    f"intermediate_size {inter} and width {width} need a fused [gate; up] of {2 * (inter or 0)} x "
+                    f"{width}. The config contradicts the weights."
+                )
+            return w[inter:], key  # [gate; up]: the up (value) half
         key = self.need(role, l)
         w = self.src.get(key)
         return (w.T if self.spec.transposed else w), key
 
 
-def _layout(src: WeightSource, spec: TransformerSpec) -> tuple[int, int, int]:
+def _layout(src: WeightSource, spec: TransformerSpec) -> Layout:
     cfg = src.config
     n_layers = _config_int(cfg, spec.layers, spec, src.name)
     n_heads = _config_int(cfg, spec.heads, spec, src.name)
@@ -120,7 +191,7 @@ def _layout(src: WeightSource, spec: TransformerSpec) -> tuple[int, int, int]:
         width = _config_int(cfg, spec.width, spec, src.name)
     if width % n_heads:
         raise ModelSourceError(f"The config of {src.name} gives width {width}, not divisible by {n_heads} heads.")
-    return n_layers, n_heads, width
+    return Layout(n_layers, n_heads, n_heads, width // n_heads, width)
 
 
 def _check_shape(w: np.ndarray, shape: tuple, key: str, src: WeightSource, what: str) -> None:
@@ -131,59 +202,123 @@ def _check_shape(w: np.ndarray, shape: tuple, key: str, src: WeightSource, what:
         )
 
 
-def transformer_chain(src: WeightSource, spec: TransformerSpec, *, factor: str, interfaces: str) -> Chain:
-    """The static factor chain of a transformer (see the module docstring)."""
-    n_layers, n_heads, d = _layout(src, spec)
-    rd = _Reader(src, spec)
-    heads = np.arange(d) // (d // n_heads)
+def _repeat_kv(w_v: np.ndarray, lay: Layout) -> np.ndarray:
+    """``W_V`` with each KV head's rows repeated for every query head of its group (``repeat_kv``)."""
+    if lay.groups == 1:
+        return w_v
+    return np.repeat(w_v.reshape(lay.n_kv, lay.head_dim, -1), lay.groups, axis=0).reshape(
+        lay.n_heads * lay.head_dim, -1)
+
+
+def _tower_factors(src: WeightSource, tower: Tower, rd: _Reader, *, factor: str, interfaces: str):
+    """(factors, local links, used keys) of one tower."""
+    lay, prefix = tower.layout, tower.prefix
+    d, inner = lay.width, lay.n_heads * lay.head_dim
+    v_heads = np.arange(lay.n_kv * lay.head_dim) // lay.head_dim
+    o_heads = np.arange(inner) // lay.head_dim
+    gqa = {"kv_heads": lay.n_kv, "query_heads": lay.n_heads} if lay.n_kv != lay.n_heads else {}
     eye = np.eye(d)
     factors, links = [], []
-    for l in range(n_layers):
-        w_v, kv = rd.matrix("v", l, d)
-        w_o, ko = rd.matrix("o", l, d)
-        _check_shape(w_v, (d, d), kv, src, "W_V")
-        _check_shape(w_o, (d, d), ko, src, "W_O")
+    for l in range(lay.n_layers):
+        w_v, kv = rd.matrix("v", l, lay)
+        w_o, ko = rd.matrix("o", l, lay)
+        _check_shape(w_v, (lay.n_kv * lay.head_dim, d), kv, src, "W_V")
+        _check_shape(w_o, (d, inner), ko, src, "W_O")
         if interfaces == "heads":
-            for nm, w, key, rh, ch in ((f"blocks.{l}.attn.W_V", w_v, kv, heads, None),
-                                       (f"blocks.{l}.attn.W_O", w_o, ko, None, heads)):
+            for nm, w, key, rh, ch in ((f"{prefix}blocks.{l}.attn.W_V", w_v, kv, v_heads, None),
+                                       (f"{prefix}blocks.{l}.attn.W_O", w_o, ko, None, o_heads)):
                 factors.append(Factor(name=nm, matrix=check_matrix(w, nm, src.name), row_heads=rh, col_heads=ch,
                                       provenance={"source": "static", "kind": "weight", "keys": [key],
-                                                  "dtype": src.dtype(key)}))
+                                                  "dtype": src.dtype(key), **gqa}))
             if l > 0:
                 links.append((len(factors) - 3, len(factors) - 2))  # W_O^{l-1} -> W_V^l
             continue
-        w_in, ki = rd.matrix("mlp_in", l, d)
-        w_out, kout = rd.matrix("mlp_out", l, d)
+        w_in, ki = rd.matrix("mlp_in", l, lay)
+        w_out, kout = rd.matrix("mlp_out", l, lay)
         if w_in.shape[1] != d or w_out.shape != (d, w_in.shape[0]):
             raise ModelSourceError(
                 f"The MLP weights {ki!r} {w_in.shape} and {kout!r} {w_out.shape} of {src.name} do not compose "
                 f"to a {d} x {d} map. The config contradicts the weights."
             )
-        for nm, r, keys in ((f"blocks.{l}.attn", w_o @ w_v, [kv, ko]), (f"blocks.{l}.mlp", w_out @ w_in, [ki, kout])):
+        gated = {"mlp": "gated: W_down W_up, gate = 1"} if (tower.spec.mlp_gate or tower.spec.gate_up) else {}
+        for nm, r, keys, extra in ((f"{prefix}blocks.{l}.attn", w_o @ _repeat_kv(w_v, lay), [kv, ko], gqa),
+                                   (f"{prefix}blocks.{l}.mlp", w_out @ w_in, [ki, kout], gated)):
             mat = eye + r if factor == "full" else r
             factors.append(Factor(name=nm, matrix=check_matrix(mat, nm, src.name), row_heads=None, col_heads=None,
                                   provenance={"source": "static", "kind": factor, "keys": keys,
-                                              "dtype": src.dtype(keys[0])}))
+                                              "dtype": src.dtype(keys[0]), **extra}))
         del w_v, w_o, w_in, w_out
-    used = {k for f in factors for k in f.provenance["keys"]}
-    return Chain.from_factors(factors, source=src.name, links=links if interfaces == "heads" else None,
-                              skipped=_skipped(src, rd, used))
+    return factors, links, {k for f in factors for k in f.provenance["keys"]}
 
 
-def _skipped(src: WeightSource, rd: "_Reader", used: set) -> list[dict]:
+def transformer_chain(src: WeightSource, spec: TransformerSpec, *, factor: str, interfaces: str,
+                      layout: Layout | None = None) -> Chain:
+    """The static factor chain of a transformer (see the module docstring).
+
+    ``layout`` defaults to the one read from ``spec``'s config keys (no grouped-query
+    attention, ``head_dim = width / heads``).
+    """
+    return towers_chain(src, [Tower(spec, layout or _layout(src, spec))], factor=factor, interfaces=interfaces)
+
+
+def towers_chain(src: WeightSource, towers: list[Tower], *, factor: str, interfaces: str) -> Chain:
+    """The chain of one or more towers (CLIP's text and vision), each after the other.
+
+    Between two towers there is no interface: the second does not read the first's output.
+    The chain breaks there, and the break says so.
+    """
+    factors, links, used, readers = [], [], set(), []
+    seams = []
+    for tower in towers:
+        rd = _Reader(src, tower.spec)
+        fs, ls, us = _tower_factors(src, tower, rd, factor=factor, interfaces=interfaces)
+        if factors:
+            seams.append((factors[-1].name, fs[0].name, towers[len(readers) - 1].label, tower.label))
+        off = len(factors)
+        if interfaces == "heads":
+            links += [(i + off, j + off) for i, j in ls]
+        else:
+            links += [(off + i, off + i + 1) for i in range(len(fs) - 1)]
+        factors += fs
+        used |= us
+        readers.append((rd, tower.layout))
+    single = len(towers) == 1 and interfaces != "heads"
+    chain = Chain.from_factors(factors, source=src.name, links=None if single else links,
+                               skipped=_skipped(src, readers, used))
+    if not seams:
+        return chain
+    extra = tuple(tower_break(*seam) for seam in seams)
+    return dataclasses.replace(chain, breaks=chain.breaks + extra)
+
+
+def tower_break(left: str, right: str, left_tower: str, right_tower: str) -> Break:
+    """The break between two towers of one model (CLIP's text and vision)."""
+    return Break(left, right, f"{left!r} ends the {left_tower} tower and {right!r} begins the {right_tower} tower: "
+                              f"separate towers, the {right_tower} tower does not read the {left_tower} tower's output")
+
+
+def _skipped(src: WeightSource, readers: list, used: set) -> list[dict]:
     """Every matrix weight the chain does not use, with the reason."""
-    qk = set()
-    for l in range(_layout(src, rd.spec)[0]):
-        for role in ("q", "k"):
-            key = rd.find(role, l)
-            if key:
-                qk.add(key)
+    qk, gates = set(), set()
+    for rd, lay in readers:
+        for l in range(lay.n_layers):
+            for role in ("q", "k"):
+                key = rd.find(role, l)
+                if key:
+                    qk.add(key)
+            if rd.spec.mlp_gate:
+                key = rd.find("mlp_gate", l)
+                if key:
+                    gates.add(key)
     out = []
     for k in src.keys():
         if k in used or not k.endswith("weight") or len(src.shape(k)) < 2:
             continue
         if k in qk:
             reason = "query/key projection: it shapes the attention pattern, not the OV map"
+        elif k in gates:
+            reason = ("gate projection of a gated MLP: the static factor takes the gate as the constant 1 "
+                      "(R = W_down W_up), so W_gate enters no factor")
         elif "embed" in k or k.startswith(("wte", "wpe")):
             reason = "embedding: not a residual block"
         else:

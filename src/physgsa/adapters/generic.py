@@ -393,9 +393,10 @@ def walk_source(source, p: dict) -> Chain:
     else:
         shape = p["sample_shape"]
         if shape is None:
-            raise InvalidParameterError(f"{f('build')} needs {f('sample_shape')}"
-                                        f"{'1,C,H,W' if caller == 'cli' else '(1, C, H, W)'} (or sample=): the walker "
-                                        "runs the module on a sample to find its residual blocks.")
+            shape_text = f"{f('sample_shape')} 1,C,H,W" if caller == "cli" else \
+                f"{f('sample_shape')}(1, C, H, W) (or sample=)"
+            raise InvalidParameterError(f"{f('build')} needs {shape_text}: the walker runs the module on a sample to "
+                                        "find its residual blocks.")
         seed = p["seed"]
         sample = seeded_sample(shape, seed)
         note = f"a seeded standard normal sample of shape {shape} (seed {seed})"

@@ -20,7 +20,24 @@ BERT (post-LN)  attn    ``LN_a(X + Dense_O(SelfAttn(X)))``          ``Dense_O(Se
 BERT (post-LN)  mlp     ``LN_m(X + Dense_2(act(Dense_1 X)))``       ``Dense_2(act(Dense_1 X))``: no residual, no LN
 GPT-2 (pre-LN)  attn    ``X + Attn(ln_1(X))`` (causal)              ``Attn(ln_1(X))``: with ``ln_1``, no residual
 GPT-2 (pre-LN)  mlp     ``X + MLP(ln_2(X))``                        ``MLP(ln_2(X))``: with ``ln_2``, no residual
+LLaMA family    attn    ``X + Attn(norm_1(X))`` (causal, rotary)    ``Attn(norm_1(X))``: with its RMSNorm
+LLaMA family    mlp     ``X + MLP(norm_2(X))`` (gated)              ``MLP(norm_2(X))``: with its RMSNorm
+Gemma 2 / 3     attn    ``X + post(Attn(norm_1(X)))``               ``post(Attn(norm_1(X)))``: both norms
+Gemma 2 / 3     mlp     ``X + post(MLP(pre(X)))``                   ``post(MLP(pre(X)))``: both norms
+CLIP (pre-LN)   attn    ``X + Attn(layer_norm1(X))`` (text causal)  ``Attn(layer_norm1(X))``
+CLIP (pre-LN)   mlp     ``X + MLP(layer_norm2(X))``                 ``MLP(layer_norm2(X))``
 ==============  ======  =========================================  ==========================================
+
+The LLaMA family (LLaMA, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3) replays
+what the model hands each ``self_attn``: the causal (or sliding-window) mask it built for that
+layer and the rotary ``position_embeddings`` it computed, so the rotary embedding, grouped-query
+attention, soft-capping and Q/K norms are differentiated as the model applies them. Phi-3's
+residual dropouts are the identity in eval mode. Their code casts to float32 inside RMSNorm and
+the eager softmax (meant for half precision); on the float64 copy those casts are kept at float64
+(``_float64_internals``), so these maps are computed and differentiated in float64. A
+``CLIPModel`` has two towers: the text tower's sublayers (``text.blocks.{l}.*``, on token ids)
+then the vision tower's (``vision.blocks.{l}.*``, on images), the first vision sublayer starting
+again from the vision embeddings (``Sublayer.start``). Images are random (flagged) unless an ``.npy`` file is given.
 
 Activations (GELU) and softmax are differentiated at the input, never linearized away; GPT-2's
 final ``ln_f`` belongs to no factor. With ``J_F`` the full ``(T d) x (T d)`` Jacobian of the
@@ -83,6 +100,7 @@ results line up.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -109,6 +127,14 @@ TOKENS = ("uniform", "diagonal")
 HUTCHINSON_PROBES = 64
 
 _TRANSFORMER_TYPES = ("bert", "roberta", "gpt2")
+
+#: The LLaMA family and CLIP (physgsa.adapters.llama, physgsa.adapters.clip).
+_LLAMA_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+_CLIP_TYPES = ("clip", "clip_text_model", "clip_vision_model")
+_SANDWICH = ("gemma2", "gemma3_text")  # post-attention / post-feed-forward norms inside the branch
+_TRANSFORMER_TYPES = _TRANSFORMER_TYPES + _LLAMA_TYPES + _CLIP_TYPES
+#: CNN families with static adapters but no Jacobian sublayer maps yet (refused with a clear message).
+_STATIC_ONLY = ("mobilenet_v2", "efficientnet", "convnext", "convnextv2", "regnet")
 
 
 def bundled_sentences() -> list[str]:
@@ -161,12 +187,16 @@ class Sublayer:
         The full sublayer map (how the hidden state moves on to the next sublayer).
     local : bool
         True where ``d f(X)[t] / d X[s] = 0`` for ``s != t`` (MLP sublayers).
+    start : tensor, optional
+        The input of this sublayer where it is not the previous sublayer's output: the first
+        sublayer of a second tower (CLIP's vision tower starts from its own embeddings).
     """
 
     name: str
     f: Callable
     full: Callable
     local: bool
+    start: object = None
 
 
 def _blocks(model):
@@ -243,6 +273,8 @@ def transformer_sublayers(model, encoding, *, factor: str):
     sublayers : list of Sublayer
         In execution order: ``blocks.{l}.attn``, ``blocks.{l}.mlp`` for each block ``l``.
     """
+    if getattr(model.config, "model_type", None) in _LLAMA_TYPES + _CLIP_TYPES:
+        return _modern_sublayers(model, encoding, factor=factor)
     blocks, _ = _blocks(model)
     x0, kw = _capture(model, encoding)
     out = []
@@ -285,6 +317,122 @@ def transformer_sublayers(model, encoding, *, factor: str):
                                           ("mlp", mlp_full, mlp_branch, True)):
             out.append(Sublayer(f"blocks.{l}.{kind}", full if factor == "full" else branch, full, local))
     return x0, out
+
+
+def _float64_internals():
+    """A torch function mode that keeps a float64 tensor float64 where the model casts it to float32.
+
+    transformers' LLaMA-family and CLIP code upcasts inside RMSNorm (``x.to(torch.float32)``,
+    Gemma's ``x.float()``) and the eager softmax (``dtype=torch.float32``) for half-precision
+    inputs; on our float64 copy these are downcasts, which round every activation and tangent to
+    float32 (forward- and reverse-mode derivatives then differ by ~1e-7 relative). Under this
+    mode a cast of a float64 tensor to float32 is the identity, so the model's function is
+    computed and differentiated in float64. Nothing else changes.
+    """
+    torch = _torch()
+    from torch.overrides import TorchFunctionMode
+
+    f32, f64 = torch.float32, torch.float64
+    softmaxes = (torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax)
+
+    class Float64Internals(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if src is not None and src.dtype == f64:
+                if func is torch.Tensor.float:
+                    return src
+                if func is torch.Tensor.to:
+                    args = tuple(f64 if a is f32 else a for a in args)
+                    if kwargs.get("dtype") is f32:
+                        kwargs["dtype"] = f64
+                elif func in softmaxes and kwargs.get("dtype") is f32:
+                    kwargs["dtype"] = f64
+                elif func is torch.Tensor.type_as and isinstance(args[1], torch.Tensor) and args[1].dtype == f32:
+                    return src
+            return func(*args, **kwargs)
+
+    return Float64Internals()
+
+
+def _towers(model):
+    """[(name prefix, decoder/encoder layers)] of a LLaMA-family or CLIP model, in execution order."""
+    mt = model.config.model_type
+    if mt in _LLAMA_TYPES:
+        return [("", model.base_model.layers)]
+    if mt == "clip":
+        return [("text.", model.text_model.encoder.layers), ("vision.", model.vision_model.encoder.layers)]
+    tower = model if hasattr(model, "encoder") else getattr(model, "text_model" if mt == "clip_text_model"
+                                                            else "vision_model")
+    return [("", tower.encoder.layers)]
+
+
+def _capture_towers(model, encoding):
+    """As :func:`_capture`, per tower: each tower's first-block input and each block's ``self_attn`` arguments."""
+    torch = _torch()
+    towers = _towers(model)
+    seen, handles = {}, []
+
+    def keep(key):
+        def hook(module, args, kwargs):
+            seen.setdefault(key, _split(args, kwargs))
+        return hook
+
+    try:
+        for t, (_, layers) in enumerate(towers):
+            handles.append(layers[0].register_forward_pre_hook(keep(("x0", t)), with_kwargs=True))
+            for l, b in enumerate(layers):
+                handles.append(b.self_attn.register_forward_pre_hook(keep((t, l)), with_kwargs=True))
+        with torch.no_grad(), _float64_internals():
+            model(**encoding, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    x0 = [seen.pop(("x0", t))[0][0] for t in range(len(towers))]
+    return towers, x0, {key: (rest, kw) for key, (_, rest, kw) in seen.items()}
+
+
+def _modern_sublayers(model, encoding, *, factor: str):
+    """The sublayer maps of a LLaMA-family or CLIP model (see :func:`transformer_sublayers`)."""
+    towers, x0s, kw = _capture_towers(model, encoding)
+    mt = model.config.model_type
+    clip = mt in _CLIP_TYPES
+    out = []
+    for t, (prefix, layers) in enumerate(towers):
+        for l, b in enumerate(layers):
+            rest, k = kw[(t, l)]
+            if clip:  # CLIPEncoderLayer: pre-LN
+                pre_a, post_a, pre_m, post_m = b.layer_norm1, None, b.layer_norm2, None
+            elif mt in _SANDWICH:  # Gemma 2 / 3: norm inside the branch after attention and MLP
+                pre_a, post_a = b.input_layernorm, b.post_attention_layernorm
+                pre_m, post_m = b.pre_feedforward_layernorm, b.post_feedforward_layernorm
+            else:  # LlamaDecoderLayer and its copies (Phi-3's residual dropouts are the identity in eval)
+                pre_a, post_a, pre_m, post_m = b.input_layernorm, None, b.post_attention_layernorm, None
+
+            # Mirrors the decoder layer: residual + self_attn(norm(x), <the model's own mask, rotary, ...>),
+            # computed in float64 throughout (_float64_internals).
+            def attn_branch(x, b=b, rest=rest, k=k, pre=pre_a, post=post_a):
+                with _float64_internals():
+                    y = b.self_attn(pre(x[None]), *rest, **k)[0]
+                    return (y if post is None else post(y))[0]
+
+            def mlp_branch(x, b=b, pre=pre_m, post=post_m):
+                with _float64_internals():
+                    y = b.mlp(pre(x[None]))
+                    return (y if post is None else post(y))[0]
+
+            def attn_full(x, a=attn_branch):
+                return x + a(x)
+
+            def mlp_full(x, m=mlp_branch):
+                return x + m(x)
+
+            for kind, full, branch, local in (("attn", attn_full, attn_branch, False),
+                                              ("mlp", mlp_full, mlp_branch, True)):
+                start = x0s[t] if (t > 0 and l == 0 and kind == "attn") else None
+                out.append(Sublayer(f"{prefix}blocks.{l}.{kind}", full if factor == "full" else branch, full, local,
+                                    start))
+    return x0s[0], out
 
 
 @dataclass(frozen=True)
@@ -407,9 +555,13 @@ def token_jacobian(f, x, *, tokens: str = "uniform", local: bool = False, probes
 def _encodings(model, tok, inputs, seed: int):
     """One model input (dict of (1, T) tensors) per sequence, and what they are."""
     torch = _torch()
+    if getattr(model.config, "model_type", None) in ("clip", "clip_vision_model"):
+        return _clip_encodings(model, tok, inputs, seed)
     if inputs == "random" or tok is None:
         if inputs != "random":
-            raise ModelSourceError("This model has no tokenizer; pass inputs='random' (flagged) or token ids.")
+            raise ModelSourceError("This model has no tokenizer to encode sentences with; use random token ids "
+                                   "instead: --inputs random on the command line, inputs='random' in Python "
+                                   "(flagged as such).")
         g = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
         ids = [torch.randint(0, vocab, (1, 8), generator=g) for _ in range(4)]
@@ -427,6 +579,31 @@ def _encodings(model, tok, inputs, seed: int):
     return encs, what
 
 
+def _clip_encodings(model, tok, inputs, seed: int):
+    """CLIP vision (and CLIPModel) inputs: random images (flagged) or an .npy of images, with token ids."""
+    torch = _torch()
+    mt = model.config.model_type
+    vcfg = model.config.vision_config if mt == "clip" else model.config
+    if inputs == "random":
+        g = torch.Generator().manual_seed(seed)
+        size = vcfg.image_size
+        imgs = [torch.rand(1, vcfg.num_channels, size, size, generator=g, dtype=torch.float64) for _ in range(4)]
+        what = "random images (flagged)"
+    elif inputs is not None and str(inputs).endswith(".npy"):
+        arr = torch.as_tensor(np.load(inputs, allow_pickle=False), dtype=torch.float64)
+        imgs, what = [a[None] for a in arr], f"images from {inputs}"
+    else:
+        raise ModelSourceError("A CLIP vision tower has no bundled images: pass inputs='random' (flagged) or an .npy "
+                               "file of images (N, C, H, W).")
+    if mt == "clip_vision_model":
+        return [{"pixel_values": i} for i in imgs], what
+    g = torch.Generator().manual_seed(seed + 1)
+    vocab = model.config.text_config.vocab_size
+    ids = [torch.randint(0, vocab, (1, 8), generator=g) for _ in imgs]
+    return ([{"input_ids": i, "attention_mask": torch.ones_like(i), "pixel_values": p} for i, p in zip(ids, imgs)],
+            f"{what}, random token ids (flagged)")
+
+
 def _probe_generator(seed: int, n_input: int, n_sublayer: int):
     torch = _torch()
     state = np.random.SeedSequence([seed, n_input, n_sublayer]).generate_state(1)[0]
@@ -440,6 +617,8 @@ def _transformer_jacobians(model, tok, factor: str, tokens: str, inputs, seed: i
     for n, enc in enumerate(encs):
         x, subs = transformer_sublayers(model, enc, factor=factor)
         for k, sub in enumerate(subs):
+            if sub.start is not None:  # a second tower: its own input
+                x = sub.start
             r = token_jacobian(sub.f, x, tokens=tokens, local=sub.local, probes=HUTCHINSON_PROBES,
                                generator=_probe_generator(seed, n, k))
             acc[sub.name] = acc.get(sub.name, 0.0) + r.matrix
@@ -511,7 +690,9 @@ def _cnn_jacobians(model, factor: str, inputs, seed: int):
         imgs, what = digits_data()[2][:16].double(), "digits test images"
     elif inputs == "random" or inputs is None:
         if inputs is None:
-            raise ModelSourceError("This CNN has no bundled inputs; pass inputs='random' (flagged) or an .npy file.")
+            raise ModelSourceError("This CNN has no bundled inputs; give images (--inputs FILE.npy on the command "
+                                   "line, inputs='FILE.npy' in Python) or random ones (--inputs random, "
+                                   "inputs='random'; flagged).")
         g = torch.Generator().manual_seed(seed)
         c_in = model.config.num_channels if hasattr(model, "config") else model.conv1.in_channels
         imgs, what = torch.rand(4, c_in, 16, 16, generator=g, dtype=torch.float64), "random images (flagged)"
@@ -560,6 +741,10 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
             raise InvalidParameterError(f"The '{pname}' parameter of jacobian_chain must be one of "
                                         f"{{{', '.join(repr(c) for c in choices)}}}. Got {value!r} instead.")
     model, tok = load_module(source)
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    if mt in _STATIC_ONLY:
+        raise ModelSourceError(f"Jacobian mode is not available for {mt} models yet; use mode='static' (the static "
+                               "factors docs/definitions.md defines).")
     # Work on a float64 copy: a module passed in is the caller's and stays as it was.
     model = (copy.deepcopy(model) if isinstance(source, torch.nn.Module) else model).double()
     is_transformer = hasattr(model, "config") and getattr(model.config, "model_type", None) in _TRANSFORMER_TYPES
@@ -580,4 +765,18 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
     factors = [Factor(name=n, matrix=check_matrix(m, n, str(name)),
                       provenance={"source": "jacobian", "kind": factor, "inputs": what, **extras})
                for n, m, extras in mats]
-    return Chain.from_factors(factors, source=f"{name} (Jacobian at {what})")
+    return _tower_chain(factors, source=f"{name} (Jacobian at {what})")
+
+
+def _tower_chain(factors, *, source: str) -> Chain:
+    """The chain of ``factors``; between two towers (``text.`` then ``vision.``) a break, not an interface."""
+    from ._transformer import tower_break
+
+    towers = [f.name.split("blocks.")[0] for f in factors]
+    if len(set(towers)) == 1:
+        return Chain.from_factors(factors, source=source)
+    pairs = [(i, i + 1) for i in range(len(factors) - 1) if towers[i] == towers[i + 1]]
+    chain = Chain.from_factors(factors, source=source, links=pairs)
+    seams = tuple(tower_break(factors[i].name, factors[i + 1].name, towers[i].rstrip("."), towers[i + 1].rstrip("."))
+                  for i in range(len(factors) - 1) if towers[i] != towers[i + 1])
+    return dataclasses.replace(chain, breaks=chain.breaks + seams)

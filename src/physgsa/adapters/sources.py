@@ -236,7 +236,7 @@ def _hub_source(repo_id: str) -> WeightSource:
     except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing here
         raise ModelSourceError(
             f"'{repo_id}' is not a file or folder here and not in the local Hugging Face cache; physgsa never "
-            f"downloads. Download it first (huggingface-cli download {repo_id}) or pass a local folder. "
+            f"downloads. Download it first (hf download {repo_id}) or pass a local folder. "
             f"({type(exc).__name__})"
         ) from None
     return _folder_source(Path(folder), repo_id)

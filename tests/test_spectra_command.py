@@ -21,7 +21,8 @@ def test_metrics_known_answers():
     assert m["stable_rank"] == pytest.approx(10.0) and m["matrix_rank"] == 10
     assert m["entropy"] == pytest.approx(1.0)
     one = weight_metrics(np.array([3.0, 0.0, 0.0]), (3, 5))
-    assert one["stable_rank"] == 1.0 and one["matrix_rank"] == 1 and one["entropy"] == 0.0
+    # WeightWatcher's entropy adds 1e-10 to every p and divides by log(rank + 1e-10): about 45 at rank one.
+    assert one["stable_rank"] == 1.0 and one["matrix_rank"] == 1 and 45 < one["entropy"] < 45.1
     assert one["alpha"] is None  # one positive eigenvalue: no tail to fit
 
 
@@ -43,7 +44,9 @@ def test_metrics_are_finite_and_in_range(a):
         return
     m = weight_metrics(s / s[0], a.shape)
     assert 1.0 - 1e-12 <= m["stable_rank"] <= min(a.shape) + 1e-9
-    assert -1e-12 <= m["entropy"] <= 1.0 + 1e-9
+    assert m["entropy"] >= -1e-12
+    if m["matrix_rank"] == min(a.shape):
+        assert m["entropy"] <= 1.0 + 1e-8
     if m["alpha"] is not None:
         assert m["alpha"] > 1.0 and 0.0 <= m["alpha_D"] <= 1.0
 
@@ -75,7 +78,7 @@ def test_every_tensor_is_analysed_or_listed(tmp_path):
     assert not any("c_attn" in n or n.startswith("wte") for n in part.table["name"])
     left = {s["module"]: s["reason"] for s in part.skipped}
     assert "excluded by the pattern 'wte.*'" == left["wte.weight"]
-    assert len(part.table) == len(res.table) - 2 * 3 - 1
+    assert len(part.table) == len(res.table) - 2 * 4 - 1  # per layer: the fused c_attn row and Q, K, V
     with pytest.raises(physgsa.InvalidParameterError, match="'exclude' parameter of spectra"):
         physgsa.spectra(tmp_path / "g", exclude=[3])
     del torch

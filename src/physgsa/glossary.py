@@ -133,7 +133,14 @@ COLUMNS = {
     "log_spectral_norm": "log10 sigma_1^2 (WeightWatcher).",
     "stable_rank": "||W||_F^2 / sigma_1^2 (WeightWatcher).",
     "matrix_rank": "Singular values above rounding (WeightWatcher).",
-    "entropy": "Normalized entropy of the spectrum, 0 to 1 (WeightWatcher).",
+    "entropy": "WeightWatcher's spectral entropy with its 1e-10 epsilon: near 1 for a flat full-rank spectrum, "
+               "above 1 for rank-deficient ones (about 45 at rank one).",
+    "operator": "The matrix the Part I columns are on: physgsa's channel operator of the weight.",
+    "ww_matrix": "The matrices WeightWatcher's metrics are on (for convs: the pooled kernel slices).",
+    "ww_analyzed": "Whether WeightWatcher's analyze() with its defaults analyses this layer (ww_reason: why not).",
+    "alpha_weighted": "alpha times log_spectral_norm (WeightWatcher).",
+    "log_alpha_norm": "log10 of the sum of eigenvalues to the power alpha (WeightWatcher).",
+    "alpha_status": "Which power-law fit ran (standard, or small-sample below 20 eigenvalues), or why there is none.",
     "alpha": "Power-law exponent of the eigenvalue tail, by maximum likelihood (WeightWatcher; 2 to 6 is typical "
              "of trained layers).",
     "xmin": "Where that tail starts (the eigenvalue with the best Kolmogorov–Smirnov fit).",

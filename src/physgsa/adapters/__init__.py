@@ -82,6 +82,11 @@ def _generic():
 
 def detect(src: WeightSource) -> str:
     """The architecture of a source, from its config (``model_type`` / ``_class_name``)."""
+    for key in ("model_type", "_class_name"):
+        value = src.config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ModelSourceError(f"{src.name}: config.json's {key!r} must be a string; it is "
+                                   f"{type(value).__name__}. Repair the config.")
     for name, mod in _TRANSFORMERS:
         if mod.matches(src.config):
             return name

@@ -419,9 +419,11 @@ def test_units_groups_on_a_walked_chain_are_the_conv_groups():
     assert all(f.col_groups is not None and f.provenance["col_groups_from"].endswith(".c1") for f in chain.factors)
     res = physgsa.certify(chain, units="groups", n_perturbations=2)
     assert res.interfaces["n_units"].tolist() == [4, 4]
+    # Without conv groups, each interface keeps single channels, flagged.
     plain = physgsa.Chain.from_factors([physgsa.Factor(f.name, f.matrix) for f in chain.factors])
-    with pytest.raises(InvalidParameterError, match="units='groups'"):
-        physgsa.certify(plain, units="groups")
+    res = physgsa.certify(plain, units="groups", n_perturbations=2)
+    assert res.interfaces["n_units"].tolist() == [8, 8]
+    assert all("units_channels_no_conv_groups" in f for f in res.interfaces["flags"])
 
 
 # ----- where the layout comes from ------------------------------------------------------------------

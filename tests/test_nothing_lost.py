@@ -20,6 +20,10 @@ import physgsa
 from physgsa.checkpoint import OWN_FILES, RUN_DIR
 from physgsa.result import OUTPUT_FILES
 
+#: What certify writes into its --out (a subset of physgsa's own files).
+CERTIFY_FILES = OUTPUT_FILES + ("report.html", "provenance.json", "figures")
+assert set(CERTIFY_FILES) <= set(OWN_FILES)
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1"}
 FILES = OUTPUT_FILES + ("report.html",)
@@ -251,7 +255,7 @@ def test_rerun_into_results_with_the_users_files_refuses_and_keeps_them(tmp_path
     code, _, err = _run("certify", f, "--out", out, "--quiet", "--n-perturbations", "2", "--keep-others")
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine" and (out / "plots" / "fig.png").read_bytes() == b"png"
-    assert sorted(p.name for p in out.iterdir()) == sorted(OWN_FILES + ("notes.txt", "plots"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(CERTIFY_FILES + ("notes.txt", "plots"))
 
 
 def test_another_runs_results_in_a_subfolder_are_never_deleted(tmp_path):
@@ -271,7 +275,7 @@ def test_out_dot_works(tmp_path):
     work.mkdir()
     code, _, err = _run("certify", f, "--out", ".", "--quiet", "--n-perturbations", "2", cwd=work)
     assert code == 0, err
-    assert sorted(p.name for p in work.iterdir()) == sorted(OWN_FILES)
+    assert sorted(p.name for p in work.iterdir()) == sorted(CERTIFY_FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "w"]  # nothing left beside it
 
 
@@ -283,7 +287,7 @@ def test_symlinked_out_is_written_through(tmp_path):
     link.symlink_to(target)
     code, _, err = _run("certify", f, "--out", link, "--quiet", "--n-perturbations", "2")
     assert code == 0, err
-    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == sorted(OWN_FILES)
+    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == sorted(CERTIFY_FILES)
 
 
 # ----- identity is content ---------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def test_random_source_is_where_training_starts():
     assert [f.name for f in load_chain(src).factors][:2] == ["blocks.0.attn", "blocks.0.mlp"]
 
 
-@pytest.mark.skipif(not os.environ.get("PHYSGSA_FULL_TRAINING"), reason="set PHYSGSA_FULL_TRAINING=1 to train the "
+@pytest.mark.skipif(not os.environ.get("PHYSGSA_FULL_TRAINING"), reason="CI sets PHYSGSA_FULL_TRAINING=1 (.ci/run); set it to train the "
                     "full networks (20 s to 2 minutes each)")
 @pytest.mark.parametrize("name", NAMES)
 def test_full_training_passes_its_quality_check(name, cache):

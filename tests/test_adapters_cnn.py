@@ -20,17 +20,8 @@ from physgsa.adapters._conv import conv_at_frequency
 from physgsa.adapters.digits import _model
 
 torch.manual_seed(0)
+from torch_helpers import randomize_bn
 
-
-def randomize_bn(model):
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-    return model.eval().double()
 
 
 def linearized(block):

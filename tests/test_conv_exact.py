@@ -35,27 +35,9 @@ from physgsa.adapters.digits import _model
 from physgsa.adapters.sources import ModelSourceError, TensorDictSource, resolve_source
 from physgsa.adapters.unet import unet_chain
 
+from torch_helpers import one_thread, randomize_bn  # noqa: F401 - one_thread is an autouse fixture
+
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs: one thread is 10x faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_bn(model):
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-    return model.eval().double()
 
 
 class AffineOnly(nn.Module):

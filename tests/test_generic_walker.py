@@ -27,16 +27,9 @@ from physgsa.adapters._conv import FourierMode, conv_factor, input_groups
 from physgsa.adapters.generic import layout_help, seeded_sample, walk_chain
 from physgsa.adapters.sources import ModelSourceError
 
+from torch_helpers import one_thread, randomize_bn as randomize  # noqa: F401 - one_thread is an autouse fixture
+
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs: one thread is far faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----- models, from torch.nn alone ------------------------------------------------------------
@@ -134,17 +127,6 @@ class GroupedNet(nn.Module):
 
     def forward(self, x):
         return self.b1(self.down(self.b0(x)))
-
-
-def randomize(model, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-    return model.eval().double()
 
 
 def effnet():

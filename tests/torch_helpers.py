@@ -1,0 +1,26 @@
+"""Helpers shared by the tests that run real torch modules (not tests themselves)."""
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convs: one torch thread is 10 to 100 times faster than two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomize_bn(model, seed=1):
+    """Random eval-mode BatchNorm statistics and affine parameters (seeded), the model in float64."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval().double()

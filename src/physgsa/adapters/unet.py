@@ -207,19 +207,34 @@ def unet_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: tuple 
         prov = {"source": "static", "kind": factor if kind in ("resnet", "attn") else "plain",
                 "module": p.rstrip("."), "keys": keys, "dtype": src.dtype(keys[0]), "output_scale_factor": scale,
                 "conv": conv}
-        if mode is not None:
-            prov["freq"] = [*mode.here, mode.n]  # (u, v, n) of this factor's input mode
-            prov["freq_out"] = [*out.here, out.n]
-            mat = realify(np.asarray(mat, dtype=complex))
+        mat = at_mode(mat, prov, mode, out)
         factors.append(Factor(name=name, matrix=check_matrix(mat, name, src.name), provenance=prov))
         mode = out
-    skipped = []
-    for k in src.keys():
-        if k.endswith("weight") and k not in used and len(src.shape(k)) in (2, 4):
-            reason = ("query/key projection: it shapes the attention pattern, not the OV map" if ".to_q." in k
-                      or ".to_k." in k else "time embedding: an additive offset, not a channel map"
-                      if "time_emb" in k else "not a residual block or resampler of the chain")
-            skipped.append({"module": k.rsplit(".", 1)[0], "reason": reason})
+    return finish_chain(src, factors, used, _skip_reason)
+
+
+def _skip_reason(key: str) -> str:
+    if ".to_q." in key or ".to_k." in key:
+        return "query/key projection: it shapes the attention pattern, not the OV map"
+    if "time_emb" in key:
+        return "time embedding: an additive offset, not a channel map"
+    return "not a residual block or resampler of the chain"
+
+
+def at_mode(mat, prov: dict, mode, out):
+    """On a Fourier mode: record the factor's input and output modes, and give the real form."""
+    if mode is None:
+        return mat
+    prov["freq"] = [*mode.here, mode.n]  # (u, v, n) of this factor's input mode
+    prov["freq_out"] = [*out.here, out.n]
+    return realify(np.asarray(mat, dtype=complex))
+
+
+def finish_chain(src, factors, used: set, reason) -> Chain:
+    """The UNet chain: every unused conv/linear weight listed with ``reason(key)``, and the breaks
+    at skip concatenations said to be what they are."""
+    skipped = [{"module": k.rsplit(".", 1)[0], "reason": reason(k)} for k in src.keys()
+               if k.endswith("weight") and k not in used and len(src.shape(k)) in (2, 4)]
     chain = Chain.from_factors(factors, source=src.name, skipped=skipped)
     breaks = tuple(
         Break(b.left, b.right, b.reason + " (skip concatenation: an up block's resnet reads [h, skip])")

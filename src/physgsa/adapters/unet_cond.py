@@ -45,16 +45,15 @@ follows ``unet``: the transformer factor is per pixel, the same on every mode.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 
 import numpy as np
 
-from ..chain import Break, Chain, Factor, check_matrix
-from ._conv import conv_dc, fourier_mode, realify
+from ..chain import Chain, Factor, check_matrix
+from ._conv import conv_dc, fourier_mode
 from .sources import ModelSourceError, WeightSource
-from .unet import _resampler, _resnet
+from .unet import _resampler, _resnet, at_mode, finish_chain
 
 __all__ = ["matches", "unet_cond_chain"]
 
@@ -250,28 +249,18 @@ def unet_cond_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: t
         used.update(keys)
         prov.update({"kind": factor if kind in ("resnet", "transformer") else "plain", "keys": keys,
                      "dtype": src.dtype(keys[0])})
-        if mode is not None:
-            prov["freq"] = [*mode.here, mode.n]
-            prov["freq_out"] = [*out.here, out.n]
-            mat = realify(np.asarray(mat, dtype=complex))
+        mat = at_mode(mat, prov, mode, out)
         factors.append(Factor(name=name, matrix=check_matrix(mat, name, src.name), provenance=prov))
         mode = out
-    skipped = []
-    for k in src.keys():
-        if k.endswith("weight") and k not in used and len(src.shape(k)) in (2, 4):
-            if k in cross:
-                reason = _CROSS
-            elif ".to_q." in k or ".to_k." in k:
-                reason = "query/key projection: it shapes the attention pattern, not the OV map"
-            elif "time_emb" in k or k.startswith(("time_embedding", "class_embedding", "add_embedding")):
-                reason = "time / class embedding: an additive offset, not a channel map"
-            elif k.startswith("encoder_hid_proj"):
-                reason = "context projection: acts on the context, not on the residual stream"
-            else:
-                reason = "not a residual block, transformer or resampler of the chain"
-            skipped.append({"module": k.rsplit(".", 1)[0], "reason": reason})
-    chain = Chain.from_factors(factors, source=src.name, skipped=skipped)
-    breaks = tuple(
-        Break(b.left, b.right, b.reason + " (skip concatenation: an up block's resnet reads [h, skip])")
-        if b.right.startswith("up.") and ".resnets." in b.right else b for b in chain.breaks)
-    return dataclasses.replace(chain, breaks=breaks)
+    def reason(k: str) -> str:
+        if k in cross:
+            return _CROSS
+        if ".to_q." in k or ".to_k." in k:
+            return "query/key projection: it shapes the attention pattern, not the OV map"
+        if "time_emb" in k or k.startswith(("time_embedding", "class_embedding", "add_embedding")):
+            return "time / class embedding: an additive offset, not a channel map"
+        if k.startswith("encoder_hid_proj"):
+            return "context projection: acts on the context, not on the residual stream"
+        return "not a residual block, transformer or resampler of the chain"
+
+    return finish_chain(src, factors, used, reason)

@@ -10,14 +10,14 @@ never guessed over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ._validation import InvalidFactorError
 
-__all__ = ["Factor", "Chain", "Link", "Break", "check_matrix"]
+__all__ = ["Factor", "Deferred", "Chain", "Link", "Break", "check_matrix"]
 
 
 def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.ndarray:
@@ -81,7 +81,21 @@ def _check_heads(heads, size: int, name: str, axis: str) -> np.ndarray | None:
     return out
 
 
-@dataclass(frozen=True)
+class Deferred:
+    """A factor's matrix that is read from its source when it is needed, and not kept.
+
+    Subclasses give ``shape`` (known without reading) and ``read()``, which returns the checked
+    read-only float64 matrix (:func:`check_matrix`) every time it is called. An instance must be
+    small and picklable: a Dask worker or a pool process receives it instead of the array, and
+    reads the matrix itself from a path it can reach.
+    """
+
+    shape: tuple[int, int]
+
+    def read(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 class Factor:
     """A named factor of a chain.
 
@@ -89,8 +103,10 @@ class Factor:
     ----------
     name : str
         Unique within the chain (for models: ``blocks.{l}.attn``, ``blocks.{l}.mlp``).
-    matrix : ndarray of shape (m, n)
-        Rows = output channels, columns = input channels; float64, read-only.
+    matrix : ndarray of shape (m, n), or Deferred
+        Rows = output channels, columns = input channels; float64, read-only. A
+        :class:`Deferred` is read from its source each time ``.matrix`` is asked for, so a
+        chain of deferred factors holds no matrix: memory is set by the factors in use.
     row_heads, col_heads : ndarray of int, optional
         Head (or group) index of each row / column, where the architecture has heads.
     col_groups : ndarray of int, optional
@@ -102,16 +118,40 @@ class Factor:
         precision (float16 and bfloat16 weights are widened exactly and computed in float64).
     """
 
-    name: str
-    matrix: np.ndarray
-    row_heads: np.ndarray | None = None
-    col_heads: np.ndarray | None = None
-    provenance: dict = field(default_factory=lambda: {"source": "matrix", "kind": "given"})
-    col_groups: np.ndarray | None = None
+    __slots__ = ("name", "_matrix", "row_heads", "col_heads", "provenance", "col_groups")
+
+    def __init__(self, name: str, matrix, row_heads: np.ndarray | None = None, col_heads: np.ndarray | None = None,
+                 provenance: dict | None = None, col_groups: np.ndarray | None = None):
+        values = (name, matrix, row_heads, col_heads,
+                  {"source": "matrix", "kind": "given"} if provenance is None else provenance, col_groups)
+        for slot, value in zip(self.__slots__, values):
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"Factor is immutable; build a new Factor instead of setting {key!r}.")
+
+    def __reduce__(self):
+        # Pickled as its constructor call: a deferred factor travels as its small source reference.
+        return (Factor, (self.name, self._matrix, self.row_heads, self.col_heads, self.provenance, self.col_groups))
+
+    def __repr__(self) -> str:
+        kind = "deferred" if self.deferred else "in memory"
+        return f"Factor(name={self.name!r}, shape={self.shape}, {kind})"
+
+    @property
+    def deferred(self) -> bool:
+        """Is the matrix read from its source on demand (never held by the chain)?"""
+        return isinstance(self._matrix, Deferred)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The matrix (read from its source now, for a deferred factor: keep it only while needed)."""
+        m = self._matrix
+        return m.read() if isinstance(m, Deferred) else m
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.matrix.shape
+        return tuple(self._matrix.shape)
 
 
 @dataclass(frozen=True)

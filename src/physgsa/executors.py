@@ -57,11 +57,17 @@ def _die_with_parent(parent: int) -> None:
 
 
 class _Pool:
-    """A ProcessPoolExecutor whose workers die with their parent."""
+    """A ProcessPoolExecutor whose workers die with their parent.
+
+    ``width`` tasks run at once; results (spectra included) come back to this process.
+    """
+
+    remote = False
 
     def __init__(self, workers: int):
         from concurrent.futures import ProcessPoolExecutor
 
+        self.width = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
                                         initargs=(os.getpid(),))
 
@@ -102,7 +108,14 @@ def _quiet_dask() -> None:
 
 
 class _Dask:
-    """A Dask distributed client as an executor: an existing scheduler, or a LocalCluster it starts."""
+    """A Dask distributed client as an executor: an existing scheduler, or a LocalCluster it starts.
+
+    ``remote``: a future may be passed to another task, and its value stays on the workers (a
+    spectrum is never shipped to this process). ``width``: the cluster's worker threads.
+    """
+
+    remote = True
+    width = 1
 
     def __init__(self, scheduler: str | None, local: int):
         self.scheduler, self.local = scheduler, local
@@ -129,6 +142,10 @@ class _Dask:
             self.cluster = LocalCluster(n_workers=self.local, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+        try:
+            self.width = max(1, sum(self.client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - a scheduler with no worker yet: one task at a time
+            self.width = 1
         return self
 
     def __exit__(self, *exc):

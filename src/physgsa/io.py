@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from ._validation import ChainFileError
-from .chain import Chain, Factor, check_matrix
+from .chain import Chain, Deferred, Factor, check_matrix
 
-__all__ = ["read_chain", "SafetensorsFile", "SUFFIXES", "not_an_archive"]
+__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive"]
 
 SUFFIXES = (".npz", ".safetensors")
 
@@ -89,7 +89,8 @@ def not_an_archive(path) -> str | None:
     return "it is not a zip file"
 
 
-def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
+def _open_npz(path: Path):
+    """The archive, opened for reading, after the checks that refuse a file that is not one."""
     from .resources import check_archive
 
     why = not_an_archive(path)
@@ -108,22 +109,32 @@ def _read_npz(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
         ) from None
     if not hasattr(npz, "files"):
         raise ChainFileError(f"Chain file '{path}' holds a single array, not an .npz archive of named matrices.")
-    with npz:
-        pairs = []
+    return npz
+
+
+def _npz_array(npz, key: str, path: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:
+        raise ChainFileError(
+            f"Array {key!r} in '{path}' cannot be read without unpickling ({exc}); it is not numeric. "
+            "Save plain numeric arrays."
+        ) from None
+    except _ZIP_ERRORS as exc:
+        raise ChainFileError(
+            f"Array {key!r} in '{path}' is truncated or corrupted ({type(exc).__name__}). Save the file again."
+        ) from None
+
+
+def _read_npz(path: Path, order) -> list[tuple[str, tuple, str]]:
+    """(name, shape, stored dtype) of each selected array, every one read and checked once."""
+    with _open_npz(path) as npz:
+        out = []
         for key in _select(list(npz.files), order, path):
-            try:
-                arr = npz[key]
-            except ValueError as exc:
-                raise ChainFileError(
-                    f"Array {key!r} in '{path}' cannot be read without unpickling ({exc}); it is not numeric. "
-                    "Save plain numeric arrays."
-                ) from None
-            except _ZIP_ERRORS as exc:
-                raise ChainFileError(
-                    f"Array {key!r} in '{path}' is truncated or corrupted ({type(exc).__name__}). Save the file again."
-                ) from None
-            pairs.append((key, check_matrix(arr, key, f"'{path}'"), arr.dtype.name))
-    return pairs
+            arr = _npz_array(npz, key, path)
+            out.append((key, check_matrix(arr, key, f"'{path}'", copy=False).shape, arr.dtype.name))
+            del arr
+    return out
 
 
 def _safetensors_header(path: Path) -> tuple[dict, int]:
@@ -211,14 +222,59 @@ class SafetensorsFile:
         return raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
 
 
-def _read_safetensors(path: Path, order) -> list[tuple[str, np.ndarray, str]]:
+def _read_safetensors(path: Path, order) -> list[tuple[str, tuple, str]]:
+    """(name, shape, stored dtype) of each selected tensor, every one read and checked once."""
     f = SafetensorsFile(path)
-    return [(key, check_matrix(f.read(key), key, f"'{path}'"), dtype_name(f.dtype(key)))
+    return [(key, check_matrix(f.read(key), key, f"'{path}'", copy=False).shape, dtype_name(f.dtype(key)))
             for key in _select(f.keys(), order, path)]
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class FileMatrix(Deferred):
+    """One array of a chain file, read from the file each time it is needed.
+
+    The file's size, modification time and inode are recorded when the chain is read; a file
+    that changed since is refused (:class:`~physgsa.ChainFileError`), so a run never mixes two
+    versions of its input.
+    """
+
+    __slots__ = ("path", "key", "shape", "stamp")
+
+    def __init__(self, path: Path, key: str, shape: tuple, stamp: tuple):
+        self.path, self.key, self.shape, self.stamp = Path(path), key, tuple(shape), tuple(stamp)
+
+    def __reduce__(self):
+        return (FileMatrix, (self.path, self.key, self.shape, self.stamp))
+
+    def read(self) -> np.ndarray:
+        try:
+            now = _stamp(self.path)
+        except OSError as exc:
+            raise ChainFileError(f"Chain file '{self.path}' can no longer be read ({exc.strerror}); it was moved or "
+                                 "deleted during the run. Restore it and rerun the same command.") from None
+        if now != self.stamp:
+            raise ChainFileError(
+                f"Chain file '{self.path}' changed during the run (its size or modification time is not what it was "
+                "when the run began), so its factors could mix two versions. Rerun once the file is complete."
+            )
+        if self.path.suffix == ".npz":
+            with _open_npz(self.path) as npz:
+                arr = _npz_array(npz, self.key, self.path)
+        else:
+            arr = SafetensorsFile(self.path).read(self.key)
+        return check_matrix(arr, self.key, f"'{self.path}'")
 
 
 def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
     """Read a chain from an ``.npz`` or ``.safetensors`` file of 2-D arrays.
+
+    Every array is read and checked here, one at a time (a bad one is refused now, naming it),
+    but none is kept: each factor is a :class:`FileMatrix`, read again from the file when a
+    computation needs it and released after, so memory does not grow with the chain's length.
 
     Parameters
     ----------
@@ -234,6 +290,10 @@ def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
         )
     if not p.is_file():
         raise ChainFileError(f"Chain file '{p}' does not exist. Check the path.")
-    pairs = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
-    return Chain.from_factors([Factor(name=k, matrix=m, provenance={"source": "matrix", "kind": "given", "dtype": d})
-                               for k, m, d in pairs], source=str(p))
+    stamp = _stamp(p)
+    entries = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
+    if _stamp(p) != stamp:
+        raise ChainFileError(f"Chain file '{p}' changed while it was being read. Rerun once the file is complete.")
+    return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp),
+                                      provenance={"source": "matrix", "kind": "given", "dtype": d})
+                               for k, shape, d in entries], source=str(p))

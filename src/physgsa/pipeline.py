@@ -34,11 +34,13 @@ from .structure import (
     fit_reference,
     fro_norm,
     row_groups,
+    row_profiles_scaled,
     source_incidence,
     structure_of,
     THRESHOLD_RULES,
 )
-from .alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
+from .alignment import (DEFAULT_EPSS, commutator, commutator_from_svd, default_ks, head_overlaps,
+                        intersection_dimensions)
 from .transport import rigidity, transport
 
 __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
@@ -135,6 +137,15 @@ def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.nda
     """
     n = a_hat_left.shape[0]
     level = ROUNDING_LEVEL * n * np.finfo(np.float64).eps / 2.0
+    # A decisive test from three max-reductions first (no copies): ``max|M| <= ||M||_F`` and
+    # ``||X||_F <= sqrt(size) max|X|``; the factor 2 covers the rounding of the computed norms
+    # (relative error below size * eps each). When it holds, the normwise test below holds too
+    # and would return False: the answer is the same, without the three Frobenius norms.
+    if m.size and a_hat_left.size and a_hat_right.size:
+        amax = lambda x: max(float(np.max(x)), -float(np.min(x)))  # noqa: E731  (== max|x|)
+        upper = np.sqrt(a_hat_left.size) * amax(a_hat_left) * np.sqrt(a_hat_right.size) * amax(a_hat_right)
+        if amax(m) > 2.0 * level * upper:
+            return False
     norm_m = fro_norm(m)
     if norm_m > level * fro_norm(a_hat_left) * fro_norm(a_hat_right):
         return False
@@ -150,8 +161,10 @@ class _PAM:
         # The source-mode incidence is needed only to group rows by modes.
         inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left) if isinstance(strategy, str) and \
             strategy == "modes" else None
-        g, m, gstrat = row_groups(strategy, a0, incidence=inc,
-                                  heads=row_heads, n_groups=p["n_groups"], rng=rng, where=where)
+        # The row profiles of A0, computed once for the k-means groups and the ICM (_interface).
+        self.profiles = row_profiles_scaled(a0) if isinstance(strategy, str) and strategy == "kmeans" else None
+        g, m, gstrat = row_groups(strategy, a0, incidence=inc, heads=row_heads, n_groups=p["n_groups"], rng=rng,
+                                  where=where, profiles=None if self.profiles is None else self.profiles[0])
         unit_strategy = p["units"]
         # units="groups" on a chain where only some factors are grouped convs (EfficientNet's
         # expand convs are dense): the other interfaces keep single channels, flagged.
@@ -221,7 +234,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     adv = adversarial(a0, ref, mg)
     certified = ver["a_priori"] or ver["measured"]
     icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
-                   interface_certified=certified)
+                   interface_certified=certified, profiles=pam.profiles)
     if pam.negligible:
         # Every row of a product at rounding level is zero to rounding: no label is meaningful.
         icm["label"] = np.full(a0.shape[0], "zero", dtype=object)
@@ -281,7 +294,13 @@ def _alignment(L, R, fl, fr, tr) -> dict:
     dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
     window = [int(np.sum(tr.cosines >= 1.0 - eps)) for eps in DEFAULT_EPSS]
     at_window = window[DEFAULT_EPSS.index(INTERSECTION_EPS)]
-    out = {"commutator": commutator(L.a_hat, R.a_hat),
+    # A square U (m_l <= n_l): the commutator from the SVDs at hand (commutator_from_svd: the same
+    # number to rounding, a third of the products); a thin U keeps the brute-force formula.
+    if L.u.shape[0] == L.u.shape[1] == L.sigma.shape[0]:
+        comm = commutator_from_svd(L.u, L.sigma, R.vt, R.sigma)
+    else:
+        comm = commutator(L.a_hat, R.a_hat)
+    out = {"commutator": comm,
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
                             "windows": [tr.k_left, tr.k_right], "at_windows": window,
                             "eps": INTERSECTION_EPS, "at_window": at_window},
@@ -339,11 +358,6 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
     return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
 
 
-def _release(s: Spectrum) -> Spectrum:
-    """A spectrum without its matrices (``A_hat``, ``U``, ``V^T``), once no interface needs them."""
-    return dataclasses.replace(s, a_hat=_EMPTY, u=_EMPTY, vt=_EMPTY)
-
-
 def _check_memory_up_front(chain: Chain, limit: int) -> None:
     """Every decomposition's and every interface's memory estimate, before any work is done."""
     for f in chain.factors:
@@ -356,7 +370,14 @@ def _check_memory_up_front(chain: Chain, limit: int) -> None:
 
 
 def _compute(chain: Chain, p: dict, kw: dict, pool, store, report) -> tuple[list, list]:
-    """The factor and interface records of a run: verified ones from ``store``, the rest computed."""
+    """The factor and interface records of a run: verified ones from ``store``, the rest computed.
+
+    Memory is set by the widest interface, not by the depth: the interfaces run in order, a few
+    at a time (one per worker), each factor is decomposed just before its first interface and its
+    spectrum is released after its last, and a deferred factor is read from its source only by
+    the task that decomposes it. On a Dask cluster the spectra stay with the workers (the
+    interface tasks receive them there); this process holds only records.
+    """
     fs, links = chain.factors, chain.links
     f_records = [store.factor(i, FACTOR_KEYS) if store else None for i in range(len(fs))]
     i_records = [store.interface(i, INTERFACE_COLUMNS) if store else None for i in range(len(links))]
@@ -364,45 +385,77 @@ def _compute(chain: Chain, p: dict, kw: dict, pool, store, report) -> tuple[list
     # A factor is decomposed if its record is missing or an unfinished interface needs its frames.
     needed = {f for i in todo_if for f in (links[i].left, links[i].right)}
     todo_f = [i for i in range(len(fs)) if f_records[i] is None or i in needed]
-    spectra = {}
     if store is not None and len(todo_if) < len(links):
         report("resume", len(links) - len(todo_if), len(links), "interfaces already done in an interrupted run")
     if store is not None and store.discarded:
         report("resume", store.discarded, store.discarded, "damaged or foreign records discarded (recomputed)")
+    width = pool.width if pool is not None else 1
+    remote = pool is not None and pool.remote
+    names_f, names_if = [f.name for f in fs], [k.name(chain) for k in links]
+    count = {"spectra": len(fs) - len(todo_f), "interfaces": len(links) - len(todo_if)}
+    spectra = {}  # factor index -> Spectrum (here) or a Dask future (held by a worker)
+
+    def keep_factor(i, rec):
+        f_records[i] = rec
+        if store:
+            with _environment_on_write(store.out):
+                store.save_factor(i, rec)
 
     def factor_done(i, s):
-        spectra[i] = s
         if f_records[i] is None:
-            f_records[i] = factor_record(fs[i], s)
-            if store:
-                with _environment_on_write(store.out):
-                    store.save_factor(i, f_records[i])
+            keep_factor(i, factor_record(fs[i], s))
+        if i in needed:
+            spectra[i] = s
+        count["spectra"] += 1
+        report("spectra", count["spectra"], len(fs), names_f[i])
 
     def interface_done(i, it):
         i_records[i] = interface_record(it)
         if store:
             with _environment_on_write(store.out):
                 store.save_interface(i, i_records[i])
+        count["interfaces"] += 1
+        report("interfaces", count["interfaces"], len(links), names_if[i])
 
-    run_tasks(pool, compute_spectrum, lambda i: ((fs[i],), kw), todo_f, [f.name for f in fs], "spectra", report,
-              done=factor_done, start=len(fs) - len(todo_f))
+    def decompose(idx):
+        if not remote:
+            run_tasks(pool, compute_spectrum, lambda i: ((fs[i],), kw), idx, names_f, "spectra", _silent,
+                      done=factor_done)
+            return
+        futures = {i: pool.submit(compute_spectrum, fs[i], **kw) for i in idx}
+        todo = {pool.submit(factor_record, fs[i], futures[i]): i for i in idx if f_records[i] is None}
+        for fut in pool.as_completed(todo):
+            keep_factor(todo[fut], fut.result())
+        for i in idx:
+            if i in needed:
+                spectra[i] = futures[i]
+            count["spectra"] += 1
+            report("spectra", count["spectra"], len(fs), names_f[i])
+
+    # Factors whose record alone is missing: decomposed, recorded and let go at once.
+    alone = [i for i in todo_f if i not in needed]
+    for start in range(0, len(alone), width):
+        decompose(alone[start:start + width])
     last = {}
-    for i in todo_if:
-        k = links[i]
-        last[k.left] = last[k.right] = i
+    for pos, i in enumerate(todo_if):
+        last[links[i].left] = last[links[i].right] = pos
 
     def job(i):
         k = links[i]
         return (k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}
 
-    def after(i):
-        for f in (links[i].left, links[i].right):
-            if last[f] == i:
-                spectra[f] = _release(spectra[f])
-
-    run_tasks(pool, _interface, job, todo_if, [k.name(chain) for k in links], "interfaces", report,
-              done=interface_done, after=after, start=len(links) - len(todo_if))
+    for start in range(0, len(todo_if), width):
+        chunk = todo_if[start:start + width]
+        fresh = list(dict.fromkeys(f for i in chunk for f in (links[i].left, links[i].right) if f not in spectra))
+        decompose(fresh)
+        run_tasks(pool, _interface, job, chunk, names_if, "interfaces", _silent, done=interface_done)
+        for f in [f for f in spectra if last[f] < start + width]:
+            del spectra[f]  # its last interface is done: the frames go (on a cluster, the worker lets go too)
     return f_records, i_records
+
+
+def _silent(stage, done, total, name):
+    """Progress is counted by ``_compute`` itself, across the chunks it hands to ``run_tasks``."""
 
 
 def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, keep_others: bool = False,

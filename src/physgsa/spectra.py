@@ -104,11 +104,34 @@ class Spectrum:
 
 
 def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``A_hat = sqrt(r) A / ||A||_F``, the raw norm ``||A||_F`` and ``||A_hat||_F^2``.
+    r"""``A_hat = sqrt(r) A / ||A||_F``, the raw norm ``||A||_F`` and ``||A_hat||_F^2``.
 
     Scaled by ``max |A|`` first, so entries from 1e-150 to 1e150 neither overflow nor
-    underflow when squared.
+    underflow when squared: with ``B = A / max|A|``,
+
+    .. math:: \hat A = B \cdot \frac{\sqrt r}{\|B\|_F},\qquad \|A\|_F = \max|A| \, \|B\|_F.
+
+    One ``m x n`` buffer is allocated (``B``, then scaled in place into ``A_hat``): every fresh
+    buffer of a large factor costs its page faults, and ``max |A|`` is read as
+    ``max(max A, -min A)`` (the same number, without a copy of ``|A|``). The arithmetic, and so
+    every bit of the result, is that of ``A / max|A|`` followed by one multiplication.
     """
+    r = min(matrix.shape)
+    if matrix.dtype != np.float64 or matrix.size == 0:
+        return _normalize_generic(matrix)
+    # max(max A, -min A) == max |A| exactly (negation is exact); no |A| temporary.
+    amax = max(float(np.max(matrix)), -float(np.min(matrix)))
+    a_hat = matrix / amax
+    fro_scaled = float(np.linalg.norm(a_hat))
+    # In place: the same rounding as ``scaled * c`` into a new array, one buffer fewer.
+    np.multiply(a_hat, np.sqrt(r) / fro_scaled, out=a_hat)
+    fro2_hat = float(np.einsum("ij,ij->", a_hat, a_hat))
+    return a_hat, amax * fro_scaled, fro2_hat
+
+
+def _normalize_generic(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """:func:`normalize` for any dtype, with numpy's own type promotion (factors are float64; this
+    keeps the function's behaviour for other arrays a caller may pass)."""
     r = min(matrix.shape)
     amax = float(np.max(np.abs(matrix)))
     scaled = matrix / amax
@@ -275,9 +298,11 @@ def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float,
     r = min(m, n)
     need = resources.svd_bytes(m, n) if vectors else resources.gram_bytes(m, n)
     resources.check_memory(need, max_memory, f"Factor {factor.name!r} ({m} x {n}): its decomposition")
-    got = None if vectors else gram_energies(factor.matrix)
+    matrix = factor.matrix  # read once (a deferred factor is read from its source on each access)
+    got = None if vectors else gram_energies(matrix)
     if got is None:
-        a_hat, fro, fro2_hat = normalize(factor.matrix)
+        a_hat, fro, fro2_hat = normalize(matrix)
+    del matrix  # A_hat (or the energies) is all that is kept: the input goes as soon as it can
     if vectors:
         u, sigma, vt = linalg.svd(a_hat, device)
     else:

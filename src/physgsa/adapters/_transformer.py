@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..chain import Break, Chain, Factor, check_matrix
+from ..chain import Break, Chain, Deferred, Factor, check_matrix
 from .sources import ModelSourceError, WeightSource
 
 __all__ = ["Layout", "Tower", "TransformerSpec", "tower_break", "towers_chain", "transformer_chain"]
@@ -149,36 +149,50 @@ class _Reader:
             )
         return key
 
-    def matrix(self, role: str, l: int, lay: Layout) -> tuple[np.ndarray, str]:
-        """The role's weight in rows = outputs convention (and the key it came from)."""
+    def shape_of(self, role: str, l: int, lay: Layout) -> tuple[tuple[int, ...], str]:
+        """The shape :meth:`matrix` returns for the role (rows = outputs), and its key, from the
+        header alone; a fused projection whose size contradicts the config is refused here."""
         width = lay.width
         if self.spec.qkv and role == "v" and not self.spec.v:
             key = self.need("qkv", l)
-            w = self.src.get(key)
-            w = w.T if self.spec.transposed else w
+            shape = self._stored(key)
             q_rows, kv_rows = lay.n_heads * lay.head_dim, lay.n_kv * lay.head_dim
-            if w.shape != (q_rows + 2 * kv_rows, width):
+            if shape != (q_rows + 2 * kv_rows, width):
                 raise ModelSourceError(
                     f"Weight {key!r} of {self.src.name} has shape {self.src.shape(key)}, but the config's width "
                     f"{width} needs a fused QKV of {q_rows + 2 * kv_rows} x {width}. The config contradicts the "
                     "weights."
                 )
-            return w[q_rows + kv_rows:], key
+            return (kv_rows, width), key
         if self.spec.gate_up and role == "mlp_in" and not self.spec.mlp_in:
             key = self.need("gate_up", l)
-            w = self.src.get(key)
-            w = w.T if self.spec.transposed else w
+            shape = self._stored(key)
             inter = lay.intermediate
-            if inter is None or w.shape != (2 * inter, width):
+            if inter is None or shape != (2 * inter, width):
                 raise ModelSourceError(
                     f"Weight {key!r} of {self.src.name} has shape {self.src.shape(key)}, but the config's "
                     f"intermediate_size {inter} and width {width} need a fused [gate; up] of {2 * (inter or 0)} x "
                     f"{width}. The config contradicts the weights."
                 )
-            return w[inter:], key  # [gate; up]: the up (value) half
+            return (inter, width), key
         key = self.need(role, l)
+        return self._stored(key), key
+
+    def _stored(self, key: str) -> tuple[int, ...]:
+        self.src.check(key)
+        shape = tuple(self.src.shape(key))
+        return shape[::-1] if self.spec.transposed and len(shape) == 2 else shape
+
+    def matrix(self, role: str, l: int, lay: Layout) -> tuple[np.ndarray, str]:
+        """The role's weight in rows = outputs convention (and the key it came from)."""
+        _, key = self.shape_of(role, l, lay)
         w = self.src.get(key)
-        return (w.T if self.spec.transposed else w), key
+        w = w.T if self.spec.transposed else w
+        if self.spec.qkv and role == "v" and not self.spec.v:
+            return w[(lay.n_heads + lay.n_kv) * lay.head_dim:], key  # [q; k; v]: the value rows
+        if self.spec.gate_up and role == "mlp_in" and not self.spec.mlp_in:
+            return w[lay.intermediate:], key  # [gate; up]: the up (value) half
+        return w, key
 
 
 def _layout(src: WeightSource, spec: TransformerSpec) -> Layout:
@@ -194,10 +208,10 @@ def _layout(src: WeightSource, spec: TransformerSpec) -> Layout:
     return Layout(n_layers, n_heads, n_heads, width // n_heads, width)
 
 
-def _check_shape(w: np.ndarray, shape: tuple, key: str, src: WeightSource, what: str) -> None:
-    if w.shape != shape:
+def _check_shape(got: tuple, shape: tuple, key: str, src: WeightSource, what: str) -> None:
+    if tuple(got) != shape:
         raise ModelSourceError(
-            f"Weight {key!r} of {src.name} has shape {w.shape} (as rows = outputs), but the config says {what} "
+            f"Weight {key!r} of {src.name} has shape {tuple(got)} (as rows = outputs), but the config says {what} "
             f"needs {shape}. The config contradicts the weights."
         )
 
@@ -210,44 +224,86 @@ def _repeat_kv(w_v: np.ndarray, lay: Layout) -> np.ndarray:
         lay.n_heads * lay.head_dim, -1)
 
 
+def _block_matrix(rd: "_Reader", lay: Layout, l: int, part: str, factor: str, name: str) -> np.ndarray:
+    """One static factor of block ``l``, read and formed now: ``part`` is "attn" (``W_O repeat(W_V)``),
+    "mlp" (``W_out W_in``), "W_V" or "W_O" (head-level chains: the weights themselves)."""
+    if part in ("W_V", "W_O"):
+        return check_matrix(rd.matrix("v" if part == "W_V" else "o", l, lay)[0], name, rd.src.name)
+    if part == "attn":
+        r = rd.matrix("o", l, lay)[0] @ _repeat_kv(rd.matrix("v", l, lay)[0], lay)
+    else:
+        r = rd.matrix("mlp_out", l, lay)[0] @ rd.matrix("mlp_in", l, lay)[0]
+    if factor == "full":
+        # I + R in place (no second d x d array), bit for bit as np.eye(d) + R: adding 0.0 turns -0.0 into +0.0.
+        r += 0.0
+        r[np.diag_indices(lay.width)] += 1.0
+    return check_matrix(r, name, rd.src.name, copy=False)
+
+
+class _BlockMatrix(Deferred):
+    """A static factor of a checkpoint file, formed from its weights whenever it is needed.
+
+    It holds the source (a path and its header, small) and where the factor sits, never a
+    weight: a chain of these holds no matrix, and a Dask worker forms its factor itself.
+    """
+
+    def __init__(self, src: WeightSource, spec: TransformerSpec, lay: Layout, l: int, part: str, factor: str,
+                 name: str, shape: tuple):
+        self.src, self.spec, self.lay, self.l, self.part, self.factor = src, spec, lay, l, part, factor
+        self.name, self.shape = name, tuple(shape)
+
+    def read(self) -> np.ndarray:
+        return _block_matrix(_Reader(self.src, self.spec), self.lay, self.l, self.part, self.factor, self.name)
+
+
+def _factor_matrix(rd: "_Reader", lay: Layout, l: int, part: str, factor: str, name: str, shape: tuple):
+    """Deferred where the source can be read again by any process (a checkpoint file), else formed now."""
+    if rd.src.deferrable:
+        return _BlockMatrix(rd.src, rd.spec, lay, l, part, factor, name, shape)
+    return _block_matrix(rd, lay, l, part, factor, name)
+
+
 def _tower_factors(src: WeightSource, tower: Tower, rd: _Reader, *, factor: str, interfaces: str):
-    """(factors, local links, used keys) of one tower."""
+    """(factors, local links, used keys) of one tower.
+
+    Shapes are checked against the config from the checkpoint's header; the weights are read
+    when a factor is formed (at once for an in-memory source, on demand for a file).
+    """
     lay, prefix = tower.layout, tower.prefix
     d, inner = lay.width, lay.n_heads * lay.head_dim
     v_heads = np.arange(lay.n_kv * lay.head_dim) // lay.head_dim
     o_heads = np.arange(inner) // lay.head_dim
     gqa = {"kv_heads": lay.n_kv, "query_heads": lay.n_heads} if lay.n_kv != lay.n_heads else {}
-    eye = np.eye(d)
     factors, links = [], []
     for l in range(lay.n_layers):
-        w_v, kv = rd.matrix("v", l, lay)
-        w_o, ko = rd.matrix("o", l, lay)
-        _check_shape(w_v, (lay.n_kv * lay.head_dim, d), kv, src, "W_V")
-        _check_shape(w_o, (d, inner), ko, src, "W_O")
+        sv, kv = rd.shape_of("v", l, lay)
+        so, ko = rd.shape_of("o", l, lay)
+        _check_shape(sv, (lay.n_kv * lay.head_dim, d), kv, src, "W_V")
+        _check_shape(so, (d, inner), ko, src, "W_O")
         if interfaces == "heads":
-            for nm, w, key, rh, ch in ((f"{prefix}blocks.{l}.attn.W_V", w_v, kv, v_heads, None),
-                                       (f"{prefix}blocks.{l}.attn.W_O", w_o, ko, None, o_heads)):
-                factors.append(Factor(name=nm, matrix=check_matrix(w, nm, src.name), row_heads=rh, col_heads=ch,
+            for nm, part, shape, key, rh, ch in ((f"{prefix}blocks.{l}.attn.W_V", "W_V", sv, kv, v_heads, None),
+                                                 (f"{prefix}blocks.{l}.attn.W_O", "W_O", so, ko, None, o_heads)):
+                factors.append(Factor(name=nm, matrix=_factor_matrix(rd, lay, l, part, factor, nm, shape),
+                                      row_heads=rh, col_heads=ch,
                                       provenance={"source": "static", "kind": "weight", "keys": [key],
                                                   "dtype": src.dtype(key), **gqa}))
             if l > 0:
                 links.append((len(factors) - 3, len(factors) - 2))  # W_O^{l-1} -> W_V^l
             continue
-        w_in, ki = rd.matrix("mlp_in", l, lay)
-        w_out, kout = rd.matrix("mlp_out", l, lay)
-        if w_in.shape[1] != d or w_out.shape != (d, w_in.shape[0]):
+        si, ki = rd.shape_of("mlp_in", l, lay)
+        sout, kout = rd.shape_of("mlp_out", l, lay)
+        if len(si) != 2 or len(sout) != 2 or si[1] != d or sout != (d, si[0]):
             raise ModelSourceError(
-                f"The MLP weights {ki!r} {w_in.shape} and {kout!r} {w_out.shape} of {src.name} do not compose "
+                f"The MLP weights {ki!r} {si} and {kout!r} {sout} of {src.name} do not compose "
                 f"to a {d} x {d} map. The config contradicts the weights."
             )
         gated = {"mlp": "gated: W_down W_up, gate = 1"} if (tower.spec.mlp_gate or tower.spec.gate_up) else {}
-        for nm, r, keys, extra in ((f"{prefix}blocks.{l}.attn", w_o @ _repeat_kv(w_v, lay), [kv, ko], gqa),
-                                   (f"{prefix}blocks.{l}.mlp", w_out @ w_in, [ki, kout], gated)):
-            mat = eye + r if factor == "full" else r
-            factors.append(Factor(name=nm, matrix=check_matrix(mat, nm, src.name), row_heads=None, col_heads=None,
+        for nm, part, keys, extra in ((f"{prefix}blocks.{l}.attn", "attn", [kv, ko], gqa),
+                                      (f"{prefix}blocks.{l}.mlp", "mlp", [ki, kout], gated)):
+            factors.append(Factor(name=nm, matrix=_factor_matrix(rd, lay, l, part, factor, nm, (d, d)),
+                                  row_heads=None, col_heads=None,
                                   provenance={"source": "static", "kind": factor, "keys": keys,
                                               "dtype": src.dtype(keys[0]), **extra}))
-        del w_v, w_o, w_in, w_out
     return factors, links, {k for f in factors for k in f.provenance["keys"]}
 
 

@@ -60,7 +60,13 @@ def _float64(arr, key: str, where: str) -> np.ndarray:
 
 
 class WeightSource:
-    """Named weights and a config; subclasses implement ``keys``, ``shape``, ``dtype``, ``_read``."""
+    """Named weights and a config; subclasses implement ``keys``, ``shape``, ``dtype``, ``_read``.
+
+    ``deferrable``: the source is small to pickle and any process can read it again (a
+    checkpoint file), so adapters may defer forming a factor until it is needed.
+    """
+
+    deferrable = False
 
     def __init__(self, name: str, config: dict | None):
         self.name = name
@@ -88,6 +94,11 @@ class WeightSource:
 
     def get(self, key: str) -> np.ndarray:
         """The weight ``key`` as a float64 array (a copy; the source keeps nothing)."""
+        self.check(key)
+        return _float64(self._read(key), key, self.name)
+
+    def check(self, key: str) -> None:
+        """Refuse a weight that is missing or quantized, from the header alone (before any read)."""
         if not self.has(key):
             raise ModelSourceError(f"{self.name} holds no weight named {key!r}.")
         code = self.dtype(key)
@@ -96,11 +107,12 @@ class WeightSource:
                 f"Weight {key!r} in {self.name} is quantized ({code}); physgsa needs real weights. "
                 "Dequantize the checkpoint (weights times their scales) before analysing it."
             )
-        return _float64(self._read(key), key, self.name)
 
 
 class SafetensorsSource(WeightSource):
     """One or more ``.safetensors`` files (a sharded checkpoint), read lazily."""
+
+    deferrable = True
 
     def __init__(self, files: list[Path], config: dict | None, name: str):
         super().__init__(name, config)

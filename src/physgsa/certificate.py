@@ -130,12 +130,28 @@ def _block_draws(e: np.ndarray, dof: np.ndarray, rng: np.random.Generator, n_dra
     return z, chi2, np.sum(z * z + chi2, axis=axes, keepdims=True)
 
 
-def _energies_at(e: np.ndarray, draws, norm: float) -> np.ndarray:
-    """Perturbed block energies ``sqrt((e + s z)^2 + s^2 chi^2)``, ``s = norm / ||Z||_F``."""
+def _energies_at(e: np.ndarray, draws, norm: float, roots: tuple | None = None) -> np.ndarray:
+    """Perturbed block energies ``sqrt((e + s z)^2 + s^2 chi^2)``, ``s = norm / ||Z||_F``.
+
+    ``roots``: ``(sqrt(||Z||_F^2), sqrt(chi^2))`` from :func:`_draw_roots` when the same draws
+    are scaled to several levels (the same square roots, taken once). The arithmetic is
+    ``hypot(s z + e, s sqrt(chi^2))`` in both cases (addition commutes exactly), with two
+    temporaries instead of five.
+    """
     z, chi2, zz = draws
-    s = norm / np.sqrt(zz)
+    root_zz, root_chi2 = _draw_roots(draws) if roots is None else roots
+    s = norm / root_zz
+    x = s * z
+    x += e
+    y = s * root_chi2
     # hypot, not sqrt of squares: energies near 1e-162 would square to subnormals.
-    return np.hypot(e + s * z, s * np.sqrt(chi2))
+    return np.hypot(x, y, out=x)
+
+
+def _draw_roots(draws) -> tuple[np.ndarray, np.ndarray]:
+    """``sqrt(||Z||_F^2)`` and ``sqrt(chi^2)`` of :func:`_block_draws`' draws (level-independent)."""
+    _, chi2, zz = draws
+    return np.sqrt(zz), np.sqrt(chi2)
 
 
 def _sample_block_energies(e: np.ndarray, dof: np.ndarray, norm: float, rng: np.random.Generator,
@@ -162,7 +178,8 @@ def _changed_blocks(e: np.ndarray, ref) -> np.ndarray:
     active = e >= ref.theta[None, :, None]
     moved = np.any(active != st.active[None], axis=(1, 2))
     with np.errstate(over="ignore"):  # as in structure.pair_weights: an overflow still decides the edge
-        ea = np.where(st.active[None], e, 0.0) / ref.scale
+        ea = np.where(st.active[None], e, 0.0)
+        ea /= ref.scale  # in place: the same quotients, one buffer fewer
         w = np.einsum("dgu,dhu->dgh", ea, ea)
     edges = (w >= ref.kappa_scaled) & (w > 0)
     n = e.shape[1]
@@ -194,6 +211,7 @@ def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, bel
     else:
         e0 = ref.structure.energies
         draws = _block_draws(e0, _block_sizes(ref) - 1, rng, n_draws)
+        roots = _draw_roots(draws)  # the same at every level
     levels = []
     for t in tuple(below) + tuple(above):
         if mode == "explicit":
@@ -204,7 +222,7 @@ def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, bel
                 changed_draws.append(bool(compare(ref.structure, structure_of(a0 + e, ref, gi, ui))))
             changed_draws = np.array(changed_draws)
         else:
-            changed_draws = _changed_blocks(_energies_at(e0, draws, t * rho_static), ref)
+            changed_draws = _changed_blocks(_energies_at(e0, draws, t * rho_static, roots), ref)
         changed = int(changed_draws.sum())
         if changed and t < 1:
             raise CertificateBugError(

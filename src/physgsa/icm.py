@@ -16,26 +16,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import CORE, NOISE, OVERLAP, Partition, row_profiles
+from .structure import CORE, NOISE, OVERLAP, Partition, row_profiles_scaled
 
 __all__ = ["LABELS", "icm_rows"]
 
 LABELS = ("SC", "SA", "ST", "zero")
 
 
+def _row_norms(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """``||x_i||_2`` per row, as ``np.linalg.norm(x, axis=1)`` computes it for real ``x``
+    (``sqrt(add.reduce(x * x, axis=1))``, the same bits) without its copy of ``conj(x)``;
+    ``inplace`` squares into ``x`` itself (a temporary the caller no longer needs)."""
+    sq = np.multiply(x, x, out=x if inplace else None)
+    return np.sqrt(np.add.reduce(sq, axis=1))
+
+
 def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, *, tau_e: float,
-             tau_rho: float, interface_certified: bool, centroid: np.ndarray | None = None) -> dict:
+             tau_rho: float, interface_certified: bool, centroid: np.ndarray | None = None,
+             profiles: tuple | None = None) -> dict:
     """Per-row ICM quantities as arrays (one entry per row of ``A0``).
 
     ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean
-    normalized ``|rows|`` of each group of ``A0``.
+    normalized ``|rows|`` of each group of ``A0``. ``profiles``: ``row_profiles_scaled(A0)``
+    when the caller has it (the row groups read the same), not recomputed.
     """
     # Every row is divided by its own largest entry before squaring (row_profiles), so a row
     # of entries near 1e-170 keeps its norm, its fractions and its profile: only an exactly
     # zero row is "zero". Fractions, correlations and the bound ratios are scale-free.
-    prof, norms, rmax = row_profiles(a0)
+    prof, norms, rmax, scaled = row_profiles_scaled(a0) if profiles is None else profiles
     nonzero = rmax > 0
-    scaled = np.divide(np.abs(a0), rmax[:, None], out=np.zeros_like(a0), where=nonzero[:, None])
     sq = scaled * scaled
     total = sq.sum(axis=1)
     safe = np.where(nonzero, total, 1.0)
@@ -47,7 +56,7 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     # forms the rows x cols mask or the rows x cols gathered centroids.
     onehot = np.stack([codes == c for c in (CORE, OVERLAP, NOISE)], axis=-1).astype(np.float64)
     xc = scaled - scaled.mean(axis=1, keepdims=True)
-    xc_norm = np.linalg.norm(xc, axis=1)  # ||x_c|| / max|x|: the centred row in the row's own scale
+    xc_norm = _row_norms(xc)  # ||x_c|| / max|x|: the centred row in the row's own scale
     cc = centroid - centroid.mean(axis=1, keepdims=True)
     cc_norm = np.linalg.norm(cc, axis=1)
     parts = np.zeros((a0.shape[0], 3))
@@ -67,7 +76,10 @@ def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, 
     # ||E_i|| / max|A0_i|, so both ratios are formed without squaring tiny numbers (an E row far
     # larger than a tiny A0 row overflows to inf here: such a row is not certified, as it must not be).
     with np.errstate(over="ignore"):
-        e_rel = np.linalg.norm(np.divide(e, rmax[:, None], out=np.zeros_like(e), where=nonzero[:, None]), axis=1)
+        if nonzero.all():
+            e_rel = _row_norms(e / rmax[:, None], inplace=True)
+        else:
+            e_rel = _row_norms(np.divide(e, rmax[:, None], out=np.zeros_like(e), where=nonzero[:, None]), inplace=True)
         bound_e = np.divide(2 * e_rel, norms / np.where(nonzero, rmax, 1.0), out=np.full_like(e_rel, np.inf),
                             where=nonzero)
         bound_rho = np.divide(2 * e_rel, xc_norm, out=np.full_like(e_rel, np.inf), where=xc_norm > 0)

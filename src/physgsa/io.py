@@ -126,13 +126,46 @@ def _npz_array(npz, key: str, path: Path) -> np.ndarray:
         ) from None
 
 
-def _read_npz(path: Path, order) -> list[tuple[str, tuple, str]]:
-    """(name, shape, stored dtype) of each selected array, every one read and checked once."""
+def _stored_member(path: Path, zf: zipfile.ZipFile, key: str):
+    """``(offset, dtype, fortran_order, shape)`` of an array stored uncompressed in the archive, for
+    a memory map of its bytes; None where it is compressed or not a plain numeric .npy."""
+    try:
+        info = zf.getinfo(key + ".npy")
+    except KeyError:
+        return None
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        try:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(fh))
+        except (ValueError, OSError, EOFError, SyntaxError):
+            return None
+        offset = fh.tell()
+    if dtype.kind not in "fiu" or dtype.hasobject or len(shape) != 2 or \
+            offset - start + math.prod(shape) * dtype.itemsize != info.file_size:
+        return None
+    return offset, dtype.str, bool(fortran), tuple(shape)
+
+
+def _read_npz(path: Path, order) -> list[tuple[str, tuple, str, tuple | None]]:
+    """(name, shape, stored dtype, memory-map location) of each selected array, every one read
+    through ``zipfile`` (which checks its CRC) and checked once."""
     with _open_npz(path) as npz:
         out = []
         for key in _select(list(npz.files), order, path):
             arr = _npz_array(npz, key, path)
-            out.append((key, check_matrix(arr, key, f"'{path}'", copy=False).shape, arr.dtype.name))
+            shape = check_matrix(arr, key, f"'{path}'", copy=False).shape
+            where = _stored_member(path, npz.zip, key)
+            out.append((key, shape, arr.dtype.name, where if where is not None and where[3] == shape else None))
             del arr
     return out
 
@@ -222,10 +255,10 @@ class SafetensorsFile:
         return raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
 
 
-def _read_safetensors(path: Path, order) -> list[tuple[str, tuple, str]]:
-    """(name, shape, stored dtype) of each selected tensor, every one read and checked once."""
+def _read_safetensors(path: Path, order) -> list[tuple[str, tuple, str, None]]:
+    """(name, shape, stored dtype, None) of each selected tensor, every one read and checked once."""
     f = SafetensorsFile(path)
-    return [(key, check_matrix(f.read(key), key, f"'{path}'", copy=False).shape, dtype_name(f.dtype(key)))
+    return [(key, check_matrix(f.read(key), key, f"'{path}'", copy=False).shape, dtype_name(f.dtype(key)), None)
             for key in _select(f.keys(), order, path)]
 
 
@@ -239,16 +272,19 @@ class FileMatrix(Deferred):
 
     The file's size, modification time and inode are recorded when the chain is read; a file
     that changed since is refused (:class:`~physgsa.ChainFileError`), so a run never mixes two
-    versions of its input.
+    versions of its input. An array stored uncompressed in an .npz (``where``: its offset,
+    dtype and order, found when the chain was read, after ``zipfile`` checked its CRC) is read
+    through a memory map of its bytes instead of through ``zipfile``.
     """
 
-    __slots__ = ("path", "key", "shape", "stamp")
+    __slots__ = ("path", "key", "shape", "stamp", "where")
 
-    def __init__(self, path: Path, key: str, shape: tuple, stamp: tuple):
+    def __init__(self, path: Path, key: str, shape: tuple, stamp: tuple, where: tuple | None = None):
         self.path, self.key, self.shape, self.stamp = Path(path), key, tuple(shape), tuple(stamp)
+        self.where = where
 
     def __reduce__(self):
-        return (FileMatrix, (self.path, self.key, self.shape, self.stamp))
+        return (FileMatrix, (self.path, self.key, self.shape, self.stamp, self.where))
 
     def read(self) -> np.ndarray:
         try:
@@ -261,7 +297,11 @@ class FileMatrix(Deferred):
                 f"Chain file '{self.path}' changed during the run (its size or modification time is not what it was "
                 "when the run began), so its factors could mix two versions. Rerun once the file is complete."
             )
-        if self.path.suffix == ".npz":
+        if self.where is not None:
+            offset, dtype, fortran, shape = self.where
+            arr = np.memmap(self.path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape,
+                            order="F" if fortran else "C")
+        elif self.path.suffix == ".npz":
             with _open_npz(self.path) as npz:
                 arr = _npz_array(npz, self.key, self.path)
         else:
@@ -294,6 +334,6 @@ def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
     entries = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
     if _stamp(p) != stamp:
         raise ChainFileError(f"Chain file '{p}' changed while it was being read. Rerun once the file is complete.")
-    return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp),
+    return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp, where),
                                       provenance={"source": "matrix", "kind": "given", "dtype": d})
-                               for k, shape, d in entries], source=str(p))
+                               for k, shape, d, where in entries], source=str(p))

@@ -22,6 +22,7 @@ __all__ = [
     "fro_norm",
     "pow2_scale",
     "row_profiles",
+    "row_profiles_scaled",
     "THRESHOLD_RULES",
     "column_units",
     "unit_energies",
@@ -88,8 +89,11 @@ def fro_norm(a: np.ndarray) -> float:
     """``||A||_F`` with ``A`` divided by a power of two near its largest entry before squaring."""
     if a.size == 0:
         return 0.0
-    c = pow2_scale(float(np.max(np.abs(a))))
-    return c * float(np.sqrt(np.einsum("ij,ij->", a / c, a / c)))
+    # max(max A, -min A) is max |A| exactly, without a copy of |A|; A / c is formed once
+    # (einsum of one array with itself reads the same values as of two equal copies).
+    c = pow2_scale(max(float(np.max(a)), -float(np.min(a))))
+    x = a / c
+    return c * float(np.sqrt(np.einsum("ij,ij->", x, x)))
 
 
 def row_profiles(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,13 +103,29 @@ def row_profiles(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     around 1e-170 (whose squares underflow to zero) keeps its norm and its profile: a row is
     zero only if every entry is exactly 0. A zero row's profile is the zero vector.
     """
+    prof, norms, rmax, _ = row_profiles_scaled(a)
+    return prof, norms, rmax
+
+
+def row_profiles_scaled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`row_profiles` and the row-scaled magnitudes ``|a_ij| / max_j |a_ij|`` it divides.
+
+    The ICM reads the same scaled rows (:func:`physgsa.icm.icm_rows`), so one call serves both
+    the row groups and the ICM of an interface. Where every row is nonzero (the usual case) the
+    divisions run in place into ``|A|``'s buffer: the same quotients as the masked divisions
+    into zeroed arrays, with two ``rows x cols`` buffers fewer.
+    """
     absx = np.abs(a)
     rmax = absx.max(axis=1) if a.shape[1] else np.zeros(a.shape[0])
     nonzero = rmax > 0
-    scaled = np.divide(absx, rmax[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
+    if nonzero.all():
+        scaled = np.divide(absx, rmax[:, None], out=absx)
+    else:
+        scaled = np.divide(absx, rmax[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
     rn = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
-    prof = np.divide(scaled, rn[:, None], out=np.zeros_like(absx), where=nonzero[:, None])
-    return prof, rmax * rn, rmax
+    prof = np.divide(scaled, rn[:, None], out=np.zeros_like(absx), where=nonzero[:, None]) \
+        if not nonzero.all() else scaled / rn[:, None]
+    return prof, rmax * rn, rmax, scaled
 
 
 def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100) -> np.ndarray:
@@ -116,17 +136,20 @@ def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100
     """
     n = x.shape[0]
     sq = np.einsum("ij,ij->i", x, x)
+    # ``2 * x @ c`` parses as ``(2 * x) @ c``: the doubled points are formed once here, not at
+    # every distance evaluation (the same products, bit for bit; 2 * x is exact).
+    x2 = 2 * x
     centers = np.empty((m, x.shape[1]))
     centers[0] = x[rng.integers(n)]
-    d2 = np.maximum(sq - 2 * x @ centers[0] + centers[0] @ centers[0], 0.0)
+    d2 = np.maximum(sq - x2 @ centers[0] + centers[0] @ centers[0], 0.0)
     for j in range(1, m):
         tot = d2.sum()
         idx = int(rng.choice(n, p=d2 / tot)) if tot > 0 else int(rng.integers(n))
         centers[j] = x[idx]
-        d2 = np.minimum(d2, np.maximum(sq - 2 * x @ centers[j] + centers[j] @ centers[j], 0.0))
+        d2 = np.minimum(d2, np.maximum(sq - x2 @ centers[j] + centers[j] @ centers[j], 0.0))
     labels = np.full(n, -1)
     for _ in range(max_iter):
-        dist = sq[:, None] - 2 * x @ centers.T + np.einsum("ij,ij->i", centers, centers)[None, :]
+        dist = sq[:, None] - x2 @ centers.T + np.einsum("ij,ij->i", centers, centers)[None, :]
         new = np.argmin(dist, axis=1)
         counts = np.bincount(new, minlength=m)
         for j in np.flatnonzero(counts == 0):
@@ -154,14 +177,16 @@ def source_incidence(a_hat_right: np.ndarray, u_left: np.ndarray, sigma_left: np
 
 
 def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads: np.ndarray | None,
-               n_groups: int, rng: np.random.Generator, where: str) -> tuple[np.ndarray, int, str]:
+               n_groups: int, rng: np.random.Generator, where: str,
+               profiles: np.ndarray | None = None) -> tuple[np.ndarray, int, str]:
     """Row groups fitted on ``A0``: ``heads``, ``kmeans``, ``modes`` or a user-given labelling.
 
     - ``kmeans``: k-means on the normalized ``|rows|`` of ``A0`` with ``m = min(n_groups, rows)``;
     - ``modes``: row ``i`` joins ``argmax_j S_ij^2`` (source-mode incidence);
     - ``heads``: the head index of each row (needs a head layout on the factor);
     - an integer array of length ``rows``: given by the user.
-    Labels are made canonical (0..m-1 in order of first appearance).
+    Labels are made canonical (0..m-1 in order of first appearance). ``profiles``: the
+    normalized ``|rows|`` of ``A0`` when the caller has them (:func:`row_profiles`), for kmeans.
     """
     rows = a0.shape[0]
     if isinstance(strategy, np.ndarray):
@@ -184,7 +209,7 @@ def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads:
         labels, m = _compact(np.argmax(incidence**2, axis=1))
         return labels, m, "modes"
     # kmeans on the normalized |rows| (underflow-safe); zero rows stay zero vectors.
-    x, _, _ = row_profiles(a0)
+    x = row_profiles(a0)[0] if profiles is None else profiles
     m = min(n_groups, rows)
     labels, m = _compact(_kmeans(x, m, rng))
     return labels, m, "kmeans"
@@ -429,11 +454,14 @@ def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
     masked entries themselves. ``A`` is divided by a power of two near its largest entry before
     squaring, so the shares, closure and orthogonality survive entries near 1e-162.
     """
-    c = pow2_scale(float(np.max(np.abs(a)))) if a.size else 1.0
+    c = pow2_scale(max(float(np.max(a)), -float(np.min(a)))) if a.size else 1.0  # max|A|, no |A| copy
     a_s = a / c
-    parts = {name: np.where(mask == code, a_s, 0.0) for name, code in (("core", CORE), ("overlap", OVERLAP),
-                                                                       ("noise", NOISE))}
     total = float(np.einsum("ij,ij->", a_s, a_s))
+    # Each part is A_s times its 0/1 mask (the same entries as np.where(mask == code, A_s, 0), up
+    # to the sign of a zero, which no sum of products below can see); the noise part is made in
+    # A_s's own buffer once the total is taken: two rows x cols buffers fewer.
+    parts = {name: np.multiply(a_s, mask == code, out=a_s if name == "noise" else None)
+             for name, code in (("core", CORE), ("overlap", OVERLAP), ("noise", NOISE))}
     energy = {k: float(np.einsum("ij,ij->", p, p)) for k, p in parts.items()}
     names = list(parts)
     inner = max(

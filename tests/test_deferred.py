@@ -169,3 +169,15 @@ def test_a_quantized_weight_is_refused_when_the_chain_is_read_not_later(tmp_path
 
     with pytest.raises(physgsa.PhysgsaError, match="down_proj.weight' .* is quantized"):
         load_chain(str(d))
+
+
+def test_a_chain_file_larger_than_memory_is_read_when_each_factor_fits(tmp_path, monkeypatch):
+    # Factors are read one at a time: the zip-bomb check weighs the largest member, not their sum.
+    import physgsa.resources
+
+    _write_chain(tmp_path / "c.npz", 6, 64)  # 6 members of 32 KiB
+    monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 100 << 10)  # limit 80 KiB
+    assert len(read_chain(tmp_path / "c.npz").factors) == 6
+    monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 30 << 10)
+    with pytest.raises(physgsa.ChainFileError, match="declares a member expanding to 32.1 KiB"):
+        read_chain(tmp_path / "c.npz")

@@ -99,7 +99,8 @@ def _open_npz(path: Path):
             f"Chain file '{path}' is not a readable .npz archive: {why}. An .npz is a zip of .npy arrays, as numpy.savez "
             "writes; save the matrices with numpy.savez (or give a .safetensors file)."
         )
-    check_archive(path, f"Chain file '{path}'", error=ChainFileError)
+    # Factors are read one at a time and released (deferred): only the largest must fit.
+    check_archive(path, f"Chain file '{path}'", error=ChainFileError, one_at_a_time=True)
     try:
         npz = np.load(path, allow_pickle=False)
     except _ZIP_ERRORS + (ValueError,) as exc:

@@ -94,13 +94,15 @@ def check_memory(estimate: int, limit: int | None, what: str) -> None:
         )
 
 
-def check_archive(path, where: str, error=None, limit: int | None = None) -> None:
+def check_archive(path, where: str, error=None, limit: int | None = None, *, one_at_a_time: bool = False) -> None:
     """Refuse a zip archive (``.npz``, a torch ``.pt``) whose members would expand beyond ``limit``.
 
     The uncompressed sizes the archive declares are summed before anything is extracted, so a
     small file that inflates to many gigabytes (a zip bomb) is refused before any allocation.
     A member that expands more than the declared size is stopped by ``zipfile`` itself (it
     checks the CRC and length as it reads). ``error`` is the error class to raise.
+    ``one_at_a_time``: the members are read one at a time and never held together (a chain
+    file's factors), so the largest member, not their sum, must fit.
     """
     import zipfile
 
@@ -110,13 +112,15 @@ def check_archive(path, where: str, error=None, limit: int | None = None) -> Non
     limit = default_limit() if limit is None else limit
     try:
         with zipfile.ZipFile(path) as zf:
-            total = sum(info.file_size for info in zf.infolist())
-            count = len(zf.infolist())
+            sizes = [info.file_size for info in zf.infolist()]
+            total = max(sizes, default=0) if one_at_a_time else sum(sizes)
+            count = len(sizes)
     except _ZIP_ERRORS + (ValueError,):
         return  # not a zip archive: the reader itself reports it
     if total > limit:
         raise error(
-            f"{where} declares {count} members expanding to {format_bytes(total)}, above the memory limit of "
+            f"{where} declares {'a member' if one_at_a_time else f'{count} members'} expanding to "
+            f"{format_bytes(total)}, above the memory limit of "
             f"{format_bytes(limit)}; refusing to extract it (it may be a zip bomb). If the file is genuine, "
             "raise --max-memory."
         )

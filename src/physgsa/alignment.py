@@ -30,7 +30,6 @@ __all__ = [
     "default_ks",
     "HeadOverlaps",
     "commutator",
-    "commutator_from_svd",
     "head_overlaps",
     "intersection_dimensions",
     "principal_cosines",
@@ -300,88 +299,6 @@ def commutator(a_left, a_right) -> float:
     den = np.linalg.norm(pm) * np.linalg.norm(qm)
     # den > 0: each scaled factor has an entry of modulus >= 1/2, so ||P||_F >= ||P||_2 >= 1/4.
     return float(min(num / den, 1.0 / np.sqrt(2.0)))
-
-
-def commutator_from_svd(u_left, sigma_left, vt_right, sigma_right) -> float:
-    r"""The :func:`commutator` of ``A_l = U S V^T`` and ``A_{l+1} = U' S' V'^T``, from their SVDs.
-
-    definitions.md section 8, the same quantity by a cheaper formula. When ``U`` is square
-    (``m_l <= n_l``: ``U U^T = I``), ``P = A_l A_l^T = U S^2 U^T`` is diagonal in the basis ``U``;
-    with ``\lambda_i = s_i^2`` and
-
-    .. math:: \tilde Q = U^T Q U = (S' C)^T (S' C),\qquad C = V'^T U \quad (r' \times m_l),
-
-    (``Q = A_{l+1}^T A_{l+1} = V' S'^2 V'^T``; ``V'`` may be thin), the commutator in that basis
-    is ``(\lambda_i - \lambda_j) \tilde Q_{ij}``, so
-
-    .. math:: \|[P, Q]\|_F^2 = \sum_{i,j} (\lambda_i - \lambda_j)^2 \tilde Q_{ij}^2,\qquad
-              \|P\|_F = \|\lambda\|_2,\qquad \|Q\|_F = \|s'^2\|_2,
-
-    and ``c = ||[P, Q]||_F / (||P||_F ||Q||_F)``. Cost: one ``r' x m_l x m_l`` product and one
-    symmetric rank-``r'`` update, against two Gram matrices and a full product (plus the
-    difference ``X - X^T``) for the brute-force :func:`commutator`.
-
-    Difference from :func:`commutator`: the same number in exact arithmetic; in floating point
-    the two differ by rounding only, at most a few ``1e-13`` of ``c``'s scale
-    (``||P||_F ||Q||_F``) on ``768 x 768`` factors (tests/test_speed_identities.py checks
-    ``|c_svd - c_brute| <= 1e-12`` on random, low-rank, repeated-singular-value and wide/tall
-    shapes). Every term of the sum is non-negative (no cancellation), so it is at least as
-    accurate as forming ``PQ - QP``. The singular values are first divided by powers of two near
-    their largest (exact), so ``c`` is scale-free and nothing overflows.
-
-    Parameters
-    ----------
-    u_left : array_like, shape (m_l, m_l)
-        ``U`` of ``A_l``; must be square (a thin ``U``, ``m_l > n_l``, leaves a complement on
-        which ``P`` vanishes: use :func:`commutator` there).
-    sigma_left : array_like, shape (m_l,)
-        Singular values of ``A_l`` (``U``'s columns' order), not all zero.
-    vt_right : array_like, shape (r', m_l)
-        ``V'^T`` of ``A_{l+1}`` (orthonormal rows spanning its row space).
-    sigma_right : array_like, shape (r',)
-        Singular values of ``A_{l+1}``, not all zero.
-
-    Returns
-    -------
-    float
-        ``c`` in ``[0, 1/sqrt(2)]`` (clipped there, as :func:`commutator`).
-
-    Raises
-    ------
-    InvalidFactorError
-        ``U`` not square, mismatched shapes, or a zero factor (all singular values 0).
-    """
-    u = np.asarray(u_left, dtype=np.float64)
-    vt = np.asarray(vt_right, dtype=np.float64)
-    s = np.asarray(sigma_left, dtype=np.float64)
-    sp = np.asarray(sigma_right, dtype=np.float64)
-    if u.ndim != 2 or u.shape[0] != u.shape[1] or s.shape != (u.shape[1],):
-        raise InvalidFactorError(
-            f"commutator_from_svd needs a square U (m_l x m_l) and its m_l singular values; got U of shape "
-            f"{u.shape} and {s.shape} values. A thin U (m_l > n_l) needs commutator(a_left, a_right)."
-        )
-    if vt.ndim != 2 or vt.shape[1] != u.shape[0] or sp.shape != (vt.shape[0],):
-        raise InvalidFactorError(
-            f"commutator_from_svd: V'^T of shape {vt.shape} with {sp.shape} values does not act on R^{u.shape[0]}."
-        )
-    s_top, sp_top = float(np.max(np.abs(s))), float(np.max(np.abs(sp)))
-    if not (s_top > 0 and sp_top > 0):
-        raise InvalidFactorError("commutator_from_svd: a factor is zero (all its singular values are 0).")
-    # Exact power-of-two scalings (c is scale-free): lambda <= 1 and S'^2 <= 1, nothing overflows.
-    lam = np.square(np.ldexp(s, -int(np.frexp(s_top)[1])))
-    spn = np.ldexp(sp, -int(np.frexp(sp_top)[1]))
-    x = vt @ u  # C = V'^T U
-    x *= spn[:, None]  # S' C
-    qt = x.T @ x  # U^T Q U; X^T X is one symmetric rank-r' update (syrk)
-    del x
-    d = np.subtract.outer(lam, lam)
-    d *= qt  # (lambda_i - lambda_j) Qt_ij: the commutator's entries in the basis U
-    num = float(np.sqrt(np.einsum("ij,ij->", d, d)))
-    den = float(np.linalg.norm(lam)) * float(np.linalg.norm(np.square(spn)))
-    return float(min(num / den, 1.0 / np.sqrt(2.0)))
-
-
-# --------------------------------------------------------------------------- head overlaps
 
 
 class HeadOverlaps(NamedTuple):

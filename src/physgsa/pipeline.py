@@ -39,7 +39,7 @@ from .structure import (
     structure_of,
     THRESHOLD_RULES,
 )
-from .alignment import (DEFAULT_EPSS, commutator, commutator_from_svd, default_ks, head_overlaps,
+from .alignment import (DEFAULT_EPSS, commutator, default_ks, head_overlaps,
                         intersection_dimensions)
 from .transport import rigidity, transport
 
@@ -294,13 +294,7 @@ def _alignment(L, R, fl, fr, tr) -> dict:
     dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
     window = [int(np.sum(tr.cosines >= 1.0 - eps)) for eps in DEFAULT_EPSS]
     at_window = window[DEFAULT_EPSS.index(INTERSECTION_EPS)]
-    # A square U (m_l <= n_l): the commutator from the SVDs at hand (commutator_from_svd: the same
-    # number to rounding, a third of the products); a thin U keeps the brute-force formula.
-    if L.u.shape[0] == L.u.shape[1] == L.sigma.shape[0]:
-        comm = commutator_from_svd(L.u, L.sigma, R.vt, R.sigma)
-    else:
-        comm = commutator(L.a_hat, R.a_hat)
-    out = {"commutator": comm,
+    out = {"commutator": commutator(L.a_hat, R.a_hat),
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
                             "windows": [tr.k_left, tr.k_right], "at_windows": window,
                             "eps": INTERSECTION_EPS, "at_window": at_window},

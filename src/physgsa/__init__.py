@@ -3,11 +3,18 @@
 Implements "Geometric and Spectral Alignment for Deep Neural Network I and II"
 (arXiv 2605.02108, 2605.02111) as docs/definitions.md defines it. The core (this package
 minus the model adapters) is pure numpy/scipy on float64 arrays and imports without torch.
+
+The public names below are imported on first use (PEP 562), so that ``import physgsa`` and a
+command such as ``physgsa --help`` or ``physgsa spectra`` pay only for the modules they use
+(``certify`` alone pulls in pandas, scipy.optimize and the whole pipeline).
 """
+
+import sys as _sys
+import types as _types
 
 __version__ = "0.2.0"
 
-from ._validation import (  # noqa: E402
+from ._validation import (  # noqa: E402 - light (no numpy): every command reports its errors through them
     CertificateBugError,
     ChainFileError,
     EnvironmentFailure,
@@ -17,12 +24,6 @@ from ._validation import (  # noqa: E402
     PhysgsaError,
     ResourceLimitError,
 )
-from .chain import Chain, Factor  # noqa: E402
-from .examples import example_chain  # noqa: E402
-from .io import read_chain  # noqa: E402
-from .pipeline import CERTIFY_PARAMS, certify  # noqa: E402
-from .result import Result, load_result  # noqa: E402
-from .api import chain_from, spectra  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -45,3 +46,51 @@ __all__ = [
     "CertificateBugError",
     "EnvironmentFailure",
 ]
+
+#: Public name -> the submodule that defines it (imported when the name is first used).
+_LAZY = {
+    "Chain": "chain",
+    "Factor": "chain",
+    "example_chain": "examples",
+    "read_chain": "io",
+    "CERTIFY_PARAMS": "pipeline",
+    "certify": "pipeline",
+    "Result": "result",
+    "load_result": "result",
+    "chain_from": "api",
+    "spectra": "api",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(_types.ModuleType):
+    """``physgsa.spectra`` is the function (:func:`physgsa.api.spectra`), as it always was.
+
+    Importing the submodule ``physgsa.spectra`` (the per-factor quantities) makes Python set the
+    package's attribute ``spectra`` to that submodule; with the public names imported lazily this
+    can now happen after the function was bound, so that one assignment is ignored here. The
+    submodule stays importable (``from physgsa.spectra import compute_spectrum``) through
+    ``sys.modules``.
+    """
+
+    def __setattr__(self, name, value):
+        if name == "spectra" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -374,7 +374,7 @@ class RunStore:
         fd, tmp = tempfile.mkstemp(prefix=".physgsa-tmp-", suffix=".npz", dir=self.dir)
         os.close(fd)
         try:
-            _write_npz(Path(tmp), record["arrays"])
+            _write_npz(Path(tmp), record["arrays"], compress=False)  # written once, read at most once
             os.replace(tmp, self.dir / f"interface-{i:06d}.npz")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -20,8 +20,6 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from .checkpoint import RUN_DIR
-
 from ._validation import CertificateBugError, EnvironmentFailure, PhysgsaError
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -233,6 +231,8 @@ def _interrupted(out: Path):
     try:
         yield
     except KeyboardInterrupt:
+        from .checkpoint import RUN_DIR  # here, not at the top: it imports numpy, which --help never needs
+
         typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
                    "resume", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -97,11 +97,6 @@ def _scales(shape: tuple[int, int]) -> tuple[int, int]:
     return max(1, _TARGET // max(shape[0], 1)), max(1, _TARGET // max(shape[1], 1))
 
 
-def _upscale(rgb: np.ndarray, sy: int, sx: int) -> np.ndarray:
-    """Nearest-neighbour enlargement by whole factors (sharp cells in any viewer)."""
-    return np.repeat(np.repeat(rgb, sy, axis=0), sx, axis=1)
-
-
 def _stops(table: str, n: int = 17) -> list[str]:
     colours = _TABLES[table][np.linspace(0, 255, n).round().astype(int)]
     return ["#%02x%02x%02x" % tuple(int(v) for v in c) for c in colours]
@@ -142,8 +137,7 @@ class _Map:
         h_cells, w_cells, _ = self.rgb.shape
         sy, sx = _scales((h_cells, w_cells))
         sy, sx = self.sy or sy, self.sx or sx
-        img = _upscale(self.rgb, sy, sx)
-        H, W = float(img.shape[0]), float(img.shape[1])
+        H, W = float(h_cells * sy), float(w_cells * sx)
         rows = _thin(self.rows or [], max(1, min(_MAX_ROW_LABELS, int(H // 10))))
         cols = _thin(self.cols or [], max(1, min(_MAX_COL_LABELS, int(W // 10))))
         ylab_w = max((text_width(lab, 10, markup=False) for _, _, lab in rows), default=0.0)
@@ -156,7 +150,7 @@ class _Map:
         # The cells, then the group and block boundaries as vector lines over them.
         parts.append(f'<image x="{_n(left)}" y="{_n(top)}" width="{_n(W)}" height="{_n(H)}" '
                      f'preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" '
-                     f'xlink:href="{png_uri(encode_png(img))}"/>')
+                     f'xlink:href="{png_uri(encode_png(self.rgb, scale=(sy, sx)))}"/>')
         lines = []
         for f in self.row_lines or []:
             yy = top + round(f * h_cells) * sy

@@ -64,6 +64,8 @@ def _jsonable(x):
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
+        if x.dtype.kind in "biu" or (x.dtype.kind == "f" and bool(np.isfinite(x).all())):
+            return x.tolist()  # already plain: Python bools, ints and finite floats, nothing to replace
         return _jsonable(x.tolist())
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
@@ -389,10 +391,13 @@ class Result:
         (directory / "provenance.json").write_text(
             json.dumps(self.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _write_npz(directory / "heatmaps.npz", self.heatmaps)
-        from .report import write_report
+        from .figures import result_figures
+        from .report import write_figures, write_report
 
-        write_report(self, directory / "report.html")
-        self.write_figures(directory / "figures", replacing=directory.parent / "figures")
+        # Every panel is drawn once and used twice: embedded in report.html and written to figures/.
+        figures = result_figures(self)
+        write_report(self, directory / "report.html", figures)
+        write_figures(self, directory / "figures", replacing=directory.parent / "figures", figures=figures)
 
 
 def _read_certificate(path: Path) -> dict:
@@ -425,14 +430,20 @@ def _umask() -> int:
     return mask
 
 
-def _write_npz(path: Path, arrays: dict) -> None:
-    """An .npz with fixed member timestamps and order, so the same arrays give the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+def _write_npz(path: Path, arrays: dict, *, compress: bool = True) -> None:
+    """An .npz with fixed member timestamps and order, so the same arrays give the same bytes.
+
+    ``compress=False`` stores the members as they are (``ZIP_STORED``; numpy reads both): for
+    files that are written often and read at most once, such as a run's records, where deflating
+    costs more than the bytes it saves.
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
         for key in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
             info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             zf.writestr(info, buf.getvalue())
 
 

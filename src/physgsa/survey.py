@@ -215,5 +215,6 @@ def spectra_source(source="minilm", *, progress=None, **params) -> SpectraResult
         arch = detect(src)
     except ModelSourceError:
         arch = "unknown"  # every tensor by its shape: no architecture knowledge needed
-    return spectra_of(raw_matrices(src, arch, exclude=exclude, modules=modules), source=src.name, progress=progress,
-                      **params)
+    # reuse: spectra_of takes the items one at a time and keeps none of their matrices.
+    return spectra_of(raw_matrices(src, arch, exclude=exclude, modules=modules, reuse=True), source=src.name,
+                      progress=progress, **params)

@@ -8,25 +8,42 @@ anything about torch. :func:`load_chain` is the one entry point.
 from __future__ import annotations
 
 import math
-
+from importlib import import_module
 from pathlib import Path
 
 from .._validation import InvalidParameterError, Param, check_params
 from ..chain import Chain
-from . import bert, dit, gpt2, resnet, unet, vit
-from . import clip, convnext, efficientnet, llama, mobilenet, regnet, unet_cond
-from ._transformer import transformer_chain
 from .sources import BUNDLED_MODELS, ModelSourceError, WeightSource, resolve_source
 
 __all__ = ["load_chain", "detect", "MODEL_PARAMS", "ARCHITECTURES", "BUNDLED_MODELS",
            "ModelSourceError", "resolve_source"]
 
-#: Transformer architectures, in the order they are tried.
-_TRANSFORMERS = (("bert", bert), ("gpt2", gpt2), ("vit", vit), ("dit", dit), ("llama", llama), ("clip", clip))
+#: Transformer architectures (name, module), in the order they are tried.
+_TRANSFORMERS = (("bert", "bert"), ("gpt2", "gpt2"), ("vit", "vit"), ("dit", "dit"), ("llama", "llama"),
+                 ("clip", "clip"))
 
-#: Channel-level CNN architectures (static mode, --conv dc), in the order they are tried; each
-#: module has matches(config) and chain(src, factor=, conv=, freq=).
-_CNNS = (("mobilenet_v2", mobilenet), ("efficientnet", efficientnet), ("convnext", convnext), ("regnet", regnet))
+#: Channel-level CNN architectures (name, module; static mode, --conv dc), in the order they are
+#: tried; each module has matches(config) and chain(src, factor=, conv=, freq=).
+_CNNS = (("mobilenet_v2", "mobilenet"), ("efficientnet", "efficientnet"), ("convnext", "convnext"),
+         ("regnet", "regnet"))
+
+#: The architecture modules, imported when first needed (start-up: ``detect`` on a BERT needs
+#: only ``bert``, and ``physgsa spectra`` of an .npz none of them).
+_ARCH_MODULES = frozenset(m for _, m in _TRANSFORMERS + _CNNS) | {"resnet", "unet", "unet_cond"}
+
+
+def _arch(module: str):
+    return import_module(f".{module}", __name__)
+
+
+def __getattr__(name: str):
+    if name in _ARCH_MODULES:
+        return _arch(name)
+    if name == "transformer_chain":
+        from ._transformer import transformer_chain
+
+        return transformer_chain
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: What `physgsa models` lists.
 ARCHITECTURES = {
@@ -88,16 +105,16 @@ def detect(src: WeightSource) -> str:
             raise ModelSourceError(f"{src.name}: config.json's {key!r} must be a string; it is "
                                    f"{type(value).__name__}. Repair the config.")
     for name, mod in _TRANSFORMERS:
-        if mod.matches(src.config):
+        if _arch(mod).matches(src.config):
             return name
-    if unet_cond.matches(src.config):
+    if _arch("unet_cond").matches(src.config):
         return "unet_cond"
-    if unet.matches(src.config):
+    if _arch("unet").matches(src.config):
         return "unet"
     for name, mod in _CNNS:
-        if mod.matches(src.config):
+        if _arch(mod).matches(src.config):
             return name
-    if resnet.matches(src.config, src._keyset()):
+    if _arch("resnet").matches(src.config, src._keyset()):
         return "resnet"
     kind = src.config.get("model_type") or src.config.get("_class_name")
     known = ", ".join(ARCHITECTURES)
@@ -108,7 +125,7 @@ def detect(src: WeightSource) -> str:
 
 
 def _spec(name: str):
-    return dict(_TRANSFORMERS)[name].SPEC
+    return _arch(dict(_TRANSFORMERS)[name]).SPEC
 
 
 def load_chain(source=None, **params) -> Chain:
@@ -191,11 +208,16 @@ def load_chain(source=None, **params) -> Chain:
                 f"The 'freq' parameter of load_chain (--freq) must be three integers u, v, n with n >= 1; got {freq!r}."
             )
         u, v, n = (int(x) for x in freq)
-        build = {"unet": unet.unet_chain, "unet_cond": unet_cond.unet_cond_chain, "resnet": resnet.resnet_chain,
-                 **{name: mod.chain for name, mod in _CNNS}}[arch]
+        if arch in ("unet", "unet_cond", "resnet"):
+            build = getattr(_arch(arch), f"{arch}_chain")
+        else:
+            build = _arch(dict(_CNNS)[arch]).chain
         return build(src, factor=p["factor"], conv=p["conv"], freq=(u, v, n))
-    if hasattr(dict(_TRANSFORMERS)[arch], "chain"):  # layout from the config class (LLaMA family, CLIP)
-        return dict(_TRANSFORMERS)[arch].chain(src, factor=p["factor"], interfaces=p["interfaces"])
+    module = _arch(dict(_TRANSFORMERS)[arch])
+    if hasattr(module, "chain"):  # layout from the config class (LLaMA family, CLIP)
+        return module.chain(src, factor=p["factor"], interfaces=p["interfaces"])
+    from ._transformer import transformer_chain
+
     return transformer_chain(src, _spec(arch), factor=p["factor"], interfaces=p["interfaces"])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = [
     "S_MAX",
@@ -104,6 +103,52 @@ def tail_gc(r: int, k: int, s: float) -> float:
     return float(r * np.sum(p[k:]))
 
 
+def _brent(f, lo: float, hi: float, *, xtol: float = 1e-15, rtol: float = 8.9e-16, maxiter: int = 500) -> float:
+    """A root of ``f`` bracketed by ``[lo, hi]``: Brent's method (inverse quadratic or secant
+    steps, safeguarded by bisection), the same arithmetic step for step as
+    ``scipy.optimize.brentq``, whose results it reproduces bit for bit (tests/test_orbit_brent.py).
+
+    Here rather than imported because importing anything from ``scipy.optimize`` loads the
+    whole package (about 0.3 s of every command's start-up) for this one function.
+    """
+    near, f_near = lo, f(lo)  # the previous iterate
+    best, f_best = hi, f(hi)  # the current iterate
+    if f_near * f_best > 0:
+        raise ValueError("f(lo) and f(hi) must have opposite signs")
+    if f_near == 0:
+        return near
+    if f_best == 0:
+        return best
+    far, f_far, step_old, step = 0.0, 0.0, 0.0, 0.0  # the other end of the bracket, and the last two steps
+    for _ in range(maxiter):
+        if f_near * f_best < 0:  # the root lies between near and best: best's partner becomes near
+            far, f_far = near, f_near
+            step_old = step = best - near
+        if abs(f_far) < abs(f_best):  # keep the smaller residual as the current iterate
+            near, best, far = best, far, best
+            f_near, f_best, f_far = f_best, f_far, f_best
+        tol = (xtol + rtol * abs(best)) / 2
+        half = (far - best) / 2
+        if f_best == 0 or abs(half) < tol:
+            return best
+        bisect = True
+        if abs(step_old) > tol and abs(f_best) < abs(f_near):
+            if near == far:  # secant step
+                trial = -f_best * (best - near) / (f_best - f_near)
+            else:  # inverse quadratic step
+                d_near = (f_near - f_best) / (near - best)
+                d_far = (f_far - f_best) / (far - best)
+                trial = -f_best * (f_far * d_far - f_near * d_near) / (d_far * d_near * (f_far - f_near))
+            if 2 * abs(trial) < min(abs(step_old), 3 * abs(half) - tol):
+                step_old, step, bisect = step, trial, False
+        if bisect:
+            step_old = step = half
+        near, f_near = best, f_best
+        best += step if abs(step) > tol else (tol if half > 0 else -tol)  # at least tol towards the root
+        f_best = f(best)
+    raise RuntimeError(f"Brent's method did not converge in {maxiter} iterations")
+
+
 def invert_phi(r: int, rho: float) -> tuple[float, str]:
     """The top chart: ``s_hat = phi^{-1}(rho)`` and a flag ("" when none).
 
@@ -118,7 +163,7 @@ def invert_phi(r: int, rho: float) -> tuple[float, str]:
         return 0.0, "flat"
     if rho >= phi(r, S_MAX):
         return S_MAX, "steep"
-    return float(brentq(lambda s: phi(r, s) - rho, 0.0, S_MAX, xtol=1e-15, rtol=8.9e-16, maxiter=500)), ""
+    return float(_brent(lambda s: phi(r, s) - rho, 0.0, S_MAX)), ""
 
 
 def invert_mean_log(r: int, target: float) -> tuple[float, str]:
@@ -135,4 +180,4 @@ def invert_mean_log(r: int, target: float) -> tuple[float, str]:
         return 0.0, "flat"
     if target <= phi_prime(r, S_MAX):
         return S_MAX, "steep"
-    return float(brentq(lambda s: phi_prime(r, s) - target, 0.0, S_MAX, xtol=1e-15, rtol=8.9e-16, maxiter=500)), ""
+    return float(_brent(lambda s: phi_prime(r, s) - target, 0.0, S_MAX)), ""

@@ -1,0 +1,93 @@
+"""``physgsa certify FILE --out DIR`` as a user runs it, against the LAPACK SVD floor of the same factors.
+
+The chain is bench_floor.py's: 24 factors ``I + R`` of 768 x 768, ``R`` a power-law spectrum in
+random frames, saved as an .npz. The command runs in a fresh process each time (start-up,
+imports, reading, hashing, every output and the report all count), with the threads pinned in
+its environment. The floor is ``numpy.linalg.svd`` (gesdd, with vectors) of the same 24
+matrices, in this process, on the same number of threads. Contenders alternate within one
+run; the ratio is of the medians. The outputs of every run must be byte-identical.
+
+    python benchmarks/bench_e2e.py --threads 1 --repeats 5 --json benchmarks/results/e2e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import emit, pin_threads  # noqa: E402
+
+OUTPUTS = ("certificate.json", "factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet",
+           "heatmaps.npz", "report.html")
+
+
+def _digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for name in OUTPUTS:
+        h.update((out / name).read_bytes())
+    for svg in sorted((out / "figures").glob("*.svg")):
+        h.update(svg.read_bytes())
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--factors", type=int, default=24)
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--json", type=str, default="")
+    args = ap.parse_args()
+    pin_threads(args.threads)
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = args.width
+    mats = {}
+    for i in range(args.factors):
+        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        s = 3.0 * np.arange(1, n + 1) ** -0.7
+        mats[f"blocks.{i}"] = np.eye(n) + (u * s) @ v.T
+    tmp = Path(tempfile.mkdtemp(prefix="physgsa-e2e-"))
+    chain = tmp / "chain.npz"
+    np.savez(chain, **mats)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "physgsa", "certify", str(chain), "--quiet"]
+
+    def floor():
+        for m in mats.values():
+            np.linalg.svd(m, full_matrices=False)
+
+    times = {"floor": [], "command": []}
+    digests = set()
+    load = [os.getloadavg()[0]]
+    for rep in range(args.repeats):
+        t = time.perf_counter()
+        floor()
+        times["floor"].append(time.perf_counter() - t)
+        out = tmp / f"out-{rep}"
+        t = time.perf_counter()
+        subprocess.run(cmd + ["--out", str(out)], env=env, check=True)
+        times["command"].append(time.perf_counter() - t)
+        digests.add(_digest(out))
+    load.append(os.getloadavg()[0])
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    emit({
+        "factors": args.factors, "width": n, "threads": args.threads, "repeats": args.repeats,
+        "chain_mb": round(chain.stat().st_size / 2**20, 1),
+        "median_s": med, "ratio": med["command"] / med["floor"],
+        "paired_ratios": [c / f for c, f in zip(times["command"], times["floor"])],
+        "runs_s": times, "outputs_identical": len(digests) == 1, "load_average": load,
+    }, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,9 +45,22 @@ def test_a_chain_file_gives_deferred_factors_that_hold_no_matrix(tmp_path):
     assert not eager.factors[0].deferred and len(pickle.dumps(eager.factors[0])) > 64 * 64 * 8
 
 
-def test_deferred_and_in_memory_chains_give_the_same_bytes(tmp_path):
+@pytest.mark.parametrize("layout", ["C", "F", ">f8", "float32", "compressed", "safetensors"])
+def test_deferred_and_in_memory_chains_give_the_same_bytes(tmp_path, layout):
+    # Memory-mapped (stored, any order or byte order), inflated (compressed) and safetensors arrays.
     mats = _write_chain(tmp_path / "c.npz", 4, 48, seed=3)
-    lazy = certify(read_chain(tmp_path / "c.npz"))
+    stored = {k: np.asfortranarray(v) if layout == "F" else v.astype(layout) if layout in (">f8", "float32") else v
+              for k, v in mats.items()}
+    # In memory, the same arrays: their stored dtype is recorded too (a big-endian float64 is "float64").
+    mats = {k: v.astype(np.float64) if layout == ">f8" else v for k, v in stored.items()}
+    path = tmp_path / ("c.safetensors" if layout == "safetensors" else "c.npz")
+    if layout == "safetensors":
+        pytest.importorskip("safetensors.numpy").save_file(stored, str(path))
+    else:
+        (np.savez_compressed if layout == "compressed" else np.savez)(path, **stored)
+    chain = read_chain(path)
+    assert (chain.factors[0]._matrix.where is not None) == (layout in ("C", "F", ">f8", "float32"))
+    lazy = certify(chain)
     eager = certify(Chain.from_arrays(mats))
     a, b = _outputs(lazy, tmp_path, "lazy"), _outputs(eager, tmp_path, "eager")
     assert a == b

@@ -307,7 +307,9 @@ class FileMatrix(Deferred):
                 arr = _npz_array(npz, self.key, self.path)
         else:
             arr = SafetensorsFile(self.path).read(self.key)
-        return check_matrix(arr, self.key, f"'{self.path}'")
+        # No copy of a C-ordered array (normalizing the factor copies it anyway); another order is
+        # copied into C order, as for a chain in memory, so LAPACK sees the same layout.
+        return check_matrix(arr, self.key, f"'{self.path}'", copy=not arr.flags.c_contiguous)
 
 
 def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:

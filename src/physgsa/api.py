@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .survey import SpectraResult, spectra_source
+if TYPE_CHECKING:  # the survey (pandas, the power-law fits) loads only when spectra runs
+    from .survey import SpectraResult
 
 __all__ = ["spectra", "chain_from"]
 
@@ -47,7 +49,7 @@ def chain_from(source=None, *, order=None, **model_params):
     return load_chain(source, **model_params)
 
 
-def spectra(source="minilm", **params) -> SpectraResult:
+def spectra(source="minilm", **params) -> "SpectraResult":
     """Part I quantities and WeightWatcher's metrics of every weight of ``source``.
 
     ``source`` is a model (bundled name, folder, file with config.json, hub id in the local
@@ -56,4 +58,6 @@ def spectra(source="minilm", **params) -> SpectraResult:
     ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory`` (validated as
     in :data:`physgsa.survey.SPECTRA_PARAMS`). See :func:`physgsa.survey.spectra_source`.
     """
+    from .survey import spectra_source
+
     return spectra_source(source, **params)

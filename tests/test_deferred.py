@@ -194,3 +194,20 @@ def test_a_chain_file_larger_than_memory_is_read_when_each_factor_fits(tmp_path,
     monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 30 << 10)
     with pytest.raises(physgsa.ChainFileError, match="declares a member expanding to 32.1 KiB"):
         read_chain(tmp_path / "c.npz")
+
+
+def test_a_checkpoint_rewritten_after_loading_is_refused_not_mixed(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from physgsa.adapters import load_chain
+
+    cfg = transformers.LlamaConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=2, vocab_size=20)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    chain = load_chain(str(tmp_path / "m"))
+    torch.manual_seed(1)  # another checkpoint written over the first, after the chain was loaded
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    os.utime(tmp_path / "m" / "model.safetensors", ns=(1, 1))
+    with pytest.raises(physgsa.ChainFileError, match="model.safetensors' changed or disappeared"):
+        certify(chain)

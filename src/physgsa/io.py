@@ -210,11 +210,13 @@ class SafetensorsFile:
     """A ``.safetensors`` file read lazily, one tensor at a time (memory-mapped).
 
     The header is validated before any tensor is read (sizes and offsets inside the file);
-    ``read`` returns a read-only view of the file's bytes (BF16 widened to float32).
+    ``read`` returns a read-only view of the file's bytes (BF16 widened to float32). A file
+    that changed since its header was read is refused, so tensors of two versions never mix.
     """
 
     def __init__(self, path):
         self.path = Path(path)
+        self._stamp = _stamp(self.path)
         self.header, self._start = _safetensors_header(self.path)
         self.metadata = self.header.get("__metadata__") or {}
 
@@ -249,6 +251,15 @@ class SafetensorsFile:
             )
         if b == a:  # an empty tensor (a zero in its shape): nothing to allocate
             return np.zeros(shape, dtype=np.float32)
+        try:
+            changed = _stamp(self.path) != self._stamp
+        except OSError:
+            changed = True
+        if changed:
+            raise ChainFileError(
+                f"'{self.path}' changed or disappeared since physgsa read its header, so its tensors could mix two "
+                "versions. Rerun once the file is complete."
+            )
         raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._start + a, shape=(b - a,))
         if code == "BF16":
             # bfloat16 is the top half of a float32: widen exactly.

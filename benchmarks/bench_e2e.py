@@ -8,6 +8,9 @@ matrices, in this process, on the same number of threads. Contenders alternate w
 run; the ratio is of the medians. The outputs of every run must be byte-identical.
 
     python benchmarks/bench_e2e.py --threads 1 --repeats 5 --json benchmarks/results/e2e.json
+
+``--before DIR/src`` runs another version's command in alternation as well (for example a git
+worktree of the previous release), and requires byte-identical outputs from it too.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=24)
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--json", type=str, default="")
+    ap.add_argument("--before", type=str, default="",
+                    help="a src/ folder of another version (a git worktree's): its command runs in alternation too")
     args = ap.parse_args()
     pin_threads(args.threads)
 
@@ -67,6 +72,9 @@ def main() -> None:
             np.linalg.svd(m, full_matrices=False)
 
     times = {"floor": [], "command": []}
+    if args.before:
+        times["before"] = []
+        env_before = dict(env, PYTHONPATH=str(Path(args.before).resolve()))
     digests = set()
     load = [os.getloadavg()[0]]
     for rep in range(args.repeats):
@@ -78,12 +86,19 @@ def main() -> None:
         subprocess.run(cmd + ["--out", str(out)], env=env, check=True)
         times["command"].append(time.perf_counter() - t)
         digests.add(_digest(out))
+        if args.before:
+            out = tmp / f"before-{rep}"
+            t = time.perf_counter()
+            subprocess.run(cmd + ["--out", str(out)], env=env_before, check=True)
+            times["before"].append(time.perf_counter() - t)
+            digests.add(_digest(out))  # the other version must give the same bytes
     load.append(os.getloadavg()[0])
     med = {k: float(np.median(v)) for k, v in times.items()}
     emit({
         "factors": args.factors, "width": n, "threads": args.threads, "repeats": args.repeats,
         "chain_mb": round(chain.stat().st_size / 2**20, 1),
         "median_s": med, "ratio": med["command"] / med["floor"],
+        "ratio_before": med["before"] / med["floor"] if args.before else None, "before_src": args.before or None,
         "paired_ratios": [c / f for c, f in zip(times["command"], times["floor"])],
         "runs_s": times, "outputs_identical": len(digests) == 1, "load_average": load,
     }, args.json)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["pin_threads", "emit"]
+__all__ = ["pin_threads", "emit", "residual_factors"]
 
 
 def pin_threads(n: int) -> None:
@@ -21,3 +21,16 @@ def emit(out: dict, path: str = "") -> None:
     if path:
         with open(path, "w") as fh:
             fh.write(text + "\n")
+
+
+def residual_factors(n_factors: int, n: int, seed: int = 0):
+    """The benchmarks' synthetic chain, one factor at a time: ``I + R``, ``R`` a power-law
+    spectrum ``3 k^-0.7`` in random orthogonal frames (seeded). Import numpy only after pinning."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    s = 3.0 * np.arange(1, n + 1) ** -0.7
+    for _ in range(n_factors):
+        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        yield np.eye(n) + (u * s) @ v.T

@@ -16,7 +16,7 @@ import os
 import sys
 
 
-from _common import emit, pin_threads  # noqa: E402
+from _common import emit, pin_threads, residual_factors  # noqa: E402
 
 
 def main() -> None:
@@ -37,12 +37,7 @@ def main() -> None:
     out = {"threads": args.threads, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "torch": torch.__version__, "numpy": np.__version__, "chains": {}}
     for n_factors, n in ((24, 768), (12, 2048)):
-        rng = np.random.default_rng(0)
-        mats = []
-        for _ in range(n_factors):
-            u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-            v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-            mats.append(np.eye(n) + (u * (3.0 * np.arange(1, n + 1) ** -0.7)) @ v.T)
+        mats = list(residual_factors(n_factors, n))
         chain = physgsa.Chain.from_arrays([(f"blocks.{i}", m) for i, m in enumerate(mats)])
 
         def cuda_floor():

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, pin_threads  # noqa: E402
+from _common import emit, pin_threads, residual_factors  # noqa: E402
 
 OUTPUTS = ("certificate.json", "factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet",
            "heatmaps.npz", "report.html")
@@ -53,14 +53,8 @@ def main() -> None:
 
     import numpy as np
 
-    rng = np.random.default_rng(0)
     n = args.width
-    mats = {}
-    for i in range(args.factors):
-        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        s = 3.0 * np.arange(1, n + 1) ** -0.7
-        mats[f"blocks.{i}"] = np.eye(n) + (u * s) @ v.T
+    mats = {f"blocks.{i}": m for i, m in enumerate(residual_factors(args.factors, n))}
     tmp = Path(tempfile.mkdtemp(prefix="physgsa-e2e-"))
     chain = tmp / "chain.npz"
     np.savez(chain, **mats)

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 
-from _common import emit, pin_threads  # noqa: E402
+from _common import emit, pin_threads, residual_factors  # noqa: E402
 
 
 def main() -> None:
@@ -31,15 +31,9 @@ def main() -> None:
 
     import physgsa
 
-    rng = np.random.default_rng(0)
     # Residual-looking factors: I + R, R a random matrix with a power-law spectrum.
-    mats = []
     n = args.width
-    for _ in range(args.factors):
-        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-        s = 3.0 * np.arange(1, n + 1) ** -0.7
-        mats.append(np.eye(n) + (u * s) @ v.T)
+    mats = list(residual_factors(args.factors, n))
     chain = physgsa.Chain.from_arrays([(f"blocks.{i}", m) for i, m in enumerate(mats)])
 
     def floor():

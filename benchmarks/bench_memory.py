@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, pin_threads
+from _common import emit, pin_threads, residual_factors
 
 # The wrapper: runs argv[2:] and writes its time, exit status and peak RSS (bytes) to argv[1].
 # RUSAGE_CHILDREN covers the command and everything it waited for, and nothing else.
@@ -87,14 +87,10 @@ def write_chain(path: Path, n_factors: int, n: int, seed: int = 0) -> int:
 
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    s = 3.0 * np.arange(1, n + 1) ** -0.7
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for i in range(n_factors):
-            u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-            v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        for i, factor in enumerate(residual_factors(n_factors, n, seed)):
             with zf.open(f"blocks.{i}.npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.eye(n) + (u * s) @ v.T, allow_pickle=False)
+                np.lib.format.write_array(fh, factor, allow_pickle=False)
     return path.stat().st_size
 
 

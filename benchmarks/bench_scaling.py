@@ -16,7 +16,7 @@ import json
 import sys
 
 
-from _common import emit, pin_threads  # noqa: E402
+from _common import emit, pin_threads, residual_factors  # noqa: E402
 
 
 def main() -> None:
@@ -36,12 +36,7 @@ def main() -> None:
     import physgsa
 
     def chain(n_factors, n, seed=0):
-        rng = np.random.default_rng(seed)
-        mats = []
-        for _ in range(n_factors):
-            u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-            v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-            mats.append(np.eye(n) + (u * (3.0 * np.arange(1, n + 1) ** -0.7)) @ v.T)
+        mats = list(residual_factors(n_factors, n, seed))
         return mats, physgsa.Chain.from_arrays([(f"blocks.{i}", m) for i, m in enumerate(mats)])
 
     def measure(n_factors, n):

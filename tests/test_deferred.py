@@ -133,16 +133,23 @@ def test_at_most_two_spectra_are_alive_at_any_time(monkeypatch, n_factors):
     assert not live  # nothing kept once the run is over
 
 
-def test_a_transformer_checkpoint_file_gives_deferred_factors_equal_to_the_in_memory_ones(tmp_path):
+def _tiny_llama(folder, seed, width):
+    """A seeded LlamaForCausalLM of 2 layers (grouped-query attention at width 32), saved to ``folder``."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=width, intermediate_size=3 * width // 2, num_hidden_layers=2,
+                                   num_attention_heads=width // 8, num_key_value_heads=2, vocab_size=50)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(cfg)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_a_transformer_checkpoint_file_gives_deferred_factors_equal_to_the_in_memory_ones(tmp_path):
+    torch = pytest.importorskip("torch")
     from physgsa.adapters import load_chain
 
-    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=50)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg)
-    model.save_pretrained(tmp_path / "m")
+    model = _tiny_llama(tmp_path / "m", 0, 32)
     for interfaces in ("blocks", "heads"):
         from_file = load_chain(str(tmp_path / "m"), interfaces=interfaces)
         in_memory = load_chain(model, interfaces=interfaces)
@@ -197,17 +204,11 @@ def test_a_chain_file_larger_than_memory_is_read_when_each_factor_fits(tmp_path,
 
 
 def test_a_checkpoint_rewritten_after_loading_is_refused_not_mixed(tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     from physgsa.adapters import load_chain
 
-    cfg = transformers.LlamaConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                                   num_attention_heads=2, num_key_value_heads=2, vocab_size=20)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    _tiny_llama(tmp_path / "m", 0, 16)
     chain = load_chain(str(tmp_path / "m"))
-    torch.manual_seed(1)  # another checkpoint written over the first, after the chain was loaded
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    _tiny_llama(tmp_path / "m", 1, 16)  # another checkpoint written over the first, after the chain was loaded
     os.utime(tmp_path / "m" / "model.safetensors", ns=(1, 1))
     with pytest.raises(physgsa.ChainFileError, match="model.safetensors' changed or disappeared"):
         certify(chain)

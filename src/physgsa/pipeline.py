@@ -24,7 +24,7 @@ from .executors import executor, run_tasks
 from .resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
 from .result import (FACTOR_KEYS, INTERFACE_COLUMNS, Result, _environment as _environment_on_write, build_result,
                      factor_record, interface_record)
-from .spectra import CHARTS, Spectrum, compute_spectrum, dominant_window
+from .spectra import CHARTS, compute_spectrum, dominant_window
 from .structure import (
     Partition,
     block_energy,

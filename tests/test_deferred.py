@@ -212,3 +212,13 @@ def test_a_checkpoint_rewritten_after_loading_is_refused_not_mixed(tmp_path):
     os.utime(tmp_path / "m" / "model.safetensors", ns=(1, 1))
     with pytest.raises(physgsa.ChainFileError, match="model.safetensors' changed or disappeared"):
         certify(chain)
+
+
+def test_dask_workers_read_a_deferred_chain_from_its_path_with_the_same_bytes(tmp_path):
+    pytest.importorskip("distributed")
+    _write_chain(tmp_path / "c.npz", 4, 32, seed=5)
+    chain = read_chain(tmp_path / "c.npz")
+    serial = _outputs(certify(chain), tmp_path, "serial")
+    # Each task carries a reference of a few hundred bytes; the workers open the file themselves.
+    dask = _outputs(certify(chain, dask_local=2), tmp_path, "dask")
+    assert serial == dask

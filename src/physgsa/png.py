@@ -8,9 +8,7 @@ metadata, so the same array always gives the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import struct
-import threading
 import zlib
 
 import numpy as np
@@ -132,15 +130,6 @@ def encode_png(rgb: np.ndarray, *, scale: tuple[int, int] = (1, 1)) -> bytes:
     sy, sx = (int(v) for v in scale)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1 or sy < 1 or sx < 1:
         raise ValueError(f"expected a (height, width, 3) image, got shape {img.shape}")
-    key = None
-    if img.size <= _CACHE_PIXELS:
-        # The same cells at the same scale give the same file: a panel drawn again (result.figures()
-        # and then save(), or a report re-rendered) is not compressed again.
-        cells = np.ascontiguousarray(img, dtype=np.uint8)
-        key = (cells.shape, sy, sx, hashlib.blake2b(cells, digest_size=16).digest())
-        hit = _CACHE.get(key)
-        if hit is not None:
-            return hit
     h, w = img.shape[0] * sy, img.shape[1] * sx
     raw = np.empty((h, 1 + 3 * w), dtype=np.uint8)
     raw[:, 0] = 0  # each row starts with its filter type, 0 ("none")
@@ -148,27 +137,5 @@ def encode_png(rgb: np.ndarray, *, scale: tuple[int, int] = (1, 1)) -> bytes:
     wide = np.repeat(np.asarray(img, dtype=np.uint8), sx, axis=1).reshape(img.shape[0], 1, 3 * w)
     raw[:, 1:].reshape(img.shape[0], sy, 3 * w)[...] = wide
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
-    png = (_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-           + _chunk(b"IEND", b""))
-    if key is not None:
-        _remember(key, png)
-    return png
-
-
-#: Encoded PNGs by their cells and scale (small images only; the oldest go first beyond the budget).
-_CACHE: dict = {}
-_CACHED_BYTES = 0
-_CACHE_BYTES = 32 << 20
-_CACHE_LOCK = threading.Lock()
-
-
-def _remember(key, png: bytes) -> None:
-    global _CACHED_BYTES
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return
-        _CACHE[key] = png
-        _CACHED_BYTES += len(png)
-        while _CACHED_BYTES > _CACHE_BYTES and _CACHE:
-            _CACHED_BYTES -= len(_CACHE.pop(next(iter(_CACHE))))  # the oldest first
-_CACHE_PIXELS = 96 * 96 * 3 * 4  # a heatmap's cells, at most 96 x 96 (and a little room)
+    return (_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _chunk(b"IEND", b""))

@@ -6,7 +6,7 @@ minus the model adapters) is pure numpy/scipy on float64 arrays and imports with
 
 The public names below are imported on first use (PEP 562), so that ``import physgsa`` and a
 command such as ``physgsa --help`` or ``physgsa spectra`` pay only for the modules they use
-(``certify`` alone pulls in pandas, scipy.optimize and the whole pipeline).
+(``certify`` alone pulls in pandas, scipy and the whole pipeline).
 """
 
 import sys as _sys

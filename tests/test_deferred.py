@@ -214,11 +214,12 @@ def test_a_checkpoint_rewritten_after_loading_is_refused_not_mixed(tmp_path):
         certify(chain)
 
 
-def test_dask_workers_read_a_deferred_chain_from_its_path_with_the_same_bytes(tmp_path):
-    pytest.importorskip("distributed")
-    _write_chain(tmp_path / "c.npz", 4, 32, seed=5)
+@pytest.mark.parametrize("how", [{"workers": 2}, {"dask_local": 2}])
+def test_workers_read_a_deferred_chain_from_its_path_with_the_same_bytes(tmp_path, how):
+    if "dask_local" in how:
+        pytest.importorskip("distributed")
+    _write_chain(tmp_path / "c.npz", 5, 32, seed=5)
     chain = read_chain(tmp_path / "c.npz")
     serial = _outputs(certify(chain), tmp_path, "serial")
     # Each task carries a reference of a few hundred bytes; the workers open the file themselves.
-    dask = _outputs(certify(chain, dask_local=2), tmp_path, "dask")
-    assert serial == dask
+    assert serial == _outputs(certify(chain, **how), tmp_path, "parallel")

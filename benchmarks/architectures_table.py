@@ -1,7 +1,7 @@
 """Every architecture physgsa reads, from a tiny random config of its real class: chain and certificate.
 
 Each model is built from a random tiny config of the transformers / diffusers class, saved with
-``save_pretrained`` to a temporary folder and read back through ``physgsa.adapters.load_chain``,
+``save_pretrained`` to a temporary folder and read back through ``physgsa.models.load_chain``,
 in static mode and in Jacobian mode (random inputs, flagged), then certified with the defaults.
 Prints a markdown table (architecture, mode, factors, interfaces, chain breaks, certified
 interfaces, time) and, with ``--json``, writes the rows. A mode an architecture does not offer is
@@ -81,7 +81,7 @@ def builders():
 
 def run(name, folder, mode):
     import physgsa
-    from physgsa.adapters import load_chain
+    from physgsa.models import load_chain
 
     t0 = time.perf_counter()
     try:

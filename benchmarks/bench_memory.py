@@ -217,7 +217,7 @@ def check_llama(folder: Path, seed: int = 0) -> dict:
     """Read back two tensors through physgsa's own reader; the config through transformers."""
     import numpy as np
 
-    from physgsa.io import SafetensorsFile
+    from physgsa.models.files import SafetensorsFile
 
     f = SafetensorsFile(folder / "model.safetensors")
     tensors = llama_tensors(LLAMA_CONFIG)
@@ -240,7 +240,7 @@ def check_llama(folder: Path, seed: int = 0) -> dict:
 
 
 def run_llama(args, data: Path) -> dict:
-    from physgsa.resources import interface_bytes, svd_bytes
+    from physgsa.core.resources import interface_bytes, svd_bytes
 
     folder = data / "llama-1b"
     t = time.perf_counter()
@@ -254,7 +254,7 @@ def run_llama(args, data: Path) -> dict:
     n, nf = LLAMA_CONFIG["hidden_size"], 2 * LLAMA_CONFIG["num_hidden_layers"]
     ff = LLAMA_CONFIG["intermediate_size"]
     work = {
-        # what certify's own estimates say (physgsa.resources)
+        # what certify's own estimates say (physgsa.core.resources)
         "svd_bytes": svd_bytes(n, n), "interface_bytes": interface_bytes(n, n),
         # two spectra held (A_hat, U, V^T of each: 3 n^2 float64) while the interface's arrays live
         "two_spectra_bytes": 2 * 3 * n * n * 8,

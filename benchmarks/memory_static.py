@@ -28,7 +28,7 @@ def hwm():
             return int(line.split()[1]) * 1024
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-from physgsa.adapters import load_chain, resolve_source
+from physgsa.models import load_chain, resolve_source
 path = sys.argv[1]
 src = resolve_source(path)
 cfg = src.config

@@ -172,7 +172,7 @@ def main() -> None:
             import shutil
             import tempfile
 
-            from physgsa.adapters import load_chain
+            from physgsa.models import load_chain
 
             times["certify"] = []
             for _ in range(args.repeats):

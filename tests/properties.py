@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from physgsa import structure as S
-from physgsa.certificate import margins
+from physgsa.core import structure as S
+from physgsa.core.certificate import margins
 
 
 def check_spectrum(spec, matrix, q):
@@ -40,7 +40,7 @@ def check_transport(tr, left, right):
     scale = float(np.linalg.norm(m))
     assert abs(tr.trunc_error - direct) <= 1e-10 * max(scale, 1e-300), (tr.trunc_error, direct)
     # Whichever route formed them, M_w is the windowed product and E = M - M_w is its excluded part.
-    from physgsa.transport import windowed_product
+    from physgsa.core.transport import windowed_product
 
     ref_w = windowed_product(left, right, right.vt @ left.u, tr.k_left, tr.k_right)
     assert np.max(np.abs(mw - ref_w), initial=0.0) <= 1e-12 * max(scale, 1e-300)

@@ -15,9 +15,9 @@ import transformers
 from torch import nn
 
 import physgsa
-from physgsa.adapters import load_chain
-from physgsa.adapters._conv import conv_at_frequency
-from physgsa.adapters.digits import _model
+from physgsa.models import load_chain
+from physgsa.models._conv import conv_at_frequency
+from physgsa.models.bundled.digits import _model
 
 torch.manual_seed(0)
 from torch_helpers import randomize_bn
@@ -119,7 +119,7 @@ def test_fft_channel_matrix_follows_numpys_dft_convention():
 
 def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    from physgsa.adapters import digits
+    from physgsa.models.bundled import digits
 
     model = digits.digits_resnet()
     _, _, x, y = digits.digits_data()

@@ -5,9 +5,9 @@ import pytest
 import torch
 import transformers
 
-from physgsa.adapters import load_chain
-from physgsa.adapters.digits import _model
-from physgsa.adapters.jacobian import channel_jacobian, token_jacobian, transformer_sublayers
+from physgsa.models import load_chain
+from physgsa.models.bundled.digits import _model
+from physgsa.models.jacobian import channel_jacobian, token_jacobian, transformer_sublayers
 
 torch.manual_seed(0)
 

@@ -25,8 +25,8 @@ import torch
 import transformers
 from torch import nn
 
-from physgsa.adapters import ModelSourceError, detect, load_chain, resolve_source
-from physgsa.adapters.jacobian import token_jacobian, transformer_sublayers
+from physgsa.models import ModelSourceError, detect, load_chain, resolve_source
+from physgsa.models.jacobian import token_jacobian, transformer_sublayers
 
 F64 = torch.float64
 BASE = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,

@@ -17,7 +17,7 @@ import torch
 import transformers
 
 import physgsa
-from physgsa.adapters import ModelSourceError, load_chain
+from physgsa.models import ModelSourceError, load_chain
 
 torch.manual_seed(0)
 
@@ -215,7 +215,7 @@ def test_unknown_architecture_goes_to_the_generic_walker(tmp_path):
     assert "not a linear or conv layer" in reasons["decoder.embed_tokens"]
     # A module with no sample input and no dummy_inputs: a clear error.
     with pytest.raises(ModelSourceError, match="pass sample="):
-        from physgsa.adapters.generic import walk_chain
+        from physgsa.models.generic import walk_chain
 
         walk_chain(torch.nn.Sequential(torch.nn.Linear(3, 4)))
 

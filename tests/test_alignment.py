@@ -1,4 +1,4 @@
-"""Weight-space alignment diagnostics (definitions section 8): physgsa.alignment.
+"""Weight-space alignment diagnostics (definitions section 8): physgsa.core.alignment.
 
 Every value is checked against an independent computation (exact rational arithmetic,
 scipy.linalg.subspace_angles / orth, matrix_rank) or a planted / hand-worked answer.
@@ -13,15 +13,8 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physgsa._validation import InvalidFactorError, InvalidParameterError
-from physgsa.alignment import (
-    DEFAULT_EPSS,
-    default_ks,
-    commutator,
-    head_overlaps,
-    intersection_dimensions,
-    principal_cosines,
-)
+from physgsa.core.validation import InvalidFactorError, InvalidParameterError
+from physgsa.core.alignment import DEFAULT_EPSS, default_ks, commutator, head_overlaps, intersection_dimensions, principal_cosines
 
 FAST = settings(derandomize=True, max_examples=40, deadline=None)
 SEEDS = st.integers(0, 2**32 - 1)
@@ -440,7 +433,7 @@ def test_certify_reports_section8_diagnostics_computed_independently(tmp_path):
             assert table[ho, hi] == pytest.approx(want, rel=1e-10)
     # Saved and read back: the heads table survives.
     res.save(tmp_path / "out")
-    back = physgsa.result.load_result(tmp_path / "out")
+    back = physgsa.outputs.result.load_result(tmp_path / "out")
     assert back.heads.equals(res.heads)
     # A chain without heads has an empty head table, and the columns are still there.
     plain = physgsa.certify(physgsa.Chain.from_arrays([("a", w_o), ("b", w_v)]))

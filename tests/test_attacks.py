@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 import physgsa
 from physgsa import CertificateBugError, Chain, certify
-from physgsa import structure as S
-from physgsa.certificate import margins
-from physgsa.icm import icm_rows
-from physgsa.spectra import normalize
+from physgsa.core import structure as S
+from physgsa.core.certificate import margins
+from physgsa.core.icm import icm_rows
+from physgsa.core.spectra import normalize
 
 import brute
 from strategies import build
@@ -453,7 +453,7 @@ def lying_margins(factor):
 def test_an_inflated_radius_contradicted_by_the_direct_check_raises(monkeypatch):
     ch = physgsa.example_chain(n_factors=2, width=12, seed=0)
     assert not certify(ch, q=0.5).interfaces["direct_same"].iloc[0]  # the structure does change here
-    monkeypatch.setattr("physgsa.pipeline.margins", lying_margins(1e6))
+    monkeypatch.setattr("physgsa.runs.certify.margins", lying_margins(1e6))
     with pytest.raises(CertificateBugError, match="direct check differs"):
         certify(ch, q=0.5)
 
@@ -461,13 +461,13 @@ def test_an_inflated_radius_contradicted_by_the_direct_check_raises(monkeypatch)
 def test_an_inflated_radius_contradicted_by_the_perturbation_tests_raises(monkeypatch):
     ch = physgsa.example_chain(n_factors=2, width=12, seed=0)
     assert certify(ch).interfaces["direct_same"].iloc[0]  # the direct check cannot catch it here
-    monkeypatch.setattr("physgsa.pipeline.margins", lying_margins(1e3))
+    monkeypatch.setattr("physgsa.runs.certify.margins", lying_margins(1e3))
     with pytest.raises(CertificateBugError, match="perturbation"):
         certify(ch)
 
 
 def test_a_truncation_error_above_its_bound_raises(monkeypatch):
-    import physgsa.pipeline as P
+    import physgsa.runs.certify as P
 
     real = P.transport
 
@@ -481,7 +481,7 @@ def test_a_truncation_error_above_its_bound_raises(monkeypatch):
 
 
 def test_a_negative_slack_raises(monkeypatch):
-    import physgsa.pipeline as P
+    import physgsa.runs.certify as P
 
     real = P.rigidity
     monkeypatch.setattr(P, "rigidity", lambda *a, **kw: dataclasses.replace(real(*a, **kw), slack=-1e-6))
@@ -496,7 +496,7 @@ def test_cli_exits_3_on_a_contradicted_certificate(monkeypatch, tmp_path):
 
     ch = physgsa.example_chain(n_factors=2, width=12, seed=0)
     np.savez(tmp_path / "chain.npz", **arrays_of(ch))
-    monkeypatch.setattr("physgsa.pipeline.margins", lying_margins(1e6))
+    monkeypatch.setattr("physgsa.runs.certify.margins", lying_margins(1e6))
     out = CliRunner().invoke(app, ["certify", str(tmp_path / "chain.npz"), "--q", "0.5", "--out",
                                    str(tmp_path / "out"), "--quiet"])
     assert out.exit_code == 3, out.output

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physgsa.certificate import adversarial, margins, perturbation_tests, verdicts
-from physgsa.icm import icm_rows
-from physgsa.spectra import normalize
+from physgsa.core.certificate import adversarial, margins, perturbation_tests, verdicts
+from physgsa.core.icm import icm_rows
+from physgsa.core.spectra import normalize
 
 from properties import check_radius, icm_corr_bound, icm_sqrt_fraction_bound
 from strategies import build, KINDS
@@ -87,7 +87,7 @@ def test_random_perturbation_tests_report_rates():
 def test_block_sampling_matches_explicit_perturbations_in_distribution(units):
     # The blocks sampler draws e_g(u; A0 + E) from its exact law; compare rates of change above
     # the radius with explicit Gaussian perturbations (binomial standard error ~0.011 here).
-    from physgsa.certificate import _block_sizes, _sample_block_energies
+    from physgsa.core.certificate import _block_sizes, _sample_block_energies
 
     rng = np.random.default_rng(11)
     a0 = np.abs(rng.standard_normal((14, 10))) * (rng.random((14, 10)) < 0.6)
@@ -103,7 +103,7 @@ def test_block_sampling_matches_explicit_perturbations_in_distribution(units):
     e0 = ref.structure.energies
     dof = _block_sizes(ref) - 1
     draws = np.array([_sample_block_energies(e0, dof, 2.0, np.random.default_rng(i)) for i in range(3000)])
-    from physgsa.structure import unit_energies
+    from physgsa.core.structure import unit_energies
 
     explicit = []
     g = np.random.default_rng(5)

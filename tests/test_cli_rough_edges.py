@@ -89,7 +89,7 @@ def test_nan_error_of_spectra_does_not_talk_about_certifying(tmp_path):
 
 def test_unknown_model_advises_the_hf_command_that_exists():
     pytest.importorskip("huggingface_hub")
-    from physgsa.adapters import ModelSourceError, resolve_source
+    from physgsa.models import ModelSourceError, resolve_source
 
     with pytest.raises(ModelSourceError) as err:
         resolve_source("nobody-here/no-such-model-xyz")
@@ -182,7 +182,7 @@ def test_spectra_lists_matrices_in_depth_order_with_their_names_on_the_plots(tmp
 
 
 def test_natural_key_orders_numbers_by_value():
-    from physgsa.figures import natural_key
+    from physgsa.report.figures import natural_key
 
     names = ["h.10.mlp", "h.2.attn", "h.2.mlp", "h.1.attn", "embed", "h.10.attn"]
     assert sorted(names, key=natural_key) == ["embed", "h.1.attn", "h.2.attn", "h.2.mlp", "h.10.attn", "h.10.mlp"]
@@ -203,7 +203,7 @@ def test_quiet_silences_the_libraries_progress_bars(tmp_path):
 def test_digits_resnet_says_before_it_trains(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     from physgsa import cli as C
-    from physgsa.adapters import digits
+    from physgsa.models.bundled import digits
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert C._announce("digits-resnet", quiet=False) is True

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import physgsa
-from physgsa.compare import LayoutMismatchError, compare_chains
-from physgsa.perturb import apply_change, changed_chain, parse_change
+from physgsa.runs.compare import LayoutMismatchError, compare_chains
+from physgsa.core.perturb import apply_change, changed_chain, parse_change
 
 import brute
 
@@ -192,7 +192,7 @@ def test_compare_command_on_minilm_int8_int4_and_pruning(tmp_path):
 def test_trajectory_of_a_real_training_run(tmp_path):
     """digits-resnet saves its epochs: compare gives trajectories, and record_spectra appends one table."""
     pytest.importorskip("torch")
-    from physgsa.adapters.digits import digits_checkpoints
+    from physgsa.models.bundled.digits import digits_checkpoints
     from physgsa.tracking import record_spectra
 
     folders = digits_checkpoints(tmp_path / "ep", epochs=(1, 2, 4))

@@ -29,11 +29,11 @@ import torch
 import transformers
 from torch import nn
 
-from physgsa._validation import InvalidParameterError
-from physgsa.adapters import load_chain
-from physgsa.adapters.digits import _model
-from physgsa.adapters.sources import ModelSourceError, TensorDictSource, resolve_source
-from physgsa.adapters.unet import unet_chain
+from physgsa.core.validation import InvalidParameterError
+from physgsa.models import load_chain
+from physgsa.models.bundled.digits import _model
+from physgsa.models.sources import ModelSourceError, TensorDictSource, resolve_source
+from physgsa.models.unet import unet_chain
 
 from torch_helpers import one_thread, randomize_bn  # noqa: F401 - one_thread is an autouse fixture
 

@@ -12,8 +12,8 @@ import pytest
 
 import physgsa
 from physgsa import Chain, certify, read_chain
-from physgsa import pipeline
-from physgsa.chain import Deferred
+from physgsa.runs import certify as pipeline
+from physgsa.core.chain import Deferred
 
 
 def _write_chain(path, n_factors, width, seed=0):
@@ -147,7 +147,7 @@ def _tiny_llama(folder, seed, width):
 
 def test_a_transformer_checkpoint_file_gives_deferred_factors_equal_to_the_in_memory_ones(tmp_path):
     torch = pytest.importorskip("torch")
-    from physgsa.adapters import load_chain
+    from physgsa.models import load_chain
 
     model = _tiny_llama(tmp_path / "m", 0, 32)
     for interfaces in ("blocks", "heads"):
@@ -185,7 +185,7 @@ def test_a_quantized_weight_is_refused_when_the_chain_is_read_not_later(tmp_path
               "model.layers.0.mlp.gate_proj.weight": rng.standard_normal((12, 8)).astype(np.float32),
               "model.layers.0.mlp.down_proj.weight": rng.standard_normal((8, 12)).astype(np.int8)})
     safetensors_numpy.save_file(w, str(d / "model.safetensors"))
-    from physgsa.adapters import load_chain
+    from physgsa.models import load_chain
 
     with pytest.raises(physgsa.PhysgsaError, match="down_proj.weight' .* is quantized"):
         load_chain(str(d))
@@ -193,18 +193,18 @@ def test_a_quantized_weight_is_refused_when_the_chain_is_read_not_later(tmp_path
 
 def test_a_chain_file_larger_than_memory_is_read_when_each_factor_fits(tmp_path, monkeypatch):
     # Factors are read one at a time: the zip-bomb check weighs the largest member, not their sum.
-    import physgsa.resources
+    import physgsa.core.resources
 
     _write_chain(tmp_path / "c.npz", 6, 64)  # 6 members of 32 KiB
-    monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 100 << 10)  # limit 80 KiB
+    monkeypatch.setattr(physgsa.core.resources, "available_memory", lambda: 100 << 10)  # limit 80 KiB
     assert len(read_chain(tmp_path / "c.npz").factors) == 6
-    monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 30 << 10)
+    monkeypatch.setattr(physgsa.core.resources, "available_memory", lambda: 30 << 10)
     with pytest.raises(physgsa.ChainFileError, match="declares a member expanding to 32.1 KiB"):
         read_chain(tmp_path / "c.npz")
 
 
 def test_a_checkpoint_rewritten_after_loading_is_refused_not_mixed(tmp_path):
-    from physgsa.adapters import load_chain
+    from physgsa.models import load_chain
 
     _tiny_llama(tmp_path / "m", 0, 16)
     chain = load_chain(str(tmp_path / "m"))

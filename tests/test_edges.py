@@ -7,8 +7,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import physgsa
-from physgsa.chain import Factor
-from physgsa.spectra import compute_spectrum
+from physgsa.core.chain import Factor
+from physgsa.core.spectra import compute_spectrum
 
 KW = dict(q=0.9, band=0.05, gap_floor=1e-3, chart="top")
 PER_FACTOR = ("rho", "s_top", "s_mle", "k_q", "k", "tau", "hellinger")

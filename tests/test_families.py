@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("diffusers")
 
-from physgsa.adapters import load_chain
-from physgsa.adapters import trained as T
+from physgsa.models import load_chain
+from physgsa.models.bundled import trained as T
 
 NAMES = ("digits-vit", "digits-diffusion", "pysource-gpt")
 #: Short budgets (optimizer steps) after which each network has already learned something.

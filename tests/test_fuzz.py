@@ -198,9 +198,9 @@ def _bomb(path, gib_x8: int):
 def test_zip_bomb_is_refused_before_extraction(tmp_path, monkeypatch):
     # 1 GiB of zeros, compressed to about 1 MB, on a "machine" with 512 MiB available: refused
     # from the archive's directory alone, before numpy allocates the array.
-    import physgsa.resources
+    import physgsa.core.resources
 
-    monkeypatch.setattr(physgsa.resources, "available_memory", lambda: 512 << 20)
+    monkeypatch.setattr(physgsa.core.resources, "available_memory", lambda: 512 << 20)
     path = tmp_path / "bomb.npz"
     _bomb(path, 1)
     assert path.stat().st_size < 4 << 20
@@ -208,7 +208,7 @@ def test_zip_bomb_is_refused_before_extraction(tmp_path, monkeypatch):
         physgsa.read_chain(path)
     pt = tmp_path / "bomb.pt"
     pt.write_bytes(path.read_bytes())
-    from physgsa.adapters import ModelSourceError
+    from physgsa.models import ModelSourceError
 
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ModelSourceError, match="Checkpoint .*bomb.pt.*zip bomb"):

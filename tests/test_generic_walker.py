@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 import physgsa
-from physgsa._validation import InvalidParameterError
-from physgsa.adapters import load_chain
-from physgsa.adapters._conv import FourierMode, conv_factor, input_groups
-from physgsa.adapters.generic import layout_help, seeded_sample, walk_chain
-from physgsa.adapters.sources import ModelSourceError
+from physgsa.core.validation import InvalidParameterError
+from physgsa.models import load_chain
+from physgsa.models._conv import FourierMode, conv_factor, input_groups
+from physgsa.models.generic import layout_help, seeded_sample, walk_chain
+from physgsa.models.sources import ModelSourceError
 
 from torch_helpers import one_thread, randomize_bn as randomize  # noqa: F401 - one_thread is an autouse fixture
 

@@ -169,7 +169,7 @@ def test_cli_runs_and_is_byte_identical(tmp_path):
 
     summary = json.loads(res.stdout)
     assert summary["n_interfaces"] == 2
-    for name in physgsa.result.OUTPUT_FILES:
+    for name in physgsa.outputs.result.OUTPUT_FILES:
         assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes()
 
 

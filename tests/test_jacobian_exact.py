@@ -1,6 +1,6 @@
 """Jacobian mode differentiates each sublayer exactly as the model computes it.
 
-Every reference here is computed independently of physgsa.adapters.jacobian: the model's own
+Every reference here is computed independently of physgsa.models.jacobian: the model's own
 ``forward`` (with its own mask construction and attention implementation, here SDPA while
 physgsa differentiates an eager copy) runs with the input injected at one sublayer through
 forward hooks, and ``torch.autograd.functional.jacobian`` differentiates it. The toy sublayer
@@ -15,9 +15,9 @@ import torch
 import transformers
 from typer.testing import CliRunner
 
-from physgsa._validation import InvalidParameterError
-from physgsa.adapters import load_chain
-from physgsa.adapters.jacobian import _encodings, token_jacobian, transformer_sublayers
+from physgsa.core.validation import InvalidParameterError
+from physgsa.models import load_chain
+from physgsa.models.jacobian import _encodings, token_jacobian, transformer_sublayers
 
 transformers.logging.set_verbosity_error()
 
@@ -350,13 +350,13 @@ def test_tokens_parameter_is_checked_and_reaches_the_jacobian(monkeypatch):
         load_chain(tiny_gpt2(), mode="jacobian", inputs="random", tokens="mean")
     with pytest.raises(InvalidParameterError, match="'tokens' parameter of token_jacobian"):
         token_jacobian(lambda v: v, torch.zeros(2, 2, dtype=torch.float64), tokens="all")
-    from physgsa.adapters.digits import _model
+    from physgsa.models.bundled.digits import _model
 
     with pytest.raises(InvalidParameterError, match="'tokens' parameter of jacobian_chain must be 'uniform' for a CNN"):
         load_chain(_model().eval(), mode="jacobian", inputs="random", tokens="diagonal")
 
-    import physgsa.adapters.jacobian as jac
-    from physgsa.adapters.sources import ModelSourceError
+    import physgsa.models.jacobian as jac
+    from physgsa.models.sources import ModelSourceError
     from physgsa.cli import app
 
     seen = {}

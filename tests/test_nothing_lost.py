@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import physgsa
-from physgsa.checkpoint import OWN_FILES, RUN_DIR
-from physgsa.result import OUTPUT_FILES
+from physgsa.runs.records import OWN_FILES, RUN_DIR
+from physgsa.outputs.result import OUTPUT_FILES
 
 #: What certify writes into its --out (a subset of physgsa's own files).
 CERTIFY_FILES = OUTPUT_FILES + ("report.html", "provenance.json", "figures")

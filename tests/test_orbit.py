@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from physgsa import orbit
+from physgsa.core import orbit
 
 
 @given(r=st.integers(2, 2000), s=st.floats(0.0, 10.0))

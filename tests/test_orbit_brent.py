@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from physgsa import orbit
+from physgsa.core import orbit
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 MANY = settings(max_examples=3000, deadline=None, derandomize=True)

@@ -114,8 +114,8 @@ def test_rank_one_chain():
 
 def test_bounds_hold_on_every_interface_producer():
     # The same property checks as the unit tests, on the pipeline's own spectra and transports.
-    from physgsa.spectra import compute_spectrum
-    from physgsa.transport import transport
+    from physgsa.core.spectra import compute_spectrum
+    from physgsa.core.transport import transport
 
     ch = physgsa.example_chain(n_factors=3, width=16)
     sp = [compute_spectrum(f, q=0.9, band=0.05, gap_floor=1e-3, chart="top") for f in ch.factors]
@@ -164,7 +164,7 @@ def test_same_input_gives_same_bytes(tmp_path):
     ch = physgsa.example_chain(n_factors=3, width=16)
     certify(ch, seed=3).save(tmp_path / "a")
     certify(ch, seed=3).save(tmp_path / "b")
-    for name in physgsa.result.OUTPUT_FILES + ("report.html",):
+    for name in physgsa.outputs.result.OUTPUT_FILES + ("report.html",):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 

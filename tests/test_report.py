@@ -183,7 +183,7 @@ def test_report_at_any_width_and_in_print(report_dir, browser, width, media):
 
 
 def test_verdict_colour_follows_the_fraction():
-    from physgsa.report import verdict_view
+    from physgsa.report.pages import verdict_view
 
     none = verdict_view({"n_interfaces": 11, "n_members": 0, "summary": "no interface is a member", "n_chain_breaks": 0})
     some = verdict_view({"n_interfaces": 5, "n_members": 2, "summary": "2 of 5 interfaces are members",
@@ -201,7 +201,7 @@ def test_report_rerenders_identically_without_recomputing(report_dir):
     figures = {p.name: p.read_bytes() for p in (report_dir / "figures").iterdir()}
     (report_dir / "report.html").unlink()
     (report_dir / "figures" / "profiles-rho.svg").unlink()
-    from physgsa.report import rerender
+    from physgsa.report.pages import rerender
 
     rerender(report_dir)
     assert (report_dir / "report.html").read_bytes() == before
@@ -304,7 +304,7 @@ def test_figures_use_real_typography_and_label_everything(result):
 
 
 def test_interface_figures_label_every_group_and_say_which_units():
-    from physgsa.figures import interface_figures
+    from physgsa.report.figures import interface_figures
 
     zeros = np.zeros((5, 4), dtype=np.float32)
     heat = {"a0": zeros, "a1": zeros, "diff": np.full((5, 4), np.nan, dtype=np.float32),
@@ -373,8 +373,8 @@ def test_spectra_page_loads_offline_in_depth_order_with_compact_notes(tmp_path, 
 def test_spectra_notes_are_footnotes(tmp_path):
     import pandas as pd
 
-    from physgsa.report import render_spectra_page
-    from physgsa.survey import SpectraResult
+    from physgsa.report.pages import render_spectra_page
+    from physgsa.runs.spectra import SpectraResult
 
     note = "fused QKV split: Q (Conv1D, transposed)"
     table = pd.DataFrame({"name": ["h.1", "h.0", "h.2"], "rows": [4, 4, 4], "cols": [4, 4, 4],
@@ -386,8 +386,8 @@ def test_spectra_notes_are_footnotes(tmp_path):
 
 
 def test_glossary_doc_matches_the_code_and_covers_every_column():
-    from physgsa import glossary
-    from physgsa.report import _FACTOR_TABLES, _INTERFACE_TABLES, _SPECTRA_COLS
+    from physgsa.report import glossary
+    from physgsa.report.pages import _FACTOR_TABLES, _INTERFACE_TABLES, _SPECTRA_COLS
 
     assert (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8") == glossary.markdown()
     for _, _, cols in _FACTOR_TABLES + _INTERFACE_TABLES:
@@ -443,7 +443,7 @@ def _read_png(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 5)])
 def test_png_encoder_round_trips(shape):
-    from physgsa.png import encode_png
+    from physgsa.report.png import encode_png
 
     rgb = np.random.default_rng(shape[0]).integers(0, 256, shape + (3,), dtype=np.uint8)
     png = encode_png(rgb)
@@ -452,7 +452,7 @@ def test_png_encoder_round_trips(shape):
 
 
 def test_colourise_maps_ends_and_gaps():
-    from physgsa.png import VIRIDIS, colourise
+    from physgsa.report.png import VIRIDIS, colourise
 
     rgb = colourise(np.array([0.0, 1.0, np.nan, 5.0]), VIRIDIS, 0.0, 1.0)
     assert rgb[0].tolist() == VIRIDIS[0].tolist() and rgb[1].tolist() == VIRIDIS[255].tolist()
@@ -463,8 +463,8 @@ def test_colourise_maps_ends_and_gaps():
 def test_svg_text_is_escaped_and_gaps_are_drawn():
     import pandas as pd
 
-    from physgsa.figures import profiles_figure
-    from physgsa.svgplot import Axes, figure
+    from physgsa.report.figures import profiles_figure
+    from physgsa.report.svgplot import Axes, figure
 
     ax = Axes(EVIL, xlabel="a & b", ylabel='"y"', log_y=True)
     ax.plot([0, 1, 2, 3], [1.0, np.nan, -1.0, 10.0], label=EVIL)
@@ -486,7 +486,7 @@ def test_svg_text_is_escaped_and_gaps_are_drawn():
 
 
 def test_markup_is_only_ours():
-    from physgsa.svgplot import rich, text
+    from physgsa.report.svgplot import rich, text
 
     assert rich("‖A_{0}‖_{F}^{2}").count("<tspan") == 4
     assert "<tspan" not in text("h_{0}")  # a name from a file is never read as markup

@@ -9,7 +9,7 @@ import pytest
 
 import physgsa
 from physgsa import InvalidParameterError, ResourceLimitError
-from physgsa.resources import available_memory, default_limit, parse_memory, svd_bytes
+from physgsa.core.resources import available_memory, default_limit, parse_memory, svd_bytes
 
 
 def _chain(n=300, k=3):

@@ -12,8 +12,8 @@ import pytest
 
 import physgsa
 from physgsa import OutputDirectoryError
-from physgsa.checkpoint import RUN_DIR
-from physgsa.result import OUTPUT_FILES
+from physgsa.runs.records import RUN_DIR
+from physgsa.outputs.result import OUTPUT_FILES
 
 FILES = OUTPUT_FILES + ("report.html",)
 

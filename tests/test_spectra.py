@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from physgsa import orbit
-from physgsa.chain import Factor, check_matrix
-from physgsa.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
+from physgsa.core import orbit
+from physgsa.core.chain import Factor, check_matrix
+from physgsa.core.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
 
 from properties import check_spectrum
 from strategies import matrices
@@ -108,7 +108,7 @@ def test_window_chart_undefined_is_none_not_nan():
 def test_values_only_spectrum_matches_svd(a):
     # The Gram path's energies are exact to (m + n) eps ||A||_F^2, and it is taken only when every
     # energy is resolved, so the rank agrees with the SVD's; otherwise the SVD itself is used.
-    from physgsa.spectra import gram_energies, normalize
+    from physgsa.core.spectra import gram_energies, normalize
 
     ref = np.linalg.svd(normalize(a)[0], compute_uv=False)
     ours = compute_spectrum(Factor("a", a), q=0.9, band=0.05, gap_floor=1e-3, chart="top", vectors=False).sigma
@@ -122,7 +122,7 @@ def test_values_only_spectrum_matches_svd(a):
 
 
 def test_gram_path_is_taken_for_ordinary_weights_and_refused_for_rank_deficient():
-    from physgsa.spectra import gram_energies
+    from physgsa.core.spectra import gram_energies
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((64, 48))

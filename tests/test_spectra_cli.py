@@ -46,13 +46,13 @@ def test_spectra_of_a_safetensors_checkpoint_imports_no_torch(tmp_path, gpt2_fol
     assert len(table) == 2 + _LAYERS * 7  # wte, wpe; c_attn whole and Q, K, V, c_proj, c_fc, mlp c_proj
     assert not {"torch", "transformers", "safetensors"} & mods
     # Only what the command uses: none of certify's machinery.
-    assert not {"physgsa.pipeline", "physgsa.certificate", "physgsa.transport", "physgsa.structure"} & mods
+    assert not {"physgsa.runs.certify", "physgsa.core.certificate", "physgsa.core.transport", "physgsa.core.structure"} & mods
 
 
 def test_weights_read_into_one_buffer_give_the_same_spectra(gpt2_folder):
-    from physgsa.adapters import detect, resolve_source
-    from physgsa.adapters.weights import raw_matrices
-    from physgsa.survey import spectra_of
+    from physgsa.models import detect, resolve_source
+    from physgsa.models.weights import raw_matrices
+    from physgsa.runs.spectra import spectra_of
 
     src = resolve_source(str(gpt2_folder))
     arch = detect(src)
@@ -71,7 +71,7 @@ def test_weights_read_into_one_buffer_give_the_same_spectra(gpt2_folder):
 
 
 def test_buffer_keeps_each_weights_memory_order(tmp_path):
-    from physgsa.adapters.weights import NpzSource, raw_matrices
+    from physgsa.models.weights import NpzSource, raw_matrices
 
     rng = np.random.default_rng(2)
     np.savez(tmp_path / "w.npz", c=rng.standard_normal((6, 4)).astype(np.float32),

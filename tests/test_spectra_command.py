@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 
 import physgsa
-from physgsa.powerlaw import powerlaw_fit, weight_metrics
+from physgsa.core.powerlaw import powerlaw_fit, weight_metrics
 
 from strategies import matrices
 

@@ -9,13 +9,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physgsa.alignment import commutator
-from physgsa.certificate import _block_draws, _draw_roots, _energies_at
-from physgsa.icm import _row_norms
-from physgsa.pipeline import ROUNDING_LEVEL, at_rounding_level
-from physgsa.spectra import normalize
-from physgsa.structure import (CORE, NOISE, OVERLAP, _kmeans, decomposition, fro_norm, pow2_scale, row_profiles,
-                               row_profiles_scaled)
+from physgsa.core.alignment import commutator
+from physgsa.core.certificate import _block_draws, _draw_roots, _energies_at
+from physgsa.core.icm import _row_norms
+from physgsa.runs.certify import ROUNDING_LEVEL, at_rounding_level
+from physgsa.core.spectra import normalize
+from physgsa.core.structure import CORE, NOISE, OVERLAP, _kmeans, decomposition, fro_norm, pow2_scale, row_profiles, row_profiles_scaled
 
 from strategies import KINDS, build
 
@@ -127,7 +126,7 @@ def _old_kmeans(x, m, rng, max_iter=100):
 def test_certify_reports_the_brute_force_commutator_bit_for_bit():
     # Outputs stay byte-identical to earlier releases: the commutator keeps its three products.
     import physgsa
-    from physgsa.spectra import normalize as nz
+    from physgsa.core.spectra import normalize as nz
 
     rng = np.random.default_rng(5)
     wide, tall, nxt = rng.standard_normal((6, 9)), rng.standard_normal((9, 4)), rng.standard_normal((5, 6))

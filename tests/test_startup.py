@@ -46,22 +46,22 @@ def imported_by(tmp_path, *argv) -> set:
 def test_help_imports_no_numerics(tmp_path):
     mods = imported_by(tmp_path, "--help")
     assert not {"numpy", "scipy", "pandas", "pyarrow", "jinja2", "torch"} & mods
-    assert "physgsa.pipeline" not in mods
+    assert "physgsa.runs.certify" not in mods
 
 
 def test_import_physgsa_is_light_and_keeps_its_names():
     code = r"""
 import sys
 import physgsa
-light = not {"numpy", "pandas", "scipy", "physgsa.pipeline"} & set(sys.modules)
-from physgsa.spectra import compute_spectrum  # the submodule: physgsa.spectra stays the function
+light = not {"numpy", "pandas", "scipy", "physgsa.runs.certify"} & set(sys.modules)
+from physgsa.core.spectra import compute_spectrum
 from physgsa.api import spectra
-import physgsa.result
-print(light, physgsa.spectra is spectra, physgsa.certify.__module__, physgsa.Result is physgsa.result.Result,
+import physgsa.outputs.result
+print(light, physgsa.spectra is spectra, physgsa.certify.__module__, physgsa.Result is physgsa.outputs.result.Result,
       sorted(set(physgsa.__all__) - set(dir(physgsa))))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["True", "True", "physgsa.pipeline", "True", "[]"], out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True", "physgsa.runs.certify", "True", "[]"], out.stderr[-2000:]
 
 
 def test_certify_of_an_npz_imports_no_torch(tmp_path):
@@ -77,7 +77,7 @@ def test_certify_of_an_npz_imports_no_torch(tmp_path):
 
 def test_save_draws_every_panel_once(tmp_path, monkeypatch):
     import physgsa
-    import physgsa.figures as figures
+    import physgsa.report.figures as figures
 
     result = physgsa.certify(physgsa.example_chain(), n_perturbations=2)
     calls = []
@@ -113,7 +113,7 @@ def _reference_png(rgb: np.ndarray) -> bytes:
 
 @pytest.mark.parametrize("shape, scale", [((1, 1), (1, 1)), ((5, 7), (3, 2)), ((40, 2), (7, 24)), ((96, 96), (3, 3))])
 def test_png_of_enlarged_cells_is_the_png_of_the_enlarged_image(shape, scale):
-    from physgsa import png
+    from physgsa.report import png
 
     rgb = np.random.default_rng(sum(shape)).integers(0, 256, shape + (3,), dtype=np.uint8)
     big = np.repeat(np.repeat(rgb, scale[0], axis=0), scale[1], axis=1)
@@ -125,7 +125,7 @@ def test_png_of_enlarged_cells_is_the_png_of_the_enlarged_image(shape, scale):
 
 
 def test_npz_writer_deflates_outputs_and_can_store_records(tmp_path):
-    from physgsa.result import _write_npz
+    from physgsa.outputs.result import _write_npz
 
     arrays = {"b": np.arange(12.0).reshape(3, 4), "a": np.array([1, 2, 3], dtype=np.int32)}
     _write_npz(tmp_path / "out.npz", arrays)
@@ -139,7 +139,7 @@ def test_npz_writer_deflates_outputs_and_can_store_records(tmp_path):
 
 
 def test_jsonable_arrays_match_element_by_element():
-    from physgsa.result import _jsonable
+    from physgsa.outputs.result import _jsonable
 
     def slow(x):  # the element-by-element conversion: None for a non-finite float
         if isinstance(x, list):
@@ -161,7 +161,7 @@ def test_svg_escaping_is_xml_sax_saxutils_exactly(value):
     # svgplot escapes by hand (xml.sax.saxutils costs 40 ms of start-up): the same strings, byte for byte.
     from xml.sax.saxutils import escape, quoteattr
 
-    from physgsa import svgplot
+    from physgsa.report import svgplot
 
     clean = svgplot._NOT_XML.sub("\ufffd", value)
     assert svgplot.text(value) == escape(clean)

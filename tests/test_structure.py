@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from physgsa import InvalidParameterError
-from physgsa import structure as S
-from physgsa.spectra import normalize
+from physgsa.core import structure as S
+from physgsa.core.spectra import normalize
 
 import brute
 from properties import check_decomposition

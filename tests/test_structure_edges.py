@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import physgsa
-from physgsa import structure as S
-from physgsa.certificate import margins, perturbation_tests
-from physgsa.spectra import compute_spectrum
+from physgsa.core import structure as S
+from physgsa.core.certificate import margins, perturbation_tests
+from physgsa.core.spectra import compute_spectrum
 
 DATA = Path(__file__).parent / "data"
 
@@ -236,7 +236,7 @@ def test_modes_groups_on_repeated_singular_values_are_flagged():
 
 
 def test_conv_group_units_give_block_energies():
-    from physgsa.adapters._conv import conv_dc, grouped_channel_matrix
+    from physgsa.models._conv import conv_dc, grouped_channel_matrix
 
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
@@ -279,7 +279,7 @@ def test_group_unit_energies_match_brute_force():
 
 
 def test_report_says_in_words_that_an_interface_has_no_structure():
-    from physgsa.report import render_report
+    from physgsa.report.pages import render_report
 
     res = physgsa.certify(_chain(("l", np.eye(3)), ("r", np.ones((4, 3)))), groups={"l->r": np.array([0, 0, 1, 1])})
     html = render_report(res)

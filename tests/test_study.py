@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 import physgsa
-from physgsa import study as S
-from physgsa._validation import OutputDirectoryError
+from physgsa.runs import study as S
+from physgsa.core.validation import OutputDirectoryError
 
 EVIL = "ex<b>&'1"  # a result directory's name: it must come out escaped
 
@@ -40,7 +40,7 @@ def dirs(tmp_path_factory):
 def vit_cache(tmp_path_factory):
     """digits-vit trained with a short budget, cached where the full network would be."""
     pytest.importorskip("transformers")
-    from physgsa.adapters import trained as T
+    from physgsa.models.bundled import trained as T
 
     xdg = tmp_path_factory.mktemp("xdg")
     mp = pytest.MonkeyPatch()
@@ -172,7 +172,7 @@ def test_rerun_recomputes_nothing(made, dirs, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("certify ran again")
 
-    monkeypatch.setattr("physgsa.pipeline.certify", refuse)
+    monkeypatch.setattr("physgsa.runs.certify.certify", refuse)
     again = S.study([str(dirs[0]), str(dirs[1]), "digits-vit"], out, random_control=True)
     assert (out / "study.html").read_bytes() == before  # and the same bytes
     pd.testing.assert_frame_equal(again.table, res.table)
@@ -196,7 +196,7 @@ def test_a_directory_in_use_is_refused(dirs, tmp_path):
     out = tmp_path / "busy"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from physgsa.checkpoint import OutputLock
+        from physgsa.runs.records import OutputLock
         with OutputLock({str(out)!r}, what="certify"):
             print("locked", flush=True)
             time.sleep(60)

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from physgsa.chain import Factor, check_matrix
-from physgsa.spectra import compute_spectrum
-from physgsa.transport import rigidity, transport
+from physgsa.core.chain import Factor, check_matrix
+from physgsa.core.spectra import compute_spectrum
+from physgsa.core.transport import rigidity, transport
 
 from properties import check_rigidity, check_transport
 from strategies import matrix_pairs
@@ -88,7 +88,7 @@ def test_non_square_interface():
 
 def test_both_window_routes_agree_with_the_direct_product():
     # Large windows take the thin route (E first, M_w = M - E), small ones the direct product.
-    from physgsa.transport import CBlocks, window_products, windowed_product
+    from physgsa.core.transport import CBlocks, window_products, windowed_product
 
     rng = np.random.default_rng(7)
     left = compute_spectrum(Factor("a", rng.standard_normal((40, 40))), q=0.9, band=0.05, gap_floor=1e-3, chart="top")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import physgsa
-import physgsa.checkpoint
+import physgsa.runs.records
 from physgsa import ChainFileError
-from physgsa.adapters import ModelSourceError
+from physgsa.models import ModelSourceError
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1")
 
@@ -52,7 +52,7 @@ def test_names_from_files_never_become_paths(tmp_path):
     r = subprocess.run([sys.executable, "-m", "physgsa", "certify", str(path), "--out", str(out), "--quiet",
                         "--n-perturbations", "4"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    written = physgsa.result.OUTPUT_FILES + ("report.html", "provenance.json", "figures")
+    written = physgsa.outputs.result.OUTPUT_FILES + ("report.html", "provenance.json", "figures")
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
     after = set(tmp_path.parent.rglob("*"))
     new = {p for p in after - before if out not in p.parents and p != out}

@@ -19,7 +19,7 @@ import torch
 import transformers
 
 import physgsa
-from physgsa import powerlaw
+from physgsa.core import powerlaw
 
 nn = torch.nn
 REL = 1e-10
@@ -438,8 +438,8 @@ def test_depthwise_kernel_from_a_file_is_the_diagonal(state_files):
     assert "assumed depthwise (groups = 16)" in row["note"]
     # The diagonal's singular values are |sum_hw w_c|: its Part I columns are those of diag(sum_hw w_c).
     assert row["numerical_rank"] == 16
-    from physgsa.chain import Factor
-    from physgsa.spectra import compute_spectrum
+    from physgsa.core.chain import Factor
+    from physgsa.core.spectra import compute_spectrum
 
     ref = compute_spectrum(Factor("d", np.diag(w.sum(axis=(1, 2, 3)))), q=0.9, band=0.05, gap_floor=1e-3, chart="top",
                            vectors=False)
@@ -467,8 +467,8 @@ def test_grouped_conv_from_the_module_is_block_diagonal():
     dc = conv.weight.detach().double().numpy().sum(axis=(2, 3))  # (12, 2)
     blocks = [np.linalg.svd(dc[3 * g:3 * g + 3], compute_uv=False) for g in range(4)]
     s = np.sort(np.concatenate(blocks))[::-1]
-    from physgsa.chain import Factor
-    from physgsa.spectra import compute_spectrum
+    from physgsa.core.chain import Factor
+    from physgsa.core.spectra import compute_spectrum
 
     full = np.zeros((12, 8))
     for g in range(4):

@@ -14,16 +14,7 @@ import types as _types
 
 __version__ = "0.2.0"
 
-from ._validation import (  # noqa: E402 - light (no numpy): every command reports its errors through them
-    CertificateBugError,
-    ChainFileError,
-    EnvironmentFailure,
-    InvalidFactorError,
-    InvalidParameterError,
-    OutputDirectoryError,
-    PhysgsaError,
-    ResourceLimitError,
-)
+from .core.validation import CertificateBugError, ChainFileError, EnvironmentFailure, InvalidFactorError, InvalidParameterError, OutputDirectoryError, PhysgsaError, ResourceLimitError
 
 __all__ = [
     "__version__",
@@ -49,14 +40,14 @@ __all__ = [
 
 #: Public name -> the submodule that defines it (imported when the name is first used).
 _LAZY = {
-    "Chain": "chain",
-    "Factor": "chain",
-    "example_chain": "examples",
-    "read_chain": "io",
-    "CERTIFY_PARAMS": "pipeline",
-    "certify": "pipeline",
-    "Result": "result",
-    "load_result": "result",
+    "Chain": "core.chain",
+    "Factor": "core.chain",
+    "example_chain": "core.examples",
+    "read_chain": "models.files",
+    "CERTIFY_PARAMS": "runs.certify",
+    "certify": "runs.certify",
+    "Result": "outputs.result",
+    "load_result": "outputs.result",
     "chain_from": "api",
     "spectra": "api",
 }

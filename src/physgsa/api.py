@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the survey (pandas, the power-law fits) loads only when spectra runs
-    from .survey import SpectraResult
+    from .runs.spectra import SpectraResult
 
 __all__ = ["spectra", "chain_from"]
 
@@ -21,14 +21,14 @@ def _is_matrix_file(source) -> bool:
 def chain_from(source=None, *, order=None, **model_params):
     """A chain from ``example``, a matrix file (.npz, or .safetensors without config.json), or a model.
 
-    ``model_params`` go to :func:`physgsa.adapters.load_chain`: among them ``sample=`` (an input
+    ``model_params`` go to :func:`physgsa.models.load_chain`: among them ``sample=`` (an input
     batch: the generic walker finds the residual blocks of an nn.Module by running it),
     ``build="file.py:function"`` with ``sample_shape=`` (makes the module by running that file's
     code; ``source`` is then omitted, or a checkpoint whose weights are loaded into it) and
     ``caller="cli"`` (error messages name command-line flags).
     """
-    from .examples import example_chain
-    from .io import SafetensorsFile, read_chain
+    from .core.examples import example_chain
+    from .models.files import SafetensorsFile, read_chain
 
     walker = any(model_params.get(k) is not None for k in ("sample", "sample_shape", "build"))
     if isinstance(source, str) and source == "example" and not walker:
@@ -40,11 +40,11 @@ def chain_from(source=None, *, order=None, **model_params):
             if any(len(stored.shape(k)) != 2 for k in names):
                 # A state dict (conv kernels, norm vectors), not a stack of factor matrices: an
                 # adapter may know its weight names; load_chain says how to give the layout if not.
-                from .adapters import load_chain
+                from .models import load_chain
 
                 return load_chain(source, **model_params)
         return read_chain(source, order=order)
-    from .adapters import load_chain
+    from .models import load_chain
 
     return load_chain(source, **model_params)
 
@@ -56,8 +56,8 @@ def spectra(source="minilm", **params) -> "SpectraResult":
     cache, nn.Module), a state dict or tensor file without config (``.safetensors``, ``.pt``,
     ``.pth``, ``.bin``, ``.npz``: every tensor read by its shape), or ``example``. Parameters:
     ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory`` (validated as
-    in :data:`physgsa.survey.SPECTRA_PARAMS`). See :func:`physgsa.survey.spectra_source`.
+    in :data:`physgsa.runs.spectra.SPECTRA_PARAMS`). See :func:`physgsa.runs.spectra.spectra_source`.
     """
-    from .survey import spectra_source
+    from .runs.spectra import spectra_source
 
     return spectra_source(source, **params)

@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from ._validation import CertificateBugError, EnvironmentFailure, PhysgsaError
+from .core.validation import CertificateBugError, EnvironmentFailure, PhysgsaError
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as _click_errors
@@ -174,7 +174,7 @@ def _library_output(quiet: bool):
 
 def _announce(model: str, quiet: bool) -> bool:
     """Say so before a bundled model is trained at first use (it takes seconds); True if announced."""
-    from .adapters.trained import TRAINED_MODELS, ensure_trained
+    from .models.bundled.trained import TRAINED_MODELS, ensure_trained
 
     if model in TRAINED_MODELS:
         # Trains at first use, announced (start, 25/50/75%, quality); silent with --quiet.
@@ -182,7 +182,7 @@ def _announce(model: str, quiet: bool) -> bool:
         return False
     if quiet or model != "digits-resnet":
         return False
-    from .adapters.digits import cache_path
+    from .models.bundled.digits import cache_path
 
     path = cache_path()
     if path.is_file():
@@ -194,7 +194,7 @@ def _announce(model: str, quiet: bool) -> bool:
 
 def _announce_done(announced: bool) -> None:
     if announced:
-        from .adapters.digits import cached_accuracy
+        from .models.bundled.digits import cached_accuracy
 
         acc = cached_accuracy()
         if acc:
@@ -231,7 +231,7 @@ def _interrupted(out: Path):
     try:
         yield
     except KeyboardInterrupt:
-        from .checkpoint import RUN_DIR  # here, not at the top: it imports numpy, which --help never needs
+        from .runs.records import RUN_DIR  # here, not at the top: it imports numpy, which --help never needs
 
         typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
                    "resume", err=True)
@@ -250,15 +250,15 @@ def _load_groups(groups: str):
 
     import numpy as np
 
-    from ._validation import ChainFileError
+    from .core.validation import ChainFileError
 
     if not groups.endswith(".npz"):
         return groups
     path = Path(groups)
     if not path.is_file():
         raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
-    from .io import _ZIP_ERRORS, not_an_archive
-    from .resources import check_archive
+    from .models.files import _ZIP_ERRORS, not_an_archive
+    from .core.resources import check_archive
 
     why = not_an_archive(path)
     if why is not None:
@@ -273,7 +273,7 @@ def _load_groups(groups: str):
 
 
 def _load_chain(chain: str, order: Optional[str], **model_params):
-    from ._validation import InvalidParameterError
+    from .core.validation import InvalidParameterError
     from .api import chain_from
 
     freq = model_params.pop("freq", "0,0,8")
@@ -352,9 +352,9 @@ def certify(
 
       physgsa certify chain.npz --order a,b,c --q 0.95 --groups modes --out out/
     """
-    from .pipeline import certify as run_certify
+    from .runs.certify import certify as run_certify
 
-    from .checkpoint import OutputLock
+    from .runs.records import OutputLock
 
     with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"), _library_output(quiet):
         # Held from before the input is read until the outputs are in place: nobody else writes
@@ -419,11 +419,11 @@ def spectra(
 
       physgsa spectra gpt2-folder/ --out out/
     """
-    from .spectra_run import run
+    from .runs.spectra_run import run
 
     with _errors(), _library_output(quiet):
         if build is not None:
-            from .adapters.generic import build_module
+            from .models.generic import build_module
 
             model = build_module(build, caller="cli", weights=model)
         elif model is None:
@@ -454,7 +454,7 @@ def report(
 
       physgsa report out/
     """
-    from .report import rerender
+    from .report.pages import rerender
 
     with _errors():
         path = rerender(directory)
@@ -464,20 +464,20 @@ def report(
 @app.command()
 def models() -> None:
     """List the bundled names and the supported architectures."""
-    from .adapters import ARCHITECTURES, BUNDLED_MODELS
+    from .models import ARCHITECTURES, BUNDLED_MODELS
 
     typer.echo("Bundled names:")
     typer.echo("  example          a seeded synthetic chain (no torch needed)")
     for name, text in BUNDLED_MODELS.items():
         if name == "digits-resnet":
-            from .adapters.digits import cached_accuracy
+            from .models.bundled.digits import cached_accuracy
 
             acc = cached_accuracy()
             text += ("; CNN; data: scikit-learn's digits; "
                      + (f"test accuracy {acc[0]}/{acc[1]} ({100 * acc[0] / acc[1]:.2f}%) as trained on this machine"
                         if acc else "not trained here yet"))
         elif name in ("digits-vit", "digits-diffusion", "pysource-gpt"):
-            from .adapters.trained import model_info
+            from .models.bundled.trained import model_info
 
             info = model_info(name)
             text += f"; {info['family']}; data: {info['data']}; {info['quality_text']}"

@@ -52,8 +52,8 @@ def register(app: typer.Typer, errors, fail) -> None:
 
           physgsa compare epoch1.npz epoch2.npz epoch3.npz --out traj/
         """
-        from .compare import compare_chains
-        from .perturb import changed_chain, parse_change
+        from .runs.compare import compare_chains
+        from .core.perturb import changed_chain, parse_change
 
         with errors():
             simulated = any(v is not None for v in (quantize, prune, noise))
@@ -71,9 +71,9 @@ def register(app: typer.Typer, errors, fail) -> None:
                     base_chain = _chain(base)
                     pairs = [(change.label(), changed_chain(base_chain, change))]
                 else:
-                    from .adapters import load_chain
-                    from .adapters.changed import ChangedSource
-                    from .adapters.sources import resolve_source
+                    from .models import load_chain
+                    from .models.changed import ChangedSource
+                    from .models.sources import resolve_source
 
                     base_chain = load_chain(base)
                     pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]

@@ -44,7 +44,7 @@ def register(app: typer.Typer, errors, fail) -> None:
           physgsa study out-a/ out-b/ --out study/
         """
         from . import cli
-        from .study import study as run_study
+        from .runs.study import study as run_study
 
         def say(line: str) -> None:
             if not quiet:

@@ -52,7 +52,7 @@ def record_spectra(model, *, step: int, table, certify_dir=None, **spectra_param
         raise
     if certify_dir is not None:
         from . import certify
-        from .adapters import load_chain
+        from .models import load_chain
 
         certify(load_chain(model)).save(Path(certify_dir) / f"step-{int(step):06d}")
     return out

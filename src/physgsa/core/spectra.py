@@ -1,0 +1,378 @@
+"""Per-factor spectra in Cartan coordinates (definitions sections 1 and 2).
+
+One singular value decomposition per factor, of the Frobenius-normalized matrix
+``A_hat = sqrt(r) A / ||A||_F`` (so ``sum_k sigma_k^2 = r``); every per-factor quantity and
+both interfaces the factor belongs to read it from the :class:`Spectrum` computed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from . import linalg, orbit, resources
+from .chain import Factor
+
+__all__ = [
+    "Spectrum",
+    "compute_spectrum",
+    "normalize",
+    "effective_rank",
+    "gram_energies",
+    "dominant_window",
+    "tail_energy",
+    "chart_top",
+    "chart_mle",
+    "chart_window",
+    "chart_residual",
+    "CHARTS",
+]
+
+CHARTS = ("top", "mle", "window")
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Everything section 2 defines for one factor, with its SVD kept for transport.
+
+    Attributes follow definitions.md: ``rho`` (top-radial coordinate), ``s_top``, ``s_mle``,
+    ``s_window`` (the three charts' exponents; ``s_window`` is None when the window holds fewer
+    than two positive eigenvalues), ``s_hat`` (the selected chart's), ``k_q`` (effective rank),
+    ``k`` (dominant window), ``tau = tau(k)``, ``tau_gc = tau_GC(k; s_hat)``.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    r: int
+    fro: float
+    fro2_hat: float
+    a_hat: np.ndarray
+    u: np.ndarray
+    sigma: np.ndarray
+    vt: np.ndarray
+    rho: float
+    s_top: float
+    s_mle: float
+    s_window: float | None
+    window_r2: float | None
+    chart: str
+    s_hat: float
+    residuals: dict
+    k_q: int
+    k: int
+    window_gap: float
+    tau: float
+    tau_gc: float
+    numerical_rank: int
+    fisher: float
+    flags: tuple
+
+    @property
+    def lam(self) -> np.ndarray:
+        """``lambda_k = sigma_k(A_hat)^2``."""
+        return self.sigma**2
+
+    @property
+    def hellinger(self) -> float:
+        return self.residuals[self.chart][0]
+
+    @property
+    def kl(self) -> float:
+        return self.residuals[self.chart][1]
+
+    @property
+    def tail_error(self) -> float:
+        """Signed fitted-tail error ``tau(k) - tau_GC(k; s_hat)``."""
+        return self.tau - self.tau_gc
+
+    def tau_at(self, k: int) -> float:
+        """Tail energy ``tau(k)`` at any window (exact, from the Frobenius norm)."""
+        return tail_energy(self.sigma, k, self.fro2_hat)
+
+    def tau_upper(self, k: int) -> float:
+        """``tau(k)`` plus its rounding allowance: a floating-point upper bound on the tail.
+
+        ``||A_hat||_F^2 - sum_{j<=k} sigma_j^2`` cancels when the tail is tiny; the subtraction
+        and the ``k + m + n`` term sums err by at most ``(k + m + n) eps ||A_hat||_F^2``
+        (doubled here), so the a priori bound stays an upper bound however small the tail.
+        """
+        eps = np.finfo(np.float64).eps
+        return self.tau_at(k) + 2.0 * (k + self.rows + self.cols) * eps * self.fro2_hat
+
+
+def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
+    r"""``A_hat = sqrt(r) A / ||A||_F``, the raw norm ``||A||_F`` and ``||A_hat||_F^2``.
+
+    Scaled by ``max |A|`` first, so entries from 1e-150 to 1e150 neither overflow nor
+    underflow when squared: with ``B = A / max|A|``,
+
+    .. math:: \hat A = B \cdot \frac{\sqrt r}{\|B\|_F},\qquad \|A\|_F = \max|A| \, \|B\|_F.
+
+    One ``m x n`` buffer is allocated (``B``, then scaled in place into ``A_hat``): every fresh
+    buffer of a large factor costs its page faults, and ``max |A|`` is read as
+    ``max(max A, -min A)`` (the same number, without a copy of ``|A|``). The arithmetic, and so
+    every bit of the result, is that of ``A / max|A|`` followed by one multiplication.
+    """
+    r = min(matrix.shape)
+    if matrix.dtype != np.float64 or matrix.size == 0:
+        return _normalize_generic(matrix)
+    # max(max A, -min A) == max |A| exactly (negation is exact); no |A| temporary.
+    amax = max(float(np.max(matrix)), -float(np.min(matrix)))
+    a_hat = matrix / amax
+    fro_scaled = float(np.linalg.norm(a_hat))
+    # In place: the same rounding as ``scaled * c`` into a new array, one buffer fewer.
+    np.multiply(a_hat, np.sqrt(r) / fro_scaled, out=a_hat)
+    fro2_hat = float(np.einsum("ij,ij->", a_hat, a_hat))
+    return a_hat, amax * fro_scaled, fro2_hat
+
+
+def _normalize_generic(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """:func:`normalize` for any dtype, with numpy's own type promotion (factors are float64; this
+    keeps the function's behaviour for other arrays a caller may pass)."""
+    r = min(matrix.shape)
+    amax = float(np.max(np.abs(matrix)))
+    scaled = matrix / amax
+    fro_scaled = float(np.linalg.norm(scaled))
+    a_hat = scaled * (np.sqrt(r) / fro_scaled)
+    fro2_hat = float(np.einsum("ij,ij->", a_hat, a_hat))
+    return a_hat, amax * fro_scaled, fro2_hat
+
+
+def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Energies ``lambda_i = sigma_i^2`` of ``A / c`` from the Gram matrix of the smaller side, and ``c``.
+
+    ``eigvalsh(A^T A)`` costs one matrix product and a symmetric eigensolve, several times less
+    than an SVD. Its energies carry an absolute error of at most about
+    ``delta = (m + n) eps ||A / c||_F^2`` (the rounding of the product, ``gamma_m |A|^T |A|``,
+    plus the backward error of the eigensolver; Weyl's inequality moves each eigenvalue by no
+    more than the perturbation's norm). Every energy functional (``rho``, ``p``, ``k_q``, tails,
+    charts, norms, entropies) is therefore exact to a few ``(m + n) eps`` relative to the total.
+    The result is returned only when every energy is resolved, ``lambda_min > 2 delta``: then
+    every true energy exceeds ``delta``, far above the rank threshold ``(max(m, n) eps
+    sigma_1)^2``, so the rank is exact and the smallest energy is known within a factor of 2.
+    Otherwise ``None`` (the caller uses the values-only SVD, for rank-deficient or very
+    ill-conditioned matrices). ``delta`` is a worst-case bound; the observed error on trained
+    and random weights is about ``1e-5 delta``.
+
+    ``c = max |A|`` when ``||A||_F^2`` is outside ``[1e-200, 1e200]`` (squares overflowed or
+    underflowed), else 1, so no copy of ``A`` is made for ordinary weights.
+    """
+    m, n = a.shape
+    c = 1.0
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # detected just below
+        g = a.T @ a if m >= n else a @ a.T
+        trace = float(np.trace(g))
+    if not 1e-200 < trace < 1e200:
+        # Squares overflowed or underflowed (entries beyond about 1e100 or 1e-100): scale by
+        # max |A| and form the Gram again. Ordinary weights never take this copy.
+        c = max(float(a.max()), -float(a.min()))
+        b = a / c
+        g = b.T @ b if m >= n else b @ b.T
+        del b
+        trace = float(np.trace(g))
+    lam = scipy.linalg.eigh(g, eigvals_only=True, check_finite=False, driver="evd", overwrite_a=True)[::-1]
+    delta = (m + n) * np.finfo(np.float64).eps * trace
+    if lam[-1] <= 2.0 * delta:
+        return None
+    return np.ascontiguousarray(lam), c
+
+
+def effective_rank(lam: np.ndarray, q: float) -> int:
+    """``k_q = min{k : sum_{i<=k} lambda_i >= q * sum_i lambda_i}``."""
+    cum = np.cumsum(lam)
+    k = int(np.searchsorted(cum, q * cum[-1], side="left")) + 1
+    return min(k, lam.shape[0])
+
+
+def dominant_window(sigma: np.ndarray, q: float, band: float) -> tuple[int, int, float]:
+    """The dominant window ``(k_q, k, gap)``.
+
+    ``k`` is the rank ``k < r`` with the largest relative gap ``(sigma_k - sigma_{k+1}) /
+    sigma_1`` among those whose cumulative energy fraction lies in ``[q - band, q + band]``
+    (the first on ties), or ``k_q`` if there is none; ``gap`` is that window's relative gap
+    (``sigma_{r+1} = 0``).
+    """
+    lam = sigma**2
+    r = sigma.shape[0]
+    k_q = effective_rank(lam, q)
+    cum = np.cumsum(lam)
+    frac = cum / cum[-1]
+    gaps = np.empty(r)
+    gaps[:-1] = (sigma[:-1] - sigma[1:]) / sigma[0]
+    gaps[-1] = sigma[-1] / sigma[0]
+    cand = np.flatnonzero((frac[:-1] >= q - band) & (frac[:-1] <= q + band))
+    if cand.size:
+        k = int(cand[np.argmax(gaps[cand])]) + 1
+    else:
+        k = k_q
+    return k_q, k, float(gaps[k - 1])
+
+
+def tail_energy(sigma: np.ndarray, k: int, fro2_hat: float) -> float:
+    """``tau(k) = ||A_hat||_F^2 - sum_{j<=k} sigma_j^2`` (needs only the top k values)."""
+    return max(0.0, fro2_hat - float(np.sum(sigma[:k] ** 2)))
+
+
+def chart_top(rho: float, r: int) -> tuple[float, str]:
+    """Top chart: ``s_hat = phi^{-1}(rho)``.
+
+    A ``rho`` within rounding of its ceiling ``log r`` (``log r - rho <= 4 (r + 4) eps``, the
+    rounding of ``log(r lambda_1 / ||A_hat||_F^2)``) cannot be told from a rank-one spectrum,
+    whose exponent is infinite: it clips to ``S_MAX`` and is flagged ``steep``, like every
+    spectrum beyond the cap, instead of giving an exponent near 49 that rounding chose.
+    """
+    if r > 1 and np.log(r) - rho <= 4.0 * (r + 4) * np.finfo(np.float64).eps:
+        return orbit.S_MAX, "steep"
+    return orbit.invert_phi(r, rho)
+
+
+def chart_mle(p: np.ndarray) -> tuple[float, str]:
+    """Gibbs maximum-likelihood chart: ``E_{p(s)}[log k] = sum_k p_k log k``."""
+    r = p.shape[0]
+    return orbit.invert_mean_log(r, float(p @ orbit.log_ranks(r)))
+
+
+def chart_window(lam: np.ndarray, k: int) -> tuple[float | None, float | None, str]:
+    """Window chart: least-squares slope of ``log lambda_k`` on ``log k`` over ranks ``1..max(k, 2)``.
+
+    Returns ``(s, R^2, flag)``; ``s = -slope`` clipped at 0. Only positive eigenvalues enter;
+    with fewer than two, the chart is undefined: ``(None, None, "window_chart_undefined")``.
+    Where the window's energies are all equal to rounding (``max log lambda - min log lambda <=
+    64 r eps``), the exponent is 0 and ``R^2`` is undefined: ``(0, None, "window_equal_energies")``.
+    A window whose points lie exactly on a line has ``R^2 = 1``.
+    """
+    kk = min(max(k, 2), lam.shape[0])
+    y = lam[:kk]
+    keep = y > 0
+    if np.count_nonzero(keep) < 2:
+        return None, None, "window_chart_undefined"
+    x = orbit.log_ranks(lam.shape[0])[:kk][keep]
+    y = np.log(y[keep])
+    if float(y.max() - y.min()) <= 64.0 * lam.shape[0] * np.finfo(np.float64).eps:
+        # The window's energies are equal to rounding: the slope is 0 and R^2 measures only
+        # rounding noise (it would land anywhere in [0, 1]). Undefined, and said so.
+        return 0.0, None, "window_equal_energies"
+    xc = x - x.mean()
+    yc = y - y.mean()
+    slope = float(xc @ yc / (xc @ xc))
+    resid = yc - slope * xc
+    ss_tot = float(yc @ yc)
+    ss_res = float(resid @ resid)
+    r2 = 1.0 if ss_tot <= 1e-300 or ss_res <= 1e-24 * ss_tot else 1.0 - ss_res / ss_tot
+    s = -slope
+    flag = ""
+    if s < 0:
+        s, flag = 0.0, "flat"
+    elif s > orbit.S_MAX:
+        s, flag = orbit.S_MAX, "steep"
+    return s, r2, flag
+
+
+def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
+    """Chart residual ``(Hellinger^2, KL)`` between ``p`` and the orbit point ``p(s)``.
+
+    ``Hellinger^2 = sum (sqrt p_k - sqrt p_k(s))^2``; ``KL = sum p_k log(p_k / p_k(s))``
+    (terms with ``p_k = 0`` are zero; ``p_k(s) > 0`` always).
+    """
+    logps = orbit.log_orbit_probs(p.shape[0], s)
+    h = float(np.sum((np.sqrt(p) - np.exp(0.5 * logps)) ** 2))
+    nz = p > 0
+    kl = float(np.sum(p[nz] * (np.log(p[nz]) - logps[nz])))
+    return h, max(kl, 0.0)
+
+
+def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str,
+                     vectors: bool = True, device: str | None = None, max_memory: int | None = None) -> Spectrum:
+    """All section 2 quantities of one factor, from one SVD of ``A_hat``.
+
+    ``vectors=False`` computes the energies only, from :func:`gram_energies` when they are
+    resolved there (else a values-only SVD); ``a_hat``, ``u`` and ``vt`` are then empty. That is
+    enough for every per-factor quantity, and several times faster, but gives no transport.
+    ``device`` runs the SVD through torch (see :mod:`physgsa.core.linalg`). ``max_memory`` (bytes)
+    refuses a decomposition whose estimated working set is larger (:mod:`physgsa.core.resources`).
+    """
+    m, n = factor.shape
+    r = min(m, n)
+    need = resources.svd_bytes(m, n) if vectors else resources.gram_bytes(m, n)
+    resources.check_memory(need, max_memory, f"Factor {factor.name!r} ({m} x {n}): its decomposition")
+    matrix = factor.matrix  # read once (a deferred factor is read from its source on each access)
+    got = None if vectors else gram_energies(matrix)
+    if got is None:
+        a_hat, fro, fro2_hat = normalize(matrix)
+    del matrix  # A_hat (or the energies) is all that is kept: the input goes as soon as it can
+    if vectors:
+        u, sigma, vt = linalg.svd(a_hat, device)
+    else:
+        if got is None:
+            sigma = scipy.linalg.svdvals(a_hat, check_finite=False)
+        else:
+            # Energies only (the Gram path): A_hat is never formed; sum lambda = ||A / c||_F^2.
+            lam_c, c = got
+            total = float(np.sum(lam_c))
+            fro, fro2_hat = c * np.sqrt(total), float(r)
+            sigma = np.sqrt(lam_c * (r / total))
+        a_hat = np.empty((0, 0))
+        u, vt = np.empty((m, 0)), np.empty((0, n))
+    lam = sigma**2
+    p = lam / lam.sum()
+    flags = []
+    rho = float(np.log(r * lam[0] / fro2_hat)) if r > 1 else 0.0
+    rho = min(max(rho, 0.0), float(np.log(r)))
+    s_top, f = chart_top(rho, r)
+    if f:
+        flags.append(f"top:{f}")
+    s_mle, f = chart_mle(p)
+    if f:
+        flags.append(f"mle:{f}")
+    k_q, k, gap = dominant_window(sigma, q, band)
+    s_win, r2, f = chart_window(lam, k)
+    if f:
+        flags.append(f"window:{f}")
+    if gap < gap_floor:
+        flags.append("window_gap_below_floor")
+    if k < r and sigma[k - 1] - sigma[k] <= 8.0 * r * np.finfo(np.float64).eps * sigma[0]:
+        # sigma_k = sigma_{k+1} to rounding: the window cuts through a repeated singular value, so
+        # its subspace is not unique (LAPACK picks one basis of the cluster). Reported, not hidden.
+        flags.append("window_degenerate")
+    exps = {"top": s_top, "mle": s_mle, "window": s_win}
+    residuals = {c: chart_residual(p, s) for c, s in exps.items() if s is not None}
+    if exps[chart] is None:
+        # The selected chart is undefined here; fall back to the top chart, and say so.
+        flags.append(f"chart_{chart}_undefined_used_top")
+        chart = "top"
+    s_hat = float(exps[chart])
+    tau = tail_energy(sigma, k, fro2_hat)
+    numerical_rank = int(np.count_nonzero(sigma > max(m, n) * np.finfo(np.float64).eps * sigma[0]))
+    for arr in (a_hat, u, sigma, vt):
+        arr.setflags(write=False)
+    return Spectrum(
+        name=factor.name,
+        rows=m,
+        cols=n,
+        r=r,
+        fro=fro,
+        fro2_hat=fro2_hat,
+        a_hat=a_hat,
+        u=u,
+        sigma=sigma,
+        vt=vt,
+        rho=rho,
+        s_top=s_top,
+        s_mle=s_mle,
+        s_window=s_win,
+        window_r2=r2,
+        chart=chart,
+        s_hat=s_hat,
+        residuals=residuals,
+        k_q=k_q,
+        k=k,
+        window_gap=gap,
+        tau=tau,
+        tau_gc=orbit.tail_gc(r, k, s_hat),
+        numerical_rank=numerical_rank,
+        fisher=orbit.fisher(r, s_hat),
+        flags=tuple(flags),
+    )

@@ -1,0 +1,524 @@
+"""The Result: tables, the certificate document, and saving them atomically.
+
+A Result is plain data, separate from the inputs: three DataFrames (``factors``,
+``interfaces``, ``rows``), one JSON-ready dict (``certificate``) and the binned arrays the
+report draws (``heatmaps``). :meth:`Result.save` writes ``factors.parquet``,
+``interfaces.parquet``, ``rows.parquet``, ``certificate.json``, ``heatmaps.npz`` and
+``report.html`` into a fresh sibling directory and renames it into place, so a failed run
+never leaves a half-written output directory. The same input and parameters give the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import platform
+import shutil
+import tempfile
+import dataclasses
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.validation import EnvironmentFailure, OutputDirectoryError
+
+__all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
+                "heatmaps.npz")
+
+
+def _versions() -> dict:
+    import pyarrow
+    import scipy
+
+    from .. import __version__
+
+    return {
+        "physgsa": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def _nullable(values) -> pd.array:
+    """Floats with None (never NaN or inf) for values that are undefined."""
+    out = [None if (v is None or not np.isfinite(v)) else float(v) for v in values]
+    return pd.array(out, dtype="Float64")
+
+
+def _jsonable(x):
+    """Plain JSON types; non-finite floats become None (they must not reach a table)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind in "biu" or (x.dtype.kind == "f" and bool(np.isfinite(x).all())):
+            return x.tolist()  # already plain: Python bools, ints and finite floats, nothing to replace
+        return _jsonable(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if np.isfinite(x) else None
+    return x
+
+
+def _plain(x):
+    """JSON-ready and exactly what a JSON round trip gives back (a record looks the same whether
+    it was just computed or read from a checkpoint, so both give the same output bytes)."""
+    return json.loads(json.dumps(_jsonable(x), allow_nan=False))
+
+
+def factor_record(factor, s) -> dict:
+    """One factor's row of ``factors.parquet`` (plain JSON types)."""
+    from ..models.files import dtype_name
+
+    res = s.residuals
+    return _plain({
+        "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
+        "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
+        "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
+        "hellinger": s.hellinger, "kl": s.kl,
+        "hellinger_top": res["top"][0], "hellinger_mle": res["mle"][0],
+        "hellinger_window": res["window"][0] if "window" in res else None,
+        "fisher": s.fisher, "k_q": s.k_q, "k": s.k, "window_gap": s.window_gap,
+        "tau": s.tau, "tau_gc": s.tau_gc, "tail_error": s.tail_error,
+        "numerical_rank": s.numerical_rank, "source": factor.provenance.get("source", ""),
+        "kind": factor.provenance.get("kind", ""), "source_dtype": dtype_name(factor.provenance.get("dtype", "")),
+        # Jacobian factors: the token reduction and the share of the sublayer Jacobian's energy it keeps.
+        "tokens": factor.provenance.get("tokens", ""), "energy_kept": factor.provenance.get("energy_kept"),
+        "flags": ";".join(s.flags),
+    })
+
+
+def _factor_table(records) -> pd.DataFrame:
+    df = pd.DataFrame(records)
+    for col in ("s_window", "window_r2", "hellinger_window", "energy_kept"):
+        df[col] = _nullable(df[col].tolist())
+    return df
+
+
+def _interface_row(it) -> dict:
+    """One interface's row of ``interfaces.parquet``."""
+    tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
+    st = ref.structure
+    frac = it["decomposition"]["fraction"]
+    return {
+        "interface": it["name"], "index": it["index"], "left": it["left"], "right": it["right"],
+        "k_left": tr.k_left, "k_right": tr.k_right, "slack": rig.slack, "amplitude": rig.amplitude,
+        "drift": rig.drift, "drift_bound": rig.drift_bound, "drift_holds": rig.drift_holds,
+        "trunc_error": tr.trunc_error, "trunc_bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
+        "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
+        "tail_error_right": tr.tail_error_right, "cos_min": tr.cos_min, "cos_mean": tr.cos_mean,
+        "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
+        "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
+        "direct_same": not it["direct_diff"],
+        "energy_core": frac["core"], "energy_overlap": frac["overlap"],
+        "energy_noise": frac["noise"], "n_groups": ref.partition.n_groups,
+        "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
+        "adversarial_norm": it["adversarial"]["smallest_change_norm"],
+        "commutator": it["alignment"]["commutator"],
+        "intersection_dim": it["alignment"]["intersection"]["at_window"],
+        "member": all(x["passed"] for x in it["items"]),
+        "failed_items": ",".join(str(x["item"]) for x in it["items"] if not x["passed"]),
+        "flags": ";".join([f for f, on in (("product_zero", rig.sigma1_product == 0),
+                                           ("product_negligible", it["negligible"]),
+                                           ("no_channel_structure", bool(it["no_structure"])),
+                                           ("modes_basis_dependent", it["modes_basis_dependent"]),
+                                           ("units_channels_no_conv_groups", it.get("units_fallback", False)))
+                           if on]
+                          + [f"{side}_window_degenerate" for side in it["degenerate"]]),
+    }
+
+
+#: The keys of a factor record, in table order (a stored record with any other keys is recomputed).
+FACTOR_KEYS = ("name", "rows", "cols", "r", "fro_norm", "rho", "s_top", "s_mle", "s_window", "window_r2", "chart",
+               "s_hat", "hellinger", "kl", "hellinger_top", "hellinger_mle", "hellinger_window", "fisher", "k_q", "k",
+               "window_gap", "tau", "tau_gc", "tail_error", "numerical_rank", "source", "kind", "source_dtype",
+               "tokens", "energy_kept", "flags")
+
+
+def _interface_table(records) -> pd.DataFrame:
+    out = [r["row"] for r in records]
+    cols = list(INTERFACE_COLUMNS)
+    df = pd.DataFrame(out, columns=cols)
+    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
+        df[col] = _nullable(df[col].tolist())
+    return df
+
+
+#: The columns of interfaces.parquet: exactly the keys of an interface record's row.
+INTERFACE_COLUMNS = ("interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
+            "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
+            "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
+            "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
+            "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
+            "commutator", "intersection_dim",
+            "member", "failed_items", "flags")
+
+
+_ICM_COLUMNS = ("group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e", "delta_rho", "bound_e",
+                "bound_rho", "certified")
+
+
+def _row_table(records) -> pd.DataFrame:
+    parts = []
+    for rec in records:
+        icm = rec["arrays"]
+        n = icm["icm/group"].shape[0]
+        parts.append(pd.DataFrame({
+            "interface": [rec["name"]] * n, "row": np.arange(n), "group": icm["icm/group"],
+            "f_core": icm["icm/f_core"], "f_overlap": icm["icm/f_overlap"], "f_noise": icm["icm/f_noise"],
+            "kappa": icm["icm/kappa"], "label": icm["icm/label"].astype(str), "delta_e": icm["icm/delta_e"],
+            "delta_rho": icm["icm/delta_rho"], "bound_e": _nullable(icm["icm/bound_e"]),
+            "bound_rho": _nullable(icm["icm/bound_rho"]), "certified": icm["icm/certified"].astype(bool),
+        }))
+    cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
+            "delta_rho", "bound_e", "bound_rho", "certified"]
+    if not parts:
+        return pd.DataFrame({c: [] for c in cols})
+    return pd.concat(parts, ignore_index=True)
+
+
+_HEAD_COLUMNS = ["interface", "head_out", "head_in", "rank_out", "rank_in", "overlap"]
+
+
+def _head_table(records) -> pd.DataFrame:
+    """One row per (reading head of ``l+1``, writing head of ``l``) pair of each interface that has heads."""
+    parts = []
+    for rec in records:
+        heads = rec["detail"]["alignment"]["heads"]
+        table = rec["arrays"]["heads/table"]
+        if heads is None or table.size == 0:
+            continue
+        n_out, n_in = table.shape
+        parts.append(pd.DataFrame({
+            "interface": [rec["name"]] * (n_out * n_in),
+            "head_out": np.repeat(np.asarray(heads["heads_out"], dtype=np.int64), n_in),
+            "head_in": np.tile(np.asarray(heads["heads_in"], dtype=np.int64), n_out),
+            "rank_out": np.repeat(np.asarray(heads["ranks_out"], dtype=np.int64), n_in),
+            "rank_in": np.tile(np.asarray(heads["ranks_in"], dtype=np.int64), n_out),
+            "overlap": table.reshape(-1),
+        }))
+    if not parts:
+        return pd.DataFrame({"interface": pd.Series([], dtype=str), "head_out": pd.Series([], dtype=np.int64),
+                             "head_in": pd.Series([], dtype=np.int64), "rank_out": pd.Series([], dtype=np.int64),
+                             "rank_in": pd.Series([], dtype=np.int64), "overlap": pd.Series([], dtype=np.float64)})
+    return pd.concat(parts, ignore_index=True)[_HEAD_COLUMNS]
+
+
+def _interface_detail(it) -> dict:
+    tr, rig, mg, ref = it["transport"], it["rigidity"], it["margins"], it["reference"]
+    st = ref.structure
+    part = ref.partition
+    bmat, blabels = it["block_energy"]
+    return {
+        "interface": it["name"], "left": it["left"], "right": it["right"],
+        "windows": {"k_left": tr.k_left, "k_right": tr.k_right},
+        "principal_cosines": {"min": tr.cos_min, "mean": tr.cos_mean, "count": int(tr.cosines.shape[0])},
+        "truncation": {"exact": tr.trunc_error, "bound": tr.trunc_bound, "eps_trunc": tr.eps_trunc,
+                       "eps_trunc_gc": tr.eps_trunc_gc, "tail_error_left": tr.tail_error_left,
+                       "tail_error_right": tr.tail_error_right},
+        "rigidity": {"slack": rig.slack, "amplitude": rig.amplitude, "drift": rig.drift,
+                     "drift_bound": rig.drift_bound, "rho_term": rig.drift_rho_term, "e_term": rig.drift_e_term,
+                     "min_phi_prime": rig.drift_min_phi_prime, "holds": rig.drift_holds},
+        "structure": {
+            "group_strategy": part.group_strategy, "unit_strategy": part.unit_strategy,
+            "group_sizes": np.bincount(part.groups, minlength=part.n_groups),
+            "theta": ref.theta, "kappa": ref.kappa, "hub_degree": ref.hub_degree,
+            "supports": [np.flatnonzero(st.active[g]) for g in range(part.n_groups)],
+            "exclusive": [st.exclusive(g) for g in range(part.n_groups)],
+            "edges": [{"g": g, "h": h, "w": float(st.w[g, h]), "shared": st.shared(g, h)} for g, h in st.edge_list()],
+            "hubs": np.flatnonzero(st.hubs),
+            "block_energy": {"labels": blabels, "matrix": bmat},
+        },
+        "decomposition": it["decomposition"],
+        "no_channel_structure": it["no_structure"],
+        "alignment": {
+            "commutator": it["alignment"]["commutator"],
+            "intersection": it["alignment"]["intersection"],
+            "heads": None if it["alignment"]["heads"] is None else
+            {k: v for k, v in it["alignment"]["heads"].items() if k != "table"},
+        },
+        "flags": _interface_row(it)["flags"].split(";") if _interface_row(it)["flags"] else [],
+        "margins": {"gamma": mg.gamma, "gamma_g": mg.gamma_g, "nu_g": mg.nu_g, "noise_margin": mg.noise_margin,
+                    "pairs": list(mg.pairs), "mu_min": mg.mu_min, "rho_static": mg.rho_static,
+                    "binding": mg.binding},
+        "verdicts": {**it["verdicts"], "direct_same": not it["direct_diff"], "direct_differs": it["direct_diff"]},
+        "perturbation": it["perturbation"],
+        "adversarial": it["adversarial"],
+        "icm_certified_fraction": it["icm_fraction"],
+        "protocol": it["items"],
+        "member": all(x["passed"] for x in it["items"]),
+        "window_search": it["window_search"],
+    }
+
+
+def _params_json(p: dict) -> dict:
+    from ..runs.records import RUN_OPTIONS
+
+    # How the run executed (processes, cluster, memory limit) is not recorded: the same input and
+    # parameters give the same bytes however they ran.
+    out = {k: v for k, v in p.items() if k not in RUN_OPTIONS}
+    if isinstance(out.get("groups"), dict):
+        out["groups"] = {k: v for k, v in out["groups"].items()}
+    return out
+
+
+@dataclass(frozen=True)
+class Result:
+    """What ``certify`` returns: three tables and the certificate document."""
+
+    factors: pd.DataFrame
+    interfaces: pd.DataFrame
+    rows: pd.DataFrame
+    certificate: dict
+    heatmaps: dict = dataclasses.field(default_factory=dict)
+    heads: pd.DataFrame = dataclasses.field(default_factory=lambda: _head_table([]))
+    #: How the run was invoked (the input's path, where it had one): provenance only, written
+    #: to provenance.json and never part of the certificate, so the same bytes under two names
+    #: give the same certificate.
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def verdict(self) -> dict:
+        """The model-level verdict (fraction of member interfaces, failed items)."""
+        return self.certificate["verdict"]
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict and the smallest margins, as the report's top shows them."""
+        from html import escape
+
+        from ..report.pages import _fmt, verdict_view
+
+        v = self.verdict
+        view = verdict_view(v)
+        colour = {"all": "#e9f7ef", "some": "#fef5e0", "none": "#fbeaea"}[view["kind"]]
+        rows = "".join(
+            f"<tr><td>{escape(str(m['interface']))}</td><td>{_fmt(m['rho_static'])}</td>"
+            f"<td>{escape(str(m['binding'].get('kind', '')))}</td><td>{_fmt(m['a_priori_ratio'])}</td>"
+            f"<td>{_fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
+        t = v.get("n_no_channel_structure", 0)
+        trivial = f"; {t} without channel structure" if t else ""
+        return (f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
+                f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
+                "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
+                "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
+                f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
+                "<code>result.figures()</code> draws every panel of the report; <code>result.save(DIR)</code> "
+                "writes the report and the figures.</p>")
+
+    def figures(self) -> dict:
+        """Every panel of the report, drawn from this Result without reading or writing a file.
+
+        Returns a dict from file name (as under ``DIR/figures/``, without ``.svg``) to
+        :class:`~physgsa.report.figures.Figure`: each one shows itself in a notebook and has ``.svg``
+        (the SVG text) and ``.save(path)``.
+        """
+        from ..report.figures import result_figures
+
+        return result_figures(self)
+
+    def write_figures(self, directory, *, replacing=None) -> Path:
+        """Write every panel as ``directory/NAME.svg`` (see :func:`physgsa.report.pages.write_figures`)."""
+        from ..report.pages import write_figures
+
+        return write_figures(self, directory, replacing=replacing)
+
+    def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False) -> Path:
+        """Write the output files into ``out``, replacing only physgsa's own files.
+
+        Every file is first written into a staging folder inside ``out``; then the old
+        ``certificate.json`` is removed (so a directory caught mid-save holds no certificate and
+        is never read as a result), each file is renamed into place, ``certificate.json`` last,
+        and the run's records are dropped. Files physgsa did not write are never touched: a
+        directory holding any is refused, naming them, unless ``keep_others``. ``out`` is
+        locked for the save (:class:`~physgsa.runs.records.OutputLock`); a symlinked ``out`` is
+        written through to its target. Results of another run are replaced only with
+        ``overwrite``. A full disk or a file-size limit raises
+        :class:`~physgsa.EnvironmentFailure` and leaves the previous files and the records.
+        """
+        from ..runs.records import RUN_DIR, OutputLock, refuse_foreign
+
+        out = Path(out)
+        with OutputLock(out, wait=wait, what="save"):
+            refuse_foreign(out, keep_others)
+            cert_path = out / "certificate.json"
+            if cert_path.exists():
+                old = _read_certificate(cert_path)
+                if not overwrite and old.get("input_sha256") != self.certificate.get("input_sha256"):
+                    raise OutputDirectoryError(
+                        f"Output directory '{out}' already holds results of another run. Pass overwrite=True "
+                        "(--overwrite) to replace them."
+                    )
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=".physgsa-save-", dir=out))
+                os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
+            except OSError as exc:
+                raise OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.") from None
+            try:
+                with _environment(out):
+                    self._write_files(stage)
+                    cert_path.unlink(missing_ok=True)
+                    names = sorted(p.name for p in stage.iterdir())
+                    for name in [n for n in names if n != "certificate.json"] + ["certificate.json"]:
+                        os.replace(stage / name, out / name)
+                    shutil.rmtree(out / RUN_DIR, ignore_errors=True)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+        return out
+
+    def _write_files(self, directory: Path) -> None:
+        for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
+                         ("heads", self.heads)):
+            df.to_parquet(directory / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
+        text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
+        (directory / "certificate.json").write_text(text + "\n", encoding="utf-8")
+        (directory / "provenance.json").write_text(
+            json.dumps(self.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _write_npz(directory / "heatmaps.npz", self.heatmaps)
+        from ..report.figures import result_figures
+        from ..report.pages import write_figures, write_report
+
+        # Every panel is drawn once and used twice: embedded in report.html and written to figures/.
+        figures = result_figures(self)
+        write_report(self, directory / "report.html", figures)
+        write_figures(self, directory / "figures", replacing=directory.parent / "figures", figures=figures)
+
+
+def _read_certificate(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@contextlib.contextmanager
+def _environment(where: Path):
+    """A full disk or a file-size limit while writing: the environment failed, not the input."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
+                     errno.EDQUOT: "the disk quota is exhausted"}[exc.errno]
+            raise EnvironmentFailure(
+                f"Writing into '{where}' failed: {cause} ({exc.strerror}). Free space or raise the limit, then "
+                "rerun the same command: it resumes from the records kept so far."
+            ) from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_npz(path: Path, arrays: dict, *, compress: bool = True) -> None:
+    """An .npz with fixed member timestamps and order, so the same arrays give the same bytes.
+
+    ``compress=False`` stores the members as they are (``ZIP_STORED``; numpy reads both): for
+    files that are written often and read at most once, such as a run's records, where deflating
+    costs more than the bytes it saves.
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            zf.writestr(info, buf.getvalue())
+
+
+def interface_record(it) -> dict:
+    """Everything the outputs need of one interface: plain JSON (``row``, ``detail``, ``margin``,
+    ``items``) and arrays (the ICM rows and the heatmaps). This is what a checkpoint stores."""
+    icm = it["icm"]
+    arrays = {f"icm/{k}": np.asarray(icm[k]) for k in _ICM_COLUMNS}
+    arrays["icm/label"] = arrays["icm/label"].astype(str)
+    arrays.update({f"heatmaps/{k}": np.asarray(v) for k, v in it["heatmaps"].items()})
+    heads = it["alignment"]["heads"]
+    arrays["heads/table"] = np.zeros((0, 0)) if heads is None else np.asarray(heads["table"], dtype=np.float64)
+    margin = {"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
+              "no_channel_structure": bool(it["no_structure"]),
+              "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
+    return {"name": it["name"], "index": it["index"],
+            **_plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,
+                      "items": it["items"]}),
+            "arrays": arrays}
+
+
+def source_label(source: str) -> str:
+    """What ``certificate.json`` says of the input: its name where it is not a path (a bundled model,
+    "matrices"), else "file" (the input's identity is its content, ``input_sha256``; the path is
+    provenance only, in ``provenance.json``)."""
+    return "file" if ("/" in source or os.sep in source or Path(source).exists()) else source
+
+
+def build_result(chain, factor_records, interface_records, params: dict, verdict: dict,
+                 input_sha256: str | None = None) -> Result:
+    """Assemble the tables and the certificate document of a run from its records."""
+    cert = {
+        "format": "physgsa.certificate/1",
+        "source": source_label(chain.source),
+        "input_sha256": input_sha256,
+        "parameters": _params_json(params),
+        "versions": _versions(),
+        "factors": [f.name for f in chain.factors],
+        "chain_breaks": [{"left": b.left, "right": b.right, "reason": b.reason} for b in chain.breaks],
+        "skipped": list(chain.skipped),
+        "interfaces": [rec["detail"] for rec in interface_records],
+        "verdict": verdict,
+    }
+    heat = {f"{rec['index']}/{k.split('/', 1)[1]}": v for rec in interface_records
+            for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
+    return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
+                  rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat,
+                  heads=_head_table(interface_records), provenance={"source": chain.source})
+
+
+def load_result(directory) -> Result:
+    """Read a saved Result back (for re-rendering reports without recomputing)."""
+    d = Path(directory)
+    missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]
+    if missing:
+        raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: {', '.join(missing)} missing.")
+    from ..models.files import _ZIP_ERRORS
+    from ..core.resources import check_archive
+
+    check_archive(d / "heatmaps.npz", f"'{d / 'heatmaps.npz'}'", error=OutputDirectoryError)
+    try:
+        with np.load(d / "heatmaps.npz", allow_pickle=False) as npz:
+            heat = {k: npz[k] for k in npz.files}
+        result = Result(
+            factors=pd.read_parquet(d / "factors.parquet"),
+            interfaces=pd.read_parquet(d / "interfaces.parquet"),
+            rows=pd.read_parquet(d / "rows.parquet"),
+            heads=pd.read_parquet(d / "heads.parquet"),
+            certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
+            heatmaps=heat,
+            provenance=_read_certificate(d / "provenance.json"),
+        )
+    except _ZIP_ERRORS + (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise OutputDirectoryError(f"'{d}' holds physgsa outputs that cannot be read ({type(exc).__name__}: "
+                                   f"{str(exc)[:200]}); run certify again.") from None
+    if not isinstance(result.certificate, dict) or "interfaces" not in result.certificate:
+        raise OutputDirectoryError(f"'{d / 'certificate.json'}' is not a physgsa certificate; run certify again.")
+    return result

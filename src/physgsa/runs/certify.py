@@ -1,0 +1,508 @@
+"""``certify``: the whole flow on a chain, from spectra to the model-level verdict.
+
+Chain -> Spectra (one SVD per factor, reused by both interfaces) -> Transport -> PAM
+structure -> Certificate (margins, radius, verdicts, perturbation tests, ICM labels,
+protocol) -> :class:`~physgsa.outputs.result.Result`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from ..core.validation import CertificateBugError, InvalidParameterError, Param, check_params
+from ..core.certificate import adversarial, margins, perturbation_tests, verdicts
+from ..core.chain import Chain
+from ..core.heatmaps import interface_heatmaps
+from ..core.icm import LABELS, icm_rows
+from ..core.linalg import check_device, matmul
+from ..core.protocol import interface_items, model_verdict
+from .records import RunStore, input_sha256
+from .executors import executor, run_tasks
+from ..core.resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
+from ..outputs.result import FACTOR_KEYS, INTERFACE_COLUMNS, Result, _environment as _environment_on_write, build_result, factor_record, interface_record
+from ..core.spectra import CHARTS, compute_spectrum, dominant_window
+from ..core.structure import Partition, block_energy, column_units, compare, decomposition_from_blocks, fit_reference, fro_norm, row_groups, row_profiles_scaled, source_incidence, structure_of, THRESHOLD_RULES
+from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
+from ..core.transport import rigidity, transport
+
+__all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
+
+_EMPTY = np.empty((0, 0))
+_EMPTY.setflags(write=False)
+
+#: An interface's product is at rounding level, and flagged (never analysed as structure or
+#: certified), when ``||M||_F <= ROUNDING_LEVEL * n * u * || |A_hat'| |A_hat| ||_F``: the computed
+#: product then cannot be told from zero (its rounding error is at most ``gamma_n |A_hat'||A_hat|``
+#: entrywise, ``gamma_n ~ n u``; the factor 4 also covers the rounding of ``A_hat`` itself).
+ROUNDING_LEVEL = 4.0
+
+#: The q grid of the window search, in [0.5, 0.999].
+WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
+
+
+def _check_user_groups(value, what: str):
+    if not isinstance(value, Mapping):
+        raise InvalidParameterError(
+            f"{what} must be one of {{'auto', 'kmeans', 'modes', 'heads'}} or a mapping from an interface name "
+            f"('left->right') or a right-hand factor name to an integer array of row groups. "
+            f"Got {type(value).__name__} instead."
+        )
+    out = {}
+    for key, labels in value.items():
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise InvalidParameterError(
+                f"{what}: the row groups for {key!r} must be a 1-D integer array; got shape {arr.shape}, "
+                f"dtype {arr.dtype}."
+            )
+        out[str(key)] = arr.astype(np.int64)
+    return out
+
+
+CERTIFY_PARAMS = {
+    "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q"),
+    "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
+    "groups": Param("auto", "choice", choices=("auto", "kmeans", "modes", "heads"), extra=_check_user_groups,
+                    doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups"),
+    "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
+    "units": Param("channels", "choice", choices=("channels", "heads", "groups"),
+                   doc="column units: channels, heads, or the conv groups of a grouped convolution"),
+    "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
+                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative"),
+    "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
+    "kappa_fraction": Param(0.05, "float", 0.0, 1.0, "left", doc="graph level kappa / max w"),
+    "hub_degree": Param(3, "int", 2, None, doc="hub degree h"),
+    "safety": Param(0.9, "float", 0.0, 1.0, "right", doc="a priori safety factor"),
+    "tau_e": Param(0.5, "float", 0.0, 1.0, "neither", doc="ICM core-fraction level tau_E"),
+    "tau_rho": Param(0.5, "float", -1.0, 1.0, "neither", doc="ICM correlation level tau_rho"),
+    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
+    "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+    "n_perturbations": Param(32, "int", 0, None, doc="random draws per perturbation level"),
+    "perturbation": Param("blocks", "choice", choices=("blocks", "explicit"),
+                          doc="draw perturbed unit energies exactly (blocks) or form each E (explicit)"),
+    "below": Param((0.25, 0.5, 0.9), "floats", 0.0, 1.0, "neither", doc="levels t < 1 (must not change)"),
+    "above": Param((1.1, 1.5, 2.0, 4.0), "floats", 1.0, None, "neither", doc="levels t > 1 (rate reported)"),
+    "window_search": Param(False, "bool", doc="search the smallest certified windows"),
+    "seed": Param(0, "int", 0, None, doc="seed of every random choice"),
+    "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
+    "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on"),
+    "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)"),
+    "max_memory": Param(None, "any", allow_none=True, extra=parse_memory,
+                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)"),
+    "device": Param(None, "any", allow_none=True, extra=check_device,
+                    doc="None: LAPACK; 'cpu' or 'cuda': decompositions and products through torch"),
+}
+
+
+def _groups_for(groups, left: str, right: str, row_heads=None):
+    if groups == "auto":
+        return "heads" if row_heads is not None else "kmeans"
+    if isinstance(groups, dict):
+        key = f"{left}->{right}"
+        if key in groups:
+            return groups[key]
+        if right in groups:
+            return groups[right]
+        raise InvalidParameterError(
+            f"The given row groups name no entry for interface {key!r}: add a key {key!r} or {right!r}."
+        )
+    return groups
+
+
+def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.ndarray, device=None) -> bool:
+    """Is the computed ``M = A_hat' A_hat`` indistinguishable from zero (see :data:`ROUNDING_LEVEL`)?
+
+    The cheap normwise test ``||M||_F > c n u ||A_hat'||_F ||A_hat||_F`` settles almost every
+    interface; only below it is the entrywise product ``|A_hat'| |A_hat|`` formed, so a product
+    that is small because of the factors' dynamic range (no cancellation) is not mistaken for
+    rounding noise.
+    """
+    n = a_hat_left.shape[0]
+    level = ROUNDING_LEVEL * n * np.finfo(np.float64).eps / 2.0
+    # A decisive test from three max-reductions first (no copies): ``max|M| <= ||M||_F`` and
+    # ``||X||_F <= sqrt(size) max|X|``; the factor 2 covers the rounding of the computed norms
+    # (relative error below size * eps each). When it holds, the normwise test below holds too
+    # and would return False: the answer is the same, without the three Frobenius norms.
+    if m.size and a_hat_left.size and a_hat_right.size:
+        amax = lambda x: max(float(np.max(x)), -float(np.min(x)))  # noqa: E731  (== max|x|)
+        upper = np.sqrt(a_hat_left.size) * amax(a_hat_left) * np.sqrt(a_hat_right.size) * amax(a_hat_right)
+        if amax(m) > 2.0 * level * upper:
+            return False
+    norm_m = fro_norm(m)
+    if norm_m > level * fro_norm(a_hat_left) * fro_norm(a_hat_right):
+        return False
+    return bool(norm_m <= level * fro_norm(matmul(np.abs(a_hat_right), np.abs(a_hat_left), device)))
+
+
+class _PAM:
+    """The PAM pair at given windows and everything fitted on A0."""
+
+    def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name, col_groups=None):
+        a0, a1 = tr.m_window, tr.m_full
+        strategy = _groups_for(p["groups"], left_name, right_name, row_heads)
+        # The source-mode incidence is needed only to group rows by modes.
+        inc = source_incidence(R.a_hat, L.u, L.sigma, tr.k_left) if isinstance(strategy, str) and \
+            strategy == "modes" else None
+        # The row profiles of A0, computed once for the k-means groups and the ICM (_interface).
+        self.profiles = row_profiles_scaled(a0) if isinstance(strategy, str) and strategy == "kmeans" else None
+        g, m, gstrat = row_groups(strategy, a0, incidence=inc, heads=row_heads, n_groups=p["n_groups"], rng=rng,
+                                  where=where, profiles=None if self.profiles is None else self.profiles[0])
+        unit_strategy = p["units"]
+        # units="groups" on a chain where only some factors are grouped convs (EfficientNet's
+        # expand convs are dense): the other interfaces keep single channels, flagged.
+        self.units_fallback = unit_strategy == "groups" and col_groups is None
+        if self.units_fallback:
+            unit_strategy = "channels"
+        units, n_units = column_units(unit_strategy, a0.shape[1], heads=col_heads, where=where,
+                                      conv_groups=col_groups)
+        part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
+                         unit_strategy=unit_strategy)
+        self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
+                                 kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
+        self.mg = margins(self.ref)
+        self.e = tr.m_excluded  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
+        self.direct_norm = fro_norm(self.e)
+        # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
+        eps = np.finfo(np.float64).eps
+        rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
+        self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
+                            direct_norm=self.direct_norm, rounding=rounding)
+        self.negligible = at_rounding_level(L.a_hat, R.a_hat, a1, p["device"])
+        if self.negligible:
+            self.ver.update(a_priori=False, measured=False)
+        self.s1 = structure_of(a1, self.ref)
+        self.diff = compare(self.ref.structure, self.s1)
+        if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
+            raise CertificateBugError(
+                f"Interface {where} is certified (||E||_F = {tr.trunc_error:.6g}, rho_static = "
+                f"{self.mg.rho_static:.6g}) but the direct check differs in {', '.join(self.diff)}. "
+                "This is a bug in physgsa."
+            )
+
+
+def _interface(link, fl, fr, L, R, p: dict) -> dict:
+    """Everything sections 3 to 7 define for the interface ``fl -> fr`` (spectra ``L``, ``R``)."""
+    where = f"{fl.name}->{fr.name}"
+    check_memory(interface_bytes(fr.shape[0], fl.shape[1]), p["max_memory"],
+                 f"Interface {where!r} ({fr.shape[0]} x {fl.shape[1]} products)")
+    rng = np.random.default_rng([p["seed"], link.index])
+    # The whole C = V'^T U only for the window search, which reuses it at many windows; one
+    # window needs only thin blocks of it.
+    c = matmul(R.vt, L.u, p["device"]) if p["window_search"] else None
+    m_full = matmul(R.a_hat, L.a_hat, p["device"])
+    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full, device=p["device"])
+    rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
+    if rig.slack is not None and rig.slack < -1e-9:
+        raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
+    if tr.trunc_error > tr.trunc_bound * (1 + 1e-10) + 1e-300:
+        raise CertificateBugError(
+            f"Interface {where}: exact truncation error {tr.trunc_error:.17g} exceeds its bound "
+            f"{tr.trunc_bound:.17g}. This is a bug in physgsa."
+        )
+    pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+    ref, mg, ver = pam.ref, pam.mg, pam.ver
+    a0, e = tr.m_window, pam.e
+    s0 = ref.structure
+    decomp = decomposition_from_blocks(a0, s0, ref.partition)
+    if pam.negligible:
+        # Rounding noise has no slack to speak of (sigma_1 of noise): reported as null.
+        rig = dataclasses.replace(rig, slack=None)
+    if pam.negligible:
+        pert = {"ran": False, "reason": "the product is at rounding level (indistinguishable from zero)",
+                "mode": p["perturbation"], "levels": [], "below_ok": True}
+    else:
+        pert = perturbation_tests(a0, ref, mg.rho_static, below=p["below"], above=p["above"],
+                                  n_draws=p["n_perturbations"], rng=rng, where=where, mode=p["perturbation"])
+    adv = adversarial(a0, ref, mg)
+    certified = ver["a_priori"] or ver["measured"]
+    icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
+                   interface_certified=certified, profiles=pam.profiles)
+    if pam.negligible:
+        # Every row of a product at rounding level is zero to rounding: no label is meaningful.
+        icm["label"] = np.full(a0.shape[0], "zero", dtype=object)
+        icm["certified"] = np.zeros(a0.shape[0], dtype=bool)
+    labels = icm["label"]
+    icm_fraction = {}
+    for lab in LABELS:
+        sel = labels == lab
+        if sel.any():
+            icm_fraction[lab] = float(icm["certified"][sel].mean())
+    nonzero = labels != "zero"
+    icm_all = bool(nonzero.any() and icm["certified"][nonzero].all())
+    items = interface_items(left=L, right=R, a0_dtype=a0.dtype, gap_floor=p["gap_floor"], rig=rig, tr=tr,
+                            decomp=decomp, mg=mg, ver=ver, direct_diff=pam.diff, pert=pert,
+                            icm_fraction=icm_fraction, icm_all=icm_all)
+    bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
+    heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"])
+    search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
+    alignment = _alignment(L, R, fl, fr, tr)
+    return {
+        "name": where, "left": fl.name, "right": fr.name, "index": link.index,
+        # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
+        "transport": dataclasses.replace(tr, m_full=_EMPTY, m_window=_EMPTY, m_excluded=_EMPTY),
+        "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
+        "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
+        "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
+        "negligible": pam.negligible, "heatmaps": heat,
+        "degenerate": [side for side, spec in (("left", L), ("right", R)) if "window_degenerate" in spec.flags],
+        "no_structure": no_channel_structure(s0, decomp, pam.negligible),
+        "modes_basis_dependent": ref.partition.group_strategy == "modes" and repeated_in_window(L.sigma, tr.k_left),
+        "units_fallback": pam.units_fallback,
+        "window_search": search,
+        "alignment": alignment,
+    }
+
+
+#: The tolerance of the intersection dimension reported as a column (the whole grid is in the certificate).
+INTERSECTION_EPS = 1e-2
+#: The largest equal rank of the intersection-dimension grid (the windows are covered besides).
+GRID_MAX_K = 64
+
+
+def _alignment(L, R, fl, fr, tr) -> dict:
+    """Section 8's weight-space diagnostics of one interface (beyond the two papers).
+
+    The intersection dimension ``#{cos >= 1 - eps}`` at the dominant windows ``(k, k')`` (from
+    the transport's principal cosines, at no extra cost) and over the grid of small equal ranks
+    ``k = 1, 2, 4, ..., min(64, r)`` of ``span(U_l[:, :k])`` and ``span(V'[:, :k])``, at every eps of
+    ``DEFAULT_EPSS``; the commutator of ``A_hat_l A_hat_l^T`` and ``A_hat_{l+1}^T A_hat_{l+1}``;
+    and, where the left factor's columns and the right factor's rows carry heads, the head
+    subspace overlap table (rows: reading heads of ``l+1``, columns: writing heads of ``l``).
+    The grid stops at 64 because each rank costs an SVD of its block (a grid to the full width
+    cost a third of certify on 768-wide chains); the windows themselves are always covered.
+    """
+    r = min(L.sigma.shape[0], R.sigma.shape[0])
+    ks = [k for k in default_ks(r) if k <= GRID_MAX_K]
+    dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
+    window = [int(np.sum(tr.cosines >= 1.0 - eps)) for eps in DEFAULT_EPSS]
+    at_window = window[DEFAULT_EPSS.index(INTERSECTION_EPS)]
+    out = {"commutator": commutator(L.a_hat, R.a_hat),
+           "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
+                            "windows": [tr.k_left, tr.k_right], "at_windows": window,
+                            "eps": INTERSECTION_EPS, "at_window": at_window},
+           "heads": None}
+    if fl.col_heads is not None and fr.row_heads is not None:
+        ho = head_overlaps(L.a_hat, fl.col_heads, R.a_hat, fr.row_heads)
+        out["heads"] = {"table": ho.table, "ranks_in": ho.ranks_left, "ranks_out": ho.ranks_right,
+                        "heads_in": list(ho.heads_left), "heads_out": list(ho.heads_right)}
+    return out
+
+
+def no_channel_structure(s0, decomp: dict, negligible: bool) -> list[str]:
+    """The reasons why an interface's structure is trivial (empty: it has channel structure).
+
+    A group with every unit active, every unit a hub, or no core energy leaves nothing to tell
+    the groups apart: the masks, graph and labels then carry no channel structure, whatever the
+    certificate says about their stability.
+    """
+    reasons = []
+    if negligible:
+        reasons.append("the product is at rounding level")
+    full = np.flatnonzero(s0.active.all(axis=1))
+    if full.size:
+        reasons.append(f"group{'s' if full.size > 1 else ''} {', '.join(map(str, full.tolist()))} "
+                       f"ha{'ve' if full.size > 1 else 's'} every unit active")
+    if s0.hubs.all() and s0.hubs.size:
+        reasons.append("every unit is a hub")
+    if decomp["fraction"]["core"] == 0.0:
+        reasons.append("the core energy is 0")
+    return reasons
+
+
+def repeated_in_window(sigma: np.ndarray, k: int) -> bool:
+    """Do two of the top ``k`` singular values coincide to rounding (a basis LAPACK chooses)?"""
+    if k < 2:
+        return False
+    tol = 8.0 * sigma.shape[0] * np.finfo(np.float64).eps * sigma[0]
+    return bool(np.any(sigma[: k - 1] - sigma[1:k] <= tol))
+
+
+def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
+    """Smallest windows along q for which the direct check, and the measured verdict, hold."""
+    where = f"{fl.name}->{fr.name}"
+    steps = []
+    for q in WINDOW_SEARCH_QS:
+        _, k, _ = dominant_window(L.sigma, q, p["window_band"])
+        _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
+        tr = transport(L, R, k, kp, c=c, m_full=m_full, device=p["device"])
+        rng = np.random.default_rng([p["seed"], link.index])
+        pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+        steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,
+                      "rho_static": pam.mg.rho_static, "direct_same": not pam.diff,
+                      "certified_measured": pam.ver["measured"]})
+    first = lambda key: next((s for s in steps if s[key]), None)  # noqa: E731
+    return {"steps": steps, "smallest_direct": first("direct_same"), "smallest_measured": first("certified_measured")}
+
+
+def _check_memory_up_front(chain: Chain, limit: int) -> None:
+    """Every decomposition's and every interface's memory estimate, before any work is done."""
+    for f in chain.factors:
+        m, n = f.shape
+        check_memory(svd_bytes(m, n), limit, f"Factor {f.name!r} ({m} x {n}): its decomposition")
+    for k in chain.links:
+        fl, fr = chain.factors[k.left], chain.factors[k.right]
+        check_memory(interface_bytes(fr.shape[0], fl.shape[1]), limit,
+                     f"Interface {k.name(chain)!r} ({fr.shape[0]} x {fl.shape[1]} products)")
+
+
+def _compute(chain: Chain, p: dict, kw: dict, pool, store, report) -> tuple[list, list]:
+    """The factor and interface records of a run: verified ones from ``store``, the rest computed.
+
+    Memory is set by the widest interface, not by the depth: the interfaces run in order, a few
+    at a time (one per worker), each factor is decomposed just before its first interface and its
+    spectrum is released after its last, and a deferred factor is read from its source only by
+    the task that decomposes it. On a Dask cluster the spectra stay with the workers (the
+    interface tasks receive them there); this process holds only records.
+    """
+    fs, links = chain.factors, chain.links
+    f_records = [store.factor(i, FACTOR_KEYS) if store else None for i in range(len(fs))]
+    i_records = [store.interface(i, INTERFACE_COLUMNS) if store else None for i in range(len(links))]
+    todo_if = [i for i, rec in enumerate(i_records) if rec is None]
+    # A factor is decomposed if its record is missing or an unfinished interface needs its frames.
+    needed = {f for i in todo_if for f in (links[i].left, links[i].right)}
+    todo_f = [i for i in range(len(fs)) if f_records[i] is None or i in needed]
+    if store is not None and len(todo_if) < len(links):
+        report("resume", len(links) - len(todo_if), len(links), "interfaces already done in an interrupted run")
+    if store is not None and store.discarded:
+        report("resume", store.discarded, store.discarded, "damaged or foreign records discarded (recomputed)")
+    width = pool.width if pool is not None else 1
+    remote = pool is not None and pool.remote
+    names_f, names_if = [f.name for f in fs], [k.name(chain) for k in links]
+    count = {"spectra": len(fs) - len(todo_f), "interfaces": len(links) - len(todo_if)}
+    spectra = {}  # factor index -> Spectrum (here) or a Dask future (held by a worker)
+
+    def keep_factor(i, rec):
+        f_records[i] = rec
+        if store:
+            with _environment_on_write(store.out):
+                store.save_factor(i, rec)
+
+    def factor_done(i, s):
+        if f_records[i] is None:
+            keep_factor(i, factor_record(fs[i], s))
+        if i in needed:
+            spectra[i] = s
+        count["spectra"] += 1
+        report("spectra", count["spectra"], len(fs), names_f[i])
+
+    def interface_done(i, it):
+        i_records[i] = interface_record(it)
+        if store:
+            with _environment_on_write(store.out):
+                store.save_interface(i, i_records[i])
+        count["interfaces"] += 1
+        report("interfaces", count["interfaces"], len(links), names_if[i])
+
+    def decompose(idx):
+        if not remote:
+            run_tasks(pool, compute_spectrum, lambda i: ((fs[i],), kw), idx, names_f, "spectra", _silent,
+                      done=factor_done)
+            return
+        futures = {i: pool.submit(compute_spectrum, fs[i], **kw) for i in idx}
+        todo = {pool.submit(factor_record, fs[i], futures[i]): i for i in idx if f_records[i] is None}
+        for fut in pool.as_completed(todo):
+            keep_factor(todo[fut], fut.result())
+        for i in idx:
+            if i in needed:
+                spectra[i] = futures[i]
+            count["spectra"] += 1
+            report("spectra", count["spectra"], len(fs), names_f[i])
+
+    # Factors whose record alone is missing: decomposed, recorded and let go at once.
+    alone = [i for i in todo_f if i not in needed]
+    for start in range(0, len(alone), width):
+        decompose(alone[start:start + width])
+    last = {}
+    for pos, i in enumerate(todo_if):
+        last[links[i].left] = last[links[i].right] = pos
+
+    def job(i):
+        k = links[i]
+        return (k, fs[k.left], fs[k.right], spectra[k.left], spectra[k.right], p), {}
+
+    for start in range(0, len(todo_if), width):
+        chunk = todo_if[start:start + width]
+        fresh = list(dict.fromkeys(f for i in chunk for f in (links[i].left, links[i].right) if f not in spectra))
+        decompose(fresh)
+        run_tasks(pool, _interface, job, chunk, names_if, "interfaces", _silent, done=interface_done)
+        for f in [f for f in spectra if last[f] < start + width]:
+            del spectra[f]  # its last interface is done: the frames go (on a cluster, the worker lets go too)
+    return f_records, i_records
+
+
+def _silent(stage, done, total, name):
+    """Progress is counted by ``_compute`` itself, across the chunks it hands to ``run_tasks``."""
+
+
+def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, keep_others: bool = False,
+            wait: bool = False, **params) -> Result:
+    """Spectra, transport, PAM structure and the static certificate of every interface.
+
+    Parameters
+    ----------
+    chain : Chain
+        From :meth:`Chain.from_arrays`, :func:`physgsa.read_chain` or an adapter.
+    **params
+        Keyword-only, validated against :data:`CERTIFY_PARAMS` (defaults there and in
+        docs/definitions.md): ``q`` (0.9), ``chart`` ("top"), ``groups`` ("auto": heads where the rows carry a head
+        layout, else "kmeans"),
+        ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
+        ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
+        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32), ``perturbation`` ("blocks"),
+        ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
+        ``seed`` (0), ``workers`` (1: serial; N: factors and interfaces on N local processes,
+        with results identical to a serial run).
+
+    progress : callable, optional
+        Called as ``progress(stage, done, total, name)`` after each factor ("spectra") and each
+        interface ("interfaces"); the command line draws its progress bars with it.
+    checkpoint : path, optional
+        An output directory to keep each finished record in (``DIR/.physgsa-run``, see
+        :mod:`physgsa.runs.records`); a rerun with the same input and parameters resumes from
+        them. The command line passes its ``--out``.
+    overwrite : bool
+        With ``checkpoint``: discard records or results of a different run there instead of
+        refusing.
+    keep_others : bool
+        With ``checkpoint``: write beside files physgsa did not write instead of refusing
+        (they are never touched).
+    wait : bool
+        With ``checkpoint``: wait for another run holding the directory instead of refusing.
+
+    Returns
+    -------
+    Result
+        ``.factors``, ``.interfaces``, ``.rows`` (DataFrames), ``.certificate`` (dict), ``.save(dir)``.
+    """
+    if not isinstance(chain, Chain):
+        raise InvalidParameterError(
+            f"certify takes a physgsa Chain (Chain.from_arrays or read_chain); got {type(chain).__name__} instead."
+        )
+    p = check_params("certify", CERTIFY_PARAMS, params)
+    if p["max_memory"] is None:
+        p["max_memory"] = default_limit()
+    report = progress if progress is not None else (lambda stage, done, total, name: None)
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"],
+              max_memory=p["max_memory"])
+    fs, links = chain.factors, chain.links
+    # Everything that can be refused is refused before anything is written: every memory
+    # estimate (from the shapes alone), then the scheduler, then the output directory.
+    _check_memory_up_front(chain, p["max_memory"])
+    sha = input_sha256(chain, p)  # recorded in certificate.json: which input this certifies
+    with executor(p) as pool:
+        store = None
+        if checkpoint is not None:
+            store = RunStore(checkpoint, sha, p, factor_names=[f.name for f in fs],
+                             interface_names=[k.name(chain) for k in links], overwrite=overwrite,
+                             keep_others=keep_others, wait=wait)
+        try:
+            f_records, i_records = _compute(chain, p, kw, pool, store, report)
+        finally:
+            if store is not None:
+                store.release()
+    verdict = model_verdict([rec["name"] for rec in i_records], [rec["items"] for rec in i_records],
+                            len(chain.breaks), [rec["margin"] for rec in i_records])
+    return build_result(chain, f_records, i_records, p, verdict, input_sha256=sha)

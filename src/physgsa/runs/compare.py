@@ -1,0 +1,220 @@
+"""Certified drift: does another model route its channels as the base model does?
+
+For each interface, BASE's reference is fitted exactly as ``certify`` fits it (its windows
+``k, k'``, row groups, column units, thresholds, ``kappa``, hub degree, radius ``rho_static``).
+OTHER's Physical Alignment Matrix is then measured against it: OTHER's windowed product
+``A_o = A_hat'_{o,k'} A_hat_{o,k}`` at BASE's window sizes (each factor's own SVD), and
+
+- ``delta_norm = ||A_o - A0_base||_F`` (computed without squaring tiny numbers);
+- measured verdict: ``delta_norm + delta < rho_static`` (``delta`` the same rounding
+  allowance as certify's);
+- a priori verdict, from the factors alone (no product is needed; definitions.md, "drift
+  bound", ours): with ``W_l = (A_hat_l)_k`` the rank-``k`` truncation of a normalized factor at
+  BASE's window, ``e_l = ||W_{o,l} - W_{b,l}||_F`` and ``s_l = sigma_1(A_hat_{b,l})``,
+
+      ||A_o - A0_b||_F <= e_{l+1} s_l + s_{l+1} e_l + e_{l+1} e_l,
+
+  since ``A_o - A0_b = D' W_b + W'_b D + D' D`` with ``D = W_o - W_b`` and ``||X Y||_F <=
+  ||X||_F ||Y||_2``, ``||W_b||_2 = s``; certified a priori iff this plus ``delta`` is at most
+  ``safety * rho_static``. It is exact (0) for identical models and tested against the exact
+  norm on random and adversarial perturbations;
+- the direct check: OTHER's structure under BASE's fixed partition and thresholds, compared
+  with BASE's, naming the groups whose supports gained or lost columns, the edges that
+  appeared or vanished and the hubs that changed;
+- the ICM labels of every row of OTHER under BASE's masks and centroids, kept or lost.
+
+A certified interface whose direct check differs is a bug and raises CertificateBugError, as
+in certify. Per factor: the Part I drift (``Delta rho``, ``Delta s_hat``, ``Delta k_q``) and the
+principal-angle cosines between BASE's and OTHER's dominant windows (output and input sides).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.validation import CertificateBugError, InvalidParameterError, PhysgsaError, check_params
+from ..core.chain import Chain
+from ..report.compare import interface_images
+from ..core.icm import icm_rows
+from .certify import CERTIFY_PARAMS, _PAM
+from ..core.spectra import compute_spectrum
+from ..core.structure import compare as compare_structures
+from ..core.structure import fro_norm, structure_of
+from ..core.transport import transport
+
+__all__ = ["compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
+
+#: certify's parameters that decide BASE's reference (execution options are not needed here).
+COMPARE_PARAMS = {k: v for k, v in CERTIFY_PARAMS.items()
+                  if k in ("q", "chart", "groups", "n_groups", "units", "threshold", "eta", "kappa_fraction",
+                           "hub_degree", "safety", "tau_e", "tau_rho", "window_band", "gap_floor", "seed",
+                           "max_memory")}
+
+
+class LayoutMismatchError(PhysgsaError):
+    """Two models whose chains do not have the same layout (factor names, shapes, interfaces)."""
+
+
+def check_same_layout(base: Chain, other: Chain, name: str) -> None:
+    """Refuse, naming the first difference, two chains that cannot be compared factor by factor."""
+    if len(base.factors) != len(other.factors):
+        raise LayoutMismatchError(
+            f"{name} has {len(other.factors)} factors and the base has {len(base.factors)}: compare needs two "
+            "models of the same layout.")
+    for fb, fo in zip(base.factors, other.factors):
+        if fb.name != fo.name:
+            raise LayoutMismatchError(f"{name}: factor {fo.name!r} stands where the base has {fb.name!r}.")
+        if fb.shape != fo.shape:
+            raise LayoutMismatchError(f"{name}: factor {fb.name!r} is {fo.shape[0]} x {fo.shape[1]}, the base's "
+                                      f"is {fb.shape[0]} x {fb.shape[1]}.")
+    lb = [(k.left, k.right) for k in base.links]
+    lo = [(k.left, k.right) for k in other.links]
+    if lb != lo:
+        raise LayoutMismatchError(f"{name} has other interfaces than the base.")
+
+
+class CompareResult:
+    """Tables of one comparison: ``interfaces`` (one row per interface and OTHER), ``factors`` (one
+    row per factor and OTHER), ``details`` (JSON-ready, per interface), ``document`` (compare.json)."""
+
+    def __init__(self, interfaces: pd.DataFrame, factors: pd.DataFrame, document: dict, images: list | None = None):
+        self.interfaces = interfaces
+        self.factors = factors
+        self.document = document
+        self.images = images or []
+
+    def save(self, out, *, keep_others: bool = False):
+        """Write compare.parquet, compare_factors.parquet, compare.json and compare.html into ``out``."""
+        from ..report.compare import save_compare
+
+        return save_compare(self, out, keep_others=keep_others)
+
+    def _repr_html_(self) -> str:  # a notebook shows the per-interface verdicts
+        cols = ["other", "interface", "delta_norm", "rho_static", "ratio", "certified", "direct_same", "changed"]
+        return self.interfaces[cols].to_html(index=False)
+
+
+def _truncation(s, k: int) -> np.ndarray:
+    """The rank-``k`` truncation ``U_k S_k V_k^T`` of a normalized factor."""
+    return (s.u[:, :k] * s.sigma[:k]) @ s.vt[:k]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    s = np.linalg.svd(b.T @ a, compute_uv=False)
+    return np.clip(s, 0.0, 1.0)
+
+
+def _changes(s0, s1, part) -> dict:
+    """What changed between two structures under one partition, by group, unit and edge."""
+    gained = {int(g): np.flatnonzero(s1.active[g] & ~s0.active[g]).tolist() for g in range(part.n_groups)}
+    lost = {int(g): np.flatnonzero(s0.active[g] & ~s1.active[g]).tolist() for g in range(part.n_groups)}
+    e0 = set(s0.edge_list())
+    e1 = set(s1.edge_list())
+    return {
+        "supports_gained": {g: u for g, u in gained.items() if u},
+        "supports_lost": {g: u for g, u in lost.items() if u},
+        "edges_added": sorted(e1 - e0), "edges_removed": sorted(e0 - e1),
+        "hubs_added": np.flatnonzero(s1.hubs & ~s0.hubs).tolist(),
+        "hubs_removed": np.flatnonzero(s0.hubs & ~s1.hubs).tolist(),
+    }
+
+
+def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> CompareResult:
+    """BASE's certified structure against each OTHER (see the module docstring).
+
+    Parameters
+    ----------
+    base : Chain
+    others : list of (name, Chain)
+        Models of the same layout; a sequence (checkpoints of one training run) gives trajectories.
+    **params
+        Keyword-only, validated against :data:`COMPARE_PARAMS` (certify's defaults).
+    """
+    p = check_params("compare", COMPARE_PARAMS, params)
+    if not others:
+        raise InvalidParameterError("compare needs at least one other model (or a simulated change of the base).")
+    for name, ch in others:
+        check_same_layout(base, ch, name)
+    full_p = {**{k: v.default for k, v in CERTIFY_PARAMS.items()}, **p, "device": None, "window_search": False}
+    if full_p["max_memory"] is None:
+        from ..core.resources import default_limit
+
+        full_p["max_memory"] = default_limit()
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=None,
+              max_memory=full_p["max_memory"])
+    base_spec = [compute_spectrum(f, **kw) for f in base.factors]
+    iface_rows, factor_rows, details, images = [], [], [], []
+    # BASE's references, fitted once.
+    refs = []
+    for link in base.links:
+        fl, fr = base.factors[link.left], base.factors[link.right]
+        L, R = base_spec[link.left], base_spec[link.right]
+        tr = transport(L, R, L.k, R.k)
+        rng = np.random.default_rng([p["seed"], link.index])
+        where = link.name(base)
+        pam = _PAM(L, R, tr, full_p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+        base_icm = icm_rows(tr.m_window, np.zeros_like(tr.m_window), pam.ref.partition, pam.ref.structure.codes,
+                            tau_e=p["tau_e"], tau_rho=p["tau_rho"], interface_certified=True)
+        refs.append((tr, pam, base_icm))
+    for name, other in others:
+        spec = [compute_spectrum(f, **kw) for f in other.factors]
+        d_hat, d_win = [], []
+        for i, (fb, sb, so) in enumerate(zip(base.factors, base_spec, spec)):
+            k = sb.k
+            d_hat.append(fro_norm(so.a_hat - sb.a_hat))
+            d_win.append(fro_norm(_truncation(so, k) - _truncation(sb, k)))
+            factor_rows.append({
+                "other": name, "factor": fb.name, "delta_rho": so.rho - sb.rho, "delta_s_hat": so.s_hat - sb.s_hat,
+                "delta_k_q": so.k_q - sb.k_q, "delta_a_hat": d_hat[-1],
+                "cos_min_out": float(_cosines(sb.u[:, :k], so.u[:, :k]).min()),
+                "cos_min_in": float(_cosines(sb.vt[:k].T, so.vt[:k].T).min()),
+            })
+        for link, (tr_b, pam, base_icm) in zip(base.links, refs):
+            where = link.name(base)
+            L, R = spec[link.left], spec[link.right]
+            Lb, Rb = base_spec[link.left], base_spec[link.right]
+            tr_o = transport(L, R, tr_b.k_left, tr_b.k_right)
+            ref, mg = pam.ref, pam.mg
+            a_o = tr_o.m_window
+            delta_norm = fro_norm(a_o - tr_b.m_window)
+            eps_rounding = pam.ver["rounding_allowance"]
+            e_l, e_r = d_win[link.left], d_win[link.right]
+            bound = e_r * Lb.sigma[0] + Rb.sigma[0] * e_l + e_r * e_l
+            rho = mg.rho_static
+            measured = bool(delta_norm + eps_rounding < rho)
+            a_priori = bool(rho > 0 and bound + eps_rounding <= p["safety"] * rho)
+            s_o = structure_of(a_o, ref)
+            diff = compare_structures(ref.structure, s_o)
+            if diff and (measured or a_priori):
+                raise CertificateBugError(
+                    f"Interface {where}: {name} is certified against the base (||Delta A||_F = {delta_norm:.6g}, "
+                    f"rho_static = {rho:.6g}) but its structure differs in {', '.join(diff)}. This is a bug in physgsa.")
+            icm_o = icm_rows(a_o, np.zeros_like(a_o), ref.partition, ref.structure.codes, tau_e=p["tau_e"],
+                             tau_rho=p["tau_rho"], interface_certified=True, centroid=base_icm["centroid"])
+            labels_b, labels_o = base_icm["label"], icm_o["label"]
+            kept = labels_b == labels_o
+            lost = {lab: int(np.sum((labels_b == lab) & ~kept)) for lab in ("SC", "SA", "ST", "zero")}
+            iface_rows.append({
+                "other": name, "interface": where, "delta_norm": delta_norm, "drift_bound": bound,
+                "rho_static": rho, "ratio": delta_norm / rho if rho > 0 else None,
+                "certified": measured or a_priori, "certified_a_priori": a_priori, "certified_measured": measured,
+                "direct_same": not diff, "changed": ",".join(diff),
+                "labels_kept": float(kept.mean()) if kept.size else 1.0,
+                "sc_lost": lost["SC"], "sa_lost": lost["SA"], "st_lost": lost["ST"],
+            })
+            changes = _changes(ref.structure, s_o, ref.partition)
+            details.append({"other": name, "interface": where, "changes": changes,
+                            "rounding_allowance": eps_rounding, "binding": mg.binding})
+            units = sorted({u for us in list(changes["supports_gained"].values())
+                            + list(changes["supports_lost"].values()) for u in us})
+            cols = np.flatnonzero(np.isin(ref.partition.units, units)).tolist()
+            images.append(interface_images(name, where, tr_b.m_window, a_o, ref.partition, cols,
+                                           measured or a_priori, not diff, ",".join(diff)))
+    doc = {"format": "physgsa.compare/1", "parameters": {k: v for k, v in p.items() if k != "max_memory"},
+           "base": base.source, "others": [n for n, _ in others], "interfaces": details}
+    ifs = pd.DataFrame(iface_rows)
+    if "ratio" in ifs:
+        ifs["ratio"] = pd.array([None if v is None or not np.isfinite(v) else float(v) for v in ifs["ratio"]],
+                                dtype="Float64")
+    return CompareResult(ifs, pd.DataFrame(factor_rows), doc, images)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the survey (pandas, the power-law fits) loads only when spectra runs
     from .runs.spectra import SpectraResult
 
-__all__ = ["spectra", "chain_from"]
+__all__ = ["spectra", "chain_from", "save"]
 
 
 def _is_matrix_file(source) -> bool:
@@ -61,3 +61,12 @@ def spectra(source="minilm", **params) -> "SpectraResult":
     from .runs.spectra import spectra_source
 
     return spectra_source(source, **params)
+
+
+def save(result, out, *, keep_others: bool = False) -> Path:
+    """Save ``result`` into ``out``, then draw its pages: compute, then save, then render.
+
+    Every entry point (the command line, the notebook) ends here, so a result type never needs
+    to know about the report.
+    """
+    return result.save(out, keep_others=keep_others)

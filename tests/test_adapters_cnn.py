@@ -18,15 +18,14 @@ import physgsa
 from physgsa.models import load_chain
 from physgsa.models._conv import conv_at_frequency
 from physgsa.models.bundled.digits import _model
-
-torch.manual_seed(0)
 from torch_helpers import randomize_bn
 
+torch.manual_seed(0)
 
 
 def linearized(block):
     blk = copy.deepcopy(block)
-    for name, m in list(blk.named_modules()):
+    for _, m in list(blk.named_modules()):
         for cname, child in list(m.named_children()):
             if isinstance(child, nn.ReLU):
                 setattr(m, cname, nn.Identity())

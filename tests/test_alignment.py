@@ -13,8 +13,15 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from physgsa.core.alignment import (
+    DEFAULT_EPSS,
+    commutator,
+    default_ks,
+    head_overlaps,
+    intersection_dimensions,
+    principal_cosines,
+)
 from physgsa.core.validation import InvalidFactorError, InvalidParameterError
-from physgsa.core.alignment import DEFAULT_EPSS, default_ks, commutator, head_overlaps, intersection_dimensions, principal_cosines
 
 FAST = settings(derandomize=True, max_examples=40, deadline=None)
 SEEDS = st.integers(0, 2**32 - 1)

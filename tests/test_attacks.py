@@ -10,14 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import brute
 import physgsa
 from physgsa import CertificateBugError, Chain, certify
 from physgsa.core import structure as S
 from physgsa.core.certificate import margins
 from physgsa.core.icm import icm_rows
 from physgsa.core.spectra import normalize
-
-import brute
 from strategies import build
 from test_structure import make_reference, references
 
@@ -197,7 +196,7 @@ def aimed_perturbations(a0, part, active, e, g, h, rng):
     # Everything on the shared unit where the other group is strongest, split over both blocks.
     u = max(shared, key=lambda v: e[g, v] + e[h, v])
     ucols = part.units == u
-    for rows, split in ((rows_g, 1.0), (rows_g | rows_h, 0.5)):
+    for rows, _split in ((rows_g, 1.0), (rows_g | rows_h, 0.5)):
         d = np.zeros(a0.shape)
         blk = a0[np.ix_(rows, ucols)]
         d[np.ix_(rows, ucols)] = blk if np.any(blk) else 1.0

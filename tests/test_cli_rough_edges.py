@@ -182,7 +182,7 @@ def test_spectra_lists_matrices_in_depth_order_with_their_names_on_the_plots(tmp
 
 
 def test_natural_key_orders_numbers_by_value():
-    from physgsa.report.figures import natural_key
+    from physgsa.outputs.spectra import natural_key
 
     names = ["h.10.mlp", "h.2.attn", "h.2.mlp", "h.1.attn", "embed", "h.10.attn"]
     assert sorted(names, key=natural_key) == ["embed", "h.1.attn", "h.2.attn", "h.2.mlp", "h.10.attn", "h.10.mlp"]

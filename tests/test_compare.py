@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import physgsa
-from physgsa.runs.compare import LayoutMismatchError, compare_chains
-from physgsa.core.perturb import apply_change, changed_chain, parse_change
-
 import brute
+import physgsa
+from physgsa.core.perturb import apply_change, changed_chain, parse_change
+from physgsa.runs.compare import LayoutMismatchError, compare_chains
 
 ENV_CMD = [sys.executable, "-c",
            "import sys; from physgsa.cli import main; sys.argv[0] = 'physgsa'; main()"]
@@ -146,7 +145,7 @@ def test_drift_bound_holds_and_certified_never_contradicted(seed, rel, kind):
         mats[1] = mats[1] + rel * s[0] * np.outer(u[:, -1], vt[-1]) * 10
         other = physgsa.Chain.from_arrays([(f.name, m) for f, m in zip(base.factors, mats)])
     res = compare_chains(base, [("o", other)], groups="kmeans", threshold="relative")
-    for row, detail in zip(res.interfaces.itertuples(), res.document["interfaces"]):
+    for row, _detail in zip(res.interfaces.itertuples(), res.document["interfaces"]):
         assert row.delta_norm <= row.drift_bound * (1 + 1e-9) + 1e-12
         if row.certified:
             # Independent direct check: OTHER's windowed product from numpy SVDs, brute-force energies

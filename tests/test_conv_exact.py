@@ -30,11 +30,10 @@ import transformers
 from torch import nn
 
 from physgsa.core.validation import InvalidParameterError
-from physgsa.models import load_chain
+from physgsa.models import load_chain, resolve_source
 from physgsa.models.bundled.digits import _model
-from physgsa.models.sources import ModelSourceError, TensorDictSource, resolve_source
+from physgsa.models.sources import ModelSourceError, TensorDictSource
 from physgsa.models.unet import unet_chain
-
 from torch_helpers import one_thread, randomize_bn  # noqa: F401 - one_thread is an autouse fixture
 
 F64 = torch.float64

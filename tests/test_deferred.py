@@ -12,8 +12,8 @@ import pytest
 
 import physgsa
 from physgsa import Chain, certify, read_chain
-from physgsa.runs import certify as pipeline
 from physgsa.core.chain import Deferred
+from physgsa.runs import certify as pipeline
 
 
 def _write_chain(path, n_factors, width, seed=0):

@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("diffusers")
 
-from physgsa.models import load_chain
-from physgsa.models.bundled import trained as T
+from physgsa.models import load_chain  # noqa: E402 - only once the optional dependencies are known present
+from physgsa.models.bundled import trained as T  # noqa: E402
 
 NAMES = ("digits-vit", "digits-diffusion", "pysource-gpt")
 #: Short budgets (optimizer steps) after which each network has already learned something.
@@ -223,7 +223,8 @@ def test_random_source_is_where_training_starts():
     assert [f.name for f in load_chain(src).factors][:2] == ["blocks.0.attn", "blocks.0.mlp"]
 
 
-@pytest.mark.skipif(not os.environ.get("PHYSGSA_FULL_TRAINING"), reason="CI sets PHYSGSA_FULL_TRAINING=1 (.ci/run); set it to train the "
+@pytest.mark.skipif(not os.environ.get("PHYSGSA_FULL_TRAINING"),
+                    reason="CI sets PHYSGSA_FULL_TRAINING=1 (.ci/run); set it to train the "
                     "full networks (20 s to 2 minutes each)")
 @pytest.mark.parametrize("name", NAMES)
 def test_full_training_passes_its_quality_check(name, cache):

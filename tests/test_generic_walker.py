@@ -26,8 +26,8 @@ from physgsa.models import load_chain
 from physgsa.models._conv import FourierMode, conv_factor, input_groups
 from physgsa.models.generic import layout_help, seeded_sample, walk_chain
 from physgsa.models.sources import ModelSourceError
-
-from torch_helpers import one_thread, randomize_bn as randomize  # noqa: F401 - one_thread is an autouse fixture
+from torch_helpers import one_thread  # noqa: F401 - one_thread is an autouse fixture
+from torch_helpers import randomize_bn as randomize
 
 F64 = torch.float64
 
@@ -236,7 +236,8 @@ def test_walked_efficientnet_like_cnn_certifies_as_the_chain_exported_by_hand(tm
     reasons = {s["module"]: s["reason"] for s in chain.skipped}
     assert set(reasons) == {"stem.0", "stem.1", "head.0", "head.1", "head.5"} | {
         f"blocks.{k}.se.fc{i}" for k in range(5) for i in (1, 2)}
-    assert "stem" in reasons["stem.0"] and "head" in reasons["head.5"] and "gate of blocks.3" in reasons["blocks.3.se.fc1"]
+    assert "stem" in reasons["stem.0"] and "head" in reasons["head.5"]
+    assert "gate of blocks.3" in reasons["blocks.3.se.fc1"]
     # branch: R alone; the projection shortcut is then skipped, with its reason
     branch = load_chain(model, sample=x, factor="branch")
     for k, (b, h) in enumerate(zip(model.blocks, se_inputs)):
@@ -568,7 +569,8 @@ class Mutating(nn.Module):
     (MaxPoolBlock(), {"sample_shape": (1, 4, 0, 8)}, InvalidParameterError, "'sample_shape' parameter"),
     (MaxPoolBlock(), {"interfaces": "heads"}, InvalidParameterError, "interfaces"),
     ("minilm", {}, ModelSourceError, "need the nn.Module itself"),
-], ids=["maxpool", "jacobian-fft", "nested", "mutation", "no-residual", "sample-2d", "shape-zero", "heads", "not-a-module"])
+], ids=["maxpool", "jacobian-fft", "nested", "mutation", "no-residual", "sample-2d", "shape-zero", "heads",
+        "not-a-module"])
 def test_refusals_are_one_line_and_name_the_cause(model, kw, cls, words):
     kw = {"sample": torch.randn(1, 4, 6, 6), **kw}
     if "sample_shape" in kw:

@@ -315,7 +315,9 @@ def test_token_reductions_on_a_linear_token_mixing_map():
     energy_kept(uniform) = ||A 1||^2 / (T ||A||_F^2), energy_kept(diagonal) = sum_t A_tt^2 / ||A||_F^2."""
     a, w, x = toy()
     t_len = a.shape[0]
-    f = lambda v: a @ v @ w.T
+    def f(v):
+        return a @ v @ w.T
+
     one = torch.ones(t_len, dtype=torch.float64)
     u = token_jacobian(f, x, tokens="uniform", probes=0)
     np.testing.assert_allclose(u.matrix, (one @ a @ one / t_len * w).numpy(), atol=1e-13, rtol=0)
@@ -336,7 +338,9 @@ def test_token_local_map_keeps_one_over_t_uniform_and_all_diagonal():
     """A token-local F(X)[t] = W tanh(X[t]): both reductions give mean_t W diag(tanh'(X[t]));
     energy_kept is 1 (diagonal) and exactly 1/T (uniform, ||J P||^2 = ||J||^2 / T for block-diagonal J)."""
     _, w, x = toy(seed=1)
-    f = lambda v: torch.tanh(v) @ w.T
+    def f(v):
+        return torch.tanh(v) @ w.T
+
     ref = sum(w * (1 - torch.tanh(x[t]) ** 2) for t in range(x.shape[0])).numpy() / x.shape[0]
     for tokens, share in (("uniform", 1 / x.shape[0]), ("diagonal", 1.0)):
         for local in (True, False):
@@ -356,8 +360,8 @@ def test_tokens_parameter_is_checked_and_reaches_the_jacobian(monkeypatch):
         load_chain(_model().eval(), mode="jacobian", inputs="random", tokens="diagonal")
 
     import physgsa.models.jacobian as jac
-    from physgsa.models.sources import ModelSourceError
     from physgsa.cli import app
+    from physgsa.models.sources import ModelSourceError
 
     seen = {}
 

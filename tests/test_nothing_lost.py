@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import physgsa
-from physgsa.runs.records import OWN_FILES, RUN_DIR
+from physgsa.outputs.directory import OWN_FILES, RUN_DIR
 from physgsa.outputs.result import OUTPUT_FILES
 
 #: What certify writes into its --out (a subset of physgsa's own files).

@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import brute
 import physgsa
 from physgsa import Chain, certify
-
-import brute
 from properties import check_spectrum, check_transport
 
 FACTOR_COLS = ["name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window", "window_r2", "hellinger", "kl",
@@ -162,8 +161,8 @@ def test_certified_interfaces_agree_with_the_direct_check():
 
 def test_same_input_gives_same_bytes(tmp_path):
     ch = physgsa.example_chain(n_factors=3, width=16)
-    certify(ch, seed=3).save(tmp_path / "a")
-    certify(ch, seed=3).save(tmp_path / "b")
+    physgsa.save(certify(ch, seed=3), tmp_path / "a")
+    physgsa.save(certify(ch, seed=3), tmp_path / "b")
     for name in physgsa.outputs.result.OUTPUT_FILES + ("report.html",):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -262,8 +261,8 @@ def test_workers_give_results_identical_to_a_serial_run(tmp_path):
         pd.testing.assert_frame_equal(getattr(serial, name), getattr(parallel, name), check_exact=True)
     assert "workers" not in serial.certificate["parameters"]  # how it ran is not recorded
     assert serial.certificate == parallel.certificate
-    serial.save(tmp_path / "s")
-    parallel.save(tmp_path / "p")
+    physgsa.save(serial, tmp_path / "s")
+    physgsa.save(parallel, tmp_path / "p")
     for name in ("factors.parquet", "interfaces.parquet", "rows.parquet", "heatmaps.npz", "certificate.json",
                  "report.html"):
         assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "p" / name).read_bytes(), name

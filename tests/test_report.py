@@ -38,7 +38,7 @@ def result():
 @pytest.fixture(scope="module")
 def report_dir(result, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "out"
-    result.save(out)
+    physgsa.save(result, out)
     return out
 
 
@@ -77,7 +77,8 @@ def test_report_loads_offline_renders_and_sorts(report_dir, browser):
     # The six Part I profiles, each its own figure.
     assert page.eval_on_selector_all("#profiles img", "els => els.length") == 6
     # One figure per panel of each interface: |A0|, |A1|, |E|, ICM labels, masks, block energies, graph.
-    per_interface = page.eval_on_selector_all(".interface > .ifig", "figs => figs.map(f => f.querySelectorAll('img').length)")
+    per_interface = page.eval_on_selector_all(".interface > .ifig",
+                                              "figs => figs.map(f => f.querySelectorAll('img').length)")
     assert per_interface == [7, 7, 7]
     # Each panel links to its own file under figures/.
     links = page.eval_on_selector_all(".interface .panel a", "as => as.map(a => a.getAttribute('href'))")
@@ -126,7 +127,8 @@ _LAYOUT = """() => {
       for (let i = 0; i < n.data.length; i++) chars.push([n, i, n.data[i]]);
     for (let i = 0; i + 1 < chars.length; i++) {
       if (chars[i][2] !== '-' || chars[i + 1][2] !== '>') continue;
-      const r = document.createRange(); r.setStart(chars[i][0], chars[i][1]); r.setEnd(chars[i + 1][0], chars[i + 1][1] + 1);
+      const r = document.createRange(); r.setStart(chars[i][0], chars[i][1]);
+      r.setEnd(chars[i + 1][0], chars[i + 1][1] + 1);
       const tops = new Set(Array.from(r.getClientRects()).filter(x => x.width > 0).map(x => Math.round(x.top)));
       if (tops.size > 1) broken.push(cell.textContent);
     }
@@ -185,7 +187,8 @@ def test_report_at_any_width_and_in_print(report_dir, browser, width, media):
 def test_verdict_colour_follows_the_fraction():
     from physgsa.report.pages import verdict_view
 
-    none = verdict_view({"n_interfaces": 11, "n_members": 0, "summary": "no interface is a member", "n_chain_breaks": 0})
+    none = verdict_view({"n_interfaces": 11, "n_members": 0, "summary": "no interface is a member",
+                         "n_chain_breaks": 0})
     some = verdict_view({"n_interfaces": 5, "n_members": 2, "summary": "2 of 5 interfaces are members",
                          "n_chain_breaks": 1})
     all_ = verdict_view({"n_interfaces": 5, "n_members": 5, "summary": "all interfaces are members",
@@ -201,7 +204,7 @@ def test_report_rerenders_identically_without_recomputing(report_dir):
     figures = {p.name: p.read_bytes() for p in (report_dir / "figures").iterdir()}
     (report_dir / "report.html").unlink()
     (report_dir / "figures" / "profiles-rho.svg").unlink()
-    from physgsa.report.pages import rerender
+    from physgsa.report import rerender
 
     rerender(report_dir)
     assert (report_dir / "report.html").read_bytes() == before
@@ -212,15 +215,15 @@ def test_report_rerenders_identically_without_recomputing(report_dir):
 
 def test_figures_are_rewritten_and_stale_ones_removed_but_a_users_files_kept(result, tmp_path):
     out = tmp_path / "o"
-    result.save(out)
+    physgsa.save(result, out)
     names = sorted(p.name for p in (out / "figures").iterdir())
     assert len(names) == 6 + 3 * 7 + 3
     (out / "figures" / "interface-07-masks.svg").write_text("<svg/>")  # a stale panel of a longer chain
-    result.save(out)  # a second save replaces the folder (it cannot rename onto a full one)
+    physgsa.save(result, out)  # a second save replaces the folder (it cannot rename onto a full one)
     assert sorted(p.name for p in (out / "figures").iterdir()) == names
     (out / "figures" / "interface-07-masks.svg").write_text("<svg/>")
     (out / "figures" / "my-edit.svg").write_text("mine")  # a user's file: never touched
-    result.save(out)
+    physgsa.save(result, out)
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(names + ["my-edit.svg"])
     assert (out / "figures" / "my-edit.svg").read_text() == "mine"
     import subprocess
@@ -289,7 +292,7 @@ def test_every_figure_file_is_valid_svg_that_chromium_renders_non_blank(report_d
 
 
 def test_figures_use_real_typography_and_label_everything(result):
-    figs = result.figures()
+    figs = physgsa.report.panels(result)
     assert len(figs) == 6 + 3 * 7 + 3
     _, diff = _svg_info(figs["interface-00-pam-difference-E"].svg)
     assert "|A1 − A0|" in diff and "mean |entry| per cell" in diff  # subscripts as tspans, a real minus
@@ -336,14 +339,14 @@ def test_interface_figures_label_every_group_and_say_which_units():
 
 def test_result_shows_itself_in_a_notebook_and_draws_without_files(result, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    html = result._repr_html_()
+    html = physgsa.report.summary(result)
     v = result.verdict
     assert v["summary"] in html and "binding margin" in html
     from html import escape
 
     assert all(escape(str(m["interface"])) in html for m in v["smallest_margins"])
     assert "<script>" not in html
-    figs = result.figures()
+    figs = physgsa.report.panels(result)
     fig = figs["interface-00-masks"]
     assert fig._repr_svg_().startswith("<svg") and fig.uri.startswith("data:image/svg+xml;base64,")
     assert list(tmp_path.iterdir()) == []  # nothing written
@@ -356,7 +359,7 @@ def test_spectra_page_loads_offline_in_depth_order_with_compact_notes(tmp_path, 
     arrays[EVIL] = rng.standard_normal((20, 12))
     np.savez(tmp_path / "m.npz", **arrays)
     res = physgsa.spectra(tmp_path / "m.npz")
-    res.save(tmp_path / "s")
+    physgsa.save(res, tmp_path / "s")
     page, errors, requests = _open(browser, (tmp_path / "s" / "spectra.html").as_uri(), 1400)
     url = (tmp_path / "s" / "spectra.html").as_uri()
     assert errors == [] and [r for r in requests if r != url and not r.startswith("data:")] == []
@@ -373,8 +376,8 @@ def test_spectra_page_loads_offline_in_depth_order_with_compact_notes(tmp_path, 
 def test_spectra_notes_are_footnotes(tmp_path):
     import pandas as pd
 
+    from physgsa.outputs.spectra import SpectraResult
     from physgsa.report.pages import render_spectra_page
-    from physgsa.runs.spectra import SpectraResult
 
     note = "fused QKV split: Q (Conv1D, transposed)"
     table = pd.DataFrame({"name": ["h.1", "h.0", "h.2"], "rows": [4, 4, 4], "cols": [4, 4, 4],

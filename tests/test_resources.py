@@ -36,7 +36,8 @@ def test_certify_refuses_a_factor_above_the_limit_naming_it():
     # Enough for every decomposition but not for an interface's products (a 300 x 20 x 300
     # bottleneck: small factors, a large product): the interface is named.
     rng = np.random.default_rng(2)
-    narrow = physgsa.Chain.from_arrays([("down", rng.standard_normal((20, 300))), ("up", rng.standard_normal((300, 20)))])
+    narrow = physgsa.Chain.from_arrays([("down", rng.standard_normal((20, 300))),
+                                        ("up", rng.standard_normal((300, 20)))])
     with pytest.raises(ResourceLimitError, match=r"Interface 'down->up' \(300 x 300 products\)"):
         physgsa.certify(narrow, max_memory=need // 8, n_perturbations=2)
     res = physgsa.certify(chain, max_memory="1G", n_perturbations=2)

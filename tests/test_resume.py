@@ -12,7 +12,7 @@ import pytest
 
 import physgsa
 from physgsa import OutputDirectoryError
-from physgsa.runs.records import RUN_DIR
+from physgsa.outputs.directory import RUN_DIR
 from physgsa.outputs.result import OUTPUT_FILES
 
 FILES = OUTPUT_FILES + ("report.html",)
@@ -43,7 +43,7 @@ def _interrupt_after(n):
 def test_rerun_skips_finished_interfaces_and_gives_identical_outputs(tmp_path):
     chain = physgsa.read_chain(_chain_file(tmp_path / "c.npz"))
     ref = physgsa.certify(chain, n_perturbations=4)
-    ref.save(tmp_path / "ref")
+    physgsa.save(ref, tmp_path / "ref")
     out = tmp_path / "out"
     with pytest.raises(_Stop):
         physgsa.certify(chain, n_perturbations=4, checkpoint=out, progress=_interrupt_after(4))
@@ -54,22 +54,22 @@ def test_rerun_skips_finished_interfaces_and_gives_identical_outputs(tmp_path):
                           progress=lambda stage, done, total, name: seen.append((stage, done, total)))
     assert ("resume", 4, 11) in seen
     assert [d for s, d, t in seen if s == "interfaces"] == list(range(5, 12))  # only the 7 missing ones
-    res.save(out)
+    physgsa.save(res, out)
     assert _same_outputs(out, tmp_path / "ref") == []
     assert not (out / RUN_DIR).exists()  # the records go when the run completes
 
 
 def test_unreadable_record_is_recomputed(tmp_path):
     chain = physgsa.read_chain(_chain_file(tmp_path / "c.npz", n_factors=5))
-    physgsa.certify(chain, n_perturbations=4).save(tmp_path / "ref")
+    physgsa.save(physgsa.certify(chain, n_perturbations=4), tmp_path / "ref")
     out = tmp_path / "out"
     with pytest.raises(_Stop):
         physgsa.certify(chain, n_perturbations=4, checkpoint=out, progress=_interrupt_after(3))
     (out / RUN_DIR / "interface-000001.npz").write_bytes(b"PK\x03\x04 truncated")
     (out / RUN_DIR / "factor-000002.json").write_text("{not json")
     seen = []
-    physgsa.certify(chain, n_perturbations=4, checkpoint=out,
-                    progress=lambda stage, done, total, name: seen.append((stage, name))).save(out)
+    physgsa.save(physgsa.certify(chain, n_perturbations=4, checkpoint=out,
+                                 progress=lambda stage, done, total, name: seen.append((stage, name))), out)
     assert ("interfaces", "b01->b02") in seen and ("interfaces", "b00->b01") not in seen
     assert _same_outputs(out, tmp_path / "ref") == []
 

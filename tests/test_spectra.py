@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from physgsa.core import orbit
 from physgsa.core.chain import Factor, check_matrix
 from physgsa.core.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
-
 from properties import check_spectrum
 from strategies import matrices
 

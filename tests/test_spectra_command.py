@@ -11,7 +11,6 @@ from hypothesis import given
 
 import physgsa
 from physgsa.core.powerlaw import powerlaw_fit, weight_metrics
-
 from strategies import matrices
 
 

@@ -12,10 +12,19 @@ from hypothesis import strategies as st
 from physgsa.core.alignment import commutator
 from physgsa.core.certificate import _block_draws, _draw_roots, _energies_at
 from physgsa.core.icm import _row_norms
-from physgsa.runs.certify import ROUNDING_LEVEL, at_rounding_level
 from physgsa.core.spectra import normalize
-from physgsa.core.structure import CORE, NOISE, OVERLAP, _kmeans, decomposition, fro_norm, pow2_scale, row_profiles, row_profiles_scaled
-
+from physgsa.core.structure import (
+    CORE,
+    NOISE,
+    OVERLAP,
+    _kmeans,
+    decomposition,
+    fro_norm,
+    pow2_scale,
+    row_profiles,
+    row_profiles_scaled,
+)
+from physgsa.runs.certify import ROUNDING_LEVEL, at_rounding_level
 from strategies import KINDS, build
 
 SETTINGS = settings(derandomize=True, max_examples=80, deadline=None)

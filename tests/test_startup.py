@@ -88,7 +88,7 @@ def test_save_draws_every_panel_once(tmp_path, monkeypatch):
         return real(res)
 
     monkeypatch.setattr(figures, "result_figures", counted)
-    result.save(tmp_path / "o")
+    physgsa.save(result, tmp_path / "o")
     assert len(calls) == 1
     monkeypatch.undo()
     # The page embeds exactly the panels written to figures/.
@@ -125,7 +125,7 @@ def test_png_of_enlarged_cells_is_the_png_of_the_enlarged_image(shape, scale):
 
 
 def test_npz_writer_deflates_outputs_and_can_store_records(tmp_path):
-    from physgsa.outputs.result import _write_npz
+    from physgsa.outputs.directory import write_npz as _write_npz
 
     arrays = {"b": np.arange(12.0).reshape(3, 4), "a": np.array([1, 2, 3], dtype=np.int32)}
     _write_npz(tmp_path / "out.npz", arrays)
@@ -139,7 +139,7 @@ def test_npz_writer_deflates_outputs_and_can_store_records(tmp_path):
 
 
 def test_jsonable_arrays_match_element_by_element():
-    from physgsa.outputs.result import _jsonable
+    from physgsa.outputs.jsonio import jsonable as _jsonable
 
     def slow(x):  # the element-by-element conversion: None for a non-finite float
         if isinstance(x, list):

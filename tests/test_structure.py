@@ -5,11 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import brute
 from physgsa import InvalidParameterError
 from physgsa.core import structure as S
 from physgsa.core.spectra import normalize
-
-import brute
 from properties import check_decomposition
 from strategies import matrices
 
@@ -153,7 +152,8 @@ def test_modes_and_heads_and_given_groups():
     inc = np.array([[1, 0], [0, 2], [3, 0], [0, 1], [1, 0], [0, 5]], float)
     g, m, s = S.row_groups("modes", a0, incidence=inc, heads=None, n_groups=8, rng=rng, where="t")
     assert s == "modes" and m == 2 and g.tolist() == [0, 1, 0, 1, 0, 1]
-    g, m, s = S.row_groups("heads", a0, incidence=None, heads=np.array([2, 2, 0, 0, 1, 1]), n_groups=8, rng=rng, where="t")
+    g, m, s = S.row_groups("heads", a0, incidence=None, heads=np.array([2, 2, 0, 0, 1, 1]), n_groups=8, rng=rng,
+                           where="t")
     assert m == 3 and g.tolist() == [0, 0, 1, 1, 2, 2]
     g, m, s = S.row_groups(np.array([5, 5, 5, 1, 1, 1]), a0, incidence=None, heads=None, n_groups=8, rng=rng, where="t")
     assert s == "given" and g.tolist() == [0, 0, 0, 1, 1, 1]

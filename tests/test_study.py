@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 import physgsa
-from physgsa.runs import study as S
 from physgsa.core.validation import OutputDirectoryError
+from physgsa.report.study import study_figures
+from physgsa.runs import study as S
 
 EVIL = "ex<b>&'1"  # a result directory's name: it must come out escaped
 
@@ -55,14 +56,15 @@ def vit_cache(tmp_path_factory):
 def made(dirs, vit_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "out"
     said = []
-    res = S.study([str(dirs[0]), str(dirs[1]), "digits-vit"], out, random_control=True, say=said.append)
+    res = physgsa.study([str(dirs[0]), str(dirs[1]), "digits-vit"], out, random_control=True, say=said.append)
     return res, out, said
 
 
 class _Strict(HTMLParser):
     """Tag balance: every element closed in order, void elements never closed."""
 
-    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                      "wbr"})
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -156,7 +158,7 @@ def test_page_is_valid_html_with_one_row_per_model(made):
     assert "ex&lt;b&gt;&amp;" in page and EVIL not in page
     assert "http://" not in page.replace("http://www.w3.org/", "") and "https://" not in page
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == sorted(f"{name}.svg" for name in res.figures())
+    assert figures == sorted(f"{name}.svg" for name in study_figures(res))
     assert len(figures) == 13 and page.count("<img ") == len(figures)
     for name in figures:
         root = ElementTree.fromstring((out / "figures" / name).read_text(encoding="utf-8"))
@@ -173,7 +175,7 @@ def test_rerun_recomputes_nothing(made, dirs, monkeypatch):
         raise AssertionError("certify ran again")
 
     monkeypatch.setattr("physgsa.runs.certify.certify", refuse)
-    again = S.study([str(dirs[0]), str(dirs[1]), "digits-vit"], out, random_control=True)
+    again = physgsa.study([str(dirs[0]), str(dirs[1]), "digits-vit"], out, random_control=True)
     assert (out / "study.html").read_bytes() == before  # and the same bytes
     pd.testing.assert_frame_equal(again.table, res.table)
 
@@ -183,12 +185,12 @@ def test_foreign_files_are_refused_and_kept(dirs, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputDirectoryError, match="notes.txt"):
-        S.study([str(dirs[1])], out)
+        physgsa.study([str(dirs[1])], out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # nothing written
-    S.study([str(dirs[1])], out, keep_others=True)
+    physgsa.study([str(dirs[1])], out, keep_others=True)
     assert (out / "notes.txt").read_text() == "mine" and (out / "study.html").is_file()
     (out / "figures" / "mine.svg").write_text("<svg/>")
-    S.study([str(dirs[0])], out, keep_others=True)
+    physgsa.study([str(dirs[0])], out, keep_others=True)
     assert (out / "figures" / "mine.svg").read_text() == "<svg/>"
 
 
@@ -196,7 +198,7 @@ def test_a_directory_in_use_is_refused(dirs, tmp_path):
     out = tmp_path / "busy"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from physgsa.runs.records import OutputLock
+        from physgsa.outputs.directory import OutputLock
         with OutputLock({str(out)!r}, what="certify"):
             print("locked", flush=True)
             time.sleep(60)
@@ -204,7 +206,7 @@ def test_a_directory_in_use_is_refused(dirs, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OutputDirectoryError, match="in use"):
-            S.study([str(dirs[1])], out)
+            physgsa.study([str(dirs[1])], out)
     finally:
         holder.kill()
         holder.wait()
@@ -214,23 +216,14 @@ def test_unfinished_result_directory_is_named(tmp_path):
     d = tmp_path / "half"
     (d / ".physgsa-run").mkdir(parents=True)
     with pytest.raises(OutputDirectoryError, match="unfinished"):
-        S.study([str(d)], tmp_path / "out")
+        physgsa.study([str(d)], tmp_path / "out")
 
 
 def test_command(dirs, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from physgsa import cli
-    from physgsa.study_cli import register
+    from physgsa.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def main():
-        pass
-
-    register(app, cli._errors, cli._fail)
     runner = CliRunner()
     ok = runner.invoke(app, ["study", str(dirs[0]), str(dirs[1]), "--out", str(tmp_path / "o"), "--json"])
     assert ok.exit_code == 0, ok.output

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from physgsa.core.chain import Factor, check_matrix
 from physgsa.core.spectra import compute_spectrum
 from physgsa.core.transport import rigidity, transport
-
 from properties import check_rigidity, check_transport
 from strategies import matrix_pairs
 

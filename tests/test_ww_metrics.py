@@ -308,7 +308,7 @@ def test_entropy_epsilon_known_answers():
 def test_small_sample_branch_below_20_eigenvalues():
     rng = np.random.default_rng(5)
     found_j_differs = False
-    for trial in range(40):
+    for _ in range(40):
         n = 12
         lam = np.sort(rng.pareto(1.5, n) + 0.05)
         m = powerlaw.weight_metrics(np.sqrt(lam), (n, n))

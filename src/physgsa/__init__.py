@@ -9,12 +9,21 @@ command such as ``physgsa --help`` or ``physgsa spectra`` pay only for the modul
 (``certify`` alone pulls in pandas, scipy and the whole pipeline).
 """
 
-import sys as _sys
-import types as _types
+from importlib import import_module
 
-__version__ = "0.2.0"
+from .core.version import __version__
 
-from .core.validation import CertificateBugError, ChainFileError, EnvironmentFailure, InvalidFactorError, InvalidParameterError, OutputDirectoryError, PhysgsaError, ResourceLimitError
+# Light (no numpy): every command reports its errors through them.
+from .core.validation import (
+    CertificateBugError,
+    ChainFileError,
+    EnvironmentFailure,
+    InvalidFactorError,
+    InvalidParameterError,
+    OutputDirectoryError,
+    PhysgsaError,
+    ResourceLimitError,
+)
 
 __all__ = [
     "__version__",
@@ -50,38 +59,28 @@ _LAZY = {
     "load_result": "outputs.result",
     "chain_from": "api",
     "spectra": "api",
+    "compare": "api",
+    "study": "api",
+    "save": "api",
+    "load_chain": "models",
 }
+
+#: Subpackages and modules reachable as attributes after a plain ``import physgsa``
+#: (``physgsa.adapters.load_chain``, ``physgsa.tracking.SpectraCallback``), imported on first use.
+_LAZY_MODULES = {"adapters": "adapters", "models": "models", "tracking": "tracking", "core": "core",
+                 "runs": "runs", "outputs": "outputs", "report": "report"}
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    if name in _LAZY_MODULES:
+        value = import_module(f".{_LAZY_MODULES[name]}", __name__)
+    elif name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # later uses are plain attribute reads
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(_types.ModuleType):
-    """``physgsa.spectra`` is the function (:func:`physgsa.api.spectra`), as it always was.
-
-    Importing the submodule ``physgsa.spectra`` (the per-factor quantities) makes Python set the
-    package's attribute ``spectra`` to that submodule; with the public names imported lazily this
-    can now happen after the function was bound, so that one assignment is ignored here. The
-    submodule stays importable (``from physgsa.spectra import compute_spectrum``) through
-    ``sys.modules``.
-    """
-
-    def __setattr__(self, name, value):
-        if name == "spectra" and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))

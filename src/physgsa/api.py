@@ -2,51 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .models import chain_from
 
 if TYPE_CHECKING:  # the survey (pandas, the power-law fits) loads only when spectra runs
     from .runs.spectra import SpectraResult
 
-__all__ = ["spectra", "chain_from", "save"]
-
-
-def _is_matrix_file(source) -> bool:
-    if not isinstance(source, (str, Path)):
-        return False
-    p = Path(source)
-    return p.suffix == ".npz" or (p.suffix == ".safetensors" and not (p.parent / "config.json").is_file())
-
-
-def chain_from(source=None, *, order=None, **model_params):
-    """A chain from ``example``, a matrix file (.npz, or .safetensors without config.json), or a model.
-
-    ``model_params`` go to :func:`physgsa.models.load_chain`: among them ``sample=`` (an input
-    batch: the generic walker finds the residual blocks of an nn.Module by running it),
-    ``build="file.py:function"`` with ``sample_shape=`` (makes the module by running that file's
-    code; ``source`` is then omitted, or a checkpoint whose weights are loaded into it) and
-    ``caller="cli"`` (error messages name command-line flags).
-    """
-    from .core.examples import example_chain
-    from .models.files import SafetensorsFile, read_chain
-
-    walker = any(model_params.get(k) is not None for k in ("sample", "sample_shape", "build"))
-    if isinstance(source, str) and source == "example" and not walker:
-        return example_chain()
-    if _is_matrix_file(source) and not walker:
-        if Path(source).suffix == ".safetensors" and Path(source).is_file():
-            stored = SafetensorsFile(Path(source))
-            names = stored.keys()
-            if any(len(stored.shape(k)) != 2 for k in names):
-                # A state dict (conv kernels, norm vectors), not a stack of factor matrices: an
-                # adapter may know its weight names; load_chain says how to give the layout if not.
-                from .models import load_chain
-
-                return load_chain(source, **model_params)
-        return read_chain(source, order=order)
-    from .models import load_chain
-
-    return load_chain(source, **model_params)
+__all__ = ["spectra", "chain_from", "study", "save"]
 
 
 def spectra(source="minilm", **params) -> "SpectraResult":
@@ -63,10 +28,51 @@ def spectra(source="minilm", **params) -> "SpectraResult":
     return spectra_source(source, **params)
 
 
-def save(result, out, *, keep_others: bool = False) -> Path:
-    """Save ``result`` into ``out``, then draw its pages: compute, then save, then render.
+def study(items, out, *, random_control: bool = False, seed: int = 0, keep_others: bool = False,
+          progress=None, say=None):
+    """Certify (or read back) every item and write the study into ``out``: compute, save, render.
+
+    The parameters are :func:`physgsa.runs.study.study`'s; ``out`` stays locked from the first
+    certificate to the page. Returns the :class:`~physgsa.outputs.study.StudyResult`.
+    """
+    # Here, not at the top: the lock loads numpy, and the study pandas and the models.
+    from .outputs.directory import OutputLock
+    from .runs.study import study as run_study
+
+    with OutputLock(out, what="study") as lock:
+        result = run_study(items, out, random_control=random_control, seed=seed, keep_others=keep_others,
+                           progress=progress, say=say, lock=lock)
+        save(result, out, keep_others=keep_others, lock=lock)
+    return result
+
+
+def save(result, out, *, keep_others: bool = False, lock=None) -> Path:
+    """Save ``result`` into ``out`` and draw its pages: compute, then save, then render.
 
     Every entry point (the command line, the notebook) ends here, so a result type never needs
-    to know about the report.
+    to know about the report. The report's page writer (:func:`physgsa.report.draw`) is handed
+    to ``result.save`` so that the pages and figures are staged together with the data and
+    renamed into place with it, the result's completion marker (``certificate.json``) last: a
+    save that fails midway (a full disk, a file-size limit) leaves neither a certificate without
+    its report nor the records' loss. :func:`physgsa.report.write` redraws the pages alone.
+
+    Parameters
+    ----------
+    result : Result, SpectraResult, CompareResult
+        What a run returned.
+    out : path
+        The output directory (created if missing).
+    keep_others : bool
+        Write beside files physgsa did not write instead of refusing.
+    lock : physgsa.outputs.directory.OutputLock, optional
+        The lock the caller holds on ``out`` (the command line holds it for the whole run);
+        without it ``out`` is locked for the save.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
-    return result.save(out, keep_others=keep_others)
+    from . import report  # here, not at the top: the report loads pandas and jinja2, which `physgsa --help` never needs
+
+    return result.save(out, keep_others=keep_others, lock=lock, pages=partial(report.draw, result))

@@ -1,26 +1,46 @@
-"""The ``physgsa`` command line.
+"""The ``physgsa`` command line: every command, its options made from the parameter tables.
 
 Exit codes: 0 ran; 2 bad input (a file, an array, an option value, an output directory in use
 or holding other files: one line on stderr that names it, and nothing written); 3 internal
 error (a proven bound failed: a bug in physgsa, please report it); 4 the environment failed
 mid-run (disk full, file-size limit, a worker killed, every Dask worker lost: the run resumes
 when rerun); 130 interrupted (the run resumes when rerun).
+
+Each option's default, type and help text is written once, in the parameter table of the entry
+point that takes it (:data:`physgsa.runs.certify.CERTIFY_PARAMS`, ``SPECTRA_PARAMS``,
+``COMPARE_PARAMS``, :data:`physgsa.models.MODEL_PARAMS`), or in :data:`SWITCHES` for what only
+the command line has (``--out``, ``--quiet``, ...). A command names its options in order
+(:func:`_options`); they are made when the command is run or its help is shown, so that
+``physgsa --help`` imports none of the modules that hold the tables. Every command runs inside
+one context (:func:`_running`): its errors, interrupts, output lock, progress and ``--quiet``.
+
+Start-up: ``physgsa --help`` must not import numpy, pandas or torch, so the modules that compute
+(and the tables inside them) are imported inside the functions that need them, here and below.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from .core.validation import CertificateBugError, EnvironmentFailure, PhysgsaError
+from .core.validation import (
+    CertificateBugError,
+    ChainFileError,
+    EnvironmentFailure,
+    InvalidParameterError,
+    Param,
+    PhysgsaError,
+)
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click import exceptions as _click_errors
@@ -32,6 +52,106 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 
 #: What people type after a switch that takes no value (``--window-search true``).
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "y", "n", "t", "f"}
 
+_QUIET = "No progress and no summary line (errors still show)."
+_KEEP_OTHERS = ("Write into an --out that holds files physgsa did not write, leaving them untouched (otherwise "
+                "refused, naming them).")
+
+#: The options only the command line has (no entry point takes them). A command that says
+#: something else about one gives its own text beside it (:func:`_options`).
+SWITCHES: Mapping[str, Param] = {
+    "out": Param(..., "any", cli_type=Path, flags=("--out", "-o"),
+                 help="Output directory (created; replaced if it holds physgsa results)."),
+    "order": Param(None, "any", allow_none=True,
+                   help="Factor order as comma-separated array names (default: the file's key order)."),
+    "json": Param(False, "bool", help="Print the model-level verdict as JSON on stdout."),
+    "quiet": Param(False, "bool", help=_QUIET),
+    "overwrite": Param(False, "bool", help="Replace results or discard an interrupted run of different input or "
+                                           "parameters in --out (otherwise refused)."),
+    "keep_others": Param(False, "bool", help=_KEEP_OTHERS),
+    "wait": Param(False, "bool", help="If another physgsa run is writing into --out, wait for it to finish instead "
+                                      "of refusing."),
+    "build": Param(None, "any", allow_none=True,
+                   help="Analyse the weights of the module FUNC() returns (FILE.py:FUNC or package.module:FUNC). "
+                        "This runs that file's code. With a MODEL checkpoint, its weights are loaded into the module "
+                        "first."),
+    # compare's simulated change (read by physgsa.core.perturb.parse_change)
+    "quantize": Param(None, "any", allow_none=True, help="Compare the base with itself quantized: int8, int4, fp8, "
+                                                         "bf16 or fp16 (symmetric round-to-nearest)."),
+    "group_size": Param(None, "int", allow_none=True,
+                        help="Quantize in groups of this many input entries per output channel."),
+    "granularity": Param(None, "any", allow_none=True,
+                         help="Quantization scale per tensor or per channel (default: channel)."),
+    "prune": Param(None, "any", allow_none=True, help="Compare with the base pruned: magnitude:FRACTION."),
+    "noise": Param(None, "float", allow_none=True,
+                   help="Compare with the base plus Gaussian noise of this relative Frobenius size."),
+    # study's (read by physgsa.runs.study.study)
+    "random_control": Param(False, "bool", help="Also certify each model's architecture with seeded random weights, "
+                                                "shown beside it."),
+    "seed": Param(0, "int", help="Seed of the random weights of --random-control (0: for the networks physgsa "
+                                 "trains, the weights their training started from)."),
+}
+
+
+def _option(name: str, param: Param) -> inspect.Parameter:
+    """The typer option of one table entry: its flags, type, default and help text."""
+    kind = param.cli_type or {"float": float, "int": int, "bool": bool}.get(param.kind, str)
+    default = param.default
+    if param.kind == "floats" and param.cli_type is None:
+        default = ",".join(str(v) for v in default)  # (0, 0, 8) is typed 0,0,8
+    elif isinstance(default, tuple):
+        default = list(default)
+    flags = param.flags or ("--" + name.replace("_", "-"),)
+    annotation = Optional[kind] if default is None else kind
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, *flags, help=param.help))
+
+
+def _options(*names: str, tables: Callable[[], tuple] = tuple, **own: str) -> Callable:
+    """Give a command the options ``names``, in this order, made from its parameter tables.
+
+    ``tables()`` returns the command's tables (imported when called: see the module docstring);
+    a name is looked up in each table, the first that gives it a help text, then in
+    :data:`SWITCHES`. ``own`` gives this command's help text for an option where it says
+    something else. The options are made by :meth:`_Group.resolve_command` when the command
+    runs or shows its help; the command receives them as keyword arguments.
+    """
+
+    def attach(command: Callable) -> Callable:
+        sig = inspect.signature(command, eval_str=True)
+        # typer reads the positional arguments now; the options join them when they are made
+        command.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values()
+                                                        if p.kind != p.VAR_KEYWORD])
+        command.physgsa_options = (names, tables, own)
+        return command
+
+    return attach
+
+
+def _with_options(command: typer.core.TyperCommand) -> typer.core.TyperCommand:
+    """``command`` with the options its :func:`_options` names (itself if it names none)."""
+    spec = getattr(command.callback, "physgsa_options", None)
+    if spec is None:
+        return command
+    names, tables, own = spec
+    found = (*tables(), SWITCHES)
+    options = []
+    for name in names:
+        param = next(t[name] for t in found if t.get(name) is not None and (t[name].help or t is SWITCHES))
+        options.append(_option(name, dataclasses.replace(param, help=own[name]) if name in own else param))
+    run = inspect.unwrap(command.callback)
+
+    def with_options(**given: Any) -> Any:
+        return run(**given)
+
+    with_options.__doc__ = run.__doc__
+    with_options.__signature__ = run.__signature__.replace(
+        parameters=[*run.__signature__.parameters.values(), *options])
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
+    one.command(name=command.name, context_settings=command.context_settings)(with_options)
+    return typer.main.get_command(one)
+
+
+# -- usage errors: one line ------------------------------------------------------------------------
 
 def _command_args(ctx) -> list[str]:
     """The words after the command name, as the group received them."""
@@ -68,13 +188,14 @@ def _usage_message(exc, args: list[str]) -> str:
 
 
 def _usage_fail(exc, args: list[str]) -> None:
-    typer.echo(f"physgsa: error: {_usage_message(exc, args)}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    _fail(_usage_message(exc, args), EXIT_BAD_INPUT)
 
 
 class _Group(TyperGroup):
     """Every usage error (an unknown option or command, a bad or missing value) is one line on
-    stderr, ``physgsa: error: ...``, and exit 2, like every other bad input; never a framed box."""
+    stderr, ``physgsa: error: ...``, and exit 2, like every other bad input; never a framed box.
+    A command's options are made when it is resolved (:func:`_options`), never for the list.
+    """
 
     def parse_args(self, ctx, args):
         try:
@@ -83,6 +204,12 @@ class _Group(TyperGroup):
             if isinstance(exc, getattr(_click_errors, "NoArgsIsHelpError", ())):
                 raise  # plain "physgsa": the help, as asked for
             _usage_fail(exc, list(args))
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and name is not None:
+            command = self.commands[name] = _with_options(command)
+        return name, command, rest
 
     def invoke(self, ctx):
         args = _command_args(ctx)
@@ -105,8 +232,12 @@ app = typer.Typer(
 )
 
 
+# -- the one context every command runs in ---------------------------------------------------------
+
 class _Progress:
-    """Progress on stderr: a live bar on a terminal, plain lines otherwise, nothing with --quiet."""
+    """Progress on stderr: a live bar on a terminal (from the first report on), plain lines
+    otherwise, nothing with --quiet.
+    """
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -115,12 +246,6 @@ class _Progress:
         self._task = {}
 
     def __enter__(self):
-        if not self.quiet and self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[item]}"), transient=True)
-            self._bar.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -130,6 +255,13 @@ class _Progress:
     def __call__(self, stage: str, done: int, total: int, name: str) -> None:
         if self.quiet:
             return
+        if self._bar is None and self.tty and stage != "resume":
+            # rich only for a terminal, and only once there is something to show
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[item]}"), transient=True)
+            self._bar.__enter__()
         if self._bar is None or stage == "resume":
             count = f"{done}/{total}" if total is not None else f"{done}"
             typer.echo(f"physgsa: {stage} {count} {name}", err=True)
@@ -142,12 +274,13 @@ class _Progress:
 @contextlib.contextmanager
 def _library_output(quiet: bool):
     """With --quiet, the libraries' own progress bars stay silent too (transformers' "Loading
-    weights", huggingface_hub's); they are switched back on afterwards if they were on."""
+    weights", huggingface_hub's); they are switched back on afterwards if they were on.
+    """
     if not quiet:
         yield
         return
     hub_was_off = None
-    try:
+    try:  # huggingface_hub and transformers only when asked to be quiet (start-up)
         from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
         hub_was_off = are_progress_bars_disabled()
@@ -170,6 +303,80 @@ def _library_output(quiet: bool):
             tlog.enable_progress_bar()
         elif hub_was_off is False:
             enable_progress_bars()
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"physgsa: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors():
+    """Bad input -> one line, exit 2; a failed bound or any other failure -> one line, exit 3."""
+    try:
+        yield
+    except PhysgsaError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except EnvironmentFailure as exc:
+        _fail(str(exc), EXIT_ENVIRONMENT)
+    except CertificateBugError as exc:
+        _fail(f"internal error: {exc}", EXIT_INTERNAL)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
+        if os.environ.get("PHYSGSA_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
+              "please report it)", EXIT_INTERNAL)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@dataclasses.dataclass(frozen=True)
+class _Running:
+    """What a command gets from :func:`_running`."""
+
+    progress: _Progress
+    #: The output lock the command holds on ``--out``, handed down to the run and the save.
+    lock: Any = None
+
+
+@contextlib.contextmanager
+def _running(out: Path, *, quiet: bool, lock: str | None = None, wait: bool = False,
+             resumes: bool = False) -> Iterator[_Running]:
+    """The one context of every command.
+
+    - errors: one line on stderr and exit 2 (bad input), 3 (a bug) or 4 (the environment);
+    - interrupts: Ctrl-C or SIGTERM, one line and exit 130; a run that keeps records
+      (``resumes``: certify's) says that rerunning resumes it;
+    - ``lock``: the output lock on ``out``, held (what its owner file names) from before the
+      input is read until the outputs are in place, waiting for another run with ``wait``;
+    - ``quiet``: no progress, and the libraries' own bars silenced;
+    - progress on stderr, handed to the run.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _errors(), contextlib.ExitStack() as stack:
+            held = None
+            if lock is not None:
+                from .outputs.directory import OutputLock  # numpy: never at start-up
+
+                held = stack.enter_context(OutputLock(out, wait=wait, what=lock))
+            stack.enter_context(_library_output(quiet))
+            yield _Running(progress=stack.enter_context(_Progress(quiet)), lock=held)
+    except KeyboardInterrupt:
+        if not resumes:
+            typer.echo("physgsa: interrupted; no output was written", err=True)
+        else:
+            from .outputs.directory import RUN_DIR  # numpy: never at start-up
+
+            typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
+                       "resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _announce(model: str, quiet: bool) -> bool:
@@ -201,69 +408,23 @@ def _announce_done(announced: bool) -> None:
             typer.echo(f"physgsa: digits-resnet trained: {acc[0]} of {acc[1]} held-out digits correct", err=True)
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"physgsa: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _errors():
-    """Bad input -> one line, exit 2; a failed bound or any other failure -> one line, exit 3."""
-    try:
-        yield
-    except PhysgsaError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    except EnvironmentFailure as exc:
-        _fail(str(exc), EXIT_ENVIRONMENT)
-    except CertificateBugError as exc:
-        _fail(f"internal error: {exc}", EXIT_INTERNAL)
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure is an internal error, reported in one line
-        if os.environ.get("PHYSGSA_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
-              "please report it)", EXIT_INTERNAL)
-
-
-@contextlib.contextmanager
-def _interrupted(out: Path):
-    """Ctrl-C (or SIGTERM) mid-run: one line that says the run resumes, exit 130."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    except KeyboardInterrupt:
-        from .runs.records import RUN_DIR  # here, not at the top: it imports numpy, which --help never needs
-
-        typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
-                   "resume", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _load_groups(groups: str):
     """``--groups FILE.npz``: user-given row groups, one integer array per interface name
-    (``left->right``) or right-hand factor name."""
-
-    import numpy as np
-
-    from .core.validation import ChainFileError
-
+    (``left->right``) or right-hand factor name.
+    """
     if not groups.endswith(".npz"):
         return groups
+    import numpy as np  # only for a groups file (start-up)
+
+    from .models.files import _ZIP_ERRORS, check_archive, not_an_archive
+
     path = Path(groups)
     if not path.is_file():
         raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
-    from .models.files import _ZIP_ERRORS, not_an_archive
-    from .core.resources import check_archive
-
     why = not_an_archive(path)
     if why is not None:
-        raise ChainFileError(f"Groups file '{path}' is not a readable .npz archive: {why}. Save the integer arrays with "
-                             "numpy.savez.")
+        raise ChainFileError(f"Groups file '{path}' is not a readable .npz archive: {why}. Save the integer arrays "
+                             "with numpy.savez.")
     check_archive(path, f"Groups file '{path}'", error=ChainFileError)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -272,75 +433,42 @@ def _load_groups(groups: str):
         raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
 
 
-def _load_chain(chain: str, order: Optional[str], **model_params):
-    from .core.validation import InvalidParameterError
-    from .api import chain_from
-
-    freq = model_params.pop("freq", "0,0,8")
+def _freq(freq: str) -> tuple[int, ...]:
+    """``--freq u,v,n`` as three integers."""
     try:
-        model_params["freq"] = tuple(int(v) for v in freq.split(","))
+        value = tuple(int(v) for v in freq.split(","))
     except ValueError:
         raise InvalidParameterError(f"--freq must be three integers u,v,n; got {freq!r}.") from None
-    if len(model_params["freq"]) != 3 or model_params["freq"][2] < 1:
+    if len(value) != 3 or value[2] < 1:
         raise InvalidParameterError(f"--freq must be three integers u,v,n with n >= 1; got {freq!r}.")
-    return chain_from(chain, order=order.split(",") if order else None, **model_params)
+    return value
+
+
+def _summary(message: str, *, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(message)
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+def _certify_tables() -> tuple:
+    from .models import MODEL_PARAMS  # the tables live with their entry points (start-up: see the top)
+    from .runs.certify import CERTIFY_PARAMS
+
+    return CERTIFY_PARAMS, MODEL_PARAMS
 
 
 @app.command()
+@_options("out", "order", "q", "chart", "groups", "n_groups", "units", "threshold", "safety", "n_perturbations",
+          "perturbation", "build", "sample_shape", "window_search", "seed", "factor", "interfaces", "mode", "inputs",
+          "tokens", "conv", "freq", "json", "quiet", "max_memory", "overwrite", "keep_others", "wait", "workers",
+          "scheduler", "dask_local", "device", tables=_certify_tables)
 def certify(
     chain: Optional[str] = typer.Argument(None, help="A model (bundled name, folder, .safetensors/.pt/.bin with "
                                           "config.json, hub id in the local cache), an .npz/.safetensors of 2-D "
                                           "arrays, or 'example'. Default: minilm (with --build: the checkpoint whose "
                                           "weights are loaded into the built module, if given)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; replaced if it holds physgsa results)."),
-    order: Optional[str] = typer.Option(None, help="Factor order as comma-separated array names (default: the file's key order)."),
-    q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
-    chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
-    groups: str = typer.Option("auto", help="Row groups: auto (heads where rows have heads, else kmeans), kmeans, modes, heads, or an .npz of integer arrays keyed by interface ('a->b') or right factor name."),
-    n_groups: int = typer.Option(8, help="Number of k-means groups."),
-    units: str = typer.Option("channels", help="Column units: channels, heads, or groups (conv groups)."),
-    threshold: str = typer.Option("gap", help="Support thresholds: gap (the spec: midpoint of the largest drop), gap_zero (ours: a final drop to zero appended) or relative (eta * max)."),
-    safety: float = typer.Option(0.9, help="A priori safety factor in (0, 1]."),
-    n_perturbations: int = typer.Option(32, help="Random draws per perturbation level."),
-    perturbation: str = typer.Option("blocks", help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
-    build: Optional[str] = typer.Option(None, "--build", help="Make the model by calling FUNC() from FILE.py (or "
-                                        "package.module:FUNC). This RUNS that file's code; checkpoints never run "
-                                        "code. A MODEL given too is a checkpoint whose weights are loaded into the "
-                                        "module. Needs --sample-shape."),
-    sample_shape: Optional[str] = typer.Option(None, "--sample-shape", help="N,C,H,W: find the residual blocks by "
-                                               "running the model on a seeded standard normal batch of this shape "
-                                               "(--seed). Static factors freeze squeeze-excitation gates at it; "
-                                               "--mode jacobian differentiates at it (or at --inputs)."),
-    window_search: bool = typer.Option(False, "--window-search", help="Also search, along q from 0.5 to 0.999, the "
-                                       "smallest windows for which the direct check and the measured verdict hold "
-                                       "(shown in the report)."),
-    seed: int = typer.Option(0, help="Seed of every random choice."),
-    factor: str = typer.Option("full", help="Model factors: full (I + R) or branch (R)."),
-    interfaces: str = typer.Option("blocks", help="Model interfaces: blocks, or heads (W_O^l -> W_V^{l+1})."),
-    mode: str = typer.Option("static", help="Model factors from weights (static) or Jacobians at inputs (jacobian)."),
-    inputs: Optional[str] = typer.Option(None, help="Jacobian inputs: a text file (one sentence a line), an .npy of "
-                                         "images, or 'random' (flagged). Default: bundled sentences / digits images."),
-    tokens: str = typer.Option("uniform", help="Jacobian token reduction (transformers): uniform (the sum of the "
-                               "blocks J_ts over all token pairs / T: keeps attention's token mixing) or diagonal "
-                               "(the mean of the blocks J_tt)."),
-    conv: str = typer.Option("dc", help="CNN channel matrices: dc (zero frequency) or fft (at --freq)."),
-    freq: str = typer.Option("0,0,8", help="u,v,n: the Fourier mode of --conv fft on the n x n torus at the chain's input (n divisible by every stride)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the model-level verdict as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress and no summary line (errors still show)."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any decomposition or product whose "
-                                             "estimated memory exceeds this (bytes, or 512M, 8G; default: 80% of "
-                                             "the memory available at the start)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results or discard an interrupted run of "
-                                   "different input or parameters in --out (otherwise refused)."),
-    keep_others: bool = typer.Option(False, "--keep-others", help="Write into an --out that holds files physgsa did "
-                                     "not write, leaving them untouched (otherwise refused, naming them)."),
-    wait: bool = typer.Option(False, "--wait", help="If another physgsa run is writing into --out, wait for it to "
-                              "finish instead of refusing."),
-    workers: int = typer.Option(1, help="Local processes for factors and interfaces; results are identical."),
-    scheduler: Optional[str] = typer.Option(None, help="Run the tasks on the Dask scheduler at this address."),
-    dask_local: int = typer.Option(0, help="Start a Dask LocalCluster of this many workers for the run."),
-    device: Optional[str] = typer.Option(None, help="Run decompositions and products through torch on this device "
-                                         "(cpu, cuda, cuda:N); default: LAPACK."),
+    **p: Any,
 ) -> None:
     """Certify a chain and write factors/interfaces/rows.parquet and certificate.json.
 
@@ -352,59 +480,51 @@ def certify(
 
       physgsa certify chain.npz --order a,b,c --q 0.95 --groups modes --out out/
     """
+    from .api import chain_from, save
+    from .runs.certify import CERTIFY_PARAMS
     from .runs.certify import certify as run_certify
 
-    from .runs.records import OutputLock
-
-    with _interrupted(out), _errors(), OutputLock(out, wait=wait, what="certify"), _library_output(quiet):
-        # Held from before the input is read until the outputs are in place: nobody else writes
-        # here meanwhile (certify's records and the save share this lock).
-        if chain is None and build is None:
+    out, quiet = p["out"], p["quiet"]
+    with _running(out, quiet=quiet, lock="certify", wait=p["wait"], resumes=True) as run:
+        if chain is None and p["build"] is None:
             chain = "minilm"
         announced = _announce(chain, quiet)
-        walker = {"build": build, "sample_shape": sample_shape, "caller": "cli"} if (build or sample_shape) else {}
-        ch = _load_chain(chain, order, factor=factor, interfaces=interfaces, mode=mode, inputs=inputs, conv=conv,
-                         freq=freq, seed=seed, tokens=tokens, **walker)
+        walker = ({"build": p["build"], "sample_shape": p["sample_shape"], "caller": "cli"}
+                  if p["build"] or p["sample_shape"] else {})
+        model = {k: p[k] for k in ("factor", "interfaces", "mode", "inputs", "conv", "seed", "tokens")}
+        ch = chain_from(chain, order=p["order"].split(",") if p["order"] else None, freq=_freq(p["freq"]),
+                        **model, **walker)
         _announce_done(announced)
-        with _Progress(quiet) as progress:
-            result = run_certify(ch, progress=progress, q=q, chart=chart, groups=_load_groups(groups),
-                                 n_groups=n_groups, units=units, threshold=threshold, safety=safety,
-                                 n_perturbations=n_perturbations,
-                                 perturbation=perturbation, window_search=window_search, seed=seed,
-                                 workers=workers, scheduler=scheduler, dask_local=dask_local, device=device,
-                                 checkpoint=out, overwrite=overwrite, keep_others=keep_others, wait=wait,
-                                 max_memory=max_memory)
-        result.save(out, keep_others=keep_others)
+        params = {k: v for k, v in p.items() if k in CERTIFY_PARAMS}
+        result = run_certify(ch, progress=run.progress, **{**params, "groups": _load_groups(p["groups"])},
+                             checkpoint=out, overwrite=p["overwrite"], keep_others=p["keep_others"], wait=p["wait"],
+                             lock=run.lock)
+        save(result, out, keep_others=p["keep_others"], lock=run.lock)
     v = result.verdict
-    if as_json:
+    if p["json"]:
         typer.echo(json.dumps(v, sort_keys=True))
-    elif not quiet:
-        n, b = v["n_interfaces"], v["n_chain_breaks"]
-        t = v.get("n_no_channel_structure", 0)
-        trivial = f", {t} without channel structure" if t else ""
-        typer.echo(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}{trivial}); "
-                   f"wrote {out}/")
+    n, b, t = v["n_interfaces"], v["n_chain_breaks"], v.get("n_no_channel_structure", 0)
+    trivial = f", {t} without channel structure" if t else ""
+    _summary(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}{trivial}); wrote {out}/",
+             quiet=quiet or p["json"])
+
+
+def _spectra_tables() -> tuple:
+    from .runs.spectra import SPECTRA_PARAMS  # the table lives with its entry point (start-up: see the top)
+
+    return (SPECTRA_PARAMS,)
 
 
 @app.command()
+@_options("out", "q", "chart", "max_memory", "exclude", "json", "quiet", "overwrite", "build", tables=_spectra_tables,
+          out="Output directory for spectra.parquet, spectra.json and spectra.html (created).",
+          json="Print a summary as JSON on stdout.",
+          overwrite="Replace the spectra of another run (other input or parameters) in --out (otherwise refused).")
 def spectra(
     model: Optional[str] = typer.Argument(None, help="A model (as for certify), a tensor file, or an .npz of 2-D "
-                                          "arrays. Default: minilm (with --build: a checkpoint to load into the module)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory for spectra.parquet, spectra.json and "
-                             "spectra.html (created)."),
-    q: float = typer.Option(0.9, help="Energy quantile of the effective rank k_q, in (0, 1)."),
-    chart: str = typer.Option("top", help="Chart for s_hat: top, mle or window."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse any matrix whose estimated memory "
-                                             "exceeds this (bytes, or 512M, 8G; default: 80% of the available)."),
-    exclude: list[str] = typer.Option([], "--exclude", help="Leave out tensors whose key or name matches this "
-                                      "glob pattern (repeatable), e.g. 'h.*.attn.c_attn.weight'."),
-    as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress and no summary line (errors still show)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the spectra of another run (other input or "
-                                   "parameters) in --out (otherwise refused)."),
-    build: Optional[str] = typer.Option(None, "--build", help="Analyse the weights of the module FUNC() returns "
-                                        "(FILE.py:FUNC or package.module:FUNC). This runs that file's code. With a "
-                                        "MODEL checkpoint, its weights are loaded into the module first."),
+                                          "arrays. Default: minilm (with --build: a checkpoint to load into the "
+                                          "module)."),
+    **p: Any,
 ) -> None:
     """Per-matrix spectra of every weight matrix as stored: the fast pass.
 
@@ -419,29 +539,29 @@ def spectra(
 
       physgsa spectra gpt2-folder/ --out out/
     """
-    from .runs.spectra_run import run
+    from .api import save
+    from .runs.spectra_run import run as run_spectra
 
-    with _errors(), _library_output(quiet):
-        if build is not None:
-            from .models.generic import build_module
+    out, quiet = p["out"], p["quiet"]
+    with _running(out, quiet=quiet, lock="spectra") as run:
+        if p["build"] is not None:
+            from .models.generic import build_module  # torch: only with --build
 
-            model = build_module(build, caller="cli", weights=model)
+            model = build_module(p["build"], caller="cli", weights=model)
         elif model is None:
             model = "minilm"
         announced = _announce(model, quiet) if isinstance(model, str) else False
         if not quiet:
             typer.echo(f"physgsa: spectra of every weight matrix of {model}, one at a time", err=True)
-        with _Progress(quiet) as progress:
-            res = run(model, out, overwrite=overwrite, progress=progress, q=q, chart=chart, exclude=tuple(exclude),
-                      max_memory=max_memory)
+        res = run_spectra(model, out, overwrite=p["overwrite"], progress=run.progress, q=p["q"], chart=p["chart"],
+                          exclude=tuple(p["exclude"]), max_memory=p["max_memory"])
         _announce_done(announced)
-        res.save(out)
+        save(res, out, lock=run.lock)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
-    if as_json:
+    if p["json"]:
         typer.echo(json.dumps(summary, sort_keys=True))
-    elif not quiet:
-        typer.echo(f"{summary['n_matrices']} matrices analysed, {summary['n_skipped']} tensors skipped "
-                   f"(listed in spectra.json); wrote {out}/")
+    _summary(f"{summary['n_matrices']} matrices analysed, {summary['n_skipped']} tensors skipped "
+             f"(listed in spectra.json); wrote {out}/", quiet=quiet or p["json"])
 
 
 @app.command()
@@ -454,9 +574,9 @@ def report(
 
       physgsa report out/
     """
-    from .report.pages import rerender
+    from .report import rerender
 
-    with _errors():
+    with _running(directory, quiet=False):
         path = rerender(directory)
     typer.echo(f"wrote {path}")
 
@@ -489,11 +609,119 @@ def models() -> None:
         typer.echo(f"  {name:<16} {text}")
 
 
-from .compare_cli import register as _register_compare  # noqa: E402 - the compare command lives in its own module
-from .study_cli import register as _register_study  # noqa: E402 - the study command lives in its own module
+def _compare_tables() -> tuple:
+    from .runs.compare import COMPARE_PARAMS  # the table lives with its entry point (start-up: see the top)
 
-_register_compare(app, _errors, _fail)
-_register_study(app, _errors, _fail)
+    return (COMPARE_PARAMS,)
+
+
+@app.command()
+@_options("out", "quantize", "group_size", "granularity", "prune", "noise", "q", "groups", "threshold", "seed",
+          "keep_others", "quiet", tables=_compare_tables,
+          out="Output directory for compare.parquet, compare_factors.parquet, compare.json and compare.html.",
+          keep_others="Write beside files physgsa did not write.", quiet="No summary line.")
+def compare(
+    base: str = typer.Argument(..., help="The base model or chain (anything certify accepts)."),
+    others: Optional[List[str]] = typer.Argument(None, help="Models of the same layout, in order (e.g. the "
+                                                           "checkpoints of a training run)."),
+    **p: Any,
+) -> None:
+    """Is the other model's channel structure certified the same as the base's?
+
+    Examples:
+
+      physgsa compare minilm --quantize int4 --group-size 128 --out cmp/
+
+      physgsa compare digits-resnet --prune magnitude:0.5 --out cmp/
+
+      physgsa compare epoch1.npz epoch2.npz epoch3.npz --out traj/
+    """
+    from .api import chain_from, save
+    from .core.perturb import changed_chain, parse_change
+    from .models.load import is_matrix_file
+    from .runs.compare import compare_chains
+
+    out, quiet = p["out"], p["quiet"]
+    with _running(out, quiet=quiet, lock="compare") as run:
+        change_options = {k: p[k] for k in ("quantize", "group_size", "granularity", "prune", "noise")}
+        simulated = any(change_options[k] is not None for k in ("quantize", "prune", "noise"))
+        if simulated and others:
+            raise InvalidParameterError("Give other models or one simulated change (--quantize, --prune, --noise), "
+                                        "not both.")
+        if not simulated and not others:
+            raise InvalidParameterError("Give at least one other model, or a simulated change: --quantize FORMAT, "
+                                        "--prune magnitude:FRACTION or --noise REL.")
+        change = parse_change(**change_options, seed=p["seed"]) if simulated else None
+        if change is None:
+            base_chain = chain_from(base)
+            pairs = [(o, chain_from(o)) for o in others]
+        elif base == "example" or is_matrix_file(base):
+            base_chain = chain_from(base)
+            pairs = [(change.label(), changed_chain(base_chain, change))]
+        else:
+            from .models import load_chain, resolve_source  # torch: only for a model
+            from .models.changed import ChangedSource
+
+            base_chain = load_chain(base)
+            pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]
+        res = compare_chains(base_chain, pairs, q=p["q"], groups=p["groups"], threshold=p["threshold"],
+                             seed=p["seed"])
+        if change is not None:
+            res.document["change"] = change.record()
+        save(res, out, keep_others=p["keep_others"], lock=run.lock)
+    ifs = res.interfaces
+    _summary(f"{int(ifs['certified'].sum())} of {len(ifs)} interfaces certified the same, "
+             f"{int((~ifs['direct_same']).sum())} changed by the direct check; wrote {out}/", quiet=quiet)
+
+
+@app.command()
+@_options("out", "random_control", "seed", "keep_others", "json", "quiet",
+          out="Output directory for study.html, study.parquet, figures/ and runs/ (each model's own certify output).",
+          keep_others="Write into an --out that holds files physgsa did not write, leaving them untouched "
+                      "(otherwise refused).",
+          json="Print one line of JSON per model on stdout.")
+def study(
+    models: List[str] = typer.Argument(..., help="Models (anything certify accepts: bundled names, folders, "
+                                       "files, hub ids in the local cache) and result directories written "
+                                       "by certify (read back, never recomputed)."),
+    **p: Any,
+) -> None:
+    """Compare several models on one page: verdicts, margins, profiles, shares and heatmaps.
+
+    Each model is certified with the default parameters into OUT/runs/NAME/ (a rerun reads
+    it back when the model and parameters are unchanged); a result directory of certify is
+    read as it is. Writes OUT/study.parquet (one row per model-interface), OUT/study.html
+    and every panel as OUT/figures/study-*.svg.
+
+    Examples:
+
+      physgsa study minilm digits-resnet digits-vit digits-diffusion pysource-gpt --random-control --out study/
+
+      physgsa study out-a/ out-b/ --out study/
+    """
+    from .api import save
+    from .runs.study import study as run_study
+
+    out, quiet = p["out"], p["quiet"]
+
+    def say(line: str) -> None:
+        if not quiet:
+            typer.echo(line, err=True)
+
+    with _running(out, quiet=quiet, lock="study") as run:
+        res = run_study(models, out, random_control=p["random_control"], seed=p["seed"], keep_others=p["keep_others"],
+                        progress=run.progress, say=say, lock=run.lock)
+        save(res, out, keep_others=p["keep_others"], lock=run.lock)
+    if p["json"]:
+        for e in res.entries:
+            v = e.result.certificate.get("verdict", {})
+            typer.echo(json.dumps({"model": e.label, "family": e.family, "architecture": e.architecture,
+                                   "weights": e.weights, "n_interfaces": v.get("n_interfaces"),
+                                   "n_members": v.get("n_members"),
+                                   "n_no_channel_structure": v.get("n_no_channel_structure")}, sort_keys=True))
+    n = len(res.entries)
+    _summary(f"{n} model{'s' * (n != 1)}, {int(res.table['interface'].notna().sum())} interfaces; "
+             f"wrote {out}/study.html", quiet=quiet or p["json"])
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ dataframe tool can plot ``rho``, ``s_hat``, ``k_q`` or ``alpha`` against ``step`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from .outputs.directory import atomic_write
 
 __all__ = ["record_spectra", "SpectraCallback", "read_trajectory"]
 
@@ -31,7 +31,7 @@ def record_spectra(model, *, step: int, table, certify_dir=None, **spectra_param
     With ``certify_dir``, also certify the model there (``certify_dir/step-NNNNNN``). Returns the
     whole table.
     """
-    from .api import spectra
+    from .api import save, spectra
 
     res = spectra(model, **spectra_params)
     rows = res.table.copy()
@@ -42,19 +42,12 @@ def record_spectra(model, *, step: int, table, certify_dir=None, **spectra_param
     out = pd.concat([old, rows], ignore_index=True) if len(old) else rows
     path = Path(table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".physgsa-tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        out.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd"))
     if certify_dir is not None:
         from . import certify
         from .models import load_chain
 
-        certify(load_chain(model)).save(Path(certify_dir) / f"step-{int(step):06d}")
+        save(certify(load_chain(model)), Path(certify_dir) / f"step-{int(step):06d}")
     return out
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import scipy.linalg
+from numpy.typing import ArrayLike, NDArray
 
-from .validation import InvalidFactorError, InvalidParameterError
 from .chain import check_matrix
+from .validation import InvalidFactorError, InvalidParameterError
 
 __all__ = [
     "DEFAULT_EPSS",
@@ -68,7 +69,7 @@ def default_ks(r: int) -> list[int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _basis(value, name: str) -> np.ndarray:
+def _basis(value: ArrayLike, name: str) -> NDArray[np.float64]:
     """``value`` as a non-empty, finite, 2-D float64 array (an orthonormal basis: no zero check)."""
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind not in "fiu":
@@ -81,7 +82,7 @@ def _basis(value, name: str) -> np.ndarray:
     return out
 
 
-def _pow2_scaled(a: np.ndarray) -> np.ndarray:
+def _pow2_scaled(a: NDArray[np.float64]) -> NDArray[np.float64]:
     """``a * 2**-e`` with ``2**(e-1) <= max|a_ij| < 2**e``: exact (a power of two), max entry in [1/2, 1).
 
     Squares and products of the result neither overflow nor underflow for any finite nonzero
@@ -89,19 +90,21 @@ def _pow2_scaled(a: np.ndarray) -> np.ndarray:
     """
     amax = float(np.max(np.abs(a)))
     _, e = np.frexp(amax)
-    return np.ldexp(a, -int(e))
+    scaled: NDArray[np.float64] = np.ldexp(a, -int(e))
+    return scaled
 
 
-def _svd(a: np.ndarray):
+def _svd(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     try:
         return np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:  # gesdd occasionally fails to converge; gesvd is robust
         return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
 
 
-def _svdvals(a: np.ndarray) -> np.ndarray:
+def _svdvals(a: NDArray[np.float64]) -> NDArray[np.float64]:
     try:
-        return np.linalg.svd(a, compute_uv=False)
+        # numpy's stubs widen the dtype to floating; a float64 input gives float64 singular values.
+        return cast("NDArray[np.float64]", np.linalg.svd(a, compute_uv=False))
     except np.linalg.LinAlgError:
         return scipy.linalg.svd(a, compute_uv=False, lapack_driver="gesvd")
 
@@ -118,7 +121,7 @@ def _same_space(d_left: int, _unit: str, d_right: int, right: str, right_unit: s
         )
 
 
-def principal_cosines(u_left, v_right) -> np.ndarray:
+def principal_cosines(u_left: ArrayLike, v_right: ArrayLike) -> NDArray[np.float64]:
     r"""Cosines of the principal angles between two subspaces of :math:`\mathbb{R}^d`.
 
     definitions.md section 8. For orthonormal bases ``u_left`` (``d x k1``, the dominant output
@@ -144,11 +147,12 @@ def principal_cosines(u_left, v_right) -> np.ndarray:
     u = _basis(u_left, "u_left")
     v = _basis(v_right, "v_right")
     _same_space(u.shape[0], "rows", v.shape[0], "v_right has", "rows")
-    return np.clip(_svdvals(v.T @ u), 0.0, 1.0)
+    cos: NDArray[np.float64] = np.clip(_svdvals(v.T @ u), 0.0, 1.0)
+    return cos
 
 
-def intersection_dimensions(u_left, vt_right, *, ks: Sequence[int] | None = None,
-                            epss: Sequence[float] | None = None) -> tuple[np.ndarray, list[int]]:
+def intersection_dimensions(u_left: ArrayLike, vt_right: ArrayLike, *, ks: Sequence[int] | None = None,
+                            epss: Sequence[float] | None = None) -> tuple[NDArray[np.int64], list[int]]:
     r"""Subspace intersection dimensions over a grid of ranks and tolerances.
 
     definitions.md section 8. For each rank ``k`` (used on both sides) and tolerance ``eps``,
@@ -219,7 +223,7 @@ def intersection_dimensions(u_left, vt_right, *, ks: Sequence[int] | None = None
 # --------------------------------------------------------------------------- commutator
 
 
-def commutator(a_left, a_right) -> float:
+def commutator(a_left: ArrayLike, a_right: ArrayLike) -> float:
     r"""Normalized commutator of the interface Gram matrices.
 
     definitions.md section 8. With :math:`P = A_l A_l^T` and :math:`Q = A_{l+1}^T A_{l+1}`
@@ -319,14 +323,14 @@ class HeadOverlaps(NamedTuple):
         Reading-head labels, in order of first appearance in ``row_heads_right``.
     """
 
-    table: np.ndarray
-    ranks_left: np.ndarray
-    ranks_right: np.ndarray
-    heads_left: list
-    heads_right: list
+    table: NDArray[np.float64]
+    ranks_left: NDArray[np.int64]
+    ranks_right: NDArray[np.int64]
+    heads_left: list[Any]
+    heads_right: list[Any]
 
 
-def _layout(value, size: int, name: str, axis: str) -> tuple[list, list[np.ndarray]]:
+def _layout(value: ArrayLike, size: int, name: str, axis: str) -> tuple[list[Any], list[NDArray[np.intp]]]:
     arr = np.asarray(value)
     if arr.ndim != 1 or arr.shape[0] != size:
         raise InvalidParameterError(
@@ -335,13 +339,13 @@ def _layout(value, size: int, name: str, axis: str) -> tuple[list, list[np.ndarr
         )
     labels = arr.tolist()
     heads = list(dict.fromkeys(labels))
-    where: dict = {h: [] for h in heads}
+    where: dict[Any, list[int]] = {h: [] for h in heads}
     for i, h in enumerate(labels):
         where[h].append(i)
     return heads, [np.asarray(where[h], dtype=np.intp) for h in heads]
 
 
-def _range_basis(block: np.ndarray, rtol: float | None) -> np.ndarray:
+def _range_basis(block: NDArray[np.float64], rtol: float | None) -> NDArray[np.float64]:
     """Orthonormal basis (d x k) of the column space of ``block`` (d x c), k its numerical rank."""
     if not block.any():
         return np.zeros((block.shape[0], 0))
@@ -350,7 +354,8 @@ def _range_basis(block: np.ndarray, rtol: float | None) -> np.ndarray:
     return u[:, : int(np.count_nonzero(s > tol))]
 
 
-def head_overlaps(a_left, col_heads_left, a_right, row_heads_right, *, rtol: float | None = None) -> HeadOverlaps:
+def head_overlaps(a_left: ArrayLike, col_heads_left: ArrayLike, a_right: ArrayLike, row_heads_right: ArrayLike, *,
+                  rtol: float | None = None) -> HeadOverlaps:
     r"""Head subspace overlap table at an interface.
 
     definitions.md section 8. Writing heads of layer ``l``: for each head ``h`` (the columns of

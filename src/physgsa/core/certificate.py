@@ -9,11 +9,16 @@ adversarial one that shows how tight the radius is).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from .validation import CertificateBugError
 from .structure import Reference, compare, fro_norm, structure_of
+from .validation import CertificateBugError
+
+# The draws of _block_draws: z, chi^2 and ||Z||_F^2.
+_Draws = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 
 __all__ = ["Margins", "margins", "verdicts", "perturbation_tests", "adversarial"]
 
@@ -35,11 +40,11 @@ class Margins:
     gamma_at: tuple[int, int]
     nu_g: np.ndarray
     noise_margin: np.ndarray
-    pairs: tuple[dict, ...]
+    pairs: tuple[dict[str, Any], ...]
     mu_min: float | None
     mu_min_scaled: float | None
     rho_static: float
-    binding: dict
+    binding: dict[str, Any]
 
 
 def margins(ref: Reference) -> Margins:
@@ -59,7 +64,7 @@ def margins(ref: Reference) -> Margins:
     g0, u0 = divmod(flat, gap.shape[1])
     gamma = float(gap[g0, u0])
     nu_g = np.where(~s.active, e, 0.0).max(axis=1)
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     m = e.shape[0]
     for g in range(m):
         for h in range(g + 1, m):
@@ -75,7 +80,7 @@ def margins(ref: Reference) -> Margins:
             root = c * (2.0 * mu_s / (b_s + np.sqrt(b_s * b_s + 4.0 * n * mu_s))) if mu_s > 0 else 0.0
             pairs.append({"g": g, "h": h, "w": w_s * c * c, "w_scaled": w_s, "mu": mu_s * c * c, "mu_scaled": mu_s,
                           "n": n, "b": b, "rho": float(root)})
-    binding = {"kind": "unit_gap", "group": int(g0), "unit": int(u0), "value": gamma,
+    binding: dict[str, Any] = {"kind": "unit_gap", "group": int(g0), "unit": int(u0), "value": gamma,
                "energy": float(e[g0, u0]), "theta": float(ref.theta[g0])}
     rho = gamma
     for p in pairs:
@@ -91,7 +96,7 @@ def margins(ref: Reference) -> Margins:
 
 
 def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float, *,
-             direct_norm: float | None = None, rounding: float = 0.0) -> dict:
+             direct_norm: float | None = None, rounding: float = 0.0) -> dict[str, Any]:
     """The a priori and measured verdicts.
 
     A priori: ``eps_trunc + delta <= safety * rho_static`` with ``rho_static > 0`` (no full
@@ -121,7 +126,7 @@ def _block_sizes(ref: Reference) -> np.ndarray:
     return np.outer(rows, cols)
 
 
-def _block_draws(e: np.ndarray, dof: np.ndarray, rng: np.random.Generator, n_draws: int | None = None):
+def _block_draws(e: np.ndarray, dof: np.ndarray, rng: np.random.Generator, n_draws: int | None = None) -> _Draws:
     """The Gaussian ingredients of :func:`_sample_block_energies`: ``z``, ``chi^2`` and ``||Z||_F^2``."""
     shape = e.shape if n_draws is None else (n_draws,) + e.shape
     z = rng.standard_normal(shape)
@@ -130,7 +135,8 @@ def _block_draws(e: np.ndarray, dof: np.ndarray, rng: np.random.Generator, n_dra
     return z, chi2, np.sum(z * z + chi2, axis=axes, keepdims=True)
 
 
-def _energies_at(e: np.ndarray, draws, norm: float, roots: tuple | None = None) -> np.ndarray:
+def _energies_at(e: np.ndarray, draws: _Draws, norm: float,
+                 roots: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None) -> NDArray[np.float64]:
     """Perturbed block energies ``sqrt((e + s z)^2 + s^2 chi^2)``, ``s = norm / ||Z||_F``.
 
     ``roots``: ``(sqrt(||Z||_F^2), sqrt(chi^2))`` from :func:`_draw_roots` when the same draws
@@ -145,10 +151,11 @@ def _energies_at(e: np.ndarray, draws, norm: float, roots: tuple | None = None) 
     x += e
     y = s * root_chi2
     # hypot, not sqrt of squares: energies near 1e-162 would square to subnormals.
-    return np.hypot(x, y, out=x)
+    out: NDArray[np.float64] = np.hypot(x, y, out=x)
+    return out
 
 
-def _draw_roots(draws) -> tuple[np.ndarray, np.ndarray]:
+def _draw_roots(draws: _Draws) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """``sqrt(||Z||_F^2)`` and ``sqrt(chi^2)`` of :func:`_block_draws`' draws (level-independent)."""
     _, chi2, zz = draws
     return np.sqrt(zz), np.sqrt(chi2)
@@ -168,8 +175,8 @@ def _sample_block_energies(e: np.ndarray, dof: np.ndarray, norm: float, rng: np.
     return _energies_at(e, _block_draws(e, dof, rng, n_draws), norm)
 
 
-def _changed_blocks(e: np.ndarray, ref) -> np.ndarray:
-    """For a stack of perturbed block energies ``e`` (draws first): did each change the structure?
+def _changed_blocks(e: NDArray[np.float64], ref: Reference) -> NDArray[np.bool_]:
+    """For a stack of perturbed block energies ``e`` (draws first), whether each changed the structure.
 
     The structure changes iff a support changes (then degrees, masks, SRS sets or hubs may follow)
     or, with the supports unchanged, an edge appears or disappears (``w`` against ``kappa``).
@@ -184,11 +191,13 @@ def _changed_blocks(e: np.ndarray, ref) -> np.ndarray:
     edges = (w >= ref.kappa_scaled) & (w > 0)
     n = e.shape[1]
     edges[:, np.arange(n), np.arange(n)] = False
-    return moved | np.any(edges != st.edges[None], axis=(1, 2))
+    changed: NDArray[np.bool_] = moved | np.any(edges != st.edges[None], axis=(1, 2))
+    return changed
 
 
-def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, below: tuple, above: tuple,
-                       n_draws: int, rng: np.random.Generator, where: str, mode: str = "blocks") -> dict:
+def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, below: tuple[float, ...],
+                       above: tuple[float, ...], n_draws: int, rng: np.random.Generator, where: str,
+                       mode: str = "blocks") -> dict[str, Any]:
     """Random perturbations ``E`` of ``A0`` with ``||E||_F = t rho_static``, ``E`` Gaussian.
 
     ``mode="explicit"`` forms each ``E`` and recomputes the structure of ``A0 + E``;
@@ -212,15 +221,16 @@ def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, bel
         e0 = ref.structure.energies
         draws = _block_draws(e0, _block_sizes(ref) - 1, rng, n_draws)
         roots = _draw_roots(draws)  # the same at every level
-    levels = []
+    levels: list[dict[str, Any]] = []
+    changed_draws: NDArray[np.bool_]
     for t in tuple(below) + tuple(above):
         if mode == "explicit":
-            changed_draws = []
+            changes: list[bool] = []
             for _ in range(n_draws):
                 e = rng.standard_normal(a0.shape)
                 e *= t * rho_static / np.linalg.norm(e)
-                changed_draws.append(bool(compare(ref.structure, structure_of(a0 + e, ref, gi, ui))))
-            changed_draws = np.array(changed_draws)
+                changes.append(bool(compare(ref.structure, structure_of(a0 + e, ref, gi, ui))))
+            changed_draws = np.array(changes)
         else:
             changed_draws = _changed_blocks(_energies_at(e0, draws, t * rho_static, roots), ref)
         changed = int(changed_draws.sum())
@@ -233,7 +243,7 @@ def perturbation_tests(a0: np.ndarray, ref: Reference, rho_static: float, *, bel
     return {"ran": True, "reason": "", "mode": mode, "levels": levels, "below_ok": True}
 
 
-def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
+def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict[str, Any]:
     """Perturbations aimed at the binding margins, to show the radius is tight.
 
     (1) The unit closest to its threshold: rescale the block ``A0[G_g, u]`` so its energy lands
@@ -243,7 +253,7 @@ def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
     """
     part = ref.partition
     s0 = ref.structure
-    attempts = []
+    attempts: list[dict[str, Any]] = []
     g, u = mg.gamma_at
     rows = np.flatnonzero(part.groups == g)
     cols = np.flatnonzero(part.units == u)
@@ -279,7 +289,7 @@ def adversarial(a0: np.ndarray, ref: Reference, mg: Margins) -> dict:
         attempts.append({"target": "pair_overlap", "group": int(gg), "other": int(hh),
                          "norm": fro_norm(pert),
                          "changed": compare(s0, structure_of(a0 + pert, ref))})
-    changed = [a["norm"] for a in attempts if a["changed"]]
+    changed: list[float] = [a["norm"] for a in attempts if a["changed"]]
     smallest = min(changed) if changed else None
     return {
         "attempts": attempts,

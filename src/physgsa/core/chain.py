@@ -11,16 +11,17 @@ never guessed over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .validation import InvalidFactorError
 
 __all__ = ["Factor", "Deferred", "Chain", "Link", "Break", "check_matrix"]
 
 
-def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.ndarray:
+def check_matrix(value: ArrayLike, name: str, where: str = "", *, copy: bool = True) -> NDArray[np.float64]:
     """Return ``value`` as a read-only C-contiguous float64 matrix or raise a named error.
 
     With ``copy=False`` the result is a read-only view when ``value`` already is a float64 array,
@@ -43,9 +44,13 @@ def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.
             f"Got an array of shape {arr.shape} ({arr.ndim}-D) instead."
         )
     if arr.size == 0:
-        raise InvalidFactorError(f"Factor {name!r}{src} is empty (shape {arr.shape}). Give a matrix with at least one entry.")
-    out = np.array(arr, dtype=np.float64, order="C", copy=True) if copy else \
-        np.asarray(arr, dtype=np.float64).view()
+        raise InvalidFactorError(
+            f"Factor {name!r}{src} is empty (shape {arr.shape}). Give a matrix with at least one entry."
+        )
+    # A signalling NaN in a float32 input warns as it is widened; it is reported just below.
+    with np.errstate(invalid="ignore"):
+        out = np.array(arr, dtype=np.float64, order="C", copy=True) if copy else \
+            np.asarray(arr, dtype=np.float64).view()
     # Two reductions instead of elementwise masks: a NaN propagates to both, an Inf to one.
     hi, lo = float(out.max()), float(out.min())
     if not (np.isfinite(hi) and np.isfinite(lo)):
@@ -62,12 +67,12 @@ def check_matrix(value, name: str, where: str = "", *, copy: bool = True) -> np.
     return out
 
 
-def _dtype_name(arr) -> str:
+def _dtype_name(arr: object) -> str:
     """The stored precision of an input (recorded: every computation is in float64)."""
     return str(getattr(arr, "dtype", np.asarray(arr).dtype)).replace("torch.", "")
 
 
-def _check_heads(heads, size: int, name: str, axis: str) -> np.ndarray | None:
+def _check_heads(heads: ArrayLike | None, size: int, name: str, axis: str) -> NDArray[np.int64] | None:
     if heads is None:
         return None
     arr = np.asarray(heads)
@@ -92,7 +97,7 @@ class Deferred:
 
     shape: tuple[int, int]
 
-    def read(self) -> np.ndarray:  # pragma: no cover - abstract
+    def read(self) -> NDArray[np.float64]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -120,17 +125,26 @@ class Factor:
 
     __slots__ = ("name", "_matrix", "row_heads", "col_heads", "provenance", "col_groups")
 
-    def __init__(self, name: str, matrix, row_heads: np.ndarray | None = None, col_heads: np.ndarray | None = None,
-                 provenance: dict | None = None, col_groups: np.ndarray | None = None):
+    # Declared for the type checker only (no values: the slots above hold them).
+    name: str
+    _matrix: NDArray[np.float64] | Deferred
+    row_heads: NDArray[np.int64] | None
+    col_heads: NDArray[np.int64] | None
+    provenance: dict[str, Any]
+    col_groups: NDArray[np.int64] | None
+
+    def __init__(self, name: str, matrix: NDArray[np.float64] | Deferred, row_heads: NDArray[np.int64] | None = None,
+                 col_heads: NDArray[np.int64] | None = None, provenance: dict[str, Any] | None = None,
+                 col_groups: NDArray[np.int64] | None = None) -> None:
         values = (name, matrix, row_heads, col_heads,
                   {"source": "matrix", "kind": "given"} if provenance is None else provenance, col_groups)
         for slot, value in zip(self.__slots__, values):
             object.__setattr__(self, slot, value)
 
-    def __setattr__(self, key, value):
+    def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"Factor is immutable; build a new Factor instead of setting {key!r}.")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Factor], tuple[object, ...]]:
         # Pickled as its constructor call: a deferred factor travels as its small source reference.
         return (Factor, (self.name, self._matrix, self.row_heads, self.col_heads, self.provenance, self.col_groups))
 
@@ -140,11 +154,11 @@ class Factor:
 
     @property
     def deferred(self) -> bool:
-        """Is the matrix read from its source on demand (never held by the chain)?"""
+        """Whether the matrix is read from its source on demand (never held by the chain)."""
         return isinstance(self._matrix, Deferred)
 
     @property
-    def matrix(self) -> np.ndarray:
+    def matrix(self) -> NDArray[np.float64]:
         """The matrix (read from its source now, for a deferred factor: keep it only while needed)."""
         m = self._matrix
         return m.read() if isinstance(m, Deferred) else m
@@ -182,12 +196,12 @@ class Chain:
     factors: tuple[Factor, ...]
     links: tuple[Link, ...]
     breaks: tuple[Break, ...]
-    skipped: tuple[dict, ...] = ()
+    skipped: tuple[dict[str, Any], ...] = ()
     source: str = "matrices"
 
     @classmethod
-    def from_factors(cls, factors: Sequence[Factor], *, source: str = "matrices", skipped: Iterable[dict] = (),
-                     links: Sequence[tuple[int, int]] | None = None) -> "Chain":
+    def from_factors(cls, factors: Sequence[Factor], *, source: str = "matrices",
+                     skipped: Iterable[dict[str, Any]] = (), links: Sequence[tuple[int, int]] | None = None) -> "Chain":
         """A chain of ``factors``; interfaces between adjacent ones, or only the ``links`` given.
 
         ``links`` lists ``(left, right)`` index pairs (an adapter uses it for head-level chains,
@@ -197,7 +211,7 @@ class Chain:
         factors = tuple(factors)
         if not factors:
             raise InvalidFactorError(f"The chain from {source} holds no factor. Give at least one 2-D matrix.")
-        seen = set()
+        seen: set[str] = set()
         for f in factors:
             if not isinstance(f.name, str) or not f.name:
                 raise InvalidFactorError(f"Every factor needs a non-empty string name; got {f.name!r} in {source}.")
@@ -205,11 +219,12 @@ class Chain:
                 raise InvalidFactorError(f"Factor name {f.name!r} appears twice in {source}; names must be unique.")
             seen.add(f.name)
         pairs = [(i, i + 1) for i in range(len(factors) - 1)] if links is None else list(links)
-        links, breaks = [], []
+        found: list[Link] = []
+        breaks: list[Break] = []
         for i, j in pairs:
             a, b = factors[i], factors[j]
             if b.shape[1] == a.shape[0]:
-                links.append(Link(index=len(links), left=i, right=j))
+                found.append(Link(index=len(found), left=i, right=j))
             else:
                 breaks.append(
                     Break(
@@ -221,17 +236,17 @@ class Chain:
                         ),
                     )
                 )
-        return cls(factors=factors, links=tuple(links), breaks=tuple(breaks), skipped=tuple(skipped), source=source)
+        return cls(factors=factors, links=tuple(found), breaks=tuple(breaks), skipped=tuple(skipped), source=source)
 
     @classmethod
-    def from_arrays(cls, pairs, *, source: str = "matrices") -> "Chain":
+    def from_arrays(cls, pairs: Mapping[Any, ArrayLike] | Iterable[object], *, source: str = "matrices") -> "Chain":
         """Build a chain from ``(name, array)`` pairs (or a mapping, in its order).
 
         Each array is checked by :func:`check_matrix`; a bad one raises
         :class:`~physgsa.InvalidFactorError` naming it.
         """
         items = list(pairs.items()) if hasattr(pairs, "items") else list(pairs)
-        factors = []
+        factors: list[Factor] = []
         for item in items:
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise InvalidFactorError(
@@ -243,10 +258,11 @@ class Chain:
         return cls.from_factors(factors, source=source)
 
     @classmethod
-    def from_layout(cls, factors: Sequence[tuple], *, source: str = "matrices") -> "Chain":
+    def from_layout(cls, factors: Sequence[tuple[Any, ...]], *, source: str = "matrices") -> "Chain":
         """Build a chain from ``(name, array, row_heads, col_heads)`` tuples, or
-        ``(name, array, row_heads, col_heads, col_groups)`` where a factor is a grouped conv."""
-        out = []
+        ``(name, array, row_heads, col_heads, col_groups)`` where a factor is a grouped conv.
+        """
+        out: list[Factor] = []
         for item in factors:
             name, arr, rh, ch = item[:4]
             cg = item[4] if len(item) > 4 else None

@@ -4,22 +4,30 @@ Rows of the PAM are ordered by group and columns by support block (each group's 
 support, hubs, other shared units, inactive units), then binned to at most ``MAX_BINS`` per
 axis: magnitudes are averaged over a bin, mask codes take the bin's majority. The report is
 drawn from these arrays alone, so ``physgsa report DIR`` re-renders without recomputing.
+
+The compare page's side-by-side maps (:func:`binned_abs`, :func:`changed_bins`) bin into
+numpy's ``array_split`` pieces (the first ``n mod bins`` bins one entry longer) and average
+each block directly: the page's bins since 0.2.0, kept so that its bytes stay.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from .structure import Partition, Structure
+if TYPE_CHECKING:  # annotations only: the spectra command draws no interface and loads no structure
+    from .structure import Partition, Structure
 
-__all__ = ["MAX_BINS", "interface_heatmaps"]
+__all__ = ["MAX_BINS", "interface_heatmaps", "binned_abs", "changed_bins"]
 
 MAX_BINS = 96
 
 
 def _edges(n: int) -> np.ndarray:
     k = min(n, MAX_BINS)
-    return np.linspace(0, n, k + 1).round().astype(int)
+    edges: np.ndarray = np.linspace(0, n, k + 1).round().astype(int)
+    return edges
 
 
 def _bin_indicator(order: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -42,8 +50,8 @@ def _boundaries(sorted_labels: np.ndarray, edges: np.ndarray) -> list[tuple[floa
     return [(float(p), int(sorted_labels[s])) for p, s in zip(pos, starts)]
 
 
-def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, e: np.ndarray, part: Partition, st: Structure, unit_block: np.ndarray,
-                       labels: np.ndarray, certified: np.ndarray) -> dict:
+def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, e: np.ndarray, part: Partition, st: Structure,
+                       unit_block: np.ndarray, labels: np.ndarray, certified: np.ndarray) -> dict[str, Any]:
     """Binned |A0|, |A1|, |E| = |A1 - A0|, the mask map and the ICM label strip of one interface."""
     row_order = np.argsort(part.groups, kind="stable")
     col_block = unit_block[part.units]
@@ -73,3 +81,22 @@ def interface_heatmaps(a0: np.ndarray, a1: np.ndarray, e: np.ndarray, part: Part
         "row_groups": np.array(_boundaries(part.groups[row_order], re), dtype=np.float64).reshape(-1, 2),
         "col_blocks": np.array(_boundaries(col_block[col_order], ce), dtype=np.float64).reshape(-1, 2),
     }
+
+
+def binned_abs(a: np.ndarray, order: np.ndarray, size: int = MAX_BINS) -> np.ndarray:
+    """Mean ``|entry|`` of ``a`` (rows taken in ``order``) over at most ``size x size`` blocks.
+
+    Bin ``b`` of an axis of length ``n`` is the ``b``-th piece of ``np.array_split`` into
+    ``min(size, n)`` pieces; each cell is the mean of ``|a|`` over its block.
+    """
+    x = np.abs(a[order])
+    rows = np.array_split(np.arange(x.shape[0]), min(size, x.shape[0]))
+    cols = np.array_split(np.arange(x.shape[1]), min(size, x.shape[1]))
+    return np.array([[x[np.ix_(r, c)].mean() for c in cols] for r in rows])
+
+
+def changed_bins(cols: list[int], n: int, size: int = MAX_BINS) -> np.ndarray:
+    """Which column bins of :func:`binned_abs` (``n`` columns) hold any of the columns ``cols`` (booleans)."""
+    bins = np.array_split(np.arange(n), min(size, n))
+    hit = set(cols)
+    return np.array([any(c in hit for c in b) for b in bins])

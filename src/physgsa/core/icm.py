@@ -26,14 +26,16 @@ LABELS = ("SC", "SA", "ST", "zero")
 def _row_norms(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """``||x_i||_2`` per row, as ``np.linalg.norm(x, axis=1)`` computes it for real ``x``
     (``sqrt(add.reduce(x * x, axis=1))``, the same bits) without its copy of ``conj(x)``;
-    ``inplace`` squares into ``x`` itself (a temporary the caller no longer needs)."""
+    ``inplace`` squares into ``x`` itself (a temporary the caller no longer needs).
+    """
     sq = np.multiply(x, x, out=x if inplace else None)
-    return np.sqrt(np.add.reduce(sq, axis=1))
+    norms: np.ndarray = np.sqrt(np.add.reduce(sq, axis=1))
+    return norms
 
 
 def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, *, tau_e: float,
              tau_rho: float, interface_certified: bool, centroid: np.ndarray | None = None,
-             profiles: tuple | None = None) -> dict:
+             profiles: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-row ICM quantities as arrays (one entry per row of ``A0``).
 
     ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean

@@ -7,6 +7,7 @@ and ``s`` up to ``S_MAX`` stay finite and accurate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +34,8 @@ S_MAX = 50.0
 
 def logsumexp(x: np.ndarray) -> float:
     """``log sum exp(x)`` of a finite vector, shifted by its maximum (no overflow, no underflow
-    of the largest term). A plain numpy version: this sits inside every chart's root search."""
+    of the largest term). A plain numpy version: this sits inside every chart's root search.
+    """
     m = float(np.max(x))
     return m + float(np.log(np.sum(np.exp(x - m))))
 
@@ -59,7 +61,8 @@ def log_orbit_probs(r: int, s: float) -> np.ndarray:
 
 def orbit_probs(r: int, s: float) -> np.ndarray:
     """The orbit point ``p(s)``, a probability vector of length ``r``."""
-    return np.exp(log_orbit_probs(r, s))
+    p: np.ndarray = np.exp(log_orbit_probs(r, s))
+    return p
 
 
 def phi(r: int, s: float) -> float:
@@ -103,7 +106,8 @@ def tail_gc(r: int, k: int, s: float) -> float:
     return float(r * np.sum(p[k:]))
 
 
-def _brent(f, lo: float, hi: float, *, xtol: float = 1e-15, rtol: float = 8.9e-16, maxiter: int = 500) -> float:
+def _brent(f: Callable[[float], float], lo: float, hi: float, *, xtol: float = 1e-15, rtol: float = 8.9e-16,
+           maxiter: int = 500) -> float:
     """A root of ``f`` bracketed by ``[lo, hi]``: Brent's method (inverse quadratic or secant
     steps, safeguarded by bisection), the same arithmetic step for step as
     ``scipy.optimize.brentq``, whose results it reproduces bit for bit (tests/test_orbit_brent.py).

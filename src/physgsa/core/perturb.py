@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .chain import Chain, Factor, check_matrix
 from .validation import InvalidParameterError
 
 __all__ = ["Change", "parse_change", "apply_change", "QUANT_FORMATS"]
@@ -52,18 +54,20 @@ class Change:
 
     def label(self) -> str:
         if self.kind == "quantize":
+            assert self.fmt is not None  # parse_change sets the format of every quantize change
             g = f"group{self.group_size}" if self.granularity == "group" else self.granularity
             return f"{self.fmt}-{g}" if self.fmt in _QMAX or self.fmt == "fp8" else self.fmt
         if self.kind == "prune":
             return f"prune-magnitude-{self.fraction:g}"
         return f"noise-{self.rel:g}"
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {"kind": self.kind, "format": self.fmt, "granularity": self.granularity, "group_size": self.group_size,
                 "fraction": self.fraction, "rel": self.rel, "seed": self.seed, "label": self.label()}
 
 
-def parse_change(*, quantize=None, group_size=None, granularity=None, prune=None, noise=None, seed=0) -> Change:
+def parse_change(*, quantize: str | None = None, group_size: int | None = None, granularity: str | None = None,
+                 prune: str | None = None, noise: float | str | None = None, seed: int = 0) -> Change:
     """The one change the options ask for (exactly one of quantize / prune / noise)."""
     given = [name for name, v in (("quantize", quantize), ("prune", prune), ("noise", noise)) if v is not None]
     if len(given) != 1:
@@ -90,6 +94,7 @@ def parse_change(*, quantize=None, group_size=None, granularity=None, prune=None
             raise InvalidParameterError(
                 f"--prune must be magnitude:FRACTION with FRACTION in [0, 1), e.g. magnitude:0.5; got {prune!r}.")
         return Change(kind="prune", fraction=frac, seed=seed)
+    assert noise is not None  # exactly one change is given, and it is not quantize or prune
     try:
         rel = float(noise)
     except (TypeError, ValueError):
@@ -107,6 +112,7 @@ def _blocks(w: np.ndarray, change: Change) -> np.ndarray:
     if change.granularity == "channel":
         return rows
     g = change.group_size
+    assert g is not None  # parse_change gives every group-wise change its size
     pad = (-rows.shape[1]) % g
     # Padding with zeros never changes a block's absmax; the padded entries are dropped after.
     return np.pad(rows, ((0, 0), (0, pad))).reshape(-1, g)
@@ -122,7 +128,8 @@ def _unblocks(b: np.ndarray, w: np.ndarray, change: Change) -> np.ndarray:
 
 def _absmax_scale(blocks: np.ndarray, qmax: float) -> np.ndarray:
     amax = np.max(np.abs(blocks), axis=1, keepdims=True)
-    return np.where(amax > 0, amax / qmax, 1.0)
+    scale: np.ndarray = np.where(amax > 0, amax / qmax, 1.0)
+    return scale
 
 
 def _round_fp8_e4m3(x: np.ndarray) -> np.ndarray:
@@ -132,7 +139,8 @@ def _round_fp8_e4m3(x: np.ndarray) -> np.ndarray:
     e = np.floor(np.log2(np.where(a > 0, a, 1.0)))
     e = np.clip(e, -6, 8)
     step = np.ldexp(1.0, (e - 3).astype(np.int64))  # 3 mantissa bits
-    return np.sign(x) * np.minimum(np.round(a / step) * step, _FP8_MAX)
+    rounded: np.ndarray = np.sign(x) * np.minimum(np.round(a / step) * step, _FP8_MAX)
+    return rounded
 
 
 def _round_bf16(x: np.ndarray) -> np.ndarray:
@@ -147,18 +155,22 @@ def apply_change(w: np.ndarray, change: Change, name: str = "") -> np.ndarray:
     """``w`` after the change (a new float64 array); ``name`` seeds the noise of this tensor."""
     w = np.asarray(w, dtype=np.float64)
     if change.kind == "noise":
+        assert change.rel is not None  # parse_change gives every noise change its size
         digest = hashlib.sha256(name.encode()).digest()
         rng = np.random.default_rng([change.seed, int.from_bytes(digest[:8], "little")])
         g = rng.standard_normal(w.shape)
         ng = float(np.linalg.norm(g))
-        return w + (change.rel * float(np.linalg.norm(w)) / ng) * g if ng > 0 else w.copy()
+        noisy: np.ndarray = w + (change.rel * float(np.linalg.norm(w)) / ng) * g if ng > 0 else w.copy()
+        return noisy
     if change.kind == "prune":
+        assert change.fraction is not None  # parse_change gives every prune change its fraction
         flat = np.abs(w).reshape(-1)
         k = int(np.floor(change.fraction * flat.size))
         out = w.copy().reshape(-1)
         if k:
             out[np.argsort(flat, kind="stable")[:k]] = 0.0
-        return out.reshape(w.shape)
+        pruned: np.ndarray = out.reshape(w.shape)
+        return pruned
     fmt = change.fmt
     if fmt == "fp16":
         if np.max(np.abs(w)) > 65504:
@@ -172,16 +184,15 @@ def apply_change(w: np.ndarray, change: Change, name: str = "") -> np.ndarray:
         scale = _absmax_scale(b, _FP8_MAX)
         q = _round_fp8_e4m3(b / scale) * scale
     else:
+        assert fmt is not None  # every quantize change has its format
         qmax = _QMAX[fmt]
         scale = _absmax_scale(b, qmax)
         q = np.clip(np.round(b / scale), -qmax, qmax) * scale
     return _unblocks(q, w, change)
 
 
-def changed_chain(chain, change: Change):
+def changed_chain(chain: Chain, change: Change) -> Chain:
     """The chain with every factor matrix changed (for chains given as matrices)."""
-    from .chain import Chain, Factor, check_matrix
-
     factors = []
     for f in chain.factors:
         m = apply_change(f.matrix, change, f.name)

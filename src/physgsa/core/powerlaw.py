@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -98,7 +99,8 @@ class Energies:
     def raw(self) -> np.ndarray:
         """The eigenvalues themselves (overflow to inf or underflow to 0 only at extreme scales)."""
         with np.errstate(over="ignore", under="ignore"):
-            return np.ldexp(self.lam, self.e)
+            raw: np.ndarray = np.ldexp(self.lam, self.e)
+            return raw
 
 
 def _pow2_split(f: float) -> tuple[float, int]:
@@ -185,7 +187,7 @@ class WWLayer:
     M: int
     rf: int
     scale: float = 1.0
-    slices: tuple | None = None
+    slices: tuple[np.ndarray, ...] | None = None
     analysed: bool = True
     reason: str = ""
 
@@ -285,7 +287,7 @@ def _ks_all(data: np.ndarray, cand: np.ndarray, alphas: np.ndarray) -> np.ndarra
     return out
 
 
-def powerlaw_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> dict:
+def powerlaw_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> dict[str, Any]:
     """WeightWatcher's power-law fit of the eigenvalues ``evals`` (any order, any scale).
 
     Returns ``alpha``, ``xmin``, ``D``, ``n_tail`` (``num_pl_spikes``), ``small_n`` (whether the
@@ -298,7 +300,8 @@ def powerlaw_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> dict:
     out = {"alpha": None, "xmin": None, "D": None, "n_tail": None, "small_n": n_all < SMALL_N_CUTOFF}
     if n_all < 2:
         # WWFit: xmins = data[:-1] is empty and argmin raises; fit_powerlaw reports alpha = -1.
-        return {**out, "status": f"fit failed: {n_all} eigenvalue(s) above the 1e-5 threshold (WeightWatcher: alpha = -1)"}
+        return {**out,
+                "status": f"fit failed: {n_all} eigenvalue(s) above the 1e-5 threshold (WeightWatcher: alpha = -1)"}
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_data = np.log(data, dtype=np.float64)
         alphas = np.zeros(n_all - 1)
@@ -338,8 +341,9 @@ def powerlaw_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> dict:
     alpha, xmin, d = float(alphas[b]), float(data[b]), float(ds[b])
     if not np.isfinite(alpha) or alpha <= 1.0:
         return {**out, "status": f"degenerate tail: alpha = {alpha} (equal eigenvalues)"}
-    status = f"ok: small-sample fit ({n_all} eigenvalues > 1e-5, fewer than {SMALL_N_CUTOFF})" if n_all < SMALL_N_CUTOFF \
-        else "ok"
+    status = "ok"
+    if n_all < SMALL_N_CUTOFF:
+        status = f"ok: small-sample fit ({n_all} eigenvalues > 1e-5, fewer than {SMALL_N_CUTOFF})"
     return {**out, "alpha": alpha, "xmin": xmin, "D": d, "n_tail": int(np.count_nonzero(evals >= xmin)),
             "status": status}
 
@@ -351,7 +355,7 @@ def powerlaw_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> dict:
 _LOG10_2 = math.log10(2.0)
 
 
-def ww_metrics(en: Energies, n_big: int) -> dict:
+def ww_metrics(en: Energies, n_big: int) -> dict[str, Any]:
     """WeightWatcher's metrics of one layer from its pooled eigenvalues and its ``N``."""
     lam = np.asarray(en.lam, dtype=np.float64)
     e = en.e
@@ -415,6 +419,6 @@ def _ldexp_or_none(x: float, e: int) -> float | None:
     return v if v > 0 and math.isfinite(v) else None
 
 
-def weight_metrics(sigma: np.ndarray, shape: tuple[int, int]) -> dict:
+def weight_metrics(sigma: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
     """WeightWatcher's metrics of one dense matrix (Linear, Embedding, Conv1D) with singular values ``sigma``."""
     return ww_metrics(energies_from_sigma(sigma), max(shape))

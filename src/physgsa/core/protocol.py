@@ -7,7 +7,13 @@ lists every failed item.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from .certificate import Margins
+from .spectra import Spectrum
+from .transport import Rigidity, Transport
 
 __all__ = ["interface_items", "model_verdict", "ITEM_NAMES"]
 
@@ -27,15 +33,16 @@ ITEM_NAMES = {
 }
 
 
-def _item(i: int, passed: bool, value: dict) -> dict:
+def _item(i: int, passed: bool, value: dict[str, Any]) -> dict[str, Any]:
     return {"item": i, "name": ITEM_NAMES[i], "passed": bool(passed), "value": value}
 
 
-def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp: dict, mg, ver: dict,
-                    direct_diff: list, pert: dict, icm_fraction: dict, icm_all: bool) -> list[dict]:
+def interface_items(*, left: Spectrum, right: Spectrum, a0_dtype: np.dtype[Any], gap_floor: float, rig: Rigidity,
+                    tr: Transport, decomp: dict[str, Any], mg: Margins, ver: dict[str, Any], direct_diff: list[str],
+                    pert: dict[str, Any], icm_fraction: dict[str, Any], icm_all: bool) -> list[dict[str, Any]]:
     """The twelve protocol items of one interface (see ITEM_NAMES)."""
     norm_err = [abs(s.fro2_hat - s.r) / s.r for s in (left, right)]
-    chart_q = {
+    chart_q: dict[str, list[float | None]] = {
         "window_r2": [s.window_r2 for s in (left, right)],
         "hellinger": [s.hellinger for s in (left, right)],
         "tail_error": [s.tail_error for s in (left, right)],
@@ -56,7 +63,8 @@ def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp:
               and decomp.get("block_closure", 0.0) <= 1e-10,
               {"closure": decomp["closure"], "orthogonality": decomp["orthogonality"],
                "block_closure": decomp.get("block_closure")}),
-        _item(8, mg.gamma > 0 and (mg.mu_min_scaled is None or mg.mu_min_scaled > 0), {"gamma": mg.gamma, "mu_min": mg.mu_min}),
+        _item(8, mg.gamma > 0 and (mg.mu_min_scaled is None or mg.mu_min_scaled > 0),
+              {"gamma": mg.gamma, "mu_min": mg.mu_min}),
         _item(9, ver["a_priori"] and ver["measured"],
               {"a_priori": ver["a_priori"], "measured": ver["measured"], "eps_trunc": tr.eps_trunc,
                "trunc_error": tr.trunc_error, "rho_static": mg.rho_static}),
@@ -66,14 +74,15 @@ def interface_items(*, left, right, a0_dtype, gap_floor: float, rig, tr, decomp:
     ]
 
 
-def model_verdict(names: list[str], items: list[list[dict]], n_breaks: int, margins: list[dict] | None = None) -> dict:
+def model_verdict(names: list[str], items: list[list[dict[str, Any]]], n_breaks: int,
+                  margins: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Fraction of member interfaces, every failed item, and the smallest margins.
 
     ``margins`` holds, per interface, ``rho_static``, its binding margin and the ratios
     ``eps_trunc / (safety rho_static)`` and ``||E||_F / rho_static``; the five interfaces with the
     smallest radius are listed first thing, so a reader sees what failed and by how much.
     """
-    failed = []
+    failed: list[dict[str, Any]] = []
     members = 0
     for name, its in zip(names, items):
         bad = [it for it in its if not it["passed"]]

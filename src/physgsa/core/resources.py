@@ -18,7 +18,7 @@ import re
 
 from .validation import InvalidParameterError, ResourceLimitError
 
-__all__ = ["check_archive", "available_memory", "default_limit", "parse_memory", "svd_bytes", "gram_bytes", "interface_bytes",
+__all__ = ["available_memory", "default_limit", "parse_memory", "svd_bytes", "gram_bytes", "interface_bytes",
            "check_memory", "format_bytes"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -44,7 +44,7 @@ def default_limit() -> int:
     return int(0.8 * available_memory())
 
 
-def parse_memory(value, where: str) -> int:
+def parse_memory(value: object, where: str) -> int:
     """``max_memory`` as bytes: a positive number of bytes, or a string such as "512M", "8G", "1.5GiB"."""
     if isinstance(value, bool):
         value = None
@@ -80,7 +80,8 @@ def gram_bytes(m: int, n: int) -> int:
 
 def interface_bytes(n_out: int, n_in: int) -> int:
     """An interface: ``M``, ``M_w``, ``E``, the ICM and heatmap temporaries (about eight
-    ``n_out x n_in`` float64 arrays at once)."""
+    ``n_out x n_in`` float64 arrays at once).
+    """
     return 8 * 8 * n_out * n_in
 
 
@@ -91,36 +92,4 @@ def check_memory(estimate: int, limit: int | None, what: str) -> None:
             f"{what} needs an estimated {format_bytes(estimate)}, above the memory limit of "
             f"{format_bytes(limit)} (max_memory, --max-memory; the default is 80% of the memory available "
             "at the start). Free memory or raise --max-memory; with --workers N each process needs its own."
-        )
-
-
-def check_archive(path, where: str, error=None, limit: int | None = None, *, one_at_a_time: bool = False) -> None:
-    """Refuse a zip archive (``.npz``, a torch ``.pt``) whose members would expand beyond ``limit``.
-
-    The uncompressed sizes the archive declares are summed before anything is extracted, so a
-    small file that inflates to many gigabytes (a zip bomb) is refused before any allocation.
-    A member that expands more than the declared size is stopped by ``zipfile`` itself (it
-    checks the CRC and length as it reads). ``error`` is the error class to raise.
-    ``one_at_a_time``: the members are read one at a time and never held together (a chain
-    file's factors), so the largest member, not their sum, must fit.
-    """
-    import zipfile
-
-    from ..models.files import _ZIP_ERRORS
-
-    error = error or ResourceLimitError
-    limit = default_limit() if limit is None else limit
-    try:
-        with zipfile.ZipFile(path) as zf:
-            sizes = [info.file_size for info in zf.infolist()]
-            total = max(sizes, default=0) if one_at_a_time else sum(sizes)
-            count = len(sizes)
-    except _ZIP_ERRORS + (ValueError,):
-        return  # not a zip archive: the reader itself reports it
-    if total > limit:
-        raise error(
-            f"{where} declares {'a member' if one_at_a_time else f'{count} members'} expanding to "
-            f"{format_bytes(total)}, above the memory limit of "
-            f"{format_bytes(limit)}; refusing to extract it (it may be a zip bomb). If the file is genuine, "
-            "raise --max-memory."
         )

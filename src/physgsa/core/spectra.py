@@ -14,6 +14,7 @@ import scipy.linalg
 
 from . import linalg, orbit, resources
 from .chain import Factor
+from .validation import Param
 
 __all__ = [
     "Spectrum",
@@ -28,9 +29,21 @@ __all__ = [
     "chart_window",
     "chart_residual",
     "CHARTS",
+    "SPECTRUM_PARAMS",
 ]
 
 CHARTS = ("top", "mle", "window")
+
+#: The parameters of :func:`compute_spectrum`, shared by every entry point's table (certify's,
+#: spectra's): each default and help text written once.
+SPECTRUM_PARAMS: dict[str, Param] = {
+    "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q",
+               help="Energy quantile of the effective rank k_q, in (0, 1)."),
+    "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat",
+                   help="Chart for s_hat: top, mle or window."),
+    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
+    "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Spectrum:
     window_r2: float | None
     chart: str
     s_hat: float
-    residuals: dict
+    residuals: dict[str, tuple[float, float]]
     k_q: int
     k: int
     window_gap: float
@@ -68,7 +81,7 @@ class Spectrum:
     tau_gc: float
     numerical_rank: int
     fisher: float
-    flags: tuple
+    flags: tuple[str, ...]
 
     @property
     def lam(self) -> np.ndarray:
@@ -99,7 +112,7 @@ class Spectrum:
         and the ``k + m + n`` term sums err by at most ``(k + m + n) eps ||A_hat||_F^2``
         (doubled here), so the a priori bound stays an upper bound however small the tail.
         """
-        eps = np.finfo(np.float64).eps
+        eps: float = np.finfo(np.float64).eps
         return self.tau_at(k) + 2.0 * (k + self.rows + self.cols) * eps * self.fro2_hat
 
 
@@ -131,7 +144,8 @@ def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 def _normalize_generic(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
     """:func:`normalize` for any dtype, with numpy's own type promotion (factors are float64; this
-    keeps the function's behaviour for other arrays a caller may pass)."""
+    keeps the function's behaviour for other arrays a caller may pass).
+    """
     r = min(matrix.shape)
     amax = float(np.max(np.abs(matrix)))
     scaled = matrix / amax
@@ -184,7 +198,8 @@ def effective_rank(lam: np.ndarray, q: float) -> int:
     """``k_q = min{k : sum_{i<=k} lambda_i >= q * sum_i lambda_i}``."""
     cum = np.cumsum(lam)
     k = int(np.searchsorted(cum, q * cum[-1], side="left")) + 1
-    return min(k, lam.shape[0])
+    n: int = lam.shape[0]
+    return min(k, n)
 
 
 def dominant_window(sigma: np.ndarray, q: float, band: float) -> tuple[int, int, float]:
@@ -285,7 +300,8 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
 
 
 def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str,
-                     vectors: bool = True, device: str | None = None, max_memory: int | None = None) -> Spectrum:
+                     vectors: bool = True, device: linalg.Backend | None = None,
+                     max_memory: int | None = None) -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.
 
     ``vectors=False`` computes the energies only, from :func:`gram_energies` when they are
@@ -318,7 +334,7 @@ def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float,
         u, vt = np.empty((m, 0)), np.empty((0, n))
     lam = sigma**2
     p = lam / lam.sum()
-    flags = []
+    flags: list[str] = []
     rho = float(np.log(r * lam[0] / fro2_hat)) if r > 1 else 0.0
     rho = min(max(rho, 0.0), float(np.log(r)))
     s_top, f = chart_top(rho, r)
@@ -339,11 +355,13 @@ def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float,
         flags.append("window_degenerate")
     exps = {"top": s_top, "mle": s_mle, "window": s_win}
     residuals = {c: chart_residual(p, s) for c, s in exps.items() if s is not None}
-    if exps[chart] is None:
+    selected = exps[chart]
+    if selected is None:
         # The selected chart is undefined here; fall back to the top chart, and say so.
         flags.append(f"chart_{chart}_undefined_used_top")
         chart = "top"
-    s_hat = float(exps[chart])
+        selected = s_top
+    s_hat = float(selected)
     tau = tail_energy(sigma, k, fro2_hat)
     numerical_rank = int(np.count_nonzero(sigma > max(m, n) * np.finfo(np.float64).eps * sigma[0]))
     for arr in (a_hat, u, sigma, vt):

@@ -9,6 +9,7 @@ Row groups, column units, thresholds ``theta_g`` and the graph level ``kappa`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -152,14 +153,14 @@ def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100
         dist = sq[:, None] - x2 @ centers.T + np.einsum("ij,ij->i", centers, centers)[None, :]
         new = np.argmin(dist, axis=1)
         counts = np.bincount(new, minlength=m)
-        for j in np.flatnonzero(counts == 0):
+        for empty in np.flatnonzero(counts == 0):
             movable = counts[new] > 1
             if not movable.any():
                 break
             far = int(np.argmax(np.where(movable, dist[np.arange(n), new], -np.inf)))
             counts[new[far]] -= 1
-            new[far] = j
-            counts[j] = 1
+            new[far] = empty
+            counts[empty] = 1
         if np.array_equal(new, labels):
             break
         labels = new
@@ -173,10 +174,11 @@ def _kmeans(x: np.ndarray, m: int, rng: np.random.Generator, max_iter: int = 100
 
 def source_incidence(a_hat_right: np.ndarray, u_left: np.ndarray, sigma_left: np.ndarray, k: int) -> np.ndarray:
     """Source-mode incidence ``S = A_hat_{l+1} U_l[:, :k] S_l[:k]`` (rows x k)."""
-    return a_hat_right @ (u_left[:, :k] * sigma_left[None, :k])
+    incidence: np.ndarray = a_hat_right @ (u_left[:, :k] * sigma_left[None, :k])
+    return incidence
 
 
-def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads: np.ndarray | None,
+def row_groups(strategy: str | np.ndarray, a0: np.ndarray, *, incidence: np.ndarray | None, heads: np.ndarray | None,
                n_groups: int, rng: np.random.Generator, where: str,
                profiles: np.ndarray | None = None) -> tuple[np.ndarray, int, str]:
     """Row groups fitted on ``A0``: ``heads``, ``kmeans``, ``modes`` or a user-given labelling.
@@ -206,6 +208,7 @@ def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads:
         labels, m = _compact(heads)
         return labels, m, "heads"
     if strategy == "modes":
+        assert incidence is not None  # the caller forms the source-mode incidence for 'modes'
         labels, m = _compact(np.argmax(incidence**2, axis=1))
         return labels, m, "modes"
     # kmeans on the normalized |rows| (underflow-safe); zero rows stay zero vectors.
@@ -218,7 +221,8 @@ def row_groups(strategy, a0: np.ndarray, *, incidence: np.ndarray | None, heads:
 def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: str,
                  conv_groups: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Column units: single ``channels`` (default), ``heads`` (needs a head layout) or ``groups``
-    (the conv groups of a grouped or depthwise convolution's input channels)."""
+    (the conv groups of a grouped or depthwise convolution's input channels).
+    """
     if strategy == "heads":
         if heads is None:
             raise InvalidParameterError(
@@ -241,7 +245,8 @@ def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: s
 _TINY_SQ = 2.0 ** -900
 
 
-def unit_energies(a: np.ndarray, part: Partition, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> np.ndarray:
+def unit_energies(a: np.ndarray, part: Partition, gi: np.ndarray | None = None,
+                  ui: np.ndarray | None = None) -> np.ndarray:
     """``e_g(u) = ||A[G_g, u]||_F`` for every group and unit: an ``(m, n_units)`` array.
 
     Ordinary matrices take one product of the squared entries. Where a block's sum of squares
@@ -256,7 +261,8 @@ def unit_energies(a: np.ndarray, part: Partition, gi: np.ndarray | None = None, 
         if not channels:
             sq = sq @ (part.unit_indicator() if ui is None else ui)
     if np.all(np.isfinite(sq)) and not np.any(sq < _TINY_SQ):
-        return np.sqrt(sq)
+        e: np.ndarray = np.sqrt(sq)
+        return e
     return _unit_energies_scaled(a, part, gi, ui)
 
 
@@ -277,7 +283,8 @@ def _unit_energies_scaled(a: np.ndarray, part: Partition, gi: np.ndarray, ui: np
     sq = gi @ (scaled * scaled)
     if part.unit_strategy != "channels":
         sq = sq @ (part.unit_indicator() if ui is None else ui)
-    return bmax * np.sqrt(sq)
+    e: np.ndarray = bmax * np.sqrt(sq)
+    return e
 
 
 #: The threshold rules: ``gap`` (definitions section 4, the default), ``gap_zero`` (ours) and ``relative``.
@@ -294,15 +301,18 @@ def fit_thresholds(e: np.ndarray, rule: str, eta: float) -> np.ndarray:
     before this release): the same with a final drop to zero appended, so a group whose units
     are all alike keeps them all active. ``relative``: ``theta_g = eta * max_u e_g(u)``.
     """
+    theta: np.ndarray
     if rule == "relative":
-        return eta * e.max(axis=1)
+        theta = eta * e.max(axis=1)
+        return theta
     s = -np.sort(-e, axis=1)
     if rule == "gap_zero" or s.shape[1] == 1:
         s = np.concatenate([s, np.zeros((s.shape[0], 1))], axis=1)
     drops = s[:, :-1] - s[:, 1:]
     i = np.argmax(drops, axis=1)
     rows = np.arange(s.shape[0])
-    return 0.5 * (s[rows, i] + s[rows, i + 1])
+    theta = 0.5 * (s[rows, i] + s[rows, i + 1])
+    return theta
 
 
 @dataclass(frozen=True)
@@ -377,7 +387,8 @@ def pair_weights(e: np.ndarray, active: np.ndarray, scale: float = 1.0) -> np.nd
             ratio = np.float64(c) / np.float64(scale)
             w = np.where(w > 0, w * (ratio * ratio), 0.0)
     np.fill_diagonal(w, 0.0)
-    return w
+    weights: np.ndarray = w
+    return weights
 
 
 def _structure(e: np.ndarray, theta: np.ndarray, kappa_scaled: float, scale: float, hub_degree: int) -> Structure:
@@ -411,7 +422,8 @@ def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float
                      structure=_assemble(e, active, w, scale, kappa, h))
 
 
-def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None, ui: np.ndarray | None = None) -> Structure:
+def structure_of(a: np.ndarray, ref: Reference, gi: np.ndarray | None = None,
+                 ui: np.ndarray | None = None) -> Structure:
     """The structure of any matrix under the reference's fixed partition and thresholds."""
     return structure_from_energies(unit_energies(a, ref.partition, gi, ui), ref)
 
@@ -423,7 +435,8 @@ def structure_from_energies(e: np.ndarray, ref: Reference) -> Structure:
 
 def compare(s0: Structure, s1: Structure) -> list[str]:
     """Names of the structures that differ (empty: supports, degrees, masks, graph, SRS sets
-    and hubs are all the same)."""
+    and hubs are all the same).
+    """
     diff = []
     if not np.array_equal(s0.active, s1.active):
         diff.append("supports")
@@ -442,10 +455,11 @@ def compare(s0: Structure, s1: Structure) -> list[str]:
 
 def expand_codes(codes: np.ndarray, part: Partition) -> np.ndarray:
     """The entry-level mask (rows x cols) of CORE / OVERLAP / NOISE codes."""
-    return codes[part.groups][:, part.units]
+    mask: np.ndarray = codes[part.groups][:, part.units]
+    return mask
 
 
-def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
+def decomposition(a: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """``A = A∘K + A∘O + A∘N``: the three energies, their closure and orthogonality.
 
     Returns the squared norms of the parts (``energy``, in ``A``'s units) and their shares of
@@ -467,7 +481,7 @@ def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
     inner = max(
         abs(float(np.einsum("ij,ij->", parts[names[i]], parts[names[j]]))) for i in range(3) for j in range(i + 1, 3)
     )
-    out = {"energy": {k: v * c * c for k, v in energy.items()}, "total": total * c * c, "scale": c,
+    out: dict[str, Any] = {"energy": {k: v * c * c for k, v in energy.items()}, "total": total * c * c, "scale": c,
            "total_scaled": total}
     if total == 0.0:
         # A zero matrix: every part is zero, closure and orthogonality hold exactly.
@@ -476,7 +490,7 @@ def decomposition(a: np.ndarray, mask: np.ndarray) -> dict:
             "closure": abs(sum(energy.values()) - total) / total, "orthogonality": inner / total}
 
 
-def decomposition_from_blocks(a: np.ndarray, s: Structure, part: Partition) -> dict:
+def decomposition_from_blocks(a: np.ndarray, s: Structure, part: Partition) -> dict[str, Any]:
     """:func:`decomposition` on the entry-level masks of ``s``, cross-checked against its block energies.
 
     Each (group, unit) block lies wholly in one part, so the part energies must also equal

@@ -15,6 +15,7 @@ For the interface ``l -> l+1`` with ``A_hat_l = U S V^T`` and ``A_hat_{l+1} = U'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -70,9 +71,11 @@ class Rigidity:
 
 def windowed_product(left: Spectrum, right: Spectrum, c_window: np.ndarray, k: int, kp: int) -> np.ndarray:
     """``M_w = A_hat_{l+1}^w A_hat_l^w = U'_{k'} (S' C S)_{k' x k} V_k^T``, from ``C[:k', :k]``
-    (a larger ``C`` is cut to it)."""
+    (a larger ``C`` is cut to it).
+    """
     t_w = (right.sigma[:kp, None] * c_window[:kp, :k]) * left.sigma[None, :k]
-    return (right.u[:, :kp] @ t_w) @ left.vt[:k]
+    m_w: np.ndarray = (right.u[:, :kp] @ t_w) @ left.vt[:k]
+    return m_w
 
 
 class CBlocks:
@@ -85,14 +88,16 @@ class CBlocks:
     ``C[:k', :k]``.
     """
 
-    def __init__(self, left: Spectrum, right: Spectrum, *, full: np.ndarray | None = None,
-                 device: str | None = None):
+    def __init__(self, left: Spectrum | None, right: Spectrum | None, *, full: np.ndarray | None = None,
+                 device: linalg.Backend | None = None) -> None:
         self.left, self.right, self.full, self.device = left, right, full, device
-        self._cache: dict = {}
+        self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
-    def _get(self, key, rows: slice, cols: slice) -> np.ndarray:
+    def _get(self, key: tuple[Any, ...], rows: slice, cols: slice) -> np.ndarray:
         if self.full is not None:
             return self.full[rows, cols]
+        # Without the whole C both spectra are given (only principal_cosines passes None, with ``full``).
+        assert self.left is not None and self.right is not None
         if key not in self._cache:
             self._cache[key] = linalg.matmul(self.right.vt[rows], self.left.u[:, cols], self.device)
         return self._cache[key]
@@ -136,7 +141,7 @@ def window_products(left: Spectrum, right: Spectrum, c: CBlocks, k: int, kp: int
 
 
 def transport(left: Spectrum, right: Spectrum, k: int, kp: int, *, c: np.ndarray | None = None,
-              m_full: np.ndarray | None = None, device: str | None = None) -> Transport:
+              m_full: np.ndarray | None = None, device: linalg.Backend | None = None) -> Transport:
     """Transport of the dominant window of ``left`` (k) into ``right`` (k').
 
     ``c`` is the whole ``C = V'^T U`` when the caller has it (the window search reuses it);
@@ -194,7 +199,11 @@ def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool
     """
     if isinstance(c, np.ndarray):
         c = CBlocks(None, None, full=c)
-    r = c.full.shape[1] if c.full is not None else c.left.u.shape[1]
+    if c.full is not None:
+        r = c.full.shape[1]
+    else:
+        assert c.left is not None  # a CBlocks without the whole C has both spectra
+        r = c.left.u.shape[1]
     n_cos = min(k, kp)
     if orthogonal and 4 * (r - kp) < kp:
         s = scipy.linalg.svdvals(c.rows_from(kp)[:, :k], check_finite=False) if r > kp else np.zeros(0)
@@ -203,7 +212,8 @@ def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool
         full = np.sort(full)[::-1][:n_cos]
         if full.shape[0] == n_cos and full[-1] >= 1e-3:
             return full
-    return scipy.linalg.svdvals(c.window(kp, k), check_finite=False)
+    cosines: np.ndarray = scipy.linalg.svdvals(c.window(kp, k), check_finite=False)
+    return cosines
 
 
 def top_singular_value(m: np.ndarray, seed: int) -> float:

@@ -60,7 +60,8 @@ class CertificateBugError(RuntimeError):
 class EnvironmentFailure(RuntimeError):
     """The machine failed a run midway (disk full, file-size limit, a worker process killed, every
     Dask worker lost): not bad input and not a bug. The records written so far are kept, so the
-    same command resumes the run once the cause is gone."""
+    same command resumes the run once the cause is gone.
+    """
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,18 @@ class Param:
         A further validator for values not covered by ``kind`` (for example a mapping of
         user-given groups); it returns the normalized value or raises.
     doc : str
-        One line for help texts.
+        One line for the Python API's documentation.
+    allow_none : bool
+        Whether None is allowed (and returned as it is).
+    help : str
+        The command line's help text of the option made from this parameter; a parameter
+        without one is no option of any command.
+    flags : tuple of str
+        The option's names on the command line; default ``--name`` with ``_`` written ``-``.
+    cli_type : type, optional
+        The command line's type of the value where it is not the kind's (``float``, ``int``,
+        ``bool`` as a switch, else ``str``): for example ``Path`` or ``list[str]`` (repeatable).
+        A ``default`` of ``...`` makes the option required.
     """
 
     default: Any
@@ -91,10 +103,13 @@ class Param:
     low: float | None = None
     high: float | None = None
     closed: str = "both"
-    choices: tuple = ()
+    choices: tuple[Any, ...] = ()
     extra: Callable[[Any, str], Any] | None = None
     doc: str = ""
     allow_none: bool = False
+    help: str = ""
+    flags: tuple[str, ...] = ()
+    cli_type: Any = None
 
     def describe(self) -> str:
         if self.kind == "choice":
@@ -171,7 +186,7 @@ def _fmt(x: float) -> str:
     return repr(int(x)) if float(x).is_integer() else repr(x)
 
 
-def check_params(entry: str, table: Mapping[str, Param], given: Mapping[str, Any]) -> dict:
+def check_params(entry: str, table: Mapping[str, Param], given: Mapping[str, Any]) -> dict[str, Any]:
     """Validate keyword parameters of ``entry`` against its table.
 
     Returns every parameter of the table, the defaults filled in, normalized.

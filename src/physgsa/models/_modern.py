@@ -41,7 +41,7 @@ def hf_config(src: WeightSource, model_type: str | None = None):
 
     Keys a config.json omits get the class's defaults, exactly as transformers builds the model.
     """
-    import transformers
+    import transformers  # start-up: loaded only when needed, never at `physgsa --help`
 
     mt = model_type or src.config.get("model_type")
     try:
@@ -70,7 +70,7 @@ def _sigmoid(z):
 
 
 def _gelu(z):
-    from scipy.special import erf
+    from scipy.special import erf  # start-up: loaded only when needed, never at `physgsa --help`
 
     return 0.5 * z * (1.0 + erf(z / np.sqrt(2.0)))
 

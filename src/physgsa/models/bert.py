@@ -1,6 +1,9 @@
 """BERT and MiniLM (transformers ``BertModel`` and its task heads): static factors."""
 
-from ._transformer import TransformerSpec
+from functools import partial
+
+from ._transformer import TransformerSpec, transformer_chain
+from .registry import Adapter, config_matcher
 
 SPEC = TransformerSpec(
     name="bert",
@@ -16,5 +19,4 @@ SPEC = TransformerSpec(
 )
 
 
-def matches(config: dict) -> bool:
-    return config.get("model_type") in ("bert", "roberta")
+ADAPTER = Adapter(matches=config_matcher("bert", "roberta"), chain=partial(transformer_chain, spec=SPEC))

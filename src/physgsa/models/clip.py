@@ -20,15 +20,13 @@ from __future__ import annotations
 
 from ._modern import hf_config, positive
 from ._transformer import Layout, Tower, TransformerSpec, towers_chain
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["chain", "matches", "towers"]
+__all__ = ["chain", "ADAPTER", "towers"]
 
 _TYPES = {"clip": None, "clip_text_model": "text", "clip_vision_model": "vision"}
 
-
-def matches(config: dict) -> bool:
-    return config.get("model_type") in _TYPES
 
 
 def _spec(prefix: str) -> TransformerSpec:
@@ -62,3 +60,6 @@ def towers(src: WeightSource) -> list[Tower]:
 
 def chain(src: WeightSource, *, factor: str, interfaces: str):
     return towers_chain(src, towers(src), factor=factor, interfaces=interfaces)
+
+
+ADAPTER = Adapter(matches=config_matcher(*_TYPES), chain=chain)

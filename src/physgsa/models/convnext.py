@@ -29,13 +29,11 @@ The stem (patch conv and its LayerNorm), the final LayerNorm and the classifier 
 from __future__ import annotations
 
 from ._modern import Block, Ops, build_chain, find_prefix, hf_config, positive, refuse_fft
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["chain", "matches"]
+__all__ = ["chain", "ADAPTER"]
 
-
-def matches(config: dict) -> bool:
-    return config.get("model_type") in ("convnext", "convnextv2")
 
 
 def chain(src: WeightSource, *, factor: str, conv: str = "dc", freq=None):
@@ -89,3 +87,6 @@ def chain(src: WeightSource, *, factor: str, conv: str = "dc", freq=None):
 
     return build_chain(src, blocks, factor=factor, dtype_key=f"{prefix}encoder.stages.0.layers.0.dwconv.weight",
                        skipped_reason=reason)
+
+
+ADAPTER = Adapter(matches=config_matcher("convnext", "convnextv2"), chain=chain, convolutional=True)

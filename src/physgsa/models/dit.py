@@ -1,6 +1,9 @@
 """DiT (diffusers ``DiTTransformer2DModel``): self-attention ``attn1`` and the feed-forward ``ff``."""
 
-from ._transformer import TransformerSpec
+from functools import partial
+
+from ._transformer import TransformerSpec, transformer_chain
+from .registry import Adapter, config_matcher
 
 SPEC = TransformerSpec(
     name="dit",
@@ -16,5 +19,5 @@ SPEC = TransformerSpec(
 )
 
 
-def matches(config: dict) -> bool:
-    return config.get("_class_name") in ("DiTTransformer2DModel",)
+ADAPTER = Adapter(matches=config_matcher("DiTTransformer2DModel", key="_class_name"),
+                  chain=partial(transformer_chain, spec=SPEC))

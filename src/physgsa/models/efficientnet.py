@@ -24,13 +24,11 @@ from __future__ import annotations
 import math
 
 from ._modern import Block, Ops, activation, build_chain, find_prefix, hf_config, positive, refuse_fft
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["chain", "layout", "matches"]
+__all__ = ["chain", "layout", "ADAPTER"]
 
-
-def matches(config: dict) -> bool:
-    return config.get("model_type") == "efficientnet"
 
 
 def _round_filters(cfg, channels: int) -> int:
@@ -93,3 +91,6 @@ def chain(src: WeightSource, *, factor: str, conv: str = "dc", freq=None):
         return "classifier / head: not an MBConv block"
 
     return build_chain(src, blocks, factor=factor, dtype_key=blocks[0].branch.keys[0], skipped_reason=reason)
+
+
+ADAPTER = Adapter(matches=config_matcher("efficientnet"), chain=chain, convolutional=True)

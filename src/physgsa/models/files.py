@@ -18,10 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.validation import ChainFileError
+from ..core.resources import default_limit, format_bytes
+from ..core.validation import ChainFileError, ResourceLimitError
 from ..core.chain import Chain, Deferred, Factor, check_matrix
 
-__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive"]
+__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive"]
 
 SUFFIXES = (".npz", ".safetensors")
 
@@ -43,6 +44,34 @@ _MAX_HEADER = 100 * 1024 * 1024
 # fuzzing: unsupported compression methods, "encrypted" flags, bad deflate streams).
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, NotImplementedError,
                RuntimeError, zlib.error, struct.error, OverflowError)
+
+
+def check_archive(path, where: str, error=None, limit: int | None = None, *, one_at_a_time: bool = False) -> None:
+    """Refuse a zip archive (``.npz``, a torch ``.pt``) whose members would expand beyond ``limit``.
+
+    The uncompressed sizes the archive declares are summed before anything is extracted, so a
+    small file that inflates to many gigabytes (a zip bomb) is refused before any allocation.
+    A member that expands more than the declared size is stopped by ``zipfile`` itself (it
+    checks the CRC and length as it reads). ``error`` is the error class to raise.
+    ``one_at_a_time``: the members are read one at a time and never held together (a chain
+    file's factors), so the largest member, not their sum, must fit.
+    """
+    error = error or ResourceLimitError
+    limit = default_limit() if limit is None else limit
+    try:
+        with zipfile.ZipFile(path) as zf:
+            sizes = [info.file_size for info in zf.infolist()]
+            total = max(sizes, default=0) if one_at_a_time else sum(sizes)
+            count = len(sizes)
+    except _ZIP_ERRORS + (ValueError,):
+        return  # not a zip archive: the reader itself reports it
+    if total > limit:
+        raise error(
+            f"{where} declares {'a member' if one_at_a_time else f'{count} members'} expanding to "
+            f"{format_bytes(total)}, above the memory limit of "
+            f"{format_bytes(limit)}; refusing to extract it (it may be a zip bomb). If the file is genuine, "
+            "raise --max-memory."
+        )
 
 
 def _select(keys: list[str], order: Sequence[str] | None, path: Path) -> list[str]:
@@ -91,8 +120,6 @@ def not_an_archive(path) -> str | None:
 
 def _open_npz(path: Path):
     """The archive, opened for reading, after the checks that refuse a file that is not one."""
-    from ..core.resources import check_archive
-
     why = not_an_archive(path)
     if why is not None:
         raise ChainFileError(

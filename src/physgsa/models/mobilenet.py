@@ -20,16 +20,14 @@ modes (provenance ``kind: plain``, ``residual: false``). The stem (``conv_stem``
 from __future__ import annotations
 
 from ._modern import Block, Ops, build_chain, find_prefix, hf_config, positive, refuse_fft
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["chain", "layout", "matches"]
+__all__ = ["chain", "layout", "ADAPTER"]
 
 _BASE = [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320]
 _STRIDES = [2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
 
-
-def matches(config: dict) -> bool:
-    return config.get("model_type") == "mobilenet_v2"
 
 
 def _divisible(value: float, divisor: int, min_value: int) -> int:
@@ -89,3 +87,6 @@ def chain(src: WeightSource, *, factor: str, conv: str = "dc", freq=None):
         return "classifier / head: not an inverted residual block"
 
     return build_chain(src, blocks, factor=factor, dtype_key=blocks[0].branch.keys[0], skipped_reason=reason)
+
+
+ADAPTER = Adapter(matches=config_matcher("mobilenet_v2"), chain=chain, convolutional=True)

@@ -20,16 +20,14 @@ is ``I`` or, where the module builds one (widths differ or stride 2), the projec
 from __future__ import annotations
 
 from ._modern import Block, Ops, activation, build_chain, find_prefix, hf_config, positive, refuse_fft
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["chain", "layout", "matches"]
+__all__ = ["chain", "layout", "ADAPTER"]
 
 #: nn.BatchNorm2d's default eps, which RegNetConvLayer and RegNetShortCut use (not in the config).
 BN_EPS = 1e-5
 
-
-def matches(config: dict) -> bool:
-    return config.get("model_type") == "regnet"
 
 
 def layout(cfg, where: str) -> list[dict]:
@@ -92,3 +90,6 @@ def chain(src: WeightSource, *, factor: str, conv: str = "dc", freq=None):
         return "classifier / head: not a residual block"
 
     return build_chain(src, blocks, factor=factor, dtype_key=blocks[0].branch.keys[0], skipped_reason=reason)
+
+
+ADAPTER = Adapter(matches=config_matcher("regnet"), chain=chain, convolutional=True)

@@ -39,16 +39,18 @@ import numpy as np
 
 from ..core.chain import Chain, Factor, check_matrix
 from ._conv import FourierMode, bn_scale, conv_factor, fourier_mode, realify, same_padding
+from .registry import Adapter
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["matches", "resnet_chain"]
+__all__ = ["ADAPTER", "matches", "resnet_chain"]
 
 #: BatchNorm eps of both ResNet families (the torch default; neither config records it).
 BN_EPS = 1e-5
 
 
-def matches(config: dict, keys: set) -> bool:
-    return config.get("model_type") in ("resnet", "torch-resnet") or "layer1.0.conv1.weight" in keys
+def matches(config: dict, has) -> bool:
+    """A transformers ResNet by its config, a torch ResNet by its torchvision weight names (``has(key)``)."""
+    return config.get("model_type") in ("resnet", "torch-resnet") or has("layer1.0.conv1.weight")
 
 
 def _hf_blocks(src: WeightSource) -> list[dict]:
@@ -188,3 +190,6 @@ def resnet_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: tupl
         factors.append(Factor(name=name, matrix=check_matrix(mat, name, src.name), provenance=prov))
         mode = out
     return Chain.from_factors(factors, source=src.name, skipped=_skipped(src, blocks))
+
+
+ADAPTER = Adapter(matches=matches, chain=resnet_chain, convolutional=True)

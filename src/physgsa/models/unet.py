@@ -49,9 +49,10 @@ import numpy as np
 
 from ..core.chain import Break, Chain, Factor, check_matrix
 from ._conv import FourierMode, conv_factor, fourier_mode, nearest_upsample_gain, realify, same_padding
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 
-__all__ = ["matches", "unet_chain"]
+__all__ = ["ADAPTER", "unet_chain"]
 
 #: The block types physgsa reads, and whether they hold attentions. In UNet2DModel all four get
 #: output_scale_factor 1 (module docstring); get_down_block / get_up_block strip "UNetRes".
@@ -59,9 +60,6 @@ _DOWN_TYPES = {"DownBlock2D": False, "AttnDownBlock2D": True}
 _UP_TYPES = {"UpBlock2D": False, "AttnUpBlock2D": True}
 _BLOCK_SCALE = 1.0
 
-
-def matches(config: dict) -> bool:
-    return config.get("_class_name") == "UNet2DModel"
 
 
 def _scaled(shortcut: np.ndarray, branch: np.ndarray, factor: str, scale: float) -> np.ndarray:
@@ -240,3 +238,6 @@ def finish_chain(src, factors, used: set, reason) -> Chain:
         Break(b.left, b.right, b.reason + " (skip concatenation: an up block's resnet reads [h, skip])")
         if b.right.startswith("up.") and ".resnets." in b.right else b for b in chain.breaks)
     return dataclasses.replace(chain, breaks=breaks)
+
+
+ADAPTER = Adapter(matches=config_matcher("UNet2DModel", key="_class_name"), chain=unet_chain, convolutional=True)

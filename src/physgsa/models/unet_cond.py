@@ -52,22 +52,20 @@ import numpy as np
 
 from ..core.chain import Chain, Factor, check_matrix
 from ._conv import conv_dc, fourier_mode
+from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
 from .unet import _resampler, _resnet, at_mode, finish_chain
 
-__all__ = ["matches", "unet_cond_chain"]
+__all__ = ["ADAPTER", "unet_cond_chain"]
 
 _DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
 _UP = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
 _MID = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2D", None)
 
 
-def matches(config: dict) -> bool:
-    return config.get("_class_name") == "UNet2DConditionModel"
-
 
 def _defaults() -> dict:
-    import diffusers
+    import diffusers  # start-up: loaded only when needed, never at `physgsa --help`
 
     sig = inspect.signature(diffusers.UNet2DConditionModel.__init__)
     return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
@@ -264,3 +262,6 @@ def unet_cond_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: t
         return "not a residual block, transformer or resampler of the chain"
 
     return finish_chain(src, factors, used, reason)
+
+
+ADAPTER = Adapter(matches=config_matcher("UNet2DConditionModel", key="_class_name"), chain=unet_cond_chain, convolutional=True)

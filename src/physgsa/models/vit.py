@@ -1,6 +1,9 @@
 """ViT (transformers ``ViTModel``): both the transformers 5 names and the older checkpoint names."""
 
-from ._transformer import TransformerSpec
+from functools import partial
+
+from ._transformer import TransformerSpec, transformer_chain
+from .registry import Adapter, config_matcher
 
 SPEC = TransformerSpec(
     name="vit",
@@ -16,5 +19,4 @@ SPEC = TransformerSpec(
 )
 
 
-def matches(config: dict) -> bool:
-    return config.get("model_type") == "vit"
+ADAPTER = Adapter(matches=config_matcher("vit"), chain=partial(transformer_chain, spec=SPEC))

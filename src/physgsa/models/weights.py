@@ -29,16 +29,19 @@ filters apply (:func:`physgsa.core.powerlaw.ww_filter`).
 
 from __future__ import annotations
 
+import fnmatch
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
 
 from ..core import powerlaw
-from ..runs.spectra import excluded
+from ..core.validation import ChainFileError
 from ._conv import conv_dc, grouped_channel_matrix
+from .files import check_archive, not_an_archive
 from .sources import WeightSource
 
-__all__ = ["raw_matrices", "Item", "module_layers", "NpzSource"]
+__all__ = ["raw_matrices", "Item", "module_layers", "NpzSource", "excluded"]
 
 _GPT2_CONV1D = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
 _WW_ANALYSED = ("dense", "conv1d", "conv2d", "embedding")
@@ -54,6 +57,14 @@ class Item(NamedTuple):
     note: str
     operator: str = "W"
     ww: powerlaw.WWLayer | None = None
+
+
+def excluded(key: str, name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first pattern that matches the tensor ``key`` or the matrix ``name``, or None."""
+    for pat in patterns:
+        if fnmatch.fnmatchcase(key, pat) or fnmatch.fnmatchcase(name, pat):
+            return pat
+    return None
 
 
 def _dtype_name(code: str) -> str:
@@ -74,7 +85,7 @@ def _width(src: WeightSource) -> int | None:
 
 def ww_module_type(module) -> str | None:
     """WeightWatcher's layer type of a torch module (``PyTorchLayer.layer_type``, weightwatcher.py:295-317)."""
-    import torch
+    import torch  # start-up: loaded only when needed, never at `physgsa --help`
 
     typestr = str(type(module)).lower()
     if isinstance(module, torch.nn.Linear) or "linear" in typestr:
@@ -249,14 +260,7 @@ class NpzSource(WeightSource):
     """An ``.npz`` archive of named arrays, read one array at a time (never unpickled)."""
 
     def __init__(self, path, name: str):
-        import zipfile
-
-        from ..core.validation import ChainFileError
-        from ..core.resources import check_archive
-
         super().__init__(name, None)
-        from .files import not_an_archive
-
         why = not_an_archive(path)
         if why is not None:  # numpy would take it for a pickle and advise allow_pickle
             raise ChainFileError(f"Tensor file '{path}' is not an .npz archive: {why}. An .npz is a zip of .npy "
@@ -277,8 +281,6 @@ class NpzSource(WeightSource):
 
     def _header(self, key):
         if key not in self._meta:
-            from ..core.validation import ChainFileError
-
             try:
                 with self._npz.zip.open(key + ".npy") as fh:
                     version = np.lib.format.read_magic(fh)
@@ -297,8 +299,6 @@ class NpzSource(WeightSource):
         return str(self._header(key)[1])
 
     def _read(self, key):
-        from ..core.validation import ChainFileError
-
         try:
             return self._npz[key]
         except ValueError as exc:

@@ -1,94 +1,50 @@
-"""The Result: tables, the certificate document, and saving them atomically.
+"""The Result of ``certify``: tables, the certificate document, and saving them together.
 
-A Result is plain data, separate from the inputs: three DataFrames (``factors``,
-``interfaces``, ``rows``), one JSON-ready dict (``certificate``) and the binned arrays the
-report draws (``heatmaps``). :meth:`Result.save` writes ``factors.parquet``,
-``interfaces.parquet``, ``rows.parquet``, ``certificate.json``, ``heatmaps.npz`` and
-``report.html`` into a fresh sibling directory and renames it into place, so a failed run
-never leaves a half-written output directory. The same input and parameters give the same
-bytes.
+A Result is plain data, separate from the inputs: four DataFrames (``factors``,
+``interfaces``, ``rows``, ``heads``), one JSON-ready dict (``certificate``), the binned arrays
+the report draws (``heatmaps``) and the run's ``provenance``. :meth:`Result.save` writes
+``factors.parquet``, ``interfaces.parquet``, ``rows.parquet``, ``heads.parquet``,
+``certificate.json``, ``provenance.json`` and ``heatmaps.npz`` through the one staged write
+(:func:`physgsa.outputs.directory.staged_write`), ``certificate.json`` last, so a failed run
+never leaves a half-written result; :meth:`Result.load` (:func:`load_result`) reads them back.
+The same input and parameters give the same bytes. The page and the figures are the report's
+(:func:`physgsa.report.write`; :func:`physgsa.save` saves and draws in one step).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
+import dataclasses
 import json
 import os
-import platform
-import shutil
-import tempfile
-import dataclasses
-import io
-import zipfile
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core.validation import EnvironmentFailure, OutputDirectoryError
+from ..core.validation import OutputDirectoryError
+from ..models.files import _ZIP_ERRORS, check_archive, dtype_name
+from .directory import FIGURES_DIR, RUN_DIR, OutputLock, held, read_json, refuse_foreign, staged_write, write_npz
+from .jsonio import jsonable, nullable, plain, versions
 
-__all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES"]
+__all__ = ["Result", "build_result", "factor_record", "interface_record", "load_result", "OUTPUT_FILES",
+           "RUN_OPTIONS", "OWN_FIGURE"]
 
 OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
                 "heatmaps.npz")
-
-
-def _versions() -> dict:
-    import pyarrow
-    import scipy
-
-    from .. import __version__
-
-    return {
-        "physgsa": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "pandas": pd.__version__,
-        "pyarrow": pyarrow.__version__,
-    }
-
-
-def _nullable(values) -> pd.array:
-    """Floats with None (never NaN or inf) for values that are undefined."""
-    out = [None if (v is None or not np.isfinite(v)) else float(v) for v in values]
-    return pd.array(out, dtype="Float64")
-
-
-def _jsonable(x):
-    """Plain JSON types; non-finite floats become None (they must not reach a table)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind in "biu" or (x.dtype.kind == "f" and bool(np.isfinite(x).all())):
-            return x.tolist()  # already plain: Python bools, ints and finite floats, nothing to replace
-        return _jsonable(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if np.isfinite(x) else None
-    return x
-
-
-def _plain(x):
-    """JSON-ready and exactly what a JSON round trip gives back (a record looks the same whether
-    it was just computed or read from a checkpoint, so both give the same output bytes)."""
-    return json.loads(json.dumps(_jsonable(x), allow_nan=False))
+#: Parameters that choose how a run executes, never what it computes: a run may resume with
+#: other values, they are not part of the fingerprint, and certificate.json does not record them.
+RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
+#: The report's panels in ``DIR/figures/`` (anything else there is a user's and left alone).
+OWN_FIGURE = re.compile(r"^(profiles|interface-\d+)-[A-Za-z0-9-]+\.svg$")
 
 
 def factor_record(factor, s) -> dict:
     """One factor's row of ``factors.parquet`` (plain JSON types)."""
-    from ..models.files import dtype_name
-
     res = s.residuals
-    return _plain({
+    return plain({
         "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
         "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
         "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
@@ -108,7 +64,7 @@ def factor_record(factor, s) -> dict:
 def _factor_table(records) -> pd.DataFrame:
     df = pd.DataFrame(records)
     for col in ("s_window", "window_r2", "hellinger_window", "energy_kept"):
-        df[col] = _nullable(df[col].tolist())
+        df[col] = nullable(df[col].tolist())
     return df
 
 
@@ -157,7 +113,7 @@ def _interface_table(records) -> pd.DataFrame:
     cols = list(INTERFACE_COLUMNS)
     df = pd.DataFrame(out, columns=cols)
     for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
-        df[col] = _nullable(df[col].tolist())
+        df[col] = nullable(df[col].tolist())
     return df
 
 
@@ -184,8 +140,8 @@ def _row_table(records) -> pd.DataFrame:
             "interface": [rec["name"]] * n, "row": np.arange(n), "group": icm["icm/group"],
             "f_core": icm["icm/f_core"], "f_overlap": icm["icm/f_overlap"], "f_noise": icm["icm/f_noise"],
             "kappa": icm["icm/kappa"], "label": icm["icm/label"].astype(str), "delta_e": icm["icm/delta_e"],
-            "delta_rho": icm["icm/delta_rho"], "bound_e": _nullable(icm["icm/bound_e"]),
-            "bound_rho": _nullable(icm["icm/bound_rho"]), "certified": icm["icm/certified"].astype(bool),
+            "delta_rho": icm["icm/delta_rho"], "bound_e": nullable(icm["icm/bound_e"]),
+            "bound_rho": nullable(icm["icm/bound_rho"]), "certified": icm["icm/certified"].astype(bool),
         }))
     cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
             "delta_rho", "bound_e", "bound_rho", "certified"]
@@ -269,8 +225,6 @@ def _interface_detail(it) -> dict:
 
 
 def _params_json(p: dict) -> dict:
-    from ..runs.records import RUN_OPTIONS
-
     # How the run executed (processes, cluster, memory limit) is not recorded: the same input and
     # parameters give the same bytes however they ran.
     out = {k: v for k, v in p.items() if k not in RUN_OPTIONS}
@@ -281,7 +235,7 @@ def _params_json(p: dict) -> dict:
 
 @dataclass(frozen=True)
 class Result:
-    """What ``certify`` returns: three tables and the certificate document."""
+    """What ``certify`` returns: the tables, the certificate document and the report's heatmaps."""
 
     factors: pd.DataFrame
     interfaces: pd.DataFrame
@@ -299,88 +253,60 @@ class Result:
         """The model-level verdict (fraction of member interfaces, failed items)."""
         return self.certificate["verdict"]
 
-    def _repr_html_(self) -> str:
-        """In a notebook: the verdict and the smallest margins, as the report's top shows them."""
-        from html import escape
-
-        from ..report.pages import _fmt, verdict_view
-
-        v = self.verdict
-        view = verdict_view(v)
-        colour = {"all": "#e9f7ef", "some": "#fef5e0", "none": "#fbeaea"}[view["kind"]]
-        rows = "".join(
-            f"<tr><td>{escape(str(m['interface']))}</td><td>{_fmt(m['rho_static'])}</td>"
-            f"<td>{escape(str(m['binding'].get('kind', '')))}</td><td>{_fmt(m['a_priori_ratio'])}</td>"
-            f"<td>{_fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
-        t = v.get("n_no_channel_structure", 0)
-        trivial = f"; {t} without channel structure" if t else ""
-        return (f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
-                f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
-                "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
-                "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
-                f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
-                "<code>result.figures()</code> draws every panel of the report; <code>result.save(DIR)</code> "
-                "writes the report and the figures.</p>")
-
-    def figures(self) -> dict:
-        """Every panel of the report, drawn from this Result without reading or writing a file.
-
-        Returns a dict from file name (as under ``DIR/figures/``, without ``.svg``) to
-        :class:`~physgsa.report.figures.Figure`: each one shows itself in a notebook and has ``.svg``
-        (the SVG text) and ``.save(path)``.
-        """
-        from ..report.figures import result_figures
-
-        return result_figures(self)
-
-    def write_figures(self, directory, *, replacing=None) -> Path:
-        """Write every panel as ``directory/NAME.svg`` (see :func:`physgsa.report.pages.write_figures`)."""
-        from ..report.pages import write_figures
-
-        return write_figures(self, directory, replacing=replacing)
-
-    def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False) -> Path:
+    def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False,
+             lock: OutputLock | None = None, pages: Callable[[Path], None] | None = None) -> Path:
         """Write the output files into ``out``, replacing only physgsa's own files.
 
         Every file is first written into a staging folder inside ``out``; then the old
         ``certificate.json`` is removed (so a directory caught mid-save holds no certificate and
         is never read as a result), each file is renamed into place, ``certificate.json`` last,
-        and the run's records are dropped. Files physgsa did not write are never touched: a
-        directory holding any is refused, naming them, unless ``keep_others``. ``out`` is
-        locked for the save (:class:`~physgsa.runs.records.OutputLock`); a symlinked ``out`` is
-        written through to its target. Results of another run are replaced only with
-        ``overwrite``. A full disk or a file-size limit raises
-        :class:`~physgsa.EnvironmentFailure` and leaves the previous files and the records.
-        """
-        from ..runs.records import RUN_DIR, OutputLock, refuse_foreign
+        and the run's records are dropped (:func:`~physgsa.outputs.directory.staged_write`).
+        Files physgsa did not write are never touched: a directory holding any is refused,
+        naming them, unless ``keep_others``. A symlinked ``out`` is written through to its
+        target. Results of another run are replaced only with ``overwrite``. A full disk or a
+        file-size limit raises :class:`~physgsa.EnvironmentFailure` and leaves the previous
+        files and the records.
 
+        Parameters
+        ----------
+        out : path
+            The output directory (created if missing).
+        overwrite, keep_others : bool
+            Replace another run's results; write beside files physgsa did not write.
+        wait : bool
+            Wait for another run holding ``out`` (when no ``lock`` is given).
+        lock : OutputLock, optional
+            The lock the caller holds on ``out``; without it ``out`` is locked for the save.
+        pages : callable, optional
+            ``pages(stage)`` adds the report's files to the same stage, so that the pages land
+            with the data, before ``certificate.json`` (:func:`physgsa.save` passes the report's
+            writer; the result itself draws nothing).
+        """
         out = Path(out)
-        with OutputLock(out, wait=wait, what="save"):
+        with held(out, lock, wait=wait, what="save") as own:
             refuse_foreign(out, keep_others)
             cert_path = out / "certificate.json"
             if cert_path.exists():
-                old = _read_certificate(cert_path)
+                old = read_json(cert_path) or {}
                 if not overwrite and old.get("input_sha256") != self.certificate.get("input_sha256"):
                     raise OutputDirectoryError(
                         f"Output directory '{out}' already holds results of another run. Pass overwrite=True "
                         "(--overwrite) to replace them."
                     )
-            try:
-                stage = Path(tempfile.mkdtemp(prefix=".physgsa-save-", dir=out))
-                os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
-            except OSError as exc:
-                raise OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.") from None
-            try:
-                with _environment(out):
-                    self._write_files(stage)
-                    cert_path.unlink(missing_ok=True)
-                    names = sorted(p.name for p in stage.iterdir())
-                    for name in [n for n in names if n != "certificate.json"] + ["certificate.json"]:
-                        os.replace(stage / name, out / name)
-                    shutil.rmtree(out / RUN_DIR, ignore_errors=True)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
+
+            def fill(stage: Path) -> None:
+                self._write_files(stage)
+                if pages is not None:
+                    pages(stage)
+
+            staged_write(out, fill, lock=own, last="certificate.json", folders={FIGURES_DIR: OWN_FIGURE},
+                         drop=(RUN_DIR,))
         return out
+
+    @classmethod
+    def load(cls, out) -> Result:
+        """Read a saved Result back (see :func:`load_result`)."""
+        return load_result(out)
 
     def _write_files(self, directory: Path) -> None:
         for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
@@ -390,66 +316,13 @@ class Result:
         (directory / "certificate.json").write_text(text + "\n", encoding="utf-8")
         (directory / "provenance.json").write_text(
             json.dumps(self.provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _write_npz(directory / "heatmaps.npz", self.heatmaps)
-        from ..report.figures import result_figures
-        from ..report.pages import write_figures, write_report
-
-        # Every panel is drawn once and used twice: embedded in report.html and written to figures/.
-        figures = result_figures(self)
-        write_report(self, directory / "report.html", figures)
-        write_figures(self, directory / "figures", replacing=directory.parent / "figures", figures=figures)
-
-
-def _read_certificate(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-@contextlib.contextmanager
-def _environment(where: Path):
-    """A full disk or a file-size limit while writing: the environment failed, not the input."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
-                     errno.EDQUOT: "the disk quota is exhausted"}[exc.errno]
-            raise EnvironmentFailure(
-                f"Writing into '{where}' failed: {cause} ({exc.strerror}). Free space or raise the limit, then "
-                "rerun the same command: it resumes from the records kept so far."
-            ) from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_npz(path: Path, arrays: dict, *, compress: bool = True) -> None:
-    """An .npz with fixed member timestamps and order, so the same arrays give the same bytes.
-
-    ``compress=False`` stores the members as they are (``ZIP_STORED``; numpy reads both): for
-    files that are written often and read at most once, such as a run's records, where deflating
-    costs more than the bytes it saves.
-    """
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", compression=method) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            zf.writestr(info, buf.getvalue())
+        write_npz(directory / "heatmaps.npz", self.heatmaps)
 
 
 def interface_record(it) -> dict:
     """Everything the outputs need of one interface: plain JSON (``row``, ``detail``, ``margin``,
-    ``items``) and arrays (the ICM rows and the heatmaps). This is what a checkpoint stores."""
+    ``items``) and arrays (the ICM rows and the heatmaps). This is what a checkpoint stores.
+    """
     icm = it["icm"]
     arrays = {f"icm/{k}": np.asarray(icm[k]) for k in _ICM_COLUMNS}
     arrays["icm/label"] = arrays["icm/label"].astype(str)
@@ -460,7 +333,7 @@ def interface_record(it) -> dict:
               "no_channel_structure": bool(it["no_structure"]),
               "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
     return {"name": it["name"], "index": it["index"],
-            **_plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,
+            **plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,
                       "items": it["items"]}),
             "arrays": arrays}
 
@@ -468,7 +341,8 @@ def interface_record(it) -> dict:
 def source_label(source: str) -> str:
     """What ``certificate.json`` says of the input: its name where it is not a path (a bundled model,
     "matrices"), else "file" (the input's identity is its content, ``input_sha256``; the path is
-    provenance only, in ``provenance.json``)."""
+    provenance only, in ``provenance.json``).
+    """
     return "file" if ("/" in source or os.sep in source or Path(source).exists()) else source
 
 
@@ -480,7 +354,7 @@ def build_result(chain, factor_records, interface_records, params: dict, verdict
         "source": source_label(chain.source),
         "input_sha256": input_sha256,
         "parameters": _params_json(params),
-        "versions": _versions(),
+        "versions": versions(),
         "factors": [f.name for f in chain.factors],
         "chain_breaks": [{"left": b.left, "right": b.right, "reason": b.reason} for b in chain.breaks],
         "skipped": list(chain.skipped),
@@ -490,7 +364,7 @@ def build_result(chain, factor_records, interface_records, params: dict, verdict
     heat = {f"{rec['index']}/{k.split('/', 1)[1]}": v for rec in interface_records
             for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
     return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
-                  rows=_row_table(interface_records), certificate=_jsonable(cert), heatmaps=heat,
+                  rows=_row_table(interface_records), certificate=jsonable(cert), heatmaps=heat,
                   heads=_head_table(interface_records), provenance={"source": chain.source})
 
 
@@ -500,9 +374,6 @@ def load_result(directory) -> Result:
     missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]
     if missing:
         raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: {', '.join(missing)} missing.")
-    from ..models.files import _ZIP_ERRORS
-    from ..core.resources import check_archive
-
     check_archive(d / "heatmaps.npz", f"'{d / 'heatmaps.npz'}'", error=OutputDirectoryError)
     try:
         with np.load(d / "heatmaps.npz", allow_pickle=False) as npz:
@@ -514,7 +385,7 @@ def load_result(directory) -> Result:
             heads=pd.read_parquet(d / "heads.parquet"),
             certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
             heatmaps=heat,
-            provenance=_read_certificate(d / "provenance.json"),
+            provenance=read_json(d / "provenance.json") or {},
         )
     except _ZIP_ERRORS + (ValueError, UnicodeDecodeError, TypeError) as exc:
         raise OutputDirectoryError(f"'{d}' holds physgsa outputs that cannot be read ({type(exc).__name__}: "

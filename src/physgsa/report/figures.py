@@ -1,8 +1,8 @@
 """The report's figures, drawn from saved results only, without matplotlib: one SVG per panel.
 
 Every panel is a standalone SVG document, ready to drop into a paper: the report embeds each one
-as an image, ``Result.save`` and ``physgsa report DIR`` write each one to ``DIR/figures/``, and
-:meth:`physgsa.Result.figures` returns them in a notebook without touching a file.
+as an image, :func:`physgsa.save` and ``physgsa report DIR`` write each one to ``DIR/figures/``,
+and :func:`physgsa.report.panels` returns them in a notebook without touching a file.
 
 * Heatmaps are the binned arrays themselves: each cell mapped through a colour table, enlarged
   by a whole factor and embedded as a PNG (:mod:`physgsa.report.png`, drawn pixelated so the cells
@@ -31,7 +31,7 @@ from .png import MAGMA, VIRIDIS, colourise, encode_png, hex_rgb
 from .svgplot import _n, attr, rich, text, text_width
 
 __all__ = ["Figure", "profile_figures", "interface_figures", "window_search_figure", "result_figures",
-           "profiles_figure", "spectra_figure", "natural_key", "MASK_COLOURS", "LABEL_COLOURS", "png_uri", "svg_uri"]
+           "profiles_figure", "spectra_figure", "MASK_COLOURS", "LABEL_COLOURS", "png_uri", "svg_uri"]
 
 MASK_COLOURS = ("#d9d9d9", "#1b9e77", "#d95f02")  # noise, core, overlap
 LABEL_COLOURS = ("#1b9e77", "#7570b3", "#e7298a", "#ffffff")  # SC, SA, ST, zero
@@ -84,11 +84,6 @@ class Figure:
             path = path / f"{self.name}.svg"
         path.write_text(self.svg, encoding="utf-8")
         return path
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders the numbers inside names by value: ``h.2`` before ``h.10`` (depth order)."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(name)) if p)
 
 
 # -- heatmap panels ------------------------------------------------------------------------------
@@ -169,7 +164,7 @@ class _Map:
         if rows:
             want = [top + (a + b) / 2 * H for a, b, _ in rows]
             got = svgplot.spread(want, _TICK_GAP, top + 4, img_bottom - 4)
-            for (a, b, lab), w, g in zip(rows, want, got):
+            for (_, _, lab), w, g in zip(rows, want, got):
                 parts.append(f'<path d="M{_n(left - 1)} {_n(w)}L{_n(left - 8)} {_n(g)}h-3" stroke="#777" '
                              f'fill="none" stroke-width="0.8"/>'
                              f'<text x="{_n(left - 13)}" y="{_n(g)}" dy="0.32em" text-anchor="end" font-size="10">'
@@ -177,7 +172,7 @@ class _Map:
         if cols:
             want = [left + (a + b) / 2 * W for a, b, _ in cols]
             got = svgplot.spread(want, _TICK_GAP, left + 4, left + W - 4)
-            for (a, b, lab), w, g in zip(cols, want, got):
+            for (_, _, lab), w, g in zip(cols, want, got):
                 parts.append(f'<path d="M{_n(w)} {_n(img_bottom + 1)}L{_n(g)} {_n(img_bottom + 8)}v3" stroke="#777" '
                              f'fill="none" stroke-width="0.8"/>'
                              f'<text transform="translate({_n(g)},{_n(img_bottom + 13)}) rotate(-90)" dy="0.32em" '

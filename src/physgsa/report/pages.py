@@ -4,8 +4,9 @@ Styles, the sorting script and every figure (one SVG per panel, as base64 ``data
 inline, and the page makes no network request, so it reads offline and can travel as a mail
 attachment. Every name that comes from a model or a file is escaped (jinja2 autoescaping; the
 SVG figures escape their own texts). The same panels are written one file each to
-``DIR/figures/`` (:func:`write_figures`), ready for a paper. ``physgsa report DIR``
-re-renders the page and the figures from the saved files without recomputing.
+``DIR/figures/`` (:func:`draw_certify`), ready for a paper. ``physgsa report DIR``
+re-renders the page and the figures from the saved files without recomputing
+(:func:`physgsa.report.rerender`).
 
 The page opens with how to read it (:mod:`physgsa.report.glossary`), then the verdict; every table
 column carries its definition (a tooltip, and a link to the glossary at the end of the page).
@@ -13,26 +14,28 @@ column carries its definition (a tooltip, and a link to the glossary at the end 
 
 from __future__ import annotations
 
+import html
 import json
-import os
 import re
-import shutil
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
+import pandas as pd
 from markupsafe import Markup
 
+from ..outputs.directory import FIGURES_DIR
+from ..outputs.result import Result
+from ..outputs.spectra import SpectraResult, depth_order
+from . import figures as figure_module
 from . import glossary
-from .figures import natural_key, result_figures, spectra_figure, svg_uri
+from .figures import Figure, spectra_figure, svg_uri
 
-__all__ = ["render_report", "write_report", "write_figures", "rerender", "render_spectra_page", "verdict_view",
+__all__ = ["render_report", "render_spectra_page", "draw_certify", "draw_spectra", "verdict_view", "template",
            "FIGURES_DIR"]
 
-FIGURES_DIR = "figures"
 # The report's wide tables, each split in two so that it fits a 900-px window and a printed page.
 _FACTOR_TABLES = (
     ("factors", "spectrum", ("name", "rows", "cols", "r", "rho", "s_top", "s_mle", "s_window", "window_r2",
@@ -48,25 +51,22 @@ _INTERFACE_TABLES = (
                                                        "n_hubs")),
     ("interfaces-alignment", "alignment and flags", ("interface", "commutator", "intersection_dim", "flags")),
 )
-#: Files physgsa writes into ``DIR/figures/`` (anything else there is left alone).
-_OWN_FIGURE = re.compile(r"^(profiles|interface-\d+)-[A-Za-z0-9-]+\.svg$")
 
 
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    """A table cell's text: 4 significant digits, yes/no, and a dash for what is undefined."""
+    if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return "—"
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.4g}"
-    try:
-        import pandas as pd
-
-        if v is pd.NA:
-            return "—"
-    except ImportError:  # pragma: no cover
-        pass
     return str(v)
+
+
+def _escape(v) -> Markup:
+    """``html.escape`` (quotes as ``&#x27;`` and ``&quot;``): the f-string pages' escaping, kept byte for byte."""
+    return Markup(html.escape(str(v)))
 
 
 def _cell(col: str, v) -> str:
@@ -125,13 +125,14 @@ def _name(value) -> Markup:
 
 
 @lru_cache(maxsize=None)
-def _template(name: str) -> jinja2.Template:
+def template(name: str) -> jinja2.Template:
     """A template, compiled once per process (compiling costs more than rendering a small page)."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["fmt"] = _fmt
     env.filters["compact"] = _compact
     env.filters["readable"] = _readable
     env.filters["nm"] = _name
+    env.filters["h"] = _escape
     return env.from_string(resources.files("physgsa.report").joinpath("templates", name).read_text("utf-8"))
 
 
@@ -155,7 +156,7 @@ def _window_rows(details) -> list[dict]:
             continue
         steps = ws.get("steps") or []
 
-        def show(step):
+        def show(step, steps=steps):
             if not step:
                 last = steps[-1]["q"] if steps else None
                 return None if last is None else f"none up to q = {last:g}"
@@ -169,8 +170,8 @@ def _window_rows(details) -> list[dict]:
 def render_report(result, figures: dict | None = None) -> str:
     """The report page of a Result, as a string (``figures``: :func:`physgsa.report.figures.result_figures`)."""
     cert = result.certificate
-    template = _template("report.html.j2")
-    figs = result_figures(result) if figures is None else figures
+    page = template("report.html.j2")
+    figs = figure_module.result_figures(result) if figures is None else figures
     profiles = [f for name, f in figs.items() if name.startswith("profiles-")]
     details = cert["interfaces"]
     width = max(2, len(str(max(len(details) - 1, 0))))
@@ -185,7 +186,7 @@ def render_report(result, figures: dict | None = None) -> str:
     used = [c for _, _, cols in _FACTOR_TABLES + _INTERFACE_TABLES for c in cols]
     used += ["a_priori_ratio", "measured_ratio", "binding margin"]
     gloss = [(c, glossary.column(c)) for c in dict.fromkeys(used) if glossary.column(c)]
-    return template.render(
+    return page.render(
         cert=cert, provenance=getattr(result, "provenance", None) or {}, verdict=cert["verdict"],
         view=verdict_view(cert["verdict"]),
         factor_tables=[_table(result.factors, cols, tid, cap) for tid, cap, cols in _FACTOR_TABLES],
@@ -203,18 +204,9 @@ _SPECTRA_COLS = ("name", "rows", "cols", "log_norm", "log_spectral_norm", "stabl
                  "alpha", "xmin", "rho", "s_top", "s_mle", "s_window", "k_q", "k", "note")
 
 
-def depth_order(table):
-    """The rows of a spectra table in depth order: names sorted with their numbers by value (``h.2``
-    before ``h.10``), ties in their original order."""
-    if not len(table) or "name" not in table.columns:
-        return table
-    order = sorted(range(len(table)), key=lambda i: natural_key(str(table["name"].iloc[i])))
-    return table.iloc[order].reset_index(drop=True)
-
-
 def render_spectra_page(res) -> str:
     """The page of ``physgsa spectra``: its sortable table (depth order), the metrics plot, the skipped tensors."""
-    template = _template("spectra.html.j2")
+    page = template("spectra.html.j2")
     table = depth_order(res.table)
     fig = svg_uri(spectra_figure(table)) if len(table) else None
     # Notes repeat (every split QKV says so): each distinct note is written once, under the
@@ -231,119 +223,29 @@ def render_spectra_page(res) -> str:
                 row[col] = ""
     cols = [h["name"] for h in view["cols"]]
     gloss = [(c, glossary.column(c)) for c in cols if glossary.column(c)]
-    return template.render(record=res.record, table=view, skipped=res.skipped, figure=fig,
+    return page.render(record=res.record, table=view, skipped=res.skipped, figure=fig,
                            notes=[(n, text) for text, n in notes.items()], columns_glossary=gloss,
                            note_titles={f"[{n}]": text for text, n in notes.items()},
                            params=sorted(res.record["parameters"].items()),
                            versions=sorted(res.record["versions"].items()))
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".physgsa-tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        from ..outputs.result import _umask
+def draw_certify(result: Result, directory: Path, figures: dict[str, Figure] | None = None) -> None:
+    """Write ``report.html`` and ``figures/NAME.svg`` (one standalone SVG per panel) into ``directory``.
 
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_report(result, path, figures: dict | None = None) -> Path:
-    """Write ``report.html`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    _atomic_text(path, render_report(result, figures))
-    return path
-
-
-def write_figures(result, directory, *, replacing=None, figures: dict | None = None) -> Path:
-    """Write every panel of the report as ``directory/NAME.svg`` (one standalone SVG per panel).
-
-    Parameters
-    ----------
-    result : Result
-    directory : path
-        Created if missing. Normally a staging folder that is renamed onto ``replacing`` next.
-    replacing : path, optional
-        The figures folder ``directory`` will replace. physgsa's own old figures are removed
-        from it (and the empty folder with them), so that the rename can happen; a stale panel of
-        an earlier run never survives. If it also holds files physgsa did not write, those are
-        left untouched: the new figures are then moved into it one by one and ``directory`` is
-        removed.
-
-    Returns
-    -------
-    Path
-        Where the figures are now: ``directory``, or ``replacing`` when they were moved there.
+    ``directory`` is a staging folder (:func:`physgsa.outputs.directory.staged_write` puts the
+    files in place); every panel is drawn once and used twice, embedded in the page and as a file.
     """
-    from ..core.validation import OutputDirectoryError
-    from ..outputs.result import _umask
-
     directory = Path(directory)
-    figs = result_figures(result) if figures is None else figures
-    directory.mkdir(parents=True, exist_ok=True)
-    mode = 0o666 & ~_umask()
+    # Through the module, so that the one drawing can be counted (tests/test_startup.py).
+    figs = figure_module.result_figures(result) if figures is None else figures
+    (directory / "report.html").write_text(render_report(result, figs), encoding="utf-8")
+    folder = directory / FIGURES_DIR
+    folder.mkdir()
     for name, fig in figs.items():
-        target = directory / f"{name}.svg"
-        target.write_text(fig.svg, encoding="utf-8")
-        os.chmod(target, mode)
-    if replacing is None:
-        return directory
-    replacing = Path(replacing)
-    if not (replacing.exists() or replacing.is_symlink()):
-        return directory
-    if replacing.is_symlink() or not replacing.is_dir():
-        raise OutputDirectoryError(
-            f"'{replacing}' is not a folder physgsa made (it is a file or a link); physgsa writes its figures "
-            "there. Move it away and run the same command again.")
-    entries = list(replacing.iterdir())
-    own = [p for p in entries if _OWN_FIGURE.match(p.name) and p.is_file() and not p.is_symlink()]
-    foreign = [p for p in entries if p not in own]
-    if not foreign:
-        for p in own:
-            p.unlink()
-        replacing.rmdir()
-        return directory
-    new = {f"{name}.svg" for name in figs}
-    for name in sorted(new):
-        os.replace(directory / name, replacing / name)
-    for p in own:
-        if p.name not in new:
-            p.unlink(missing_ok=True)
-    shutil.rmtree(directory, ignore_errors=True)
-    return replacing
+        (folder / f"{name}.svg").write_text(fig.svg, encoding="utf-8")
 
 
-def rerender(directory) -> Path:
-    """Re-render ``DIR/report.html`` and ``DIR/figures/`` from the saved results (no recomputation)."""
-    from ..core.validation import OutputDirectoryError
-    from ..runs.records import OutputLock
-    from ..outputs.result import load_result
-
-    d = Path(directory)
-    if not d.is_dir():
-        raise OutputDirectoryError(f"'{d}' is not a physgsa output directory: it does not exist or is not a folder.")
-    with OutputLock(d, what="report"):
-        result = load_result(d)
-        figs = result_figures(result)
-        try:
-            stage = Path(tempfile.mkdtemp(prefix=".physgsa-figures-", dir=d))
-        except PermissionError as exc:
-            raise OutputDirectoryError(f"Cannot write to '{d}': {exc.strerror}.") from None
-        try:
-            os.chmod(stage, 0o777 & ~_umask_now())
-            where = write_figures(result, stage, replacing=d / FIGURES_DIR, figures=figs)
-            if where == stage:
-                os.replace(stage, d / FIGURES_DIR)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        return write_report(result, d / "report.html", figs)
-
-
-def _umask_now() -> int:
-    from ..outputs.result import _umask
-
-    return _umask()
+def draw_spectra(res: SpectraResult, directory: Path) -> None:
+    """Write ``spectra.html`` into ``directory``."""
+    (Path(directory) / "spectra.html").write_text(render_spectra_page(res), encoding="utf-8")

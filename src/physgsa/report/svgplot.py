@@ -40,7 +40,8 @@ def text(value) -> str:
 def attr(value) -> str:
     """``value`` as a quoted XML attribute value, quotes included (as ``xml.sax.saxutils.quoteattr``:
     newlines, returns and tabs as character references; single quotes around a value holding
-    only double quotes, else double quotes with ``&quot;`` inside)."""
+    only double quotes, else double quotes with ``&quot;`` inside).
+    """
     data = _escape(_NOT_XML.sub("\ufffd", str(value)))
     data = data.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
     if '"' not in data:

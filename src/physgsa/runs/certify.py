@@ -17,13 +17,15 @@ from ..core.certificate import adversarial, margins, perturbation_tests, verdict
 from ..core.chain import Chain
 from ..core.heatmaps import interface_heatmaps
 from ..core.icm import LABELS, icm_rows
-from ..core.linalg import check_device, matmul
+from ..core.linalg import matmul
 from ..core.protocol import interface_items, model_verdict
+from ..models.device import backend, check_device
 from .records import RunStore, input_sha256
 from .executors import executor, run_tasks
 from ..core.resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
-from ..outputs.result import FACTOR_KEYS, INTERFACE_COLUMNS, Result, _environment as _environment_on_write, build_result, factor_record, interface_record
-from ..core.spectra import CHARTS, compute_spectrum, dominant_window
+from ..outputs.directory import environment as _environment_on_write
+from ..outputs.result import FACTOR_KEYS, INTERFACE_COLUMNS, Result, build_result, factor_record, interface_record
+from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum, dominant_window
 from ..core.structure import Partition, block_energy, column_units, compare, decomposition_from_blocks, fit_reference, fro_norm, row_groups, row_profiles_scaled, source_incidence, structure_of, THRESHOLD_RULES
 from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
 from ..core.transport import rigidity, transport
@@ -63,37 +65,54 @@ def _check_user_groups(value, what: str):
 
 
 CERTIFY_PARAMS = {
-    "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q"),
-    "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
+    "q": SPECTRUM_PARAMS["q"],
+    "chart": SPECTRUM_PARAMS["chart"],
     "groups": Param("auto", "choice", choices=("auto", "kmeans", "modes", "heads"), extra=_check_user_groups,
-                    doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups"),
-    "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m"),
+                    doc="row-group strategy (auto: heads where the rows have heads, else kmeans), or given groups",
+                    help="Row groups: auto (heads where rows have heads, else kmeans), kmeans, modes, heads, or an "
+                         ".npz of integer arrays keyed by interface ('a->b') or right factor name."),
+    "n_groups": Param(8, "int", 1, None, doc="number of k-means groups m", help="Number of k-means groups."),
     "units": Param("channels", "choice", choices=("channels", "heads", "groups"),
-                   doc="column units: channels, heads, or the conv groups of a grouped convolution"),
+                   doc="column units: channels, heads, or the conv groups of a grouped convolution",
+                   help="Column units: channels, heads, or groups (conv groups)."),
     "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
-                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative"),
+                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative",
+                       help="Support thresholds: gap (the spec: midpoint of the largest drop), gap_zero (ours: a final "
+                            "drop to zero appended) or relative (eta * max)."),
     "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
     "kappa_fraction": Param(0.05, "float", 0.0, 1.0, "left", doc="graph level kappa / max w"),
     "hub_degree": Param(3, "int", 2, None, doc="hub degree h"),
-    "safety": Param(0.9, "float", 0.0, 1.0, "right", doc="a priori safety factor"),
+    "safety": Param(0.9, "float", 0.0, 1.0, "right", doc="a priori safety factor",
+                    help="A priori safety factor in (0, 1]."),
     "tau_e": Param(0.5, "float", 0.0, 1.0, "neither", doc="ICM core-fraction level tau_E"),
     "tau_rho": Param(0.5, "float", -1.0, 1.0, "neither", doc="ICM correlation level tau_rho"),
-    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
-    "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
-    "n_perturbations": Param(32, "int", 0, None, doc="random draws per perturbation level"),
+    "window_band": SPECTRUM_PARAMS["window_band"],
+    "gap_floor": SPECTRUM_PARAMS["gap_floor"],
+    "n_perturbations": Param(32, "int", 0, None, doc="random draws per perturbation level",
+                             help="Random draws per perturbation level."),
     "perturbation": Param("blocks", "choice", choices=("blocks", "explicit"),
-                          doc="draw perturbed unit energies exactly (blocks) or form each E (explicit)"),
+                          doc="draw perturbed unit energies exactly (blocks) or form each E (explicit)",
+                          help="Perturbation draws: blocks (exact energy sampling) or explicit (form each E)."),
     "below": Param((0.25, 0.5, 0.9), "floats", 0.0, 1.0, "neither", doc="levels t < 1 (must not change)"),
     "above": Param((1.1, 1.5, 2.0, 4.0), "floats", 1.0, None, "neither", doc="levels t > 1 (rate reported)"),
-    "window_search": Param(False, "bool", doc="search the smallest certified windows"),
-    "seed": Param(0, "int", 0, None, doc="seed of every random choice"),
-    "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)"),
-    "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on"),
-    "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)"),
+    "window_search": Param(False, "bool", doc="search the smallest certified windows",
+                           help="Also search, along q from 0.5 to 0.999, the smallest windows for which the direct "
+                                "check and the measured verdict hold (shown in the report)."),
+    "seed": Param(0, "int", 0, None, doc="seed of every random choice", help="Seed of every random choice."),
+    "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)",
+                     help="Local processes for factors and interfaces; results are identical."),
+    "scheduler": Param(None, "any", allow_none=True, doc="address of a Dask scheduler to run the tasks on",
+                       help="Run the tasks on the Dask scheduler at this address."),
+    "dask_local": Param(0, "int", 0, None, doc="start a Dask LocalCluster of this many workers (0: none)",
+                        help="Start a Dask LocalCluster of this many workers for the run."),
     "max_memory": Param(None, "any", allow_none=True, extra=parse_memory,
-                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)"),
+                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)",
+                        help="Refuse any decomposition or product whose estimated memory exceeds this (bytes, or "
+                             "512M, 8G; default: 80% of the memory available at the start)."),
     "device": Param(None, "any", allow_none=True, extra=check_device,
-                    doc="None: LAPACK; 'cpu' or 'cuda': decompositions and products through torch"),
+                    doc="None: LAPACK; 'cpu' or 'cuda': decompositions and products through torch",
+                    help="Run decompositions and products through torch on this device (cpu, cuda, cuda:N); default: "
+                         "LAPACK."),
 }
 
 
@@ -170,7 +189,7 @@ class _PAM:
         rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
         self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
                             direct_norm=self.direct_norm, rounding=rounding)
-        self.negligible = at_rounding_level(L.a_hat, R.a_hat, a1, p["device"])
+        self.negligible = at_rounding_level(L.a_hat, R.a_hat, a1, backend(p["device"]))
         if self.negligible:
             self.ver.update(a_priori=False, measured=False)
         self.s1 = structure_of(a1, self.ref)
@@ -191,9 +210,9 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     rng = np.random.default_rng([p["seed"], link.index])
     # The whole C = V'^T U only for the window search, which reuses it at many windows; one
     # window needs only thin blocks of it.
-    c = matmul(R.vt, L.u, p["device"]) if p["window_search"] else None
-    m_full = matmul(R.a_hat, L.a_hat, p["device"])
-    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full, device=p["device"])
+    c = matmul(R.vt, L.u, backend(p["device"])) if p["window_search"] else None
+    m_full = matmul(R.a_hat, L.a_hat, backend(p["device"]))
+    tr = transport(L, R, L.k, R.k, c=c, m_full=m_full, device=backend(p["device"]))
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
     if rig.slack is not None and rig.slack < -1e-9:
         raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
@@ -327,7 +346,7 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
     for q in WINDOW_SEARCH_QS:
         _, k, _ = dominant_window(L.sigma, q, p["window_band"])
         _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
-        tr = transport(L, R, k, kp, c=c, m_full=m_full, device=p["device"])
+        tr = transport(L, R, k, kp, c=c, m_full=m_full, device=backend(p["device"]))
         rng = np.random.default_rng([p["seed"], link.index])
         pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
         steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,
@@ -438,7 +457,7 @@ def _silent(stage, done, total, name):
 
 
 def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = False, keep_others: bool = False,
-            wait: bool = False, **params) -> Result:
+            wait: bool = False, lock=None, **params) -> Result:
     """Spectra, transport, PAM structure and the static certificate of every interface.
 
     Parameters
@@ -471,6 +490,9 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
         (they are never touched).
     wait : bool
         With ``checkpoint``: wait for another run holding the directory instead of refusing.
+    lock : physgsa.outputs.directory.OutputLock, optional
+        With ``checkpoint``: the lock the caller holds on it (the command line holds it for the
+        whole run); without it the directory is locked while the records are written.
 
     Returns
     -------
@@ -485,7 +507,7 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
     if p["max_memory"] is None:
         p["max_memory"] = default_limit()
     report = progress if progress is not None else (lambda stage, done, total, name: None)
-    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=p["device"],
+    kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=backend(p["device"]),
               max_memory=p["max_memory"])
     fs, links = chain.factors, chain.links
     # Everything that can be refused is refused before anything is written: every memory
@@ -497,7 +519,7 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
         if checkpoint is not None:
             store = RunStore(checkpoint, sha, p, factor_names=[f.name for f in fs],
                              interface_names=[k.name(chain) for k in links], overwrite=overwrite,
-                             keep_others=keep_others, wait=wait)
+                             keep_others=keep_others, wait=wait, lock=lock)
         try:
             f_records, i_records = _compute(chain, p, kw, pool, store, report)
         finally:

@@ -30,23 +30,30 @@ principal-angle cosines between BASE's and OTHER's dominant windows (output and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
-from ..core.validation import CertificateBugError, InvalidParameterError, PhysgsaError, check_params
 from ..core.chain import Chain
-from ..report.compare import interface_images
+from ..core.heatmaps import binned_abs
 from ..core.icm import icm_rows
-from .certify import CERTIFY_PARAMS, _PAM
+from ..core.resources import default_limit
 from ..core.spectra import compute_spectrum
 from ..core.structure import compare as compare_structures
 from ..core.structure import fro_norm, structure_of
 from ..core.transport import transport
+from ..core.validation import CertificateBugError, InvalidParameterError, PhysgsaError, check_params
+from ..outputs.compare import CompareResult
+from .certify import _PAM, CERTIFY_PARAMS
 
 __all__ = ["compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
 
+# compare's command line takes no groups file, and its seed also draws --noise: its own help texts.
+_OWN_HELP = {"groups": "Row groups: auto, kmeans, modes or heads.", "seed": "Seed of every random choice (groups, noise)."}
 #: certify's parameters that decide BASE's reference (execution options are not needed here).
-COMPARE_PARAMS = {k: v for k, v in CERTIFY_PARAMS.items()
+COMPARE_PARAMS = {k: dataclasses.replace(v, help=_OWN_HELP[k]) if k in _OWN_HELP else v
+                  for k, v in CERTIFY_PARAMS.items()
                   if k in ("q", "chart", "groups", "n_groups", "units", "threshold", "eta", "kappa_fraction",
                            "hub_degree", "safety", "tau_e", "tau_rho", "window_band", "gap_floor", "seed",
                            "max_memory")}
@@ -72,27 +79,6 @@ def check_same_layout(base: Chain, other: Chain, name: str) -> None:
     lo = [(k.left, k.right) for k in other.links]
     if lb != lo:
         raise LayoutMismatchError(f"{name} has other interfaces than the base.")
-
-
-class CompareResult:
-    """Tables of one comparison: ``interfaces`` (one row per interface and OTHER), ``factors`` (one
-    row per factor and OTHER), ``details`` (JSON-ready, per interface), ``document`` (compare.json)."""
-
-    def __init__(self, interfaces: pd.DataFrame, factors: pd.DataFrame, document: dict, images: list | None = None):
-        self.interfaces = interfaces
-        self.factors = factors
-        self.document = document
-        self.images = images or []
-
-    def save(self, out, *, keep_others: bool = False):
-        """Write compare.parquet, compare_factors.parquet, compare.json and compare.html into ``out``."""
-        from ..report.compare import save_compare
-
-        return save_compare(self, out, keep_others=keep_others)
-
-    def _repr_html_(self) -> str:  # a notebook shows the per-interface verdicts
-        cols = ["other", "interface", "delta_norm", "rho_static", "ratio", "certified", "direct_same", "changed"]
-        return self.interfaces[cols].to_html(index=False)
 
 
 def _truncation(s, k: int) -> np.ndarray:
@@ -138,13 +124,11 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
         check_same_layout(base, ch, name)
     full_p = {**{k: v.default for k, v in CERTIFY_PARAMS.items()}, **p, "device": None, "window_search": False}
     if full_p["max_memory"] is None:
-        from ..core.resources import default_limit
-
         full_p["max_memory"] = default_limit()
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=None,
               max_memory=full_p["max_memory"])
     base_spec = [compute_spectrum(f, **kw) for f in base.factors]
-    iface_rows, factor_rows, details, images = [], [], [], []
+    iface_rows, factor_rows, details, panels = [], [], [], []
     # BASE's references, fitted once.
     refs = []
     for link in base.links:
@@ -160,7 +144,7 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
     for name, other in others:
         spec = [compute_spectrum(f, **kw) for f in other.factors]
         d_hat, d_win = [], []
-        for i, (fb, sb, so) in enumerate(zip(base.factors, base_spec, spec)):
+        for fb, sb, so in zip(base.factors, base_spec, spec):
             k = sb.k
             d_hat.append(fro_norm(so.a_hat - sb.a_hat))
             d_win.append(fro_norm(_truncation(so, k) - _truncation(sb, k)))
@@ -189,7 +173,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
             if diff and (measured or a_priori):
                 raise CertificateBugError(
                     f"Interface {where}: {name} is certified against the base (||Delta A||_F = {delta_norm:.6g}, "
-                    f"rho_static = {rho:.6g}) but its structure differs in {', '.join(diff)}. This is a bug in physgsa.")
+                    f"rho_static = {rho:.6g}) but its structure differs in {', '.join(diff)}. This is a bug in "
+                    "physgsa.")
             icm_o = icm_rows(a_o, np.zeros_like(a_o), ref.partition, ref.structure.codes, tau_e=p["tau_e"],
                              tau_rho=p["tau_rho"], interface_certified=True, centroid=base_icm["centroid"])
             labels_b, labels_o = base_icm["label"], icm_o["label"]
@@ -209,12 +194,21 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
             units = sorted({u for us in list(changes["supports_gained"].values())
                             + list(changes["supports_lost"].values()) for u in us})
             cols = np.flatnonzero(np.isin(ref.partition.units, units)).tolist()
-            images.append(interface_images(name, where, tr_b.m_window, a_o, ref.partition, cols,
-                                           measured or a_priori, not diff, ",".join(diff)))
+            panels.append(_panel(name, where, tr_b.m_window, a_o, ref.partition, cols,
+                                 certified=measured or a_priori, direct_same=not diff, changed=",".join(diff)))
     doc = {"format": "physgsa.compare/1", "parameters": {k: v for k, v in p.items() if k != "max_memory"},
            "base": base.source, "others": [n for n, _ in others], "interfaces": details}
     ifs = pd.DataFrame(iface_rows)
     if "ratio" in ifs:
         ifs["ratio"] = pd.array([None if v is None or not np.isfinite(v) else float(v) for v in ifs["ratio"]],
                                 dtype="Float64")
-    return CompareResult(ifs, pd.DataFrame(factor_rows), doc, images)
+    return CompareResult(ifs, pd.DataFrame(factor_rows), doc, tuple(panels))
+
+
+def _panel(name: str, where: str, a0: np.ndarray, a_o: np.ndarray, part, cols: list[int], *, certified: bool,
+           direct_same: bool, changed: str) -> dict:
+    """What the page shows of one interface: BASE's and OTHER's ``|A|`` binned, rows by BASE's groups."""
+    order = np.argsort(part.groups, kind="stable")
+    return {"other": name, "interface": where, "base": binned_abs(a0, order), "other_map": binned_abs(a_o, order),
+            "cols": cols, "n_cols": a0.shape[1], "certified": certified, "direct_same": direct_same,
+            "changed": changed}

@@ -1,9 +1,4 @@
-"""Output directories that lose nothing: one run at a time, verified records, a user's files left alone.
-
-**One run per directory.** :class:`OutputLock` takes an OS lock (``flock``) on the output
-directory itself. The kernel drops it when its process dies, however it dies, so it never goes
-stale. A second run on the same directory is refused at once, naming the running one (pid,
-start time, input), or waits for it when asked (``wait=True``, ``--wait``).
+"""The resumable run store: verified records of a long certify run, and its input identity.
 
 **Verified records.** A long certificate run writes each finished factor and interface into
 ``OUT/.physgsa-run/`` as soon as it is done, each file by atomic replacement. Every record
@@ -13,48 +8,33 @@ dtype, shape and bytes). On a rerun a record is used only if every one of these 
 any other record is recomputed, never trusted. The final outputs are assembled from records
 either way, so they are byte-identical to an uninterrupted run's.
 
-**Never delete what physgsa did not write.** physgsa's own files in an output directory are
-:data:`OWN_FILES` and ``.physgsa-*`` entries. A directory that holds anything else is refused,
-the foreign entries named, unless ``keep_others=True`` (``--keep-others``): then physgsa writes
-beside them and leaves them untouched. Outputs are replaced file by file, never by replacing
-the directory, so ``--out .`` works and a symlinked ``--out`` is written through to its target.
-
 **Identity is content.** ``input_sha256`` hashes the factors' names, shapes, float64 bytes,
 layouts, links and breaks and every parameter that changes a number; never a path. The same
 bytes under another name or through a symlink resume the same run and give the same
 certificate bytes; the path is provenance only (``provenance.json``).
+
+The output directory itself (its lock, whose files are whose, how files are written) is
+:mod:`physgsa.outputs.directory`.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import contextlib
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..core.validation import OutputDirectoryError
 from ..models.files import _ZIP_ERRORS
+from ..outputs.directory import RUN_DIR, OutputLock, atomic_write, held, read_json, refuse_foreign, write_npz
+from ..outputs.jsonio import json_default
+from ..outputs.result import RUN_OPTIONS
 
-__all__ = ["RUN_DIR", "RUN_OPTIONS", "OWN_FILES", "OutputLock", "RunStore", "input_sha256", "foreign_entries",
-           "record_checksum"]
+__all__ = ["RunStore", "input_sha256", "record_checksum"]
 
-RUN_DIR = ".physgsa-run"
-#: Parameters that choose how a run executes, never what it computes: a run may resume with
-#: other values, and they are not part of the fingerprint.
-RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
-#: Every file physgsa writes into an output directory (besides its ``.physgsa-*`` entries).
-OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
-             "heatmaps.npz", "report.html", "provenance.json", "figures",
-             # physgsa compare's, study's and spectra's own outputs (one tool may write beside another)
-             "compare.parquet", "compare_factors.parquet", "compare.json", "compare.html",
-             "study.parquet", "study.html", "runs", "spectra.parquet", "spectra.json", "spectra.html")
 RECORD_FORMAT = "physgsa.record/2"
 
 
@@ -68,7 +48,7 @@ def input_sha256(chain, params: dict) -> str:
     Never a path: the same bytes under two names are the same run.
     """
     h = hashlib.sha256()
-    h.update(json.dumps({"parameters": _numbers(params)}, sort_keys=True, default=_json_default).encode())
+    h.update(json.dumps({"parameters": _numbers(params)}, sort_keys=True, default=json_default).encode())
     for f in chain.factors:
         h.update(json.dumps([f.name, list(f.shape)]).encode())
         h.update(memoryview(np.ascontiguousarray(f.matrix, dtype=np.float64)).cast("B"))
@@ -81,142 +61,10 @@ def input_sha256(chain, params: dict) -> str:
     return h.hexdigest()
 
 
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".physgsa-tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _differences(old: dict, new: dict) -> str:
     keys = sorted(set(old) | set(new))
     diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
     return ", ".join(diff) if diff else "the input weights"
-
-
-def foreign_entries(directory: Path) -> list[str]:
-    """The entries of ``directory`` that physgsa did not write (sorted names; ``/`` marks a folder)."""
-    out = []
-    for p in sorted(directory.iterdir(), key=lambda q: q.name):
-        if p.name in OWN_FILES or p.name.startswith(".physgsa-"):
-            continue
-        out.append(p.name + ("/" if p.is_dir() and not p.is_symlink() else ""))
-    return out
-
-
-def refuse_foreign(directory: Path, keep_others: bool) -> None:
-    """Refuse an output directory holding files physgsa did not write, naming them (unless kept)."""
-    if keep_others or not directory.is_dir():
-        return
-    foreign = foreign_entries(directory)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputDirectoryError(
-            f"Output directory '{directory}' holds files physgsa did not write ({shown}); refusing to write "
-            "there. Choose an empty or new --out, or pass --keep-others to write beside them (they are left "
-            "untouched)."
-        )
-
-
-# -- the lock --------------------------------------------------------------------------------------
-
-#: Locks this process holds, by the directory's (device, inode): a second OutputLock on the same
-#: directory in the same process (certify's records, then Result.save) shares the first one.
-#: flock is per open file, so without this the process would refuse itself.
-_HELD: dict[tuple[int, int], "OutputLock"] = {}
-
-
-class OutputLock:
-    """An exclusive OS lock on an output directory, for as long as one run writes into it.
-
-    Creates the directory (and its parents) if missing; :meth:`release` removes it again if the
-    run created it and wrote nothing there. ``wait=True`` blocks until the other run is done.
-    """
-
-    def __init__(self, out, *, wait: bool = False, what: str = "run"):
-        self.out = Path(out)
-        self.created = False
-        self.fd = None
-        self.depth = 0
-        self.owner = None
-        if self.out.exists() and not self.out.is_dir():
-            raise OutputDirectoryError(f"Output path '{self.out}' exists and is not a directory. Choose another --out.")
-        try:
-            if not self.out.exists():
-                self.out.mkdir(parents=True)
-                self.created = True
-            self.fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise OutputDirectoryError(f"Cannot create output directory '{self.out}': {exc.strerror}.") from None
-        st = os.fstat(self.fd)
-        self.key = (st.st_dev, st.st_ino)
-        held = _HELD.get(self.key)
-        if held is not None:
-            os.close(self.fd)
-            self.fd = None
-            self.owner = held
-            held.depth += 1
-            return
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as exc:
-            os.close(self.fd)
-            self.fd = None
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise OutputDirectoryError(f"Cannot lock output directory '{self.out}': {exc.strerror}.") from None
-            raise OutputDirectoryError(
-                f"Output directory '{self.out}' is in use by another physgsa run ({_describe_owner(self.out)}). "
-                "Wait for it to finish, choose another --out, or pass --wait to wait for it."
-            ) from None
-        self.depth = 1
-        _HELD[self.key] = self
-        _atomic_write(self.out / ".physgsa-owner.json", json.dumps(
-            {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}).encode())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
-
-    def release(self) -> None:
-        if self.owner is not None:
-            self.owner.depth -= 1
-            self.owner = None
-            return
-        if self.fd is None:
-            return
-        self.depth -= 1
-        if self.depth > 0:
-            return
-        (self.out / ".physgsa-owner.json").unlink(missing_ok=True)
-        if self.created:
-            try:
-                self.out.rmdir()  # only if the run left it empty (a refusal writes nothing)
-            except OSError:
-                pass
-        _HELD.pop(self.key, None)
-        os.close(self.fd)  # closing the descriptor drops the lock
-        self.fd = None
-
-
-def _describe_owner(out: Path) -> str:
-    doc = _read_json(out / ".physgsa-owner.json") or {}
-    pid, started = doc.get("pid"), doc.get("started")
-    return f"pid {pid}, started {started}" if pid else "its owner is still starting"
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -260,40 +108,48 @@ class RunStore:
         Write beside files physgsa did not write instead of refusing.
     wait : bool
         Wait for another run holding the directory instead of refusing.
+    lock : OutputLock, optional
+        The lock the caller holds on ``out`` (kept after :meth:`release`); without it the store
+        takes its own, released by :meth:`release`.
     """
 
     def __init__(self, out, sha256: str, params: dict, *, factor_names=(), interface_names=(),
-                 overwrite: bool = False, keep_others: bool = False, wait: bool = False):
+                 overwrite: bool = False, keep_others: bool = False, wait: bool = False,
+                 lock: OutputLock | None = None):
         self.out = Path(out)
         self.dir = self.out / RUN_DIR
         self.sha256 = sha256
         self.factor_names = list(factor_names)
         self.interface_names = list(interface_names)
         self.discarded = 0
-        numbers = json.loads(json.dumps(_numbers(params), sort_keys=True, default=_json_default))
-        self.lock = OutputLock(self.out, wait=wait, what=f"certify {sha256[:12]}")
+        numbers = json.loads(json.dumps(_numbers(params), sort_keys=True, default=json_default))
+        # The caller's lock when it holds one (the command line holds it from before the input is
+        # read until the outputs are in place); else one of our own, for the run.
+        self._lock = contextlib.ExitStack()
+        self.lock = self._lock.enter_context(held(self.out, lock, wait=wait, what=f"certify {sha256[:12]}"))
         try:
             refuse_foreign(self.out, keep_others)
             self._check_existing(numbers, overwrite)
             self.dir.mkdir(exist_ok=True)
-            _atomic_write(self.dir / "run.json", json.dumps(
+            atomic_write(self.dir / "run.json", json.dumps(
                 {"format": "physgsa.run/2", "input_sha256": sha256, "parameters": numbers},
                 sort_keys=True, indent=1).encode())
         except OSError as exc:
-            self.lock.release()
+            self.release()
             raise OutputDirectoryError(f"Cannot write to output directory '{self.out}': {exc.strerror}.") from None
         except BaseException:
-            self.lock.release()
+            self.release()
             raise
 
     def release(self) -> None:
-        self.lock.release()
+        """Drop the lock, if this store took it (a lock passed down stays with its holder)."""
+        self._lock.close()
 
     def _check_existing(self, numbers: dict, overwrite: bool) -> None:
         run = self.dir / "run.json"
         cert = self.out / "certificate.json"
         if run.is_file() or self.dir.is_dir():
-            old = _read_json(run) or {}
+            old = read_json(run) or {}
             if old.get("input_sha256") == self.sha256:
                 return
             if old and not overwrite:
@@ -305,7 +161,7 @@ class RunStore:
             # Another run's records (or unreadable ones): ours to discard.
             shutil.rmtree(self.dir)
         if cert.is_file():
-            old = _read_json(cert) or {}
+            old = read_json(cert) or {}
             if old.get("input_sha256") != self.sha256 and not overwrite:
                 raise OutputDirectoryError(
                     f"Output directory '{self.out}' holds the results of a run of different input or parameters "
@@ -316,7 +172,7 @@ class RunStore:
     # -- factors -------------------------------------------------------------------------
     def factor(self, i: int, expected_keys=None) -> dict | None:
         """The verified record of factor ``i``, or None (missing or failing any check)."""
-        doc = _read_json(self.dir / f"factor-{i:06d}.json")
+        doc = read_json(self.dir / f"factor-{i:06d}.json")
         if doc is None:
             return None
         rec = doc.get("record")
@@ -333,12 +189,12 @@ class RunStore:
         doc = {"format": RECORD_FORMAT, "run": self.sha256, "kind": "factor", "index": i, "name": record["name"],
                "record": record}
         doc["checksum"] = record_checksum(doc)
-        _atomic_write(self.dir / f"factor-{i:06d}.json", json.dumps(doc).encode())
+        atomic_write(self.dir / f"factor-{i:06d}.json", json.dumps(doc).encode())
 
     # -- interfaces ----------------------------------------------------------------------
     def interface(self, i: int, expected_row_keys=None) -> dict | None:
         """The verified record of interface ``i`` (its JSON and its arrays), or None."""
-        doc = _read_json(self.dir / f"interface-{i:06d}.json")
+        doc = read_json(self.dir / f"interface-{i:06d}.json")
         if doc is None:
             return None
         name = self.interface_names[i] if i < len(self.interface_names) else None
@@ -369,29 +225,14 @@ class RunStore:
     def save_interface(self, i: int, record: dict) -> None:
         # The arrays first, then the JSON: the JSON's presence (and its checksum over both) marks
         # the record complete.
-        from ..outputs.result import _write_npz
-
-        fd, tmp = tempfile.mkstemp(prefix=".physgsa-tmp-", suffix=".npz", dir=self.dir)
-        os.close(fd)
-        try:
-            _write_npz(Path(tmp), record["arrays"], compress=False)  # written once, read at most once
-            os.replace(tmp, self.dir / f"interface-{i:06d}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Stored, not deflated: written once, read at most once.
+        atomic_write(self.dir / f"interface-{i:06d}.npz", lambda tmp: write_npz(tmp, record["arrays"], compress=False))
         doc = {"format": RECORD_FORMAT, "run": self.sha256, "kind": "interface",
                **{k: v for k, v in record.items() if k != "arrays"}, "array_order": list(record["arrays"])}
         doc["checksum"] = record_checksum(doc, record["arrays"])
-        _atomic_write(self.dir / f"interface-{i:06d}.json", json.dumps(doc).encode())
+        atomic_write(self.dir / f"interface-{i:06d}.json", json.dumps(doc).encode())
 
     def _discard(self):
         self.discarded += 1
         return None
 
-
-def _read_json(path: Path):
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None

@@ -14,35 +14,32 @@ why not.
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core import powerlaw
-from ..core.validation import InvalidFactorError, InvalidParameterError, OutputDirectoryError, Param, check_params
 from ..core.chain import Factor, check_matrix
 from ..core.resources import check_memory, default_limit, gram_bytes, parse_memory
-from ..outputs.result import _jsonable, _nullable, _umask, _versions
-from ..core.spectra import CHARTS, compute_spectrum
+from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum
+from ..core.validation import InvalidFactorError, InvalidParameterError, Param, check_params
+from ..models.weights import excluded
+from ..outputs.jsonio import nullable, versions
+from ..outputs.spectra import SpectraResult
 
 __all__ = ["SPECTRA_PARAMS", "SpectraResult", "spectra_of", "spectra_source"]
 
 SPECTRA_PARAMS = {
-    "q": Param(0.9, "float", 0.0, 1.0, "neither", doc="energy quantile of the effective rank k_q"),
-    "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat"),
-    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
-    "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
+    **SPECTRUM_PARAMS,
     "max_memory": Param(None, "any", allow_none=True, extra=parse_memory,
-                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)"),
-    "exclude": Param((), "any", extra=lambda v, where: _patterns(v, where),
-                     doc="glob patterns (fnmatch) of tensor keys or matrix names to leave out"),
+                        doc="memory limit in bytes or '8G' (None: 80% of the memory available at the start)",
+                        help="Refuse any matrix whose estimated memory exceeds this (bytes, or 512M, 8G; default: 80% "
+                             "of the available)."),
+    "exclude": Param((), "any", extra=lambda v, where: _patterns(v, where), cli_type=list[str],
+                     doc="glob patterns (fnmatch) of tensor keys or matrix names to leave out",
+                     help="Leave out tensors whose key or name matches this glob pattern (repeatable), e.g. "
+                          "'h.*.attn.c_attn.weight'."),
 }
 
 
@@ -57,50 +54,10 @@ def _patterns(value, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def excluded(key: str, name: str, patterns: tuple[str, ...]) -> str | None:
-    """The first pattern that matches the tensor ``key`` or the matrix ``name``, or None."""
-    for pat in patterns:
-        if fnmatch.fnmatchcase(key, pat) or fnmatch.fnmatchcase(name, pat):
-            return pat
-    return None
-
 _NULLABLE = ("s_window", "window_r2", "log_norm", "log_spectral_norm", "stable_rank", "entropy", "alpha",
              "xmin", "alpha_D", "alpha_weighted", "log_alpha_norm")
 _WW_COLS = ("log_norm", "log_spectral_norm", "stable_rank", "matrix_rank", "entropy", "alpha", "xmin", "alpha_D",
             "alpha_n_tail", "alpha_weighted", "log_alpha_norm", "alpha_status", "ww_num_evals")
-
-
-@dataclass(frozen=True)
-class SpectraResult:
-    """One row per matrix (``table``), what was not analysed (``skipped``), and the run's record."""
-
-    table: pd.DataFrame
-    skipped: list
-    record: dict
-
-    def save(self, out) -> Path:
-        """Write ``spectra.parquet``, ``spectra.json`` and ``spectra.html`` into ``out``, each atomically."""
-        out = Path(out)
-        if out.exists() and any(out.iterdir()) and not (out / "spectra.json").exists() \
-                and not (out / "certificate.json").exists():
-            raise OutputDirectoryError(f"Output directory '{out}' is not empty and holds no physgsa results; "
-                                       "refusing to write into it. Choose an empty or new directory.")
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".spectra.tmp-", dir=out))
-        try:
-            self.table.to_parquet(tmp / "spectra.parquet", index=False, engine="pyarrow", compression="zstd")
-            doc = {**self.record, "skipped": self.skipped}
-            (tmp / "spectra.json").write_text(json.dumps(_jsonable(doc), indent=2, sort_keys=True, allow_nan=False)
-                                             + "\n", encoding="utf-8")
-            from ..report.pages import render_spectra_page
-
-            (tmp / "spectra.html").write_text(render_spectra_page(self), encoding="utf-8")
-            for name in ("spectra.parquet", "spectra.json", "spectra.html"):
-                os.chmod(tmp / name, 0o666 & ~_umask())
-                os.replace(tmp / name, out / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
 
 
 def _ww_energies(s, ww: powerlaw.WWLayer, name: str, limit) -> powerlaw.Energies:
@@ -171,12 +128,12 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, progress=Non
     df = pd.DataFrame(rows)
     for col in _NULLABLE:
         if col in df:
-            df[col] = _nullable(df[col].tolist())
+            df[col] = nullable(df[col].tolist())
     if "alpha_n_tail" in df:
         df["alpha_n_tail"] = pd.array([None if v is None or pd.isna(v) else int(v) for v in df["alpha_n_tail"]],
                                       dtype="Int64")
     record = {"format": "physgsa.spectra/2", "source": source,
-              "parameters": {k: v for k, v in p.items() if k != "max_memory"}, "versions": _versions(),
+              "parameters": {k: v for k, v in p.items() if k != "max_memory"}, "versions": versions(),
               "weightwatcher_reproduced": powerlaw.WW_VERSION, "n_matrices": len(rows)}
     return SpectraResult(table=df, skipped=skipped, record=record)
 

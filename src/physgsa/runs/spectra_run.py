@@ -21,19 +21,20 @@ import inspect
 import json
 from pathlib import Path
 
-from ..core.validation import OutputDirectoryError, ResourceLimitError, check_params
+from ..core.validation import ChainFileError, OutputDirectoryError, ResourceLimitError, check_params
+from ..models import resolve_source
+from ..models.files import not_an_archive
+from ..outputs.directory import OWN_FILES
+from ..outputs.spectra import SPECTRA_FILES, SpectraResult
+from ..outputs.spectra import depth_order as table_order
+from .spectra import SPECTRA_PARAMS, spectra_source
 
 __all__ = ["run", "check_out", "depth_order", "SPECTRA_FILES"]
 
-#: The files ``physgsa spectra`` writes into its ``--out``.
-SPECTRA_FILES = ("spectra.parquet", "spectra.json", "spectra.html")
 
-
-def depth_order(result):
+def depth_order(result: SpectraResult) -> SpectraResult:
     """``result`` with its table in depth order (names sorted with their numbers by value, ties kept)."""
-    from ..report.pages import depth_order as order
-
-    return dataclasses.replace(result, table=order(result.table))
+    return dataclasses.replace(result, table=table_order(result.table))
 
 
 def _identity(source: str, params: dict) -> dict:
@@ -50,8 +51,6 @@ def check_out(out, source: str, params: dict, *, overwrite: bool = False) -> Non
     ``params`` are the validated parameters of this run; ``source`` is what its ``spectra.json``
     will name as the source.
     """
-    from .records import OWN_FILES
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
@@ -91,14 +90,10 @@ def _source_name(source) -> str:
         return "example"
     if isinstance(source, (str, Path)) and Path(source).suffix == ".npz":
         return str(Path(source))
-    from ..models import resolve_source
-
     return resolve_source(source).name
 
 
 def _takes_progress() -> bool:
-    from .spectra import spectra_source
-
     return "progress" in inspect.signature(spectra_source).parameters
 
 
@@ -118,18 +113,13 @@ def run(source, out, *, overwrite: bool = False, progress=None, **params):
     **params
         ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory``.
     """
-    from .spectra import SPECTRA_PARAMS, spectra_source
-
     report = progress or (lambda *a: None)
     p = check_params("spectra", SPECTRA_PARAMS, params)
     if isinstance(source, (str, Path)) and Path(source).suffix == ".npz" and Path(source).is_file():
-        from ..core.validation import ChainFileError
-        from ..models.files import not_an_archive
-
         why = not_an_archive(source)
         if why is not None:  # numpy would take it for a pickle and advise allow_pickle
-            raise ChainFileError(f"Tensor file '{source}' is not a readable .npz archive: {why}. An .npz is a zip of .npy "
-                                 "arrays, as numpy.savez writes.")
+            raise ChainFileError(f"Tensor file '{source}' is not a readable .npz archive: {why}. An .npz is a zip of "
+                                 ".npy arrays, as numpy.savez writes.")
     check_out(out, _source_name(source), p, overwrite=overwrite)
     kw = {"progress": report} if _takes_progress() else {}
     try:

@@ -34,11 +34,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
+
+import numpy as np
+
+from ..sources import ModelSourceError, SafetensorsSource, TensorDictSource
+from .digits import digits_data
+
+# torch, transformers, diffusers and safetensors are imported inside the functions that use them
+# (start-up: `physgsa models` and `physgsa --help` load none of them).
 
 __all__ = ["TRAINED_MODELS", "cache_path", "ensure_trained", "train", "bundled_source", "model_info", "describe",
            "cached_record", "read_record", "load_model", "build_model", "export_folder", "random_source",
@@ -83,8 +93,6 @@ TRAINED_MODELS = {
 
 def _spec(name: str) -> _Spec:
     if name not in TRAINED_MODELS:
-        from ..sources import ModelSourceError
-
         raise ModelSourceError(f"{name!r} is not a model physgsa trains (known: {', '.join(TRAINED_MODELS)}).")
     return TRAINED_MODELS[name]
 
@@ -175,11 +183,6 @@ _CONTEXT = 64
 def stdlib_corpus(n_bytes: int = _CORPUS_BYTES) -> tuple[bytes, dict]:
     """The first ``n_bytes`` of the standard library's top-level ``.py`` files in sorted order,
     and what they are (directory, Python version, the files used, SHA-256)."""
-    import platform
-    import sysconfig
-
-    from ..sources import ModelSourceError
-
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in root.glob("*.py") if p.is_file()) if root.is_dir() else []
     parts, used, total = [], [], 0
@@ -204,7 +207,6 @@ def stdlib_corpus(n_bytes: int = _CORPUS_BYTES) -> tuple[bytes, dict]:
 
 
 def _byte_split(corpus: bytes):
-    import numpy as np
     import torch
 
     arr = torch.from_numpy(np.frombuffer(corpus, dtype=np.uint8).astype(np.int64))
@@ -214,7 +216,6 @@ def _byte_split(corpus: bytes):
 
 def unigram_entropy(data) -> float:
     """Entropy in nats of the byte frequencies of ``data`` (bytes, or an integer array of byte values)."""
-    import numpy as np
 
     values = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
     counts = np.bincount(values.astype(np.int64), minlength=256).astype(np.float64)
@@ -255,7 +256,6 @@ def _batches(n: int, size: int, gen):
 def _train_vit(model, steps: int, tick) -> dict:
     import torch
 
-    from .digits import digits_data
 
     x, y, _, _ = digits_data()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
@@ -279,7 +279,6 @@ def vit_accuracy(model) -> tuple[int, int]:
     """(correct, total) of the ViT on the held-out 20% of the digits."""
     import torch
 
-    from .digits import digits_data
 
     _, _, x, y = digits_data()
     with torch.no_grad():
@@ -298,7 +297,6 @@ def denoising_loss(model, draws: int = 4) -> float:
     (timestep, noise) pairs per image (the same pairs for every network)."""
     import torch
 
-    from .digits import digits_data
 
     _, _, x, _ = digits_data()
     x = (x * 2 - 1).repeat(draws, 1, 1, 1)
@@ -319,7 +317,6 @@ def denoising_loss(model, draws: int = 4) -> float:
 def _train_diffusion(model, steps: int, tick) -> dict:
     import torch
 
-    from .digits import digits_data
 
     x, _, _, _ = digits_data()
     x = x * 2 - 1
@@ -406,8 +403,6 @@ def quality_passed(name: str, quality: dict) -> bool:
 
 
 def _versions() -> dict:
-    import platform
-
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__}
@@ -561,8 +556,6 @@ def bundled_source(name: str, progress: Progress | None = None):
     The cached ``.safetensors`` file, read lazily, with the config the network was built from:
     the adapters read it as they read a ``save_pretrained`` folder.
     """
-    from ..sources import ModelSourceError, SafetensorsSource
-
     path = ensure_trained(name, progress=progress)
     record = read_record(path)
     if record is None:  # pragma: no cover - written just now or verified just before
@@ -572,8 +565,6 @@ def bundled_source(name: str, progress: Progress | None = None):
 
 def random_source(name: str, seed: int = TRAIN_SEED):
     """The same network with seeded initial weights (``seed=TRAIN_SEED``: where training started)."""
-    from ..sources import TensorDictSource
-
     model = build_model(name, seed=seed)
     return TensorDictSource(_state(model), _config_dict(model), f"{name} (random, seed {seed})")
 

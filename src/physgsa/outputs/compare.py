@@ -1,0 +1,87 @@
+"""The result of ``physgsa compare``: per-interface and per-factor tables, the document, the binned panels.
+
+:meth:`CompareResult.save` writes ``compare.parquet``, ``compare_factors.parquet`` and
+``compare.json`` through the one staged write; :meth:`CompareResult.load` reads them back.
+``compare.html`` is the report's (:func:`physgsa.save` saves and draws in one step); the binned
+``|A|`` panels it shows side by side live in ``panels`` and are not saved as data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .directory import OutputLock, held, refuse_foreign, staged_write
+from .jsonio import json_default, read_saved
+
+__all__ = ["CompareResult", "COMPARE_FILES"]
+
+#: The files ``physgsa compare`` writes into its ``--out`` (its page included).
+COMPARE_FILES = ("compare.parquet", "compare_factors.parquet", "compare.json", "compare.html")
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Tables of one comparison.
+
+    Attributes
+    ----------
+    interfaces : DataFrame
+        One row per interface and OTHER (``compare.parquet``).
+    factors : DataFrame
+        One row per factor and OTHER (``compare_factors.parquet``).
+    document : dict
+        JSON-ready: the parameters, the models and the per-interface details (``compare.json``).
+    panels : tuple of dict
+        Per interface and OTHER, what the page draws side by side: BASE's and OTHER's ``|A|``
+        binned (``base``, ``other_map``; rows by BASE's groups), the columns whose support
+        changed (``cols``, of ``n_cols``) and the verdicts (``certified``, ``direct_same``,
+        ``changed``), with ``other`` and ``interface`` naming it. Not saved: ``load`` leaves it empty.
+    """
+
+    interfaces: pd.DataFrame
+    factors: pd.DataFrame
+    document: dict
+    panels: tuple = field(default_factory=tuple)
+
+    def save(self, out, *, keep_others: bool = False, lock: OutputLock | None = None,
+             pages: Callable[[Path], None] | None = None) -> Path:
+        """Write compare.parquet, compare_factors.parquet and compare.json into ``out``, together.
+
+        Parameters
+        ----------
+        out : path
+            The output directory (created if missing; physgsa's own files only are replaced).
+        keep_others : bool
+            Write beside files physgsa did not write instead of refusing.
+        lock : OutputLock, optional
+            The lock the caller holds on ``out``; without it ``out`` is locked for the save.
+        pages : callable, optional
+            ``pages(stage)`` adds the report's page to the same stage (:func:`physgsa.save`).
+        """
+        out = Path(out)
+
+        def fill(stage: Path) -> None:
+            self.interfaces.to_parquet(stage / "compare.parquet", index=False, engine="pyarrow", compression="zstd")
+            self.factors.to_parquet(stage / "compare_factors.parquet", index=False, engine="pyarrow",
+                                    compression="zstd")
+            (stage / "compare.json").write_text(json.dumps(self.document, indent=2, sort_keys=True,
+                                                           default=json_default) + "\n", encoding="utf-8")
+            if pages is not None:
+                pages(stage)
+
+        with held(out, lock, what="compare") as own:
+            refuse_foreign(out, keep_others)
+            staged_write(out, fill, lock=own)
+        return out
+
+    @classmethod
+    def load(cls, out) -> CompareResult:
+        """Read a saved comparison back from ``out`` (without its panels, which are not saved)."""
+        tables = ("compare.parquet", "compare_factors.parquet")
+        doc, (interfaces, factors) = read_saved(Path(out), "compare.json", tables, what="comparison", command="compare")
+        return cls(interfaces=interfaces, factors=factors, document=doc)

@@ -25,7 +25,8 @@ def emit(out: dict, path: str = "") -> None:
 
 def residual_factors(n_factors: int, n: int, seed: int = 0):
     """The benchmarks' synthetic chain, one factor at a time: ``I + R``, ``R`` a power-law
-    spectrum ``3 k^-0.7`` in random orthogonal frames (seeded). Import numpy only after pinning."""
+    spectrum ``3 k^-0.7`` in random orthogonal frames (seeded). Import numpy only after pinning.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)

@@ -24,12 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit, pin_threads
 
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
+
 BASE = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,
         "num_hidden_layers": 2, "vocab_size": 64, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 1}
 
 
 def builders():
-    """name -> a function building the tiny model (imports deferred until after thread pinning)."""
+    """Map each name to a function building the tiny model (imports deferred until after thread pinning)."""
     import diffusers
     import transformers as t
 

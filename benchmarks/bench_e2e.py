@@ -26,6 +26,9 @@ from pathlib import Path
 
 from _common import emit, pin_threads, residual_factors  # noqa: E402
 
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
+
 OUTPUTS = ("certificate.json", "factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet",
            "heatmaps.npz", "report.html")
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 from _common import emit, pin_threads, residual_factors  # noqa: E402
+
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
 
 
 def main() -> None:
@@ -58,7 +60,8 @@ def main() -> None:
     try:
         from threadpoolctl import threadpool_info
 
-        out["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture")} for d in threadpool_info()]
+        out["blas"] = [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture")}
+                       for d in threadpool_info()]
     except ImportError:
         pass
     emit(out, args.json)

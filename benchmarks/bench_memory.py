@@ -39,6 +39,9 @@ from pathlib import Path
 
 from _common import emit, pin_threads, residual_factors
 
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
+
 # The wrapper: runs argv[2:] and writes its time, exit status and peak RSS (bytes) to argv[1].
 # RUSAGE_CHILDREN covers the command and everything it waited for, and nothing else.
 _WRAP = r"""
@@ -115,7 +118,8 @@ def machine(args) -> dict:
 def run_depth(args, data: Path) -> dict:
     """Each depth ``--repeats`` times, interleaved (the peak RSS varies by a few tens of MiB between
     identical runs: glibc's heap keeps freed blocks, and what it keeps depends on the order of
-    allocations); the ratio of the medians, and the ratio within each repeat."""
+    allocations); the ratio of the medians, and the ratio within each repeat.
+    """
     import statistics
 
     depths = [int(d) for d in args.depths.split(",")]
@@ -362,7 +366,8 @@ def sweep(args, data: Path) -> dict:
 def estimate_70b(sw: dict, workers: int, n: int = 8192, n_factors: int = 160) -> dict:
     """160 factors of 8192^2, from the sweep's exponents; per step (one factor + one interface) both the
     sweep's time of 2 factors + 1 interface (an upper bound) and, when results/memory_llama.json is
-    there, the LLaMA run's measured time per factor at 2048 (forming the factors included)."""
+    there, the LLaMA run's measured time per factor at 2048 (forming the factors included).
+    """
     last = sw["rows"][-1]
     w0, t0 = last["width"], last["wall_s"] - sw["baseline"]["wall_s"]
     scale = (n / w0) ** sw["time_exponent"]

@@ -15,8 +15,10 @@ import argparse
 import json
 import sys
 
-
 from _common import emit, pin_threads, residual_factors  # noqa: E402
+
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
 
 
 def main() -> None:

@@ -42,6 +42,9 @@ from pathlib import Path
 
 from _common import emit, pin_threads
 
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
+
 # WeightWatcher's side, run by the interpreter that has weightwatcher: load the model, time
 # analyze() alone, print that time. Its small-sample fit prints a line per layer: silenced.
 WW_SCRIPT = r"""

@@ -51,6 +51,9 @@ print(json.dumps({"traced_peak": peak, "chain_bytes": chain_bytes, "transient_pe
 
 from _common import emit  # noqa: E402
 
+# torch, transformers and the model package are imported inside main (start-up: `--help` stays
+# fast); the measured loads run in fresh child processes.
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

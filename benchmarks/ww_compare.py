@@ -29,8 +29,10 @@ import os
 import sys
 import time
 
-
 from _common import emit, pin_threads  # noqa: E402
+
+# numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
+# and OpenMP read their thread counts when they load (and `--help` stays fast).
 
 # (WeightWatcher column, physgsa column)
 METRICS = (("log_norm", "log_norm"), ("log_spectral_norm", "log_spectral_norm"), ("stable_rank", "stable_rank"),
@@ -136,7 +138,8 @@ def main() -> None:
                 b = grp[pcol].to_numpy(float)  # nulls become nan
                 aw = grp["alpha_ww"].to_numpy(float)
                 failed = ~(np.isfinite(aw) & (aw > 0)) if pcol in (
-                    "alpha", "xmin", "alpha_D", "alpha_n_tail", "alpha_weighted", "log_alpha_norm") else np.zeros(len(a), bool)
+                    "alpha", "xmin", "alpha_D", "alpha_n_tail", "alpha_weighted", "log_alpha_norm"
+                ) else np.zeros(len(a), bool)
                 if np.any(failed & ~np.isnan(b)):
                     raise SystemExit(f"{name}: WeightWatcher's failed fit has a value in physgsa's {pcol}")
                 sentinels += int(np.count_nonzero(failed)) if pcol == "alpha" else 0
@@ -184,7 +187,8 @@ def main() -> None:
         med = {k: float(np.median(v)) for k, v in times.items()}
         out["models"][name] = {
             "matched_layers": int(len(merged)), "ww_layers": int(len(theirs)), "physgsa_rows": int(len(ours)),
-            "physgsa_rows_not_analysed_by_ww": {r["name"]: r["ww_reason"] for _, r in ours[~ours["ww_analyzed"]].iterrows()},
+            "physgsa_rows_not_analysed_by_ww": {r["name"]: r["ww_reason"]
+                                                for _, r in ours[~ours["ww_analyzed"]].iterrows()},
             "layers_by_type": {k: v["layers"] for k, v in by_type.items()},
             "max_relative_difference": rel, "max_relative_difference_by_type": by_type,
             "failed_fits_null_in_physgsa": sentinels, "same_xmin": int(same.sum()),

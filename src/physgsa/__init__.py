@@ -11,8 +11,6 @@ command such as ``physgsa --help`` or ``physgsa spectra`` pay only for the modul
 
 from importlib import import_module
 
-from .core.version import __version__
-
 # Light (no numpy): every command reports its errors through them.
 from .core.validation import (
     CertificateBugError,
@@ -24,12 +22,17 @@ from .core.validation import (
     PhysgsaError,
     ResourceLimitError,
 )
+from .core.version import __version__
 
 __all__ = [
     "__version__",
     "certify",
     "spectra",
     "chain_from",
+    "load_chain",
+    "compare",
+    "study",
+    "save",
     "CERTIFY_PARAMS",
     "Chain",
     "Factor",
@@ -54,15 +57,15 @@ _LAZY = {
     "example_chain": "core.examples",
     "read_chain": "models.files",
     "CERTIFY_PARAMS": "runs.certify",
-    "certify": "runs.certify",
+    "certify": "api",
     "Result": "outputs.result",
-    "load_result": "outputs.result",
+    "load_result": "api",
     "chain_from": "api",
     "spectra": "api",
     "compare": "api",
     "study": "api",
     "save": "api",
-    "load_chain": "models",
+    "load_chain": "api",
 }
 
 #: Subpackages and modules reachable as attributes after a plain ``import physgsa``

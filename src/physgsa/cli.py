@@ -636,38 +636,14 @@ def compare(
 
       physgsa compare epoch1.npz epoch2.npz epoch3.npz --out traj/
     """
-    from .api import chain_from, save
-    from .core.perturb import changed_chain, parse_change
-    from .models.load import is_matrix_file
-    from .runs.compare import compare_chains
+    from .api import save
+    from .runs.compare import compare_models
 
     out, quiet = p["out"], p["quiet"]
     with _running(out, quiet=quiet, lock="compare") as run:
-        change_options = {k: p[k] for k in ("quantize", "group_size", "granularity", "prune", "noise")}
-        simulated = any(change_options[k] is not None for k in ("quantize", "prune", "noise"))
-        if simulated and others:
-            raise InvalidParameterError("Give other models or one simulated change (--quantize, --prune, --noise), "
-                                        "not both.")
-        if not simulated and not others:
-            raise InvalidParameterError("Give at least one other model, or a simulated change: --quantize FORMAT, "
-                                        "--prune magnitude:FRACTION or --noise REL.")
-        change = parse_change(**change_options, seed=p["seed"]) if simulated else None
-        if change is None:
-            base_chain = chain_from(base)
-            pairs = [(o, chain_from(o)) for o in others]
-        elif base == "example" or is_matrix_file(base):
-            base_chain = chain_from(base)
-            pairs = [(change.label(), changed_chain(base_chain, change))]
-        else:
-            from .models import load_chain, resolve_source  # torch: only for a model
-            from .models.changed import ChangedSource
-
-            base_chain = load_chain(base)
-            pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]
-        res = compare_chains(base_chain, pairs, q=p["q"], groups=p["groups"], threshold=p["threshold"],
+        change = {k: p[k] for k in ("quantize", "group_size", "granularity", "prune", "noise")}
+        res = compare_models(base, others or (), **change, q=p["q"], groups=p["groups"], threshold=p["threshold"],
                              seed=p["seed"])
-        if change is not None:
-            res.document["change"] = change.record()
         save(res, out, keep_others=p["keep_others"], lock=run.lock)
     ifs = res.interfaces
     _summary(f"{int(ifs['certified'].sum())} of {len(ifs)} interfaces certified the same, "

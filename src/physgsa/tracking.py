@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from .api import certify, save, spectra
+from .models import load_chain
 from .outputs.directory import atomic_write
+
+try:
+    from transformers import TrainerCallback as _CallbackBase
+except ImportError:  # pragma: no cover - the callback needs transformers; record_spectra does not
+    _CallbackBase = object
 
 __all__ = ["record_spectra", "SpectraCallback", "read_trajectory"]
 
@@ -31,8 +38,6 @@ def record_spectra(model, *, step: int, table, certify_dir=None, **spectra_param
     With ``certify_dir``, also certify the model there (``certify_dir/step-NNNNNN``). Returns the
     whole table.
     """
-    from .api import save, spectra
-
     res = spectra(model, **spectra_params)
     rows = res.table.copy()
     rows.insert(0, "step", int(step))
@@ -44,22 +49,11 @@ def record_spectra(model, *, step: int, table, certify_dir=None, **spectra_param
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd"))
     if certify_dir is not None:
-        from . import certify
-        from .models import load_chain
-
         save(certify(load_chain(model)), Path(certify_dir) / f"step-{int(step):06d}")
     return out
 
 
-def _callback_base():
-    try:
-        from transformers import TrainerCallback
-    except ImportError:  # pragma: no cover - the callback needs transformers; record_spectra does not
-        return object
-    return TrainerCallback
-
-
-class SpectraCallback(_callback_base()):
+class SpectraCallback(_CallbackBase):
     """A transformers ``TrainerCallback``: at every save, :func:`record_spectra` of the model.
 
     Parameters

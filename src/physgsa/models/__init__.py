@@ -10,8 +10,15 @@ torch. :func:`chain_from` (anything) and :func:`load_chain` (a model) are the en
 
 from __future__ import annotations
 
-from .load import (MODEL_PARAMS, chain_from, check_config_against_weights, detect, detect_config, is_matrix_file,
-                   load_chain)
+from .load import (
+    MODEL_PARAMS,
+    chain_from,
+    check_config_against_weights,
+    detect,
+    detect_config,
+    is_matrix_file,
+    load_chain,
+)
 from .registry import ARCHITECTURES, BUNDLED_MODELS
 from .resolve import resolve_source
 from .sources import ModelSourceError

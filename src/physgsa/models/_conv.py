@@ -230,7 +230,8 @@ def fourier_mode(conv: str, freq, total_stride: int, where: str) -> FourierMode 
 
 
 def conv_factor(w: np.ndarray, mode: FourierMode | None, *, stride: int, padding: tuple[int, int],
-                where: str, groups: int = 1, dilation: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, FourierMode | None]:
+                where: str, groups: int = 1,
+                dilation: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, FourierMode | None]:
     """A conv's channel matrix on ``mode`` and the mode on its output grid.
 
     With ``mode=None`` (``--conv dc``) the real :func:`conv_dc`; otherwise the complex

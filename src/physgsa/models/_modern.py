@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.validation import InvalidParameterError
 from ..core.chain import Chain, Factor, check_matrix
+from ..core.validation import InvalidParameterError
 from ._conv import bn_scale, conv_dc, grouped_channel_matrix
 from .sources import ModelSourceError, WeightSource
 

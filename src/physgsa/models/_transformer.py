@@ -151,7 +151,8 @@ class _Reader:
 
     def shape_of(self, role: str, l: int, lay: Layout) -> tuple[tuple[int, ...], str]:
         """The shape :meth:`matrix` returns for the role (rows = outputs), and its key, from the
-        header alone; a fused projection whose size contradicts the config is refused here."""
+        header alone; a fused projection whose size contradicts the config is refused here.
+        """
         width = lay.width
         if self.spec.qkv and role == "v" and not self.spec.v:
             key = self.need("qkv", l)
@@ -226,7 +227,8 @@ def _repeat_kv(w_v: np.ndarray, lay: Layout) -> np.ndarray:
 
 def _block_matrix(rd: "_Reader", lay: Layout, l: int, part: str, factor: str, name: str) -> np.ndarray:
     """One static factor of block ``l``, read and formed now: ``part`` is "attn" (``W_O repeat(W_V)``),
-    "mlp" (``W_out W_in``), "W_V" or "W_O" (head-level chains: the weights themselves)."""
+    "mlp" (``W_out W_in``), "W_V" or "W_O" (head-level chains: the weights themselves).
+    """
     if part in ("W_V", "W_O"):
         return check_matrix(rd.matrix("v" if part == "W_V" else "o", l, lay)[0], name, rd.src.name)
     if part == "attn":

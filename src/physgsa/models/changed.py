@@ -18,6 +18,8 @@ __all__ = ["ChangedSource"]
 
 
 class ChangedSource(WeightSource):
+    """The weights of ``base`` with ``change`` applied to each ``*weight`` tensor as it is read."""
+
     def __init__(self, base: WeightSource, change: Change):
         super().__init__(f"{base.name} [{change.label()}]", base.config)
         self.base, self.change = base, change

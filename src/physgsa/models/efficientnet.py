@@ -32,7 +32,7 @@ __all__ = ["chain", "layout", "ADAPTER"]
 
 
 def _round_filters(cfg, channels: int) -> int:
-    """transformers' ``round_filters``."""
+    """The ``round_filters`` of transformers."""
     divisor = cfg.depth_divisor
     channels *= cfg.width_coefficient
     new = max(divisor, int(channels + divisor / 2) // divisor * divisor)

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.chain import Chain, Deferred, Factor, check_matrix
 from ..core.resources import default_limit, format_bytes
 from ..core.validation import ChainFileError, ResourceLimitError
-from ..core.chain import Chain, Deferred, Factor, check_matrix
 
 __all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive"]
 
@@ -123,8 +123,8 @@ def _open_npz(path: Path):
     why = not_an_archive(path)
     if why is not None:
         raise ChainFileError(
-            f"Chain file '{path}' is not a readable .npz archive: {why}. An .npz is a zip of .npy arrays, as numpy.savez "
-            "writes; save the matrices with numpy.savez (or give a .safetensors file)."
+            f"Chain file '{path}' is not a readable .npz archive: {why}. An .npz is a zip of .npy arrays, as "
+            "numpy.savez writes; save the matrices with numpy.savez (or give a .safetensors file)."
         )
     # Factors are read one at a time and released (deferred): only the largest must fit.
     check_archive(path, f"Chain file '{path}'", error=ChainFileError, one_at_a_time=True)
@@ -156,7 +156,8 @@ def _npz_array(npz, key: str, path: Path) -> np.ndarray:
 
 def _stored_member(path: Path, zf: zipfile.ZipFile, key: str):
     """``(offset, dtype, fortran_order, shape)`` of an array stored uncompressed in the archive, for
-    a memory map of its bytes; None where it is compressed or not a plain numeric .npy."""
+    a memory map of its bytes; None where it is compressed or not a plain numeric .npy.
+    """
     try:
         info = zf.getinfo(key + ".npy")
     except KeyError:
@@ -186,7 +187,8 @@ def _stored_member(path: Path, zf: zipfile.ZipFile, key: str):
 
 def _read_npz(path: Path, order) -> list[tuple[str, tuple, str, tuple | None]]:
     """(name, shape, stored dtype, memory-map location) of each selected array, every one read
-    through ``zipfile`` (which checks its CRC) and checked once."""
+    through ``zipfile`` (which checks its CRC) and checked once.
+    """
     with _open_npz(path) as npz:
         out = []
         for key in _select(list(npz.files), order, path):
@@ -220,7 +222,8 @@ def _safetensors_header(path: Path) -> tuple[dict, int]:
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        ok = isinstance(info, dict) and isinstance(info.get("shape"), list) and isinstance(info.get("data_offsets"), list)
+        ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
+              and isinstance(info.get("data_offsets"), list))
         if ok:
             shape, (a, b) = info["shape"], (info["data_offsets"] + [None, None])[:2]
             ok = all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(a, int) and isinstance(b, int)

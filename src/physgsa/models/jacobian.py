@@ -108,8 +108,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.validation import InvalidParameterError
 from ..core.chain import Chain, Factor, check_matrix
+from ..core.validation import InvalidParameterError
 from ._transformer import tower_break
 from .bundled.digits import digits_data, digits_resnet
 from .sources import ModelSourceError, _torch

@@ -64,7 +64,7 @@ MODEL_PARAMS = {
 
 
 def is_matrix_file(source) -> bool:
-    """Is ``source`` a file of factor matrices (an .npz, or a .safetensors without config.json)?"""
+    """Whether ``source`` is a file of factor matrices (an .npz, or a .safetensors without config.json)."""
     if not isinstance(source, (str, Path)):
         return False
     p = Path(source)
@@ -174,15 +174,16 @@ def load_chain(source=None, **params) -> Chain:
     if p["sample"] is not None or p["sample_shape"] is not None or p["build"] is not None:
         return walk_source(source, p)
     if source is None:
-        raise InvalidParameterError("load_chain needs a model source (a bundled name, a path, a hub id or an nn.Module), "
-                                    "or build='file.py:function' with sample_shape=.")
+        raise InvalidParameterError("load_chain needs a model source (a bundled name, a path, a hub id or an "
+                                    "nn.Module), or build='file.py:function' with sample_shape=.")
     if isinstance(source, dict):
         source = TensorDictSource(source, None, "the state dict")
     if p["mode"] == "jacobian":
         if not isinstance(source, _torch().nn.Module) and without_layout(source):
             raise ModelSourceError(layout_help(source_name(source), p["caller"]))
 
-        return jacobian.jacobian_chain(source, factor=p["factor"], tokens=p["tokens"], inputs=p["inputs"], seed=p["seed"])
+        return jacobian.jacobian_chain(source, factor=p["factor"], tokens=p["tokens"], inputs=p["inputs"],
+                                       seed=p["seed"])
     src = source if isinstance(source, WeightSource) else resolve_source(source)
     try:
         arch = detect(src)

@@ -31,7 +31,7 @@ _STRIDES = [2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
 
 
 def _divisible(value: float, divisor: int, min_value: int) -> int:
-    """transformers' ``make_divisible`` (the rounding of MobileNetV2's widths)."""
+    """The ``make_divisible`` of transformers (the rounding of MobileNetV2's widths)."""
     new = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if new < 0.9 * value:
         new += divisor

@@ -57,7 +57,8 @@ def _hf_blocks(src: WeightSource) -> list[dict]:
     cfg = src.config
     depths = cfg.get("depths")
     if not isinstance(depths, list) or not all(isinstance(d, int) and d > 0 for d in depths):
-        raise ModelSourceError(f"The config of {src.name} must give 'depths' (a list of positive ints); got {depths!r}.")
+        raise ModelSourceError(f"The config of {src.name} must give 'depths' (a list of positive ints); "
+                               f"got {depths!r}.")
     n_convs = {"basic": 2, "bottleneck": 3}.get(cfg.get("layer_type"))
     if n_convs is None:
         raise ModelSourceError(f"The config of {src.name} gives layer_type {cfg.get('layer_type')!r}; "
@@ -96,7 +97,8 @@ def _torch_blocks(src: WeightSource) -> list[dict]:
             prefix = m.group(1) if prefix is None else prefix
             found.setdefault((int(m.group(2)), int(m.group(3))), set()).add(int(m.group(4)))
     if not found:
-        raise ModelSourceError(f"{src.name} holds no torchvision-style ResNet blocks (layer{{s}}.{{b}}.conv{{i}}.weight).")
+        raise ModelSourceError(f"{src.name} holds no torchvision-style ResNet blocks "
+                               "(layer{s}.{b}.conv{i}.weight).")
     first_stage = min(s for s, _ in found)
     blocks = []
     for s, b in sorted(found):

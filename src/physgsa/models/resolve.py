@@ -1,5 +1,6 @@
 """Any model source to a :class:`~physgsa.models.sources.WeightSource`: a bundled name, a path,
-a hub id in the local cache, or an nn.Module."""
+a hub id in the local cache, or an nn.Module.
+"""
 
 from __future__ import annotations
 

@@ -199,7 +199,8 @@ def _load_state_dict(path: Path) -> dict:
             f"({str(exc).splitlines()[0]}). Convert it to .safetensors in an environment you trust."
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelSourceError(f"'{path}' is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
+        raise ModelSourceError(
+            f"'{path}' is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -232,7 +233,8 @@ def _hub_source(repo_id: str) -> WeightSource:
     try:
         from huggingface_hub import snapshot_download  # start-up: loaded only when needed, never at `physgsa --help`
     except ImportError:  # pragma: no cover
-        raise ModelSourceError(f"'{repo_id}' is neither a file nor a folder, and huggingface_hub is not installed.") from None
+        raise ModelSourceError(
+            f"'{repo_id}' is neither a file nor a folder, and huggingface_hub is not installed.") from None
     try:
         folder = snapshot_download(repo_id, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing here
@@ -246,13 +248,15 @@ def _hub_source(repo_id: str) -> WeightSource:
 
 def path_source(spec) -> WeightSource:
     """A :class:`WeightSource` for a path, a hub id in the local cache, or a module (bundled names:
-    :func:`physgsa.models.resolve.resolve_source`)."""
+    :func:`physgsa.models.resolve.resolve_source`).
+    """
     if not isinstance(spec, (str, Path)):
         torch = _torch()
         if isinstance(spec, torch.nn.Module):
             return TensorDictSource(spec.state_dict(), _module_config(spec), type(spec).__name__)
         raise ModelSourceError(
-            f"A model source must be a bundled name, a path, a Hugging Face id or an nn.Module; got {type(spec).__name__}."
+            "A model source must be a bundled name, a path, a Hugging Face id or an nn.Module; "
+            f"got {type(spec).__name__}."
         )
     text = str(spec)
     path = Path(text)
@@ -264,7 +268,8 @@ def path_source(spec) -> WeightSource:
             return SafetensorsSource([path], cfg, str(path))
         if path.suffix in (".pt", ".pth", ".bin"):
             return TensorDictSource(_load_state_dict(path), cfg, str(path))
-        raise ModelSourceError(f"'{path}' has suffix {path.suffix!r}; physgsa reads .safetensors, .pt, .pth and .bin models.")
+        raise ModelSourceError(
+            f"'{path}' has suffix {path.suffix!r}; physgsa reads .safetensors, .pt, .pth and .bin models.")
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".npz") or text.startswith((".", "/")):
         raise ModelSourceError(f"Model file '{path}' does not exist. Check the path.")
     return _hub_source(text)

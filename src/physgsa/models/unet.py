@@ -140,7 +140,8 @@ def _config(src: WeightSource) -> dict:
     for key, types, attn in (("downsample_type", downs, "AttnDownBlock2D"), ("upsample_type", ups, "AttnUpBlock2D")):
         value = cfg.get(key, "conv")
         if value not in (None, "conv") and any(t == attn for t in types[:last]):
-            refuse(key, value, f"an {attn} with a resampler then resamples with a resnet, which physgsa does not model.")
+            refuse(key, value,
+                   f"an {attn} with a resampler then resamples with a resnet, which physgsa does not model.")
     mid_type = cfg.get("mid_block_type", "UNetMidBlock2D")
     if mid_type not in (None, "UNetMidBlock2D"):
         refuse("mid_block_type", mid_type, "physgsa reads UNetMidBlock2D only.")
@@ -230,7 +231,8 @@ def at_mode(mat, prov: dict, mode, out):
 
 def finish_chain(src, factors, used: set, reason) -> Chain:
     """The UNet chain: every unused conv/linear weight listed with ``reason(key)``, and the breaks
-    at skip concatenations said to be what they are."""
+    at skip concatenations said to be what they are.
+    """
     skipped = [{"module": k.rsplit(".", 1)[0], "reason": reason(k)} for k in src.keys()
                if k.endswith("weight") and k not in used and len(src.shape(k)) in (2, 4)]
     chain = Chain.from_factors(factors, source=src.name, skipped=skipped)

@@ -264,4 +264,5 @@ def unet_cond_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: t
     return finish_chain(src, factors, used, reason)
 
 
-ADAPTER = Adapter(matches=config_matcher("UNet2DConditionModel", key="_class_name"), chain=unet_cond_chain, convolutional=True)
+ADAPTER = Adapter(matches=config_matcher("UNet2DConditionModel", key="_class_name"), chain=unet_cond_chain,
+                  convolutional=True)

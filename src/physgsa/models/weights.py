@@ -49,7 +49,8 @@ _WW_ANALYSED = ("dense", "conv1d", "conv2d", "embedding")
 
 class Item(NamedTuple):
     """One row of ``physgsa spectra``: its name, its matrix (Part I), its tensor key, a note,
-    which matrix the Part I columns are on, and how WeightWatcher sees the weight."""
+    which matrix the Part I columns are on, and how WeightWatcher sees the weight.
+    """
 
     name: str
     matrix: np.ndarray
@@ -302,4 +303,5 @@ class NpzSource(WeightSource):
         try:
             return self._npz[key]
         except ValueError as exc:
-            raise ChainFileError(f"Array {key!r} in '{self._path}' cannot be read without unpickling ({exc}).") from None
+            raise ChainFileError(
+                f"Array {key!r} in '{self._path}' cannot be read without unpickling ({exc}).") from None

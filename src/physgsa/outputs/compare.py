@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -45,10 +47,10 @@ class CompareResult:
 
     interfaces: pd.DataFrame
     factors: pd.DataFrame
-    document: dict
-    panels: tuple = field(default_factory=tuple)
+    document: dict[str, Any]
+    panels: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
-    def save(self, out, *, keep_others: bool = False, lock: OutputLock | None = None,
+    def save(self, out: str | os.PathLike[str], *, keep_others: bool = False, lock: OutputLock | None = None,
              pages: Callable[[Path], None] | None = None) -> Path:
         """Write compare.parquet, compare_factors.parquet and compare.json into ``out``, together.
 
@@ -80,7 +82,7 @@ class CompareResult:
         return out
 
     @classmethod
-    def load(cls, out) -> CompareResult:
+    def load(cls, out: str | os.PathLike[str]) -> CompareResult:
         """Read a saved comparison back from ``out`` (without its panels, which are not saved)."""
         tables = ("compare.parquet", "compare_factors.parquet")
         doc, (interfaces, factors) = read_saved(Path(out), "compare.json", tables, what="comparison", command="compare")

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import atomic_write, umask
 from ..core.validation import EnvironmentFailure, OutputDirectoryError
 
 __all__ = ["RUN_DIR", "OWN_FILES", "FIGURES_DIR", "OutputLock", "held", "foreign_entries", "refuse_foreign",
@@ -55,13 +56,6 @@ OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.par
              "compare.parquet", "compare_factors.parquet", "compare.json", "compare.html",
              "study.parquet", "study.html", "runs", "spectra.parquet", "spectra.json", "spectra.html")
 _OWNER = ".physgsa-owner.json"
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back: there is no other way)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -223,41 +217,6 @@ def environment(where: Path) -> Iterator[None]:
         raise
 
 
-def atomic_write(path: Path, data: bytes | str | Callable[[Path], None]) -> Path:
-    """Replace the file ``path`` in one step: a temporary file beside it, renamed onto it.
-
-    Parameters
-    ----------
-    path : Path
-        The file to write (its folder must exist).
-    data : bytes, str or callable
-        The content (a ``str`` is written as UTF-8), or ``data(tmp)`` that writes the
-        temporary file ``tmp`` itself (for writers that take a path, such as an archive).
-
-    Returns
-    -------
-    Path
-        ``path``. Readers see the old file or the new one, never a part; a failure removes the
-        temporary file and leaves the old one. The file gets the ordinary mode (``0o666`` less
-        the umask).
-    """
-    fd, name = tempfile.mkstemp(prefix=".physgsa-tmp-", suffix=path.suffix, dir=path.parent)
-    tmp = Path(name)
-    try:
-        if callable(data):
-            os.close(fd)
-            data(tmp)
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; an output is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _place_folder(new: Path, target: Path, own: re.Pattern[str]) -> None:
     """Put the staged folder ``new`` at ``target``: physgsa's stale files there go, anything else stays."""
     if not (target.exists() or target.is_symlink()):
@@ -331,7 +290,7 @@ def staged_write(out: Path, fill: Callable[[Path], None], *, lock: OutputLock, l
     folders = folders or {}
     try:
         stage = Path(tempfile.mkdtemp(prefix=".physgsa-save-", dir=out))
-        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; the outputs are ordinary files
+        os.chmod(stage, 0o777 & ~umask())  # mkdtemp makes it private; the outputs are ordinary files
     except OSError as exc:
         raise OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.") from None
     try:

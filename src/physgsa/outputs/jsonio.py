@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow
 import scipy
 
-from ..core.version import __version__
 from ..core.validation import OutputDirectoryError
+from ..core.version import __version__
 
 __all__ = ["jsonable", "plain", "json_default", "nullable", "versions", "read_saved"]
 

@@ -17,13 +17,17 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
+from ..core.chain import Chain, Factor
+from ..core.spectra import Spectrum
 from ..core.validation import OutputDirectoryError
 from ..models.files import _ZIP_ERRORS, check_archive, dtype_name
 from .directory import FIGURES_DIR, RUN_DIR, OutputLock, held, read_json, refuse_foreign, staged_write, write_npz
@@ -41,10 +45,10 @@ RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
 OWN_FIGURE = re.compile(r"^(profiles|interface-\d+)-[A-Za-z0-9-]+\.svg$")
 
 
-def factor_record(factor, s) -> dict:
+def factor_record(factor: Factor, s: Spectrum) -> dict[str, Any]:
     """One factor's row of ``factors.parquet`` (plain JSON types)."""
     res = s.residuals
-    return plain({
+    record: dict[str, Any] = plain({
         "name": s.name, "rows": s.rows, "cols": s.cols, "r": s.r, "fro_norm": s.fro,
         "rho": s.rho, "s_top": s.s_top, "s_mle": s.s_mle, "s_window": s.s_window,
         "window_r2": s.window_r2, "chart": s.chart, "s_hat": s.s_hat,
@@ -59,16 +63,17 @@ def factor_record(factor, s) -> dict:
         "tokens": factor.provenance.get("tokens", ""), "energy_kept": factor.provenance.get("energy_kept"),
         "flags": ";".join(s.flags),
     })
+    return record
 
 
-def _factor_table(records) -> pd.DataFrame:
-    df = pd.DataFrame(records)
+def _factor_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    df: pd.DataFrame = pd.DataFrame(records)
     for col in ("s_window", "window_r2", "hellinger_window", "energy_kept"):
         df[col] = nullable(df[col].tolist())
     return df
 
 
-def _interface_row(it) -> dict:
+def _interface_row(it: dict[str, Any]) -> dict[str, Any]:
     """One interface's row of ``interfaces.parquet``."""
     tr, rig, mg, ver, ref = it["transport"], it["rigidity"], it["margins"], it["verdicts"], it["reference"]
     st = ref.structure
@@ -108,10 +113,10 @@ FACTOR_KEYS = ("name", "rows", "cols", "r", "fro_norm", "rho", "s_top", "s_mle",
                "tokens", "energy_kept", "flags")
 
 
-def _interface_table(records) -> pd.DataFrame:
+def _interface_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     out = [r["row"] for r in records]
     cols = list(INTERFACE_COLUMNS)
-    df = pd.DataFrame(out, columns=cols)
+    df: pd.DataFrame = pd.DataFrame(out, columns=cols)
     for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
         df[col] = nullable(df[col].tolist())
     return df
@@ -131,8 +136,8 @@ _ICM_COLUMNS = ("group", "f_core", "f_overlap", "f_noise", "kappa", "label", "de
                 "bound_rho", "certified")
 
 
-def _row_table(records) -> pd.DataFrame:
-    parts = []
+def _row_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    parts: list[pd.DataFrame] = []
     for rec in records:
         icm = rec["arrays"]
         n = icm["icm/group"].shape[0]
@@ -145,17 +150,16 @@ def _row_table(records) -> pd.DataFrame:
         }))
     cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
             "delta_rho", "bound_e", "bound_rho", "certified"]
-    if not parts:
-        return pd.DataFrame({c: [] for c in cols})
-    return pd.concat(parts, ignore_index=True)
+    table: pd.DataFrame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    return table
 
 
 _HEAD_COLUMNS = ["interface", "head_out", "head_in", "rank_out", "rank_in", "overlap"]
 
 
-def _head_table(records) -> pd.DataFrame:
+def _head_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per (reading head of ``l+1``, writing head of ``l``) pair of each interface that has heads."""
-    parts = []
+    parts: list[pd.DataFrame] = []
     for rec in records:
         heads = rec["detail"]["alignment"]["heads"]
         table = rec["arrays"]["heads/table"]
@@ -171,13 +175,16 @@ def _head_table(records) -> pd.DataFrame:
             "overlap": table.reshape(-1),
         }))
     if not parts:
-        return pd.DataFrame({"interface": pd.Series([], dtype=str), "head_out": pd.Series([], dtype=np.int64),
-                             "head_in": pd.Series([], dtype=np.int64), "rank_out": pd.Series([], dtype=np.int64),
-                             "rank_in": pd.Series([], dtype=np.int64), "overlap": pd.Series([], dtype=np.float64)})
-    return pd.concat(parts, ignore_index=True)[_HEAD_COLUMNS]
+        empty: pd.DataFrame = pd.DataFrame({
+            "interface": pd.Series([], dtype=str), "head_out": pd.Series([], dtype=np.int64),
+            "head_in": pd.Series([], dtype=np.int64), "rank_out": pd.Series([], dtype=np.int64),
+            "rank_in": pd.Series([], dtype=np.int64), "overlap": pd.Series([], dtype=np.float64)})
+        return empty
+    frame: pd.DataFrame = pd.concat(parts, ignore_index=True)[_HEAD_COLUMNS]
+    return frame
 
 
-def _interface_detail(it) -> dict:
+def _interface_detail(it: dict[str, Any]) -> dict[str, Any]:
     tr, rig, mg, ref = it["transport"], it["rigidity"], it["margins"], it["reference"]
     st = ref.structure
     part = ref.partition
@@ -224,7 +231,7 @@ def _interface_detail(it) -> dict:
     }
 
 
-def _params_json(p: dict) -> dict:
+def _params_json(p: dict[str, Any]) -> dict[str, Any]:
     # How the run executed (processes, cluster, memory limit) is not recorded: the same input and
     # parameters give the same bytes however they ran.
     out = {k: v for k, v in p.items() if k not in RUN_OPTIONS}
@@ -240,21 +247,23 @@ class Result:
     factors: pd.DataFrame
     interfaces: pd.DataFrame
     rows: pd.DataFrame
-    certificate: dict
-    heatmaps: dict = dataclasses.field(default_factory=dict)
+    certificate: dict[str, Any]
+    heatmaps: dict[str, NDArray[Any]] = dataclasses.field(default_factory=dict)
     heads: pd.DataFrame = dataclasses.field(default_factory=lambda: _head_table([]))
     #: How the run was invoked (the input's path, where it had one): provenance only, written
     #: to provenance.json and never part of the certificate, so the same bytes under two names
     #: give the same certificate.
-    provenance: dict = dataclasses.field(default_factory=dict)
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
-    def verdict(self) -> dict:
+    def verdict(self) -> dict[str, Any]:
         """The model-level verdict (fraction of member interfaces, failed items)."""
-        return self.certificate["verdict"]
+        verdict: dict[str, Any] = self.certificate["verdict"]
+        return verdict
 
-    def save(self, out, *, overwrite: bool = True, keep_others: bool = False, wait: bool = False,
-             lock: OutputLock | None = None, pages: Callable[[Path], None] | None = None) -> Path:
+    def save(self, out: str | os.PathLike[str], *, overwrite: bool = True, keep_others: bool = False,
+             wait: bool = False, lock: OutputLock | None = None,
+             pages: Callable[[Path], None] | None = None) -> Path:
         """Write the output files into ``out``, replacing only physgsa's own files.
 
         Every file is first written into a staging folder inside ``out``; then the old
@@ -304,7 +313,7 @@ class Result:
         return out
 
     @classmethod
-    def load(cls, out) -> Result:
+    def load(cls, out: str | os.PathLike[str]) -> Result:
         """Read a saved Result back (see :func:`load_result`)."""
         return load_result(out)
 
@@ -319,7 +328,7 @@ class Result:
         write_npz(directory / "heatmaps.npz", self.heatmaps)
 
 
-def interface_record(it) -> dict:
+def interface_record(it: dict[str, Any]) -> dict[str, Any]:
     """Everything the outputs need of one interface: plain JSON (``row``, ``detail``, ``margin``,
     ``items``) and arrays (the ICM rows and the heatmaps). This is what a checkpoint stores.
     """
@@ -346,7 +355,8 @@ def source_label(source: str) -> str:
     return "file" if ("/" in source or os.sep in source or Path(source).exists()) else source
 
 
-def build_result(chain, factor_records, interface_records, params: dict, verdict: dict,
+def build_result(chain: Chain, factor_records: Sequence[dict[str, Any]], interface_records: Sequence[dict[str, Any]],
+                 params: dict[str, Any], verdict: dict[str, Any],
                  input_sha256: str | None = None) -> Result:
     """Assemble the tables and the certificate document of a run from its records."""
     cert = {
@@ -368,7 +378,7 @@ def build_result(chain, factor_records, interface_records, params: dict, verdict
                   heads=_head_table(interface_records), provenance={"source": chain.source})
 
 
-def load_result(directory) -> Result:
+def load_result(directory: str | os.PathLike[str]) -> Result:
     """Read a saved Result back (for re-rendering reports without recomputing)."""
     d = Path(directory)
     missing = [n for n in OUTPUT_FILES if not (d / n).is_file()]

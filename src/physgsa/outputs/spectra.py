@@ -8,10 +8,12 @@ the skipped tensors) through the one staged write; :meth:`SpectraResult.load` re
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,7 +27,7 @@ __all__ = ["SpectraResult", "SPECTRA_FILES", "depth_order", "natural_key"]
 SPECTRA_FILES = ("spectra.parquet", "spectra.json", "spectra.html")
 
 
-def natural_key(name: str) -> tuple:
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     """Sort key that orders the numbers inside names by value: ``h.2`` before ``h.10`` (depth order)."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(name)) if p)
 
@@ -37,7 +39,8 @@ def depth_order(table: pd.DataFrame) -> pd.DataFrame:
     if not len(table) or "name" not in table.columns:
         return table
     order = sorted(range(len(table)), key=lambda i: natural_key(str(table["name"].iloc[i])))
-    return table.iloc[order].reset_index(drop=True)
+    ordered: pd.DataFrame = table.iloc[order].reset_index(drop=True)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,10 @@ class SpectraResult:
     """One row per matrix (``table``), what was not analysed (``skipped``), and the run's record."""
 
     table: pd.DataFrame
-    skipped: list
-    record: dict
+    skipped: list[dict[str, Any]]
+    record: dict[str, Any]
 
-    def save(self, out, *, keep_others: bool = False, lock: OutputLock | None = None,
+    def save(self, out: str | os.PathLike[str], *, keep_others: bool = False, lock: OutputLock | None = None,
              pages: Callable[[Path], None] | None = None) -> Path:
         """Write ``spectra.parquet`` and ``spectra.json`` into ``out``, together (staged, then renamed).
 
@@ -83,7 +86,7 @@ class SpectraResult:
         return out
 
     @classmethod
-    def load(cls, out) -> SpectraResult:
+    def load(cls, out: str | os.PathLike[str]) -> SpectraResult:
         """Read saved spectra back from ``out`` (``spectra.parquet`` and ``spectra.json``)."""
         doc, (table,) = read_saved(Path(out), "spectra.json", ("spectra.parquet",), what="spectra", command="spectra")
         skipped = doc.pop("skipped", [])

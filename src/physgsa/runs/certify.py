@@ -12,23 +12,36 @@ from typing import Mapping
 
 import numpy as np
 
-from ..core.validation import CertificateBugError, InvalidParameterError, Param, check_params
+from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
 from ..core.certificate import adversarial, margins, perturbation_tests, verdicts
 from ..core.chain import Chain
 from ..core.heatmaps import interface_heatmaps
 from ..core.icm import LABELS, icm_rows
 from ..core.linalg import matmul
 from ..core.protocol import interface_items, model_verdict
-from ..models.device import backend, check_device
-from .records import RunStore, input_sha256
-from .executors import executor, run_tasks
 from ..core.resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
+from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum, dominant_window
+from ..core.structure import (
+    THRESHOLD_RULES,
+    Partition,
+    block_energy,
+    column_units,
+    compare,
+    decomposition_from_blocks,
+    fit_reference,
+    fro_norm,
+    row_groups,
+    row_profiles_scaled,
+    source_incidence,
+    structure_of,
+)
+from ..core.transport import rigidity, transport
+from ..core.validation import CertificateBugError, InvalidParameterError, Param, check_params
+from ..models.device import backend, check_device
 from ..outputs.directory import environment as _environment_on_write
 from ..outputs.result import FACTOR_KEYS, INTERFACE_COLUMNS, Result, build_result, factor_record, interface_record
-from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum, dominant_window
-from ..core.structure import Partition, block_energy, column_units, compare, decomposition_from_blocks, fit_reference, fro_norm, row_groups, row_profiles_scaled, source_incidence, structure_of, THRESHOLD_RULES
-from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
-from ..core.transport import rigidity, transport
+from .executors import executor, run_tasks
+from .records import RunStore, input_sha256
 
 __all__ = ["certify", "CERTIFY_PARAMS", "WINDOW_SEARCH_QS"]
 
@@ -76,7 +89,8 @@ CERTIFY_PARAMS = {
                    doc="column units: channels, heads, or the conv groups of a grouped convolution",
                    help="Column units: channels, heads, or groups (conv groups)."),
     "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
-                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) or relative",
+                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) "
+                           "or relative",
                        help="Support thresholds: gap (the spec: midpoint of the largest drop), gap_zero (ours: a final "
                             "drop to zero appended) or relative (eta * max)."),
     "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
@@ -132,7 +146,7 @@ def _groups_for(groups, left: str, right: str, row_heads=None):
 
 
 def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.ndarray, device=None) -> bool:
-    """Is the computed ``M = A_hat' A_hat`` indistinguishable from zero (see :data:`ROUNDING_LEVEL`)?
+    """Whether the computed ``M = A_hat' A_hat`` is indistinguishable from zero (see :data:`ROUNDING_LEVEL`).
 
     The cheap normwise test ``||M||_F > c n u ||A_hat'||_F ||A_hat||_F`` settles almost every
     interface; only below it is the entrywise product ``|A_hat'| |A_hat|`` formed, so a product
@@ -332,7 +346,7 @@ def no_channel_structure(s0, decomp: dict, negligible: bool) -> list[str]:
 
 
 def repeated_in_window(sigma: np.ndarray, k: int) -> bool:
-    """Do two of the top ``k`` singular values coincide to rounding (a basis LAPACK chooses)?"""
+    """Whether two of the top ``k`` singular values coincide to rounding (a basis LAPACK chooses)."""
     if k < 2:
         return False
     tol = 8.0 * sigma.shape[0] * np.finfo(np.float64).eps * sigma[0]
@@ -470,7 +484,8 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
         layout, else "kmeans"),
         ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
         ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
-        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32), ``perturbation`` ("blocks"),
+        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32),
+        ``perturbation`` ("blocks"),
         ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
         ``seed`` (0), ``workers`` (1: serial; N: factors and interfaces on N local processes,
         with results identical to a serial run).

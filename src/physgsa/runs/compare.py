@@ -1,4 +1,4 @@
-"""Certified drift: does another model route its channels as the base model does?
+"""Certified drift: whether another model routes its channels as the base model does.
 
 For each interface, BASE's reference is fitted exactly as ``certify`` fits it (its windows
 ``k, k'``, row groups, column units, thresholds, ``kappa``, hub degree, radius ``rho_static``).
@@ -38,19 +38,24 @@ import pandas as pd
 from ..core.chain import Chain
 from ..core.heatmaps import binned_abs
 from ..core.icm import icm_rows
+from ..core.perturb import changed_chain, parse_change
 from ..core.resources import default_limit
 from ..core.spectra import compute_spectrum
 from ..core.structure import compare as compare_structures
 from ..core.structure import fro_norm, structure_of
 from ..core.transport import transport
 from ..core.validation import CertificateBugError, InvalidParameterError, PhysgsaError, check_params
+from ..models import chain_from, load_chain, resolve_source
+from ..models.changed import ChangedSource
+from ..models.load import is_matrix_file
 from ..outputs.compare import CompareResult
 from .certify import _PAM, CERTIFY_PARAMS
 
-__all__ = ["compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
+__all__ = ["compare_models", "compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
 
 # compare's command line takes no groups file, and its seed also draws --noise: its own help texts.
-_OWN_HELP = {"groups": "Row groups: auto, kmeans, modes or heads.", "seed": "Seed of every random choice (groups, noise)."}
+_OWN_HELP = {"groups": "Row groups: auto, kmeans, modes or heads.",
+             "seed": "Seed of every random choice (groups, noise)."}
 #: certify's parameters that decide BASE's reference (execution options are not needed here).
 COMPARE_PARAMS = {k: dataclasses.replace(v, help=_OWN_HELP[k]) if k in _OWN_HELP else v
                   for k, v in CERTIFY_PARAMS.items()
@@ -212,3 +217,46 @@ def _panel(name: str, where: str, a0: np.ndarray, a_o: np.ndarray, part, cols: l
     return {"other": name, "interface": where, "base": binned_abs(a0, order), "other_map": binned_abs(a_o, order),
             "cols": cols, "n_cols": a0.shape[1], "certified": certified, "direct_same": direct_same,
             "changed": changed}
+
+
+def compare_models(base, others=(), *, quantize: str | None = None, group_size: int | None = None,
+                   granularity: str | None = None, prune: str | None = None, noise: float | str | None = None,
+                   **params) -> CompareResult:
+    """Certified drift of ``others`` against ``base``, or of ``base`` after one simulated change.
+
+    Parameters
+    ----------
+    base : str, path or nn.Module
+        Anything :func:`physgsa.models.chain_from` reads.
+    others : sequence
+        Models of the same layout, in order (the checkpoints of a training run give trajectories).
+    quantize, group_size, granularity, prune, noise
+        One simulated change of ``base`` instead of ``others`` (:func:`physgsa.core.perturb.parse_change`),
+        applied to the stored weights of a model, or to the factors of a matrix file.
+    **params
+        Validated against :data:`COMPARE_PARAMS`; its ``seed`` also draws the noise.
+    """
+    simulated = any(v is not None for v in (quantize, prune, noise))
+    if simulated and others:
+        raise InvalidParameterError("Give other models or one simulated change (--quantize, --prune, --noise), "
+                                    "not both.")
+    if not simulated and not others:
+        raise InvalidParameterError("Give at least one other model, or a simulated change: --quantize FORMAT, "
+                                    "--prune magnitude:FRACTION or --noise REL.")
+    if not simulated:
+        base_chain = chain_from(base)
+        pairs = [(str(o), chain_from(o)) for o in others]
+        change = None
+    else:
+        change = parse_change(quantize=quantize, group_size=group_size, granularity=granularity, prune=prune,
+                              noise=noise, seed=params.get("seed", COMPARE_PARAMS["seed"].default))
+        if isinstance(base, str) and (base == "example" or is_matrix_file(base)):
+            base_chain = chain_from(base)
+            pairs = [(change.label(), changed_chain(base_chain, change))]
+        else:
+            base_chain = load_chain(base)
+            pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]
+    res = compare_chains(base_chain, pairs, **params)
+    if change is not None:
+        res.document["change"] = change.record()
+    return res

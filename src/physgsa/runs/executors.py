@@ -42,7 +42,8 @@ class _Serial:
 
 def _die_with_parent(parent: int) -> None:
     """Pool worker initializer: get SIGKILL when the parent process dies (Linux), and ignore Ctrl-C
-    (the parent handles it and shuts the pool down)."""
+    (the parent handles it and shuts the pool down).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: a pool shutdown stops it quietly
     try:
@@ -123,6 +124,8 @@ class _Dask:
 
     def __enter__(self):
         try:
+            # Here, not at the top: dask.distributed is optional and slow to import (start-up); only
+            # a run with --scheduler or --dask-local loads it.
             from distributed import Client, LocalCluster
         except ImportError:
             raise InvalidParameterError(
@@ -165,7 +168,9 @@ class _Dask:
 
     def as_completed(self, futures):
         """Futures as they finish; stops with EnvironmentFailure once no worker has been alive for
-        DASK_LOST_AFTER seconds, or when Dask gives up on a task (KilledWorker)."""
+        DASK_LOST_AFTER seconds, or when Dask gives up on a task (KilledWorker).
+        """
+        # start-up: dask.distributed loads only for a Dask run (see __enter__)
         from distributed import wait
         from distributed.client import FutureCancelledError
 
@@ -207,7 +212,8 @@ class _Dask:
 
 def executor(p: dict):
     """The executor the parameters ask for (entered before any output is written: a Dask scheduler
-    that does not answer is refused first)."""
+    that does not answer is refused first).
+    """
     if p["scheduler"] or p["dask_local"]:
         return _Dask(p["scheduler"], p["dask_local"])
     if p["workers"] == 1:

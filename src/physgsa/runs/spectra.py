@@ -15,16 +15,19 @@ why not.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..core import powerlaw
 from ..core.chain import Factor, check_matrix
+from ..core.examples import example_chain
 from ..core.resources import check_memory, default_limit, gram_bytes, parse_memory
 from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum
 from ..core.validation import InvalidFactorError, InvalidParameterError, Param, check_params
-from ..models.weights import excluded
+from ..models import ModelSourceError, detect, resolve_source
+from ..models.weights import NpzSource, excluded, module_layers, raw_matrices
 from ..outputs.jsonio import nullable, versions
 from ..outputs.spectra import SpectraResult
 
@@ -81,8 +84,15 @@ def spectra_of(matrices, *, source: str = "matrices", skipped=None, progress=Non
     (``raw_matrices``), that list is reported too. An all-zero matrix is listed as skipped.
     ``progress(stage, done, total, name)``, if given, is called after each matrix with stage
     ``"spectra"`` and ``total=None`` (the count is not known before the source is read).
+    ``params`` are validated against :data:`SPECTRA_PARAMS`.
     """
     p = check_params("spectra", SPECTRA_PARAMS, params)
+    return checked_spectra_of(matrices, p, source=source, skipped=skipped, progress=progress)
+
+
+def checked_spectra_of(matrices, p: Mapping[str, Any], *, source: str = "matrices", skipped=None,
+                       progress=None) -> SpectraResult:
+    """:func:`spectra_of` with ``p`` already validated (every entry of :data:`SPECTRA_PARAMS`)."""
     limit = p["max_memory"] if p["max_memory"] is not None else default_limit()
     rows, left_out = [], []
     it = iter(matrices)
@@ -146,18 +156,19 @@ def spectra_source(source="minilm", *, progress=None, **params) -> SpectraResult
     through :func:`physgsa.models.resolve_source`. Every tensor is read by its shape
     (:func:`physgsa.models.weights.raw_matrices`); with a config.json the architecture adds
     what it knows (GPT-2's Conv1D), and an ``nn.Module`` gives its conv groups and its layer
-    types. ``progress`` as for :func:`spectra_of`.
+    types. ``progress`` as for :func:`spectra_of`; ``params`` are validated against
+    :data:`SPECTRA_PARAMS`.
     """
-    if isinstance(source, str) and source == "example":
-        from ..core.examples import example_chain
+    p = check_params("spectra", SPECTRA_PARAMS, params)
+    return checked_spectra_source(source, p, progress=progress)
 
+
+def checked_spectra_source(source, p: Mapping[str, Any], *, progress=None) -> SpectraResult:
+    """:func:`spectra_source` with ``p`` already validated (every entry of :data:`SPECTRA_PARAMS`)."""
+    if isinstance(source, str) and source == "example":
         chain = example_chain()
         items = ((f.name, f.matrix, f.name, "") for f in chain.factors)
-        return spectra_of(items, source=chain.source, progress=progress, **params)
-    from ..models import ModelSourceError, detect, resolve_source
-    from ..models.weights import NpzSource, module_layers, raw_matrices
-
-    exclude = check_params("spectra", SPECTRA_PARAMS, params)["exclude"]
+        return checked_spectra_of(items, p, source=chain.source, progress=progress)
     modules = None
     if isinstance(source, (str, Path)) and Path(source).suffix == ".npz":
         path = Path(source)
@@ -173,5 +184,5 @@ def spectra_source(source="minilm", *, progress=None, **params) -> SpectraResult
     except ModelSourceError:
         arch = "unknown"  # every tensor by its shape: no architecture knowledge needed
     # reuse: spectra_of takes the items one at a time and keeps none of their matrices.
-    return spectra_of(raw_matrices(src, arch, exclude=exclude, modules=modules, reuse=True), source=src.name,
-                      progress=progress, **params)
+    return checked_spectra_of(raw_matrices(src, arch, exclude=p["exclude"], modules=modules, reuse=True),
+                              p, source=src.name, progress=progress)

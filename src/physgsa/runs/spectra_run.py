@@ -17,7 +17,6 @@ command line promises for every command:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ..models.files import not_an_archive
 from ..outputs.directory import OWN_FILES
 from ..outputs.spectra import SPECTRA_FILES, SpectraResult
 from ..outputs.spectra import depth_order as table_order
-from .spectra import SPECTRA_PARAMS, spectra_source
+from .spectra import SPECTRA_PARAMS, checked_spectra_source
 
 __all__ = ["run", "check_out", "depth_order", "SPECTRA_FILES"]
 
@@ -93,10 +92,6 @@ def _source_name(source) -> str:
     return resolve_source(source).name
 
 
-def _takes_progress() -> bool:
-    return "progress" in inspect.signature(spectra_source).parameters
-
-
 def run(source, out, *, overwrite: bool = False, progress=None, **params):
     """Check ``out``, compute the spectra of ``source`` and return them in depth order (not saved).
 
@@ -111,7 +106,8 @@ def run(source, out, *, overwrite: bool = False, progress=None, **params):
     progress : callable, optional
         ``progress(stage, done, total, name)``; ``total`` may be None (not known in advance).
     **params
-        ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory``.
+        ``q``, ``chart``, ``window_band``, ``gap_floor``, ``exclude``, ``max_memory``: validated
+        here, once, and handed on as they are.
     """
     report = progress or (lambda *a: None)
     p = check_params("spectra", SPECTRA_PARAMS, params)
@@ -121,9 +117,8 @@ def run(source, out, *, overwrite: bool = False, progress=None, **params):
             raise ChainFileError(f"Tensor file '{source}' is not a readable .npz archive: {why}. An .npz is a zip of "
                                  ".npy arrays, as numpy.savez writes.")
     check_out(out, _source_name(source), p, overwrite=overwrite)
-    kw = {"progress": report} if _takes_progress() else {}
     try:
-        res = spectra_source(source, **params, **kw)
+        res = checked_spectra_source(source, p, progress=report)
     except ResourceLimitError as exc:
         # The shared message ends with advice for certify's --workers, which spectra has not got.
         text = str(exc).split("; with --workers")[0].rstrip(".") + "."

@@ -15,6 +15,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
+from ...core.atomic import atomic_write
+
+# torch, scikit-learn and safetensors are imported inside the functions that use them (start-up:
+# `physgsa models`, and `physgsa spectra` of a file, load none of them).
+
 __all__ = ["digits_resnet", "digits_data", "digits_checkpoints", "cache_path", "held_out_accuracy",
            "cached_accuracy", "TRAIN_SEED"]
 
@@ -69,7 +76,6 @@ def _model():
 
 def digits_data():
     """(x_train, y_train, x_test, y_test) as tensors: a seeded 80/20 split, pixels in [0, 1]."""
-    import numpy as np
     import torch
     from sklearn.datasets import load_digits
 
@@ -135,7 +141,8 @@ def held_out_accuracy(model) -> tuple[int, int]:
 def digits_checkpoints(directory, *, epochs=(1, 3, 10, 30)) -> list:
     """Train the digits ResNet once and save the given epochs, each as a model folder
     (``epoch-NN/model.safetensors`` with its ``config.json``) that ``certify`` and ``compare`` read:
-    a real training run, for trajectories (``physgsa compare epoch-01 epoch-03 ...``)."""
+    a real training run, for trajectories (``physgsa compare epoch-01 epoch-03 ...``).
+    """
     import json
 
     from safetensors.torch import save_file
@@ -173,9 +180,8 @@ def digits_resnet(*, retrain: bool = False):
     model = _train()
     correct, total = held_out_accuracy(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
     # The accuracy is measured here, on the weights as trained on this machine, and kept with them.
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"test_correct": str(correct), "test_total": str(total)})
-    os.replace(tmp, path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp),
+                                             metadata={"test_correct": str(correct), "test_total": str(total)}))
     return model

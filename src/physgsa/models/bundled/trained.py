@@ -38,12 +38,13 @@ import platform
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 
+from ...core.atomic import atomic_write
 from ..sources import ModelSourceError, SafetensorsSource, TensorDictSource
 from .digits import digits_data
 
@@ -130,7 +131,8 @@ def _gpt_config():
 
 def build_model(name: str, config: dict | None = None, seed: int = TRAIN_SEED):
     """The network of ``name`` with its initial weights drawn from ``seed`` (``seed=TRAIN_SEED``:
-    the weights training starts from), from the default config or a saved one."""
+    the weights training starts from), from the default config or a saved one.
+    """
     import torch
 
     _spec(name)
@@ -182,7 +184,8 @@ _CONTEXT = 64
 
 def stdlib_corpus(n_bytes: int = _CORPUS_BYTES) -> tuple[bytes, dict]:
     """The first ``n_bytes`` of the standard library's top-level ``.py`` files in sorted order,
-    and what they are (directory, Python version, the files used, SHA-256)."""
+    and what they are (directory, Python version, the files used, SHA-256).
+    """
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in root.glob("*.py") if p.is_file()) if root.is_dir() else []
     parts, used, total = [], [], 0
@@ -202,7 +205,8 @@ def stdlib_corpus(n_bytes: int = _CORPUS_BYTES) -> tuple[bytes, dict]:
             f"pysource-gpt trains on the standard library's .py source, but '{root}' holds only {len(corpus)} bytes "
             "of it (this Python ships compiled files only). Use another Python installation.")
     info = {"stdlib": str(root), "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "files": used, "n_bytes": len(corpus), "sha256": hashlib.sha256(corpus).hexdigest()}
+            "implementation": platform.python_implementation(), "files": used, "n_bytes": len(corpus),
+            "sha256": hashlib.sha256(corpus).hexdigest()}
     return corpus, info
 
 
@@ -216,7 +220,6 @@ def _byte_split(corpus: bytes):
 
 def unigram_entropy(data) -> float:
     """Entropy in nats of the byte frequencies of ``data`` (bytes, or an integer array of byte values)."""
-
     values = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
     counts = np.bincount(values.astype(np.int64), minlength=256).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
@@ -294,7 +297,8 @@ def _scheduler():
 
 def denoising_loss(model, draws: int = 4) -> float:
     """Mean squared error of the predicted noise on the held-out digits, at ``draws`` seeded
-    (timestep, noise) pairs per image (the same pairs for every network)."""
+    (timestep, noise) pairs per image (the same pairs for every network).
+    """
     import torch
 
 
@@ -487,13 +491,9 @@ def _write(path: Path, model, record: dict) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     meta = {k: json.dumps(v, sort_keys=True) for k, v in record.items()}
-    try:
-        save_file(_state(model), str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    state = _state(model)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def read_record(path) -> dict | None:

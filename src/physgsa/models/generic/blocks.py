@@ -1,5 +1,6 @@
 """Block finding: residual blocks and the plain stretches between them, their names, their main
-paths, and the modules left out of every factor (with the reason)."""
+paths, and the modules left out of every factor (with the reason).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def find_units(g: Graph) -> list[dict]:
     for a in adds:
         x = g.idom[a]
         if g.kind.get(x) != "main":
-            raise ModelSourceError(f"{g.name}: the residual addition {describe_node(a)} starts at {x.name}, which is not an "
-                                   "image tensor on the residual path.")
+            raise ModelSourceError(f"{g.name}: the residual addition {describe_node(a)} starts at {x.name}, which is "
+                                   "not an image tensor on the residual path.")
         ops = [o for o in a.args[:2]]
         run = a
         while True:
@@ -36,9 +37,9 @@ def find_units(g: Graph) -> list[dict]:
     for prev, nxt in itertools.pairwise(blocks):
         if not (nxt["entry"] is prev["exit"] or g.dominates(prev["exit"], nxt["entry"])):
             raise ModelSourceError(
-                f"{g.name}: the residual block ending at {describe_node(nxt['add'])} starts at {nxt['entry'].name}, not after "
-                f"the block ending at {describe_node(prev['add'])}: nested or parallel residual paths. The generic walker "
-                "reads a sequence of blocks.")
+                f"{g.name}: the residual block ending at {describe_node(nxt['add'])} starts at {nxt['entry'].name}, "
+                f"not after the block ending at {describe_node(prev['add'])}: nested or parallel residual paths. "
+                "The generic walker reads a sequence of blocks.")
     units = []
     for k, blk in enumerate(blocks):
         if k and blk["entry"] is not blocks[k - 1]["exit"]:

@@ -1,7 +1,8 @@
 """``build="FILE.py:FUNC"`` (``--build``): make the nn.Module by running the user's code, load weights into it.
 
 This runs the named file's code (importing it, then calling the function), exactly as ``python FILE.py``
-would; checkpoints never run code, a build file always does."""
+would; checkpoints never run code, a build file always does.
+"""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def load_weights(model, source, caller: str) -> str:
     if missing or unexpected:
         def few(keys):
             return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-        parts = ([f"missing {few(missing)}"] if missing else []) + ([f"unexpected {few(unexpected)}"] if unexpected else [])
+        parts = (([f"missing {few(missing)}"] if missing else [])
+                 + ([f"unexpected {few(unexpected)}"] if unexpected else []))
         raise ModelSourceError(f"The weights of {src.name} do not fit the module {flag('build', caller)} made "
                                f"({'; '.join(parts)}).")
     bad = [k for k in mine if tuple(mine[k].shape) != tuple(state[k].shape)]

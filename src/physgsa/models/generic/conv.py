@@ -1,5 +1,6 @@
 """Convolutions in the traced graph: their parameters, strides and input groups (channel matrices
-come from :mod:`physgsa.models._conv`)."""
+come from :mod:`physgsa.models._conv`).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def conv_params(g: Graph, n):
         b.apply_defaults()
         args = b.arguments
         w = const_value(g, args["weight"])
-        stride, padding, dilation, groups = (const_value(g, args[k]) for k in ("stride", "padding", "dilation", "groups"))
+        stride, padding, dilation, groups = (const_value(g, args[k])
+                                             for k in ("stride", "padding", "dilation", "groups"))
     else:
         return None
     w = w.detach().to(torch.float64).cpu().numpy()

@@ -1,5 +1,6 @@
 """Jacobian factors: a factor's stretch of the traced graph as a function, and the inputs it is
-differentiated at."""
+differentiated at.
+"""
 
 from __future__ import annotations
 
@@ -72,15 +73,15 @@ def jacobian_inputs(g: Graph, inputs, seed: int, sample, keep):
             raise ModelSourceError(f"'{path}' is not a readable .npy array ({first_line(exc)}).") from None
         what = f"images from {path}"
     if x.ndim != 4 or x.shape[1] != sample.shape[1]:
-        raise ModelSourceError(f"Jacobian inputs must be images (N, {sample.shape[1]}, H, W) like the sample; got shape "
-                               f"{tuple(x.shape)}.")
+        raise ModelSourceError(f"Jacobian inputs must be images (N, {sample.shape[1]}, H, W) like the sample; "
+                               f"got shape {tuple(x.shape)}.")
     values = g.run(x, keep)
     with torch.no_grad():
         try:
             ref = g.model(x.clone())
         except Exception as exc:  # noqa: BLE001
-            raise ModelSourceError(f"{g.name} fails on the Jacobian inputs ({type(exc).__name__}: {first_line(exc)}).") \
-                from None
+            raise ModelSourceError(f"{g.name} fails on the Jacobian inputs "
+                                   f"({type(exc).__name__}: {first_line(exc)}).") from None
     try:
         g._check_same(ref, values[next(n for n in g.nodes if n.op == "output")])
     except ModelSourceError:

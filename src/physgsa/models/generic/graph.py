@@ -1,5 +1,6 @@
 """The traced graph of a module, its execution on a sample, and the data-flow facts the walker reads
-(node kinds, dominators, residual additions)."""
+(node kinds, dominators, residual additions).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ class Graph:
             try:
                 ref = model(sample.clone())
             except Exception as exc:  # noqa: BLE001
-                raise ModelSourceError(f"{name} fails on the sample ({type(exc).__name__}: {first_line(exc)}).") from None
+                raise ModelSourceError(
+                    f"{name} fails on the sample ({type(exc).__name__}: {first_line(exc)}).") from None
         self.gm = trace_module(model, name, sample)
         make_functional(self.gm, name)
         self.modules = dict(self.gm.named_modules())
@@ -50,7 +52,8 @@ class Graph:
     def run(self, x, keep=()):
         """Every node's value on input ``x``: tensors that depend on the input only as their shape
         (a meta tensor: an image-sized activation per node would take gigabytes), except the nodes
-        in ``keep`` and the output (detached copies); everything else as computed."""
+        in ``keep`` and the output (detached copies); everything else as computed.
+        """
         torch = self.torch
         values, data, keep = {}, self.data, set(keep)
 
@@ -79,9 +82,7 @@ class Graph:
 
     def _check_same(self, ref, out):
         torch = self.torch
-        from torch.utils._pytree import (
-            tree_leaves,  # start-up: torch loads only when a model is walked
-        )
+        from torch.utils._pytree import tree_leaves  # start-up: torch loads only when a model is walked
 
         a = [t for t in tree_leaves(ref) if isinstance(t, torch.Tensor)]
         b = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
@@ -92,8 +93,8 @@ class Graph:
                 if x.numel() and float((x - y).abs().max()) > 1e-9 * max(scale, 1.0):
                     same = False
         if not same:
-            raise ModelSourceError(f"The torch.fx trace of {self.name} does not reproduce its output on the sample (its "
-                                   "forward depends on something the trace does not record); the generic walker "
+            raise ModelSourceError(f"The torch.fx trace of {self.name} does not reproduce its output on the sample "
+                                   "(its forward depends on something the trace does not record); the generic walker "
                                    "cannot read its structure.")
 
     def _data_inputs(self, n):

@@ -1,5 +1,6 @@
 """Static factors: the linear map along a factor's main path, activations all-active, gates frozen at the
-sample, at zero frequency or on one Fourier mode."""
+sample, at zero frequency or on one Fourier mode.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ def _gate_values(g: Graph, gate, main_shape, where: str, item: int) -> np.ndarra
     val = val.detach().to(torch.float64)
     nd = len(main_shape)
     if val.ndim > nd:
-        raise ModelSourceError(f"{g.name}: the gate {describe_node(gate)} in {where} has more dimensions than the tensor it "
-                               "scales.")
+        raise ModelSourceError(f"{g.name}: the gate {describe_node(gate)} in {where} has more dimensions than the "
+                               "tensor it scales.")
     val = val.reshape((1,) * (nd - val.ndim) + tuple(val.shape))
     if val.shape[2] != 1 or val.shape[3] != 1:
         if bool((val != val[:, :, :1, :1]).any()):
-            raise ModelSourceError(f"{g.name}: the gate {describe_node(gate)} in {where} varies over the image; a spatially "
-                                   "varying gate is not a channel map.")
+            raise ModelSourceError(f"{g.name}: the gate {describe_node(gate)} in {where} varies over the image; "
+                                   "a spatially varying gate is not a channel map.")
         val = val[:, :, :1, :1]
     val = val[min(item, val.shape[0] - 1), :, 0, 0]
     return val.cpu().numpy()
@@ -106,16 +107,16 @@ class LinearMap:
         padded = [a for a in ins if a in self.pads]
         conv = conv_params(g, n)
         if padded and (conv is None or padded != [n.args[0]]) and self.mode is not None:
-            raise ModelSourceError(f"{g.name}: {describe_node(padded[0])} is read by {describe_node(n)}, not by a conv; "
-                                   "conv='fft' needs the padding's offset at a conv.")
+            raise ModelSourceError(f"{g.name}: {describe_node(padded[0])} is read by {describe_node(n)}, "
+                                   "not by a conv; conv='fft' needs the padding's offset at a conv.")
         if conv is not None:
             w, stride, padding, dilation, groups = conv
             extra = self.pads.get(n.args[0], (0, 0))
             padding = (padding[0] + extra[0], padding[1] + extra[1])
             m, mode, diag = state[n.args[0]]
             if self.mode is not None and stride[0] != stride[1]:
-                raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {stride}; conv='fft' follows square strides "
-                                       "only.")
+                raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {stride}; conv='fft' follows "
+                                       "square strides only.")
             blocks = conv_blocks(w, mode, padding=padding, dilation=dilation)
             if m.shape[0] != w.shape[1] * groups:
                 raise ModelSourceError(f"{g.name}: {describe_node(n)} takes {w.shape[1] * groups} channels but gets "
@@ -153,7 +154,8 @@ class LinearMap:
 
     def pad(self, n, state):
         """Zero padding: the identity on the channels; on a Fourier mode of the torus, its offset
-        joins the padding of the conv that reads it (TF-style "same" padding)."""
+        joins the padding of the conv that reads it (TF-style "same" padding).
+        """
         g = self.g
         if n.op == "call_module":
             mod = g.modules[n.target]
@@ -163,14 +165,14 @@ class LinearMap:
             args = dict(zip(names, n.args))
             args.update(n.kwargs)
             if args.get("mode", "constant") != "constant":
-                raise ModelSourceError(f"{g.name}: {describe_node(n)} pads in mode {args['mode']!r}; the walker reads zero "
-                                       "padding only.")
+                raise ModelSourceError(f"{g.name}: {describe_node(n)} pads in mode {args['mode']!r}; the walker "
+                                       "reads zero padding only.")
             amounts = [const_value(g, a) for a in const_value(g, args["pad"])]
             value = const_value(g, args.get("value")) or 0.0
         amounts = [int(a) for a in amounts]
         if len(amounts) != 4 or float(value) != 0.0 or min(amounts) < 0:
-            raise ModelSourceError(f"{g.name}: {describe_node(n)} pads by {amounts} with {value}; the walker reads zero "
-                                   "padding of the two image axes only.")
+            raise ModelSourceError(f"{g.name}: {describe_node(n)} pads by {amounts} with {value}; the walker "
+                                   "reads zero padding of the two image axes only.")
         left, _, top, _ = amounts
         self.pads[n] = (top, left)
         return state[n.args[0]]
@@ -192,7 +194,8 @@ class LinearMap:
         k, s, p = pair(k), pair(s if s is not None else k), pair(p)
         m, mode, diag = state[n.args[0]]
         if self.mode is not None and s[0] != s[1]:
-            raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {s}; conv='fft' follows square strides only.")
+            raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {s}; "
+                                   "conv='fft' follows square strides only.")
         gain = avg_pool_gain(k, p, mode)
         out_mode = None if mode is None else mode.strided(s[0], f"{describe_node(n)} of {g.name}")
         return (gain.real if mode is None else gain) * m, out_mode, diag
@@ -211,8 +214,8 @@ class LinearMap:
             if len(mains) == 2:
                 (ma, mo_a, da), (mb, mo_b, db) = state[args[0]], state[args[1]]
                 if mo_a != mo_b:
-                    raise ModelSourceError(f"{g.name}: the two terms of {describe_node(n)} in {self.where} end on different "
-                                           "grids (their strides differ).")
+                    raise ModelSourceError(f"{g.name}: the two terms of {describe_node(n)} in {self.where} end on "
+                                           "different grids (their strides differ).")
                 if ma.shape != mb.shape:
                     raise ModelSourceError(f"{g.name}: the two terms of {describe_node(n)} have {ma.shape[0]} and "
                                            f"{mb.shape[0]} channels.")
@@ -227,8 +230,8 @@ class LinearMap:
             return m, mode, diag
         # mul / div
         if len(mains) == 2:
-            raise ModelSourceError(f"{g.name}: {describe_node(n)} in {self.where} multiplies two tensors that both depend on "
-                                   "the factor's input (not a per-channel gate); it is not a linear map. Use "
+            raise ModelSourceError(f"{g.name}: {describe_node(n)} in {self.where} multiplies two tensors that both "
+                                   "depend on the factor's input (not a per-channel gate); it is not a linear map. Use "
                                    "mode='jacobian'.")
         m, mode, diag = state[mains[0]]
         other = others[0]

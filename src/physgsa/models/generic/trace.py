@@ -1,6 +1,7 @@
 """Tracing: the module run on a sample under torch.fx, every operation recorded and computed.
 
-The graph is made free of in-place operations; module paths are read from the trace."""
+The graph is made free of in-place operations; module paths are read from the trace.
+"""
 
 from __future__ import annotations
 
@@ -86,7 +87,9 @@ def _concrete_tracer(sample):
                 for part in str(target).split("."):
                     value = getattr(value, part)
                 return value
-            concrete = (lambda a: map_aggregate(a, lambda v: value_of(v) if isinstance(v, fx.Proxy) else v))
+            def concrete(a):
+                return map_aggregate(a, lambda v: value_of(v) if isinstance(v, fx.Proxy) else v)
+
             cargs, ckwargs = concrete(tuple(args)), concrete(dict(kwargs))
             with torch.no_grad():
                 if kind == "call_function":
@@ -189,8 +192,8 @@ def make_functional(gm, name: str) -> None:
                  and not (u.op == "call_function" and u.target is getattr and u.args[1:] == ("shape",))]
         if later:
             raise ModelSourceError(
-                f"{name}: {describe_node(n)} changes {target.name} in place and {later[0].name} reads it afterwards; the "
-                "traced graph does not show that data flow. Write it out of place (y = x + z, or inplace=False).")
+                f"{name}: {describe_node(n)} changes {target.name} in place and {later[0].name} reads it afterwards; "
+                "the traced graph does not show that data flow. Write it out of place (y = x + z, or inplace=False).")
         if inplace == "setitem":
             continue
         if inplace == "method":

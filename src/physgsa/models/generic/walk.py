@@ -1,5 +1,6 @@
 """The residual-block walker: :func:`walk_source` (``load_chain`` with ``sample=``, ``sample_shape=`` or
-``build=``) and :func:`walk_blocks`."""
+``build=``) and :func:`walk_blocks`.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def walk_source(source, p: dict) -> Chain:
         raise InvalidParameterError(f"Give either {f('sample')} or {f('sample_shape')}, not both: the sample shape "
                                     "makes a seeded random sample.")
     if p["interfaces"] != "blocks":
-        raise InvalidParameterError(f"{f('interfaces')}{p['interfaces']} needs a transformer adapter; the generic walker "
-                                    "gives block factors (interfaces='blocks').")
+        raise InvalidParameterError(f"{f('interfaces')}{p['interfaces']} needs a transformer adapter; the generic "
+                                    "walker gives block factors (interfaces='blocks').")
     if p["tokens"] != "uniform":
         raise InvalidParameterError(f"{f('tokens')}{p['tokens']}: the generic walker's Jacobian uses spatially uniform "
                                     "directions (tokens='uniform').")
@@ -64,8 +65,8 @@ def walk_source(source, p: dict) -> Chain:
         what = "nothing" if source is None else repr(str(source)) if isinstance(source, (str, Path)) else \
             f"a {type(source).__name__}"
         if caller == "cli":
-            raise ModelSourceError(f"--sample-shape needs --build FILE.py:FUNC (FUNC() returns the nn.Module the generic "
-                                   f"walker runs; --build runs FILE's code); {what} is not a module.")
+            raise ModelSourceError(f"--sample-shape needs --build FILE.py:FUNC (FUNC() returns the nn.Module the "
+                                   f"generic walker runs; --build runs FILE's code); {what} is not a module.")
         raise ModelSourceError(f"sample= and sample_shape= need the nn.Module itself (the generic walker runs it); got "
                                f"{what}. Pass the module, or build='file.py:function' to make it from your code.")
     if p["sample"] is not None:
@@ -101,7 +102,8 @@ def walk_source(source, p: dict) -> Chain:
 
 
 def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(0, 0, 8), mode: str = "static",
-                inputs=None, seed: int = 0, source: str = "", sample_note: str = "", record: dict | None = None) -> Chain:
+                inputs=None, seed: int = 0, source: str = "", sample_note: str = "",
+                record: dict | None = None) -> Chain:
     """The chain of residual-block factors of any module, found by running it on ``sample``.
 
     Parameters
@@ -146,7 +148,7 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
     else:
         values, what = jacobian_inputs(g, inputs, seed, x, [u["entry"] for u in units])
     factors, used, gate_of = [], set(), {}
-    for k, u in enumerate(units):
+    for u in units:
         prov = {"source": mode, "kind": factor if u["kind"] == "residual" else "plain", "module": u["name"],
                 "walker": "blocks", "modules": u["modules"], "dtype": dtype, **record}
         if u["kind"] == "residual":

@@ -14,7 +14,7 @@ from physgsa.core import structure as S
 from physgsa.core.certificate import margins, perturbation_tests
 from physgsa.core.spectra import compute_spectrum
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def _chain(*pairs):

@@ -21,8 +21,8 @@ from playwright.sync_api import sync_playwright
 import physgsa
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[2]
 EVIL = "<script>alert('x')</script>"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

@@ -68,6 +68,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .spectra import gram_energies
+
 __all__ = ["Energies", "WWLayer", "energies", "energies_from_sigma", "pool", "powerlaw_fit", "ww_metrics",
            "weight_metrics", "conv2d_layout", "ww_filter", "dense_layer", "conv2d_layer",
            "EPSILON", "EVALS_THRESH", "SMALL_N_CUTOFF", "SMALL_N_K_MIN", "MIN_EVALS", "MAX_EVALS", "MAX_N",
@@ -132,8 +134,6 @@ def energies(a: np.ndarray) -> Energies:
     The same rule as the Part I pass (:func:`physgsa.core.spectra.gram_energies`): the Gram path is
     taken only when every eigenvalue exceeds twice its rounding bound.
     """
-    from .spectra import gram_energies
-
     if not np.any(a):  # a zero slice of a kernel (pruned taps): all its eigenvalues are 0
         return Energies(lam=np.zeros(min(a.shape)), e=0)
     got = gram_energies(a)

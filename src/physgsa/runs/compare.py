@@ -111,7 +111,8 @@ def _changes(s0, s1, part) -> dict:
     }
 
 
-def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> CompareResult:
+def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict | None = None,
+                   **params) -> CompareResult:
     """BASE's certified structure against each OTHER (see the module docstring).
 
     Parameters
@@ -119,6 +120,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
     base : Chain
     others : list of (name, Chain)
         Models of the same layout; a sequence (checkpoints of one training run) gives trajectories.
+    change : dict, optional
+        The record of the simulated change that made the single OTHER (``compare.json: change``).
     **params
         Keyword-only, validated against :data:`COMPARE_PARAMS` (certify's defaults).
     """
@@ -207,6 +210,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], **params) -> Co
     if "ratio" in ifs:
         ifs["ratio"] = pd.array([None if v is None or not np.isfinite(v) else float(v) for v in ifs["ratio"]],
                                 dtype="Float64")
+    if change is not None:
+        doc["change"] = change
     return CompareResult(ifs, pd.DataFrame(factor_rows), doc, tuple(panels))
 
 
@@ -256,7 +261,4 @@ def compare_models(base, others=(), *, quantize: str | None = None, group_size: 
         else:
             base_chain = load_chain(base)
             pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]
-    res = compare_chains(base_chain, pairs, **params)
-    if change is not None:
-        res.document["change"] = change.record()
-    return res
+    return compare_chains(base_chain, pairs, change=None if change is None else change.record(), **params)

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_startup import imported_by
 
 _D, _LAYERS = 16, 2

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_structure import make_reference, references
 
 from physgsa.core.certificate import adversarial, margins, perturbation_tests, verdicts
 from physgsa.core.icm import icm_rows
 from physgsa.core.spectra import normalize
 from properties import check_radius, icm_corr_bound, icm_sqrt_fraction_bound
 from strategies import KINDS, build
-from test_structure import make_reference, references
 
 
 @settings(max_examples=100)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_structure import make_reference, references
 
 import brute
 import physgsa
@@ -18,7 +19,6 @@ from physgsa.core.certificate import margins
 from physgsa.core.icm import icm_rows
 from physgsa.core.spectra import normalize
 from strategies import build
-from test_structure import make_reference, references
 
 EPS = np.finfo(np.float64).eps
 

@@ -112,7 +112,7 @@ from ..core.chain import Chain, Factor, check_matrix
 from ..core.validation import InvalidParameterError
 from ._transformer import tower_break
 from .bundled.digits import digits_data, digits_resnet
-from .sources import ModelSourceError, _torch
+from .sources import ModelSourceError, import_torch
 
 __all__ = ["jacobian_chain", "load_module", "bundled_sentences", "transformer_sublayers", "token_jacobian",
            "TokenJacobian", "Sublayer", "TOKENS", "HUTCHINSON_PROBES", "MAX_SENTENCES", "MAX_TOKENS"]
@@ -145,7 +145,7 @@ def bundled_sentences() -> list[str]:
 
 def load_module(source):
     """The nn.Module behind a source (Jacobian mode needs the forward pass, not only weights)."""
-    torch = _torch()
+    torch = import_torch()
     if isinstance(source, torch.nn.Module):
         return source.eval(), None
     text = str(source)
@@ -224,7 +224,7 @@ def _capture(model, encoding):
     the model built for its attention implementation, position ids, ...). Replaying them makes
     each sublayer map the one the model applies; nothing about masks is rebuilt here.
     """
-    torch = _torch()
+    torch = import_torch()
     blocks, _ = _blocks(model)
     bert = model.config.model_type != "gpt2"
     targets = {"x0": blocks[0]}
@@ -329,7 +329,7 @@ def _float64_internals():
     mode a cast of a float64 tensor to float32 is the identity, so the model's function is
     computed and differentiated in float64. Nothing else changes.
     """
-    torch = _torch()
+    torch = import_torch()
     from torch.overrides import TorchFunctionMode  # start-up: loaded only when needed, never at `physgsa --help`
 
     f32, f64 = torch.float32, torch.float64
@@ -369,7 +369,7 @@ def _towers(model):
 
 def _capture_towers(model, encoding):
     """As :func:`_capture`, per tower: each tower's first-block input and each block's ``self_attn`` arguments."""
-    torch = _torch()
+    torch = import_torch()
     towers = _towers(model)
     seen, handles = {}, []
 
@@ -459,7 +459,7 @@ class TokenJacobian:
 
 def _jvps(f, x, dirs, chunk):
     """``J v`` for every direction ``v`` in ``dirs`` (n, T, d), batched by vmap in chunks."""
-    torch = _torch()
+    torch = import_torch()
 
     def one(v):
         return torch.func.jvp(f, (x,), (v,))[1]
@@ -499,7 +499,7 @@ def token_jacobian(f, x, *, tokens: str = "uniform", local: bool = False, probes
     -------
     TokenJacobian
     """
-    torch = _torch()
+    torch = import_torch()
     if tokens not in TOKENS:
         raise InvalidParameterError(f"The 'tokens' parameter of token_jacobian must be one of "
                                     f"{{{', '.join(repr(c) for c in TOKENS)}}}. Got {tokens!r} instead.")
@@ -554,7 +554,7 @@ def token_jacobian(f, x, *, tokens: str = "uniform", local: bool = False, probes
 
 def _encodings(model, tok, inputs, seed: int):
     """One model input (dict of (1, T) tensors) per sequence, and what they are."""
-    torch = _torch()
+    torch = import_torch()
     if getattr(model.config, "model_type", None) in ("clip", "clip_vision_model"):
         return _clip_encodings(model, tok, inputs, seed)
     if inputs == "random" or tok is None:
@@ -581,7 +581,7 @@ def _encodings(model, tok, inputs, seed: int):
 
 def _clip_encodings(model, tok, inputs, seed: int):
     """CLIP vision (and CLIPModel) inputs: random images (flagged) or an .npy of images, with token ids."""
-    torch = _torch()
+    torch = import_torch()
     mt = model.config.model_type
     vcfg = model.config.vision_config if mt == "clip" else model.config
     if inputs == "random":
@@ -605,7 +605,7 @@ def _clip_encodings(model, tok, inputs, seed: int):
 
 
 def _probe_generator(seed: int, n_input: int, n_sublayer: int):
-    torch = _torch()
+    torch = import_torch()
     state = np.random.SeedSequence([seed, n_input, n_sublayer]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 
@@ -625,7 +625,7 @@ def _transformer_jacobians(model, tok, factor: str, tokens: str, inputs, seed: i
             kept[sub.name] = kept.get(sub.name, 0.0) + r.kept
             total[sub.name] = total.get(sub.name, 0.0) + r.total
             method[sub.name] = r.method
-            with _torch().no_grad():
+            with import_torch().no_grad():
                 x = sub.full(x)
     out = []
     for name, mat in acc.items():
@@ -670,7 +670,7 @@ def _resnet_blocks(model, factor: str):
 
 def channel_jacobian(f, x):
     """``J[:, c]`` = spatial mean of ``jvp(f, x, e_c (x) 1)`` for an image ``x`` (1, C, H, W)."""
-    torch = _torch()
+    torch = import_torch()
     c = x.shape[1]
     dirs = torch.eye(c, dtype=x.dtype)[:, None, :, None, None].expand(c, 1, c, x.shape[2], x.shape[3])
 
@@ -681,7 +681,7 @@ def channel_jacobian(f, x):
 
 
 def _cnn_jacobians(model, factor: str, inputs, seed: int):
-    torch = _torch()
+    torch = import_torch()
     blocks, stem = _resnet_blocks(model, factor)
     full_blocks, _ = _resnet_blocks(model, "full")
     if inputs is None and hasattr(model, "fc") and model.conv1.in_channels == 1:
@@ -733,7 +733,7 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
         Each factor's provenance holds ``source``, ``kind``, ``inputs``, ``tokens`` and, for
         transformers, ``energy_kept`` and ``energy_kept_method``.
     """
-    torch = _torch()
+    torch = import_torch()
     for pname, value, choices in (("factor", factor, ("full", "branch")), ("tokens", tokens, TOKENS)):
         if not isinstance(value, str) or value not in choices:
             raise InvalidParameterError(f"The '{pname}' parameter of jacobian_chain must be one of "

@@ -21,7 +21,7 @@ from .generic import check_build, check_sample_shape, layout_help, source_name, 
 from .generic.options import check_freq
 from .registry import ARCHITECTURES, adapter, detection_order
 from .resolve import resolve_source
-from .sources import ModelSourceError, TensorDictSource, WeightSource, _torch
+from .sources import ModelSourceError, TensorDictSource, WeightSource, import_torch
 
 __all__ = ["chain_from", "load_chain", "detect", "MODEL_PARAMS", "check_config_against_weights", "is_matrix_file"]
 
@@ -179,7 +179,7 @@ def load_chain(source=None, **params) -> Chain:
     if isinstance(source, dict):
         source = TensorDictSource(source, None, "the state dict")
     if p["mode"] == "jacobian":
-        if not isinstance(source, _torch().nn.Module) and without_layout(source):
+        if not isinstance(source, import_torch().nn.Module) and without_layout(source):
             raise ModelSourceError(layout_help(source_name(source), p["caller"]))
 
         return jacobian.jacobian_chain(source, factor=p["factor"], tokens=p["tokens"], inputs=p["inputs"],
@@ -200,7 +200,7 @@ def load_chain(source=None, **params) -> Chain:
 
 def _walk_module(source, src: WeightSource) -> Chain:
     """No adapter: the generic walker, on the module itself or on one transformers can build."""
-    torch = _torch()
+    torch = import_torch()
     if isinstance(source, torch.nn.Module):
         return walk_chain(source, source=src.name)
     folder = Path(str(source))

@@ -28,7 +28,7 @@ class ModelSourceError(PhysgsaError):
     """A model source cannot be found, read, or trusted."""
 
 
-def _torch():
+def import_torch():
     try:
         import torch  # start-up: loaded only when needed, never at `physgsa --help`
     except ImportError:  # pragma: no cover - exercised only without the models extra
@@ -128,7 +128,7 @@ class TensorDictSource(WeightSource):
 
     def __init__(self, tensors: dict, config: dict | None, name: str):
         super().__init__(name, config)
-        torch = _torch()
+        torch = import_torch()
         self._t = {}
         skipped = []
         for k, v in tensors.items():
@@ -148,7 +148,7 @@ class TensorDictSource(WeightSource):
         return str(self._t[key].dtype).replace("torch.", "")
 
     def _read(self, key):
-        torch = _torch()
+        torch = import_torch()
         t = self._t[key].detach()
         if t.is_quantized:
             t = t.dequantize()
@@ -188,7 +188,7 @@ def _read_config(folder: Path) -> dict | None:
 
 
 def _load_state_dict(path: Path) -> dict:
-    torch = _torch()
+    torch = import_torch()
     check_archive(path, f"Checkpoint '{path}'", error=ModelSourceError)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -251,7 +251,7 @@ def path_source(spec) -> WeightSource:
     :func:`physgsa.models.resolve.resolve_source`).
     """
     if not isinstance(spec, (str, Path)):
-        torch = _torch()
+        torch = import_torch()
         if isinstance(spec, torch.nn.Module):
             return TensorDictSource(spec.state_dict(), _module_config(spec), type(spec).__name__)
         raise ModelSourceError(

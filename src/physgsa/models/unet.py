@@ -67,7 +67,7 @@ def _scaled(shortcut: np.ndarray, branch: np.ndarray, factor: str, scale: float)
     return (branch if factor == "branch" else shortcut + branch) / scale
 
 
-def _resnet(src: WeightSource, p: str, factor: str, scale: float, mode: FourierMode | None):
+def resnet_block(src: WeightSource, p: str, factor: str, scale: float, mode: FourierMode | None):
     keys = [p + "conv1.weight", p + "conv2.weight"]
     branch, m = None, mode
     for key, norm in ((keys[0], p + "norm1.weight"), (keys[1], p + "norm2.weight")):
@@ -95,7 +95,7 @@ def _attention(src: WeightSource, p: str, factor: str, scale: float, mode: Fouri
     return _scaled(np.eye(r.shape[0]), r, factor, scale), keys, mode
 
 
-def _resampler(src: WeightSource, p: str, kind: str, padding: int, mode: FourierMode | None):
+def resampler(src: WeightSource, p: str, kind: str, padding: int, mode: FourierMode | None):
     keys = [p + "weight"]
     w = src.get(keys[0])
     where = f"{keys[0]!r} of {src.name}"
@@ -197,11 +197,11 @@ def unet_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: tuple 
         if not src.has(p + probe):
             raise ModelSourceError(f"{src.name} is missing {p + probe}, which its config's layout implies.")
         if kind == "resnet":
-            mat, keys, out = _resnet(src, p, factor, scale, mode)
+            mat, keys, out = resnet_block(src, p, factor, scale, mode)
         elif kind == "attn":
             mat, keys, out = _attention(src, p, factor, scale, mode)
         else:
-            mat, keys, out = _resampler(src, p, kind, c["downsample_padding"], mode)
+            mat, keys, out = resampler(src, p, kind, c["downsample_padding"], mode)
         used.update(keys)
         prov = {"source": "static", "kind": factor if kind in ("resnet", "attn") else "plain",
                 "module": p.rstrip("."), "keys": keys, "dtype": src.dtype(keys[0]), "output_scale_factor": scale,

@@ -54,7 +54,7 @@ from ..core.chain import Chain, Factor, check_matrix
 from ._conv import conv_dc, fourier_mode
 from .registry import Adapter, config_matcher
 from .sources import ModelSourceError, WeightSource
-from .unet import _resampler, _resnet, at_mode, finish_chain
+from .unet import at_mode, finish_chain, resampler, resnet_block
 
 __all__ = ["ADAPTER", "unet_cond_chain"]
 
@@ -234,7 +234,7 @@ def unet_cond_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: t
             raise ModelSourceError(f"{src.name} is missing {p + probe}, which its config's layout implies.")
         prov = {"source": "static", "module": p.rstrip("."), "conv": conv}
         if kind == "resnet":
-            mat, keys, out = _resnet(src, p, factor, scale, mode)
+            mat, keys, out = resnet_block(src, p, factor, scale, mode)
             prov["output_scale_factor"] = scale
         elif kind == "transformer":
             mat, keys, xkeys = _transformer(src, p, factor, *extra)
@@ -243,7 +243,7 @@ def unet_cond_chain(src: WeightSource, *, factor: str, conv: str = "dc", freq: t
             prov.update({"transformer_blocks": extra[0], "only_cross_attention": extra[1],
                          "cross_attention": "I (values from the context, not the stream)"})
         else:
-            mat, keys, out = _resampler(src, p, kind, c["downsample_padding"], mode)
+            mat, keys, out = resampler(src, p, kind, c["downsample_padding"], mode)
         used.update(keys)
         prov.update({"kind": factor if kind in ("resnet", "transformer") else "plain", "keys": keys,
                      "dtype": src.dtype(keys[0])})

@@ -34,7 +34,7 @@ from ..outputs.study import OWN_FIGURE as STUDY_FIGURE
 from ..outputs.study import StudyResult
 from .compare import draw_compare
 from .figures import Figure, result_figures
-from .pages import _fmt, draw_certify, draw_spectra, verdict_view
+from .pages import draw_certify, draw_spectra, fmt, verdict_view
 from .study import draw_study
 
 __all__ = ["draw", "write", "rerender", "panels", "summary"]
@@ -129,9 +129,9 @@ def summary(result: Result) -> str:
     view = verdict_view(v)
     colour = {"all": "#e9f7ef", "some": "#fef5e0", "none": "#fbeaea"}[view["kind"]]
     rows = "".join(
-        f"<tr><td>{escape(str(m['interface']))}</td><td>{_fmt(m['rho_static'])}</td>"
-        f"<td>{escape(str(m['binding'].get('kind', '')))}</td><td>{_fmt(m['a_priori_ratio'])}</td>"
-        f"<td>{_fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
+        f"<tr><td>{escape(str(m['interface']))}</td><td>{fmt(m['rho_static'])}</td>"
+        f"<td>{escape(str(m['binding'].get('kind', '')))}</td><td>{fmt(m['a_priori_ratio'])}</td>"
+        f"<td>{fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
     t = v.get("n_no_channel_structure", 0)
     trivial = f"; {t} without channel structure" if t else ""
     return (f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import svgplot
 from .png import MAGMA, VIRIDIS, colourise, encode_png, hex_rgb
-from .svgplot import _n, attr, rich, text, text_width
+from .svgplot import attr, num, rich, text, text_width
 
 __all__ = ["Figure", "profile_figures", "interface_figures", "window_search_figure", "result_figures",
            "profiles_figure", "spectra_figure", "MASK_COLOURS", "LABEL_COLOURS", "png_uri", "svg_uri"]
@@ -143,21 +143,21 @@ class _Map:
         y = img_bottom + (xlab_h + 14 if cols else 6)
         parts = []
         # The cells, then the group and block boundaries as vector lines over them.
-        parts.append(f'<image x="{_n(left)}" y="{_n(top)}" width="{_n(W)}" height="{_n(H)}" '
+        parts.append(f'<image x="{num(left)}" y="{num(top)}" width="{num(W)}" height="{num(H)}" '
                      f'preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" '
                      f'xlink:href="{png_uri(encode_png(self.rgb, scale=(sy, sx)))}"/>')
         lines = []
         for f in self.row_lines or []:
             yy = top + round(f * h_cells) * sy
             if top < yy < img_bottom:
-                lines.append(f"M{_n(left)} {_n(yy)}h{_n(W)}")
+                lines.append(f"M{num(left)} {num(yy)}h{num(W)}")
         for f in self.col_lines or []:
             xx = left + round(f * w_cells) * sx
             if left < xx < left + W:
-                lines.append(f"M{_n(xx)} {_n(top)}v{_n(H)}")
+                lines.append(f"M{num(xx)} {num(top)}v{num(H)}")
         if lines:
             parts.append(f'<path d="{"".join(lines)}" stroke="#000" stroke-width="1" fill="none"/>')
-        parts.append(f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(W)}" height="{_n(H)}" fill="none" '
+        parts.append(f'<rect x="{num(left)}" y="{num(top)}" width="{num(W)}" height="{num(H)}" fill="none" '
                      'stroke="#555" stroke-width="1"/>')
         # Every labelled span keeps its label: labels that would overlap are moved apart and
         # joined to their span by a short leader line.
@@ -165,24 +165,24 @@ class _Map:
             want = [top + (a + b) / 2 * H for a, b, _ in rows]
             got = svgplot.spread(want, _TICK_GAP, top + 4, img_bottom - 4)
             for (_, _, lab), w, g in zip(rows, want, got):
-                parts.append(f'<path d="M{_n(left - 1)} {_n(w)}L{_n(left - 8)} {_n(g)}h-3" stroke="#777" '
+                parts.append(f'<path d="M{num(left - 1)} {num(w)}L{num(left - 8)} {num(g)}h-3" stroke="#777" '
                              f'fill="none" stroke-width="0.8"/>'
-                             f'<text x="{_n(left - 13)}" y="{_n(g)}" dy="0.32em" text-anchor="end" font-size="10">'
+                             f'<text x="{num(left - 13)}" y="{num(g)}" dy="0.32em" text-anchor="end" font-size="10">'
                              f"{text(lab)}</text>")
         if cols:
             want = [left + (a + b) / 2 * W for a, b, _ in cols]
             got = svgplot.spread(want, _TICK_GAP, left + 4, left + W - 4)
             for (_, _, lab), w, g in zip(cols, want, got):
-                parts.append(f'<path d="M{_n(w)} {_n(img_bottom + 1)}L{_n(g)} {_n(img_bottom + 8)}v3" stroke="#777" '
-                             f'fill="none" stroke-width="0.8"/>'
-                             f'<text transform="translate({_n(g)},{_n(img_bottom + 13)}) rotate(-90)" dy="0.32em" '
+                parts.append(f'<path d="M{num(w)} {num(img_bottom + 1)}L{num(g)} {num(img_bottom + 8)}v3" '
+                             f'stroke="#777" fill="none" stroke-width="0.8"/>'
+                             f'<text transform="translate({num(g)},{num(img_bottom + 13)}) rotate(-90)" dy="0.32em" '
                              f'text-anchor="end" font-size="10">{text(lab)}</text>')
         if self.ylabel:
-            parts.append(f'<text transform="translate(18,{_n(top + H / 2)}) rotate(-90)" text-anchor="middle">'
+            parts.append(f'<text transform="translate(18,{num(top + H / 2)}) rotate(-90)" text-anchor="middle">'
                          f"{rich(self.ylabel)}</text>")
         if self.xlabel:
             y += 14
-            parts.append(f'<text x="{_n(left + W / 2)}" y="{_n(y)}" text-anchor="middle">{rich(self.xlabel)}</text>')
+            parts.append(f'<text x="{num(left + W / 2)}" y="{num(y)}" text-anchor="middle">{rich(self.xlabel)}</text>')
             y += 6
         right = left + W + 10
         if self.bar is not None:
@@ -192,24 +192,25 @@ class _Map:
             right = bx + svgplot.colour_bar_width(vmin, vmax)
         for colour, label in self.legend or []:
             y += 16
-            parts.append(f'<rect x="{_n(left)}" y="{_n(y - 10)}" width="11" height="11" fill={attr(colour)} '
+            parts.append(f'<rect x="{num(left)}" y="{num(y - 10)}" width="11" height="11" fill={attr(colour)} '
                          f'stroke="#555" stroke-width="0.8"/>'
-                         f'<text x="{_n(left + 16)}" y="{_n(y)}">{rich(label)}</text>')
+                         f'<text x="{num(left + 16)}" y="{num(y)}">{rich(label)}</text>')
             right = max(right, left + 24 + text_width(label))
         width = max(right, text_width(self.title, 13) + 20, text_width(self.subtitle, 11, markup=False) + 20)
         title_x = width / 2
-        head = [f'<text x="{_n(title_x)}" y="17" text-anchor="middle" font-size="13">{rich(self.title, 13)}</text>']
+        head = [f'<text x="{num(title_x)}" y="17" text-anchor="middle" font-size="13">{rich(self.title, 13)}</text>']
         if self.subtitle:
-            head.append(f'<text x="{_n(title_x)}" y="32" text-anchor="middle" fill="#666">{text(self.subtitle)}</text>')
+            head.append(f'<text x="{num(title_x)}" y="32" text-anchor="middle" fill="#666">'
+                        f'{text(self.subtitle)}</text>')
         height = y + 10
         return svgplot.document(width, height, head + parts), width, height
 
     def figure(self, interface: str | None) -> Figure:
         svg, w, h = self.render()
-        return Figure(self.name, _plain_title(self.title), svg, w, h, interface)
+        return Figure(self.name, plain_title(self.title), svg, w, h, interface)
 
 
-def _plain_title(title: str) -> str:
+def plain_title(title: str) -> str:
     """A title without its sub/superscript markup (for alt texts and captions)."""
     return re.sub(r"[_^]\{([^{}]*)\}", r"\1", title)
 
@@ -334,7 +335,7 @@ def _incidence_graph(st: dict, m: int, stem: str, where: str) -> Figure:
     parts = []
     for g, h, w in edges:
         (x1, y1), (x2, y2) = xy[g], xy[h]
-        parts.append(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="#555" '
+        parts.append(f'<line x1="{num(x1)}" y1="{num(y1)}" x2="{num(x2)}" y2="{num(y2)}" stroke="#555" '
                      f'stroke-opacity="0.8" stroke-width="{width_of(w):.2f}"/>')
     sizes = np.zeros(m)
     given = np.asarray(st["group_sizes"], dtype=np.float64)[:m]
@@ -343,52 +344,53 @@ def _incidence_graph(st: dict, m: int, stem: str, where: str) -> Figure:
     r_of = lambda s: max(2.5, 16.0 * math.sqrt(max(s, 0.0) / smax))  # noqa: E731 - area proportional to rows
     for g in range(m):
         r = r_of(sizes[g])
-        parts.append(f'<circle cx="{_n(xy[g, 0])}" cy="{_n(xy[g, 1])}" r="{_n(r)}" fill="#1f78b4" stroke="#fff"/>')
+        parts.append(f'<circle cx="{num(xy[g, 0])}" cy="{num(xy[g, 1])}" r="{num(r)}" fill="#1f78b4" stroke="#fff"/>')
         if m <= 32:
             lx, ly = c + (radius + r + 11) * math.cos(ang[g]), top + c - (radius + r + 11) * math.sin(ang[g])
-            parts.append(f'<text x="{_n(lx)}" y="{_n(ly)}" dy="0.35em" text-anchor="middle" font-size="10">g{g}</text>')
+            parts.append(f'<text x="{num(lx)}" y="{num(ly)}" dy="0.35em" text-anchor="middle" '
+                         f'font-size="10">g{g}</text>')
     # The key: what the size of a disc, the width of a line and the hub count mean.
     unit = _UNIT_WORDS.get(str(st.get("unit_strategy", "channels")), "channels")
     y = top + size + 8
     smin = float(sizes[sizes > 0].min()) if np.any(sizes > 0) else 0.0
     key = []
     y += 14
-    key.append(f'<circle cx="20" cy="{_n(y - 4)}" r="{_n(r_of(smin))}" fill="#1f78b4"/>'
-               f'<circle cx="{_n(44 + r_of(smin))}" cy="{_n(y - 4)}" r="{_n(r_of(smax))}" fill="#1f78b4"/>'
-               f'<text x="{_n(66 + r_of(smin) + r_of(smax))}" y="{_n(y)}">disc area: rows in the group '
+    key.append(f'<circle cx="20" cy="{num(y - 4)}" r="{num(r_of(smin))}" fill="#1f78b4"/>'
+               f'<circle cx="{num(44 + r_of(smin))}" cy="{num(y - 4)}" r="{num(r_of(smax))}" fill="#1f78b4"/>'
+               f'<text x="{num(66 + r_of(smin) + r_of(smax))}" y="{num(y)}">disc area: rows in the group '
                f"({int(smin)} to {int(smax)})</text>")
     y += max(22, 2 * r_of(smax) + 6) - 8
     if edges:
-        key.append(f'<line x1="8" y1="{_n(y - 4)}" x2="30" y2="{_n(y - 4)}" stroke="#555" '
-                   f'stroke-width="{width_of(wmin):.2f}"/><line x1="38" y1="{_n(y - 4)}" x2="60" y2="{_n(y - 4)}" '
+        key.append(f'<line x1="8" y1="{num(y - 4)}" x2="30" y2="{num(y - 4)}" stroke="#555" '
+                   f'stroke-width="{width_of(wmin):.2f}"/><line x1="38" y1="{num(y - 4)}" x2="60" y2="{num(y - 4)}" '
                    f'stroke="#555" stroke-width="{width_of(wmax):.2f}"/>'
-                   f'<text x="68" y="{_n(y)}">line width: shared weight w<tspan dy="3" font-size="8">gh</tspan>'
+                   f'<text x="68" y="{num(y)}">line width: shared weight w<tspan dy="3" font-size="8">gh</tspan>'
                    f'<tspan dy="-3"> ({wmin:.3g} to {wmax:.3g})</tspan>'
                    "</text>")
     else:
-        key.append(f'<text x="8" y="{_n(y)}">no edges: no two groups share enough input</text>')
+        key.append(f'<text x="8" y="{num(y)}">no edges: no two groups share enough input</text>')
     y += 18
     n_hubs = len(st.get("hubs", []))
     hub_deg = st.get("hub_degree", 3)
     one = unit[:-1] if n_hubs == 1 else unit
-    key.append(f'<text x="8" y="{_n(y)}">hubs: {n_hubs} input {one} in ≥ {hub_deg} supports</text>')
+    key.append(f'<text x="8" y="{num(y)}">hubs: {n_hubs} input {one} in ≥ {hub_deg} supports</text>')
     y += 14
-    key.append(f'<text x="8" y="{_n(y)}" fill="#666">(hubs are input {unit}, not nodes: the nodes are the {m} groups)'
+    key.append(f'<text x="8" y="{num(y)}" fill="#666">(hubs are input {unit}, not nodes: the nodes are the {m} groups)'
                "</text>")
     height = y + 10
     width = max(size, 16 + text_width(f"(hubs are input {unit}, not nodes: the nodes are the {m} groups)"))
     n_e = len(edges)
     title = f"incidence graph: {m} groups, {n_e} edge{'s' * (n_e != 1)}"
-    head = [f'<text x="{_n(width / 2)}" y="17" text-anchor="middle" font-size="13">{text(title)}</text>']
+    head = [f'<text x="{num(width / 2)}" y="17" text-anchor="middle" font-size="13">{text(title)}</text>']
     if where:
-        head.append(f'<text x="{_n(width / 2)}" y="32" text-anchor="middle" fill="#666">{text(where)}</text>')
+        head.append(f'<text x="{num(width / 2)}" y="32" text-anchor="middle" fill="#666">{text(where)}</text>')
     svg = svgplot.document(width, height, head + parts + key)
     return Figure(f"{stem}-incidence-graph", title, svg, width, height, where)
 
 
 # -- line plots ----------------------------------------------------------------------------------
 
-def _column(df, name: str) -> np.ndarray:
+def factor_column(df, name: str) -> np.ndarray:
     """A column as float64, pandas' NA as NaN (all NaN where the table has no such column)."""
     if name not in df.columns:
         return np.full(len(df), np.nan)
@@ -402,33 +404,33 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _profile_axes(factors) -> list[tuple[str, svgplot.Axes]]:
     x = np.arange(len(factors), dtype=np.float64)
-    r = _column(factors, "r")
+    r = factor_column(factors, "r")
     log_r = np.log(np.where(r > 0, r, np.nan))
     xl = "factor (chain order)"
     out = []
     ax = svgplot.Axes("fitted power-law exponents ŝ", xl, "s")
     for col, mk in (("s_top", "o"), ("s_mle", "s"), ("s_window", "^")):
-        ax.plot(x, _column(factors, col), label=col.replace("s_", "s_{") + "}", marker=mk)
+        ax.plot(x, factor_column(factors, col), label=col.replace("s_", "s_{") + "}", marker=mk)
     out.append(("profiles-exponents", ax))
     ax = svgplot.Axes("top-radial coordinate ρ = log λ_{1}", xl, "ρ")
-    ax.plot(x, _column(factors, "rho"), label="ρ")
+    ax.plot(x, factor_column(factors, "rho"), label="ρ")
     ax.plot(x, log_r, label="log r (its maximum)", marker=None, dash=True)
     out.append(("profiles-rho", ax))
     ax = svgplot.Axes("effective rank k_{q} and window k", xl, "rank")
-    ax.plot(x, _column(factors, "k_q"), label="k_{q}")
-    ax.plot(x, _column(factors, "k"), label="window k", marker="s")
+    ax.plot(x, factor_column(factors, "k_q"), label="k_{q}")
+    ax.plot(x, factor_column(factors, "k"), label="window k", marker="s")
     ax.plot(x, r, label="r", marker=None, dash=True)
     out.append(("profiles-ranks", ax))
     ax = svgplot.Axes("chart residual", xl, "residual")
-    ax.plot(x, _column(factors, "hellinger"), label="Hellinger^{2}")
-    ax.plot(x, _column(factors, "kl"), label="KL", marker="s")
+    ax.plot(x, factor_column(factors, "hellinger"), label="Hellinger^{2}")
+    ax.plot(x, factor_column(factors, "kl"), label="KL", marker="s")
     out.append(("profiles-chart-residual", ax))
     ax = svgplot.Axes("tail energy beyond the window", xl, "tail energy")
-    ax.plot(x, _column(factors, "tau"), label="τ (measured)")
-    ax.plot(x, _column(factors, "tau_gc"), label="τ_{GC} (Gibbs–Cartan model)", marker="s")
+    ax.plot(x, factor_column(factors, "tau"), label="τ (measured)")
+    ax.plot(x, factor_column(factors, "tau_gc"), label="τ_{GC} (Gibbs–Cartan model)", marker="s")
     out.append(("profiles-tail-energy", ax))
     ax = svgplot.Axes("window gap (σ_{k} − σ_{k+1}) / σ_{1}", xl, "gap (log scale)", log_y=True)
-    ax.plot(x, _column(factors, "window_gap"))
+    ax.plot(x, factor_column(factors, "window_gap"))
     out.append(("profiles-window-gap", ax))
     names = [str(v) for v in factors["name"].tolist()]
     for _, a in out:
@@ -441,8 +443,8 @@ def profile_figures(factors) -> list[Figure]:
     figs = []
     for name, ax in _profile_axes(factors):
         svg = svgplot.figure([ax], ncols=1)
-        w, h = _size(svg)
-        figs.append(Figure(name, _plain_title(ax.title), svg, w, h))
+        w, h = figure_size(svg)
+        figs.append(Figure(name, plain_title(ax.title), svg, w, h))
     return figs
 
 
@@ -451,7 +453,7 @@ def profiles_figure(factors) -> str:
     return svgplot.figure([ax for _, ax in _profile_axes(factors)], ncols=3)
 
 
-def _size(svg: str) -> tuple[float, float]:
+def figure_size(svg: str) -> tuple[float, float]:
     m = re.search(r'width="([\d.]+)" height="([\d.]+)"', svg)
     return float(m.group(1)), float(m.group(2))
 
@@ -474,8 +476,8 @@ def window_search_figure(detail: dict, index: int = 0, width: int = 2) -> Figure
     ax.scatter(x, np.where(direct, err, np.nan), label="direct check holds", colour="#2ca02c")
     ax.set_categories([f"{float(s['q']):g}" for s in steps])
     svg = svgplot.figure([ax], ncols=1)
-    w, h = _size(svg)
-    return Figure(f"{_file_stem(index, width)}-window-search", _plain_title(ax.title), svg, w, h, where)
+    w, h = figure_size(svg)
+    return Figure(f"{_file_stem(index, width)}-window-search", plain_title(ax.title), svg, w, h, where)
 
 
 def result_figures(result) -> dict[str, Figure]:
@@ -503,25 +505,25 @@ def result_figures(result) -> dict[str, Figure]:
 def spectra_figure(table) -> str:
     """Per-matrix metrics of ``physgsa spectra``, in depth order with the matrices' names, as an SVG document."""
     x = np.arange(len(table), dtype=np.float64)
-    r = _column(table, "r")
+    r = factor_column(table, "r")
     names = [str(v) for v in table["name"].tolist()]
     xl = "matrix (depth order: names sorted with their numbers by value)"
     panels = []
     ax = svgplot.Axes("power-law exponent α of the eigenvalue tail", xl, "α")
     ax.hspan(2, 6, label="2 ≤ α ≤ 6")
-    ax.scatter(x, _column(table, "alpha"))
+    ax.scatter(x, factor_column(table, "alpha"))
     panels.append(ax)
     ax = svgplot.Axes("norms (log_{10})", xl, "log_{10}")
-    ax.scatter(x, _column(table, "log_norm"), label="log_norm = log_{10} ‖W‖_{F}^{2}")
-    ax.scatter(x, _column(table, "log_spectral_norm"), label="log_spectral_norm = log_{10} σ_{1}^{2}")
+    ax.scatter(x, factor_column(table, "log_norm"), label="log_norm = log_{10} ‖W‖_{F}^{2}")
+    ax.scatter(x, factor_column(table, "log_spectral_norm"), label="log_spectral_norm = log_{10} σ_{1}^{2}")
     panels.append(ax)
     ax = svgplot.Axes("effective ranks, as fractions of r", xl, "fraction of r")
-    ax.scatter(x, _ratio(_column(table, "stable_rank"), r), label="stable_rank / r")
-    ax.scatter(x, _ratio(_column(table, "k_q"), r), label="k_{q} / r")
+    ax.scatter(x, _ratio(factor_column(table, "stable_rank"), r), label="stable_rank / r")
+    ax.scatter(x, _ratio(factor_column(table, "k_q"), r), label="k_{q} / r")
     panels.append(ax)
     ax = svgplot.Axes("Gibbs–Cartan exponents", xl, "s")
     for col in ("s_top", "s_mle"):
-        ax.scatter(x, _column(table, col), label=col.replace("s_", "s_{") + "}")
+        ax.scatter(x, factor_column(table, col), label=col.replace("s_", "s_{") + "}")
     panels.append(ax)
     for a in panels:
         a.set_categories(names)

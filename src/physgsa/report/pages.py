@@ -53,7 +53,7 @@ _INTERFACE_TABLES = (
 )
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     """A table cell's text: 4 significant digits, yes/no, and a dash for what is undefined."""
     if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return "—"
@@ -70,7 +70,7 @@ def _escape(v) -> Markup:
 
 
 def _cell(col: str, v) -> str:
-    text = _fmt(v)
+    text = fmt(v)
     if col in ("flags", "failed_items"):  # lists: a break opportunity after each separator
         text = text.replace(";", "; ").replace(",", ", ")
     return text
@@ -115,7 +115,7 @@ def _readable(value, depth: int = 0) -> str:
         return ", ".join(_readable(v, depth + 1) for v in value) if value else "none"
     if isinstance(value, str):
         return value
-    return _fmt(value)
+    return fmt(value)
 
 
 def _name(value) -> Markup:
@@ -128,7 +128,7 @@ def _name(value) -> Markup:
 def template(name: str) -> jinja2.Template:
     """A template, compiled once per process (compiling costs more than rendering a small page)."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["fmt"] = _fmt
+    env.filters["fmt"] = fmt
     env.filters["compact"] = _compact
     env.filters["readable"] = _readable
     env.filters["nm"] = _name

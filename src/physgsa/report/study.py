@@ -25,10 +25,10 @@ from markupsafe import Markup
 
 from ..outputs.directory import FIGURES_DIR
 from . import svgplot
-from .figures import Figure, _column, _plain_title, _size, png_uri
-from .pages import _fmt
+from .figures import Figure, factor_column, figure_size, plain_title, png_uri
+from .pages import fmt
 from .png import MAGMA, VIRIDIS, colourise, encode_png
-from .svgplot import _n, attr, text, text_width
+from .svgplot import attr, num, text, text_width
 
 __all__ = ["study_figures", "render_study", "draw_study", "SHARE_COLOURS", "LABEL_COLOURS", "VERDICT_COLOURS"]
 
@@ -54,14 +54,15 @@ def _colours(entries) -> list[tuple[str, bool]]:
 
 def _profile_panels(entries, colours) -> list[tuple[str, svgplot.Axes]]:
     specs = (
-        ("exponent", "fitted power-law exponent ŝ_{top}", "ŝ_{top}", False, lambda f: _column(f, "s_top")),
-        ("rho", "top-radial coordinate ρ = log λ_{1}", "ρ", False, lambda f: _column(f, "rho")),
+        ("exponent", "fitted power-law exponent ŝ_{top}", "ŝ_{top}", False, lambda f: factor_column(f, "s_top")),
+        ("rho", "top-radial coordinate ρ = log λ_{1}", "ρ", False, lambda f: factor_column(f, "rho")),
         ("rank-fraction", "effective rank k_{q} / r", "k_{q} / r", False,
-         lambda f: _column(f, "k_q") / np.where(_column(f, "r") > 0, _column(f, "r"), np.nan)),
-        ("chart-residual", "chart residual (Hellinger^{2})", "Hellinger^{2}", False, lambda f: _column(f, "hellinger")),
-        ("tail-energy", "tail energy beyond the window τ", "τ", False, lambda f: _column(f, "tau")),
+         lambda f: factor_column(f, "k_q") / np.where(factor_column(f, "r") > 0, factor_column(f, "r"), np.nan)),
+        ("chart-residual", "chart residual (Hellinger^{2})", "Hellinger^{2}", False,
+         lambda f: factor_column(f, "hellinger")),
+        ("tail-energy", "tail energy beyond the window τ", "τ", False, lambda f: factor_column(f, "tau")),
         ("window-gap", "window gap (σ_{k} − σ_{k+1}) / σ_{1}", "gap (log scale)", True,
-         lambda f: _column(f, "window_gap")),
+         lambda f: factor_column(f, "window_gap")),
     )
     panels = []
     for key, title, ylabel, log, get in specs:
@@ -105,37 +106,37 @@ def _distribution_panels(entries, table, colours) -> list[tuple[str, svgplot.Axe
 
 
 def _figure(name: str, title: str, svg: str) -> Figure:
-    w, h = _size(svg)
-    return Figure(name, _plain_title(title), svg, w, h)
+    w, h = figure_size(svg)
+    return Figure(name, plain_title(title), svg, w, h)
 
 
 def _stacked(name: str, title: str, note: str, labels: list[str], parts: list[dict], keys: list[str],
              colours: dict) -> Figure:
     """Horizontal stacked bars (one per model), each part a share in [0, 1], with a legend."""
     bar_w, bar_h, gap = 380.0, 16.0, 6.0
-    left = 16 + max((text_width(svgplot._shorten(s, 34), 11, markup=False) for s in labels), default=40.0)
+    left = 16 + max((text_width(svgplot.shorten(s, 34), 11, markup=False) for s in labels), default=40.0)
     width = left + bar_w + 24
     y = 22.0
-    head = [(f'<text x="{_n(width / 2)}" y="{_n(y - 4)}" text-anchor="middle" font-size="13">'
+    head = [(f'<text x="{num(width / 2)}" y="{num(y - 4)}" text-anchor="middle" font-size="13">'
              f"{svgplot.rich(title, 13)}</text>")]
     if note:
         y += 14
-        head.append(f'<text x="{_n(width / 2)}" y="{_n(y - 4)}" text-anchor="middle" fill="#666">{text(note)}</text>')
+        head.append(f'<text x="{num(width / 2)}" y="{num(y - 4)}" text-anchor="middle" fill="#666">{text(note)}</text>')
     # The legend: one row of keys.
     x = left
     y += 10
     for key in keys:
-        head.append(f'<rect x="{_n(x)}" y="{_n(y - 9)}" width="11" height="11" fill={attr(colours[key])} '
-                    f'stroke="#555" stroke-width="0.6"/><text x="{_n(x + 15)}" y="{_n(y)}">{text(key)}</text>')
+        head.append(f'<rect x="{num(x)}" y="{num(y - 9)}" width="11" height="11" fill={attr(colours[key])} '
+                    f'stroke="#555" stroke-width="0.6"/><text x="{num(x + 15)}" y="{num(y)}">{text(key)}</text>')
         x += 30 + text_width(key)
     y += 12
     body = []
     for label, share in zip(labels, parts):
-        body.append(f'<text x="{_n(left - 8)}" y="{_n(y + bar_h / 2)}" dy="0.32em" text-anchor="end">'
-                    f"{text(svgplot._shorten(label, 34))}</text>")
+        body.append(f'<text x="{num(left - 8)}" y="{num(y + bar_h / 2)}" dy="0.32em" text-anchor="end">'
+                    f"{text(svgplot.shorten(label, 34))}</text>")
         total = sum(v for v in share.values() if v is not None and math.isfinite(v))
         if total <= 0:
-            body.append(f'<text x="{_n(left + 4)}" y="{_n(y + bar_h / 2)}" dy="0.32em" fill="#666">no interfaces'
+            body.append(f'<text x="{num(left + 4)}" y="{num(y + bar_h / 2)}" dy="0.32em" fill="#666">no interfaces'
                         "</text>")
         else:
             x = left
@@ -144,14 +145,14 @@ def _stacked(name: str, title: str, note: str, labels: list[str], parts: list[di
                 if v is None or not math.isfinite(v) or v <= 0:
                     continue
                 w = bar_w * v / total
-                body.append(f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(bar_h)}" '
+                body.append(f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{num(bar_h)}" '
                             f'fill={attr(colours[key])}><title>{text(f"{label}: {key} {100 * v / total:.1f}%")}'
                             "</title></rect>")
                 if w >= 34:
-                    body.append(f'<text x="{_n(x + w / 2)}" y="{_n(y + bar_h / 2)}" dy="0.32em" text-anchor="middle" '
+                    body.append(f'<text x="{num(x + w / 2)}" y="{num(y + bar_h / 2)}" dy="0.32em" text-anchor="middle" '
                                 f'font-size="10" fill="#fff">{100 * v / total:.0f}%</text>')
                 x += w
-            body.append(f'<rect x="{_n(left)}" y="{_n(y)}" width="{_n(bar_w)}" height="{_n(bar_h)}" fill="none" '
+            body.append(f'<rect x="{num(left)}" y="{num(y)}" width="{num(bar_w)}" height="{num(bar_h)}" fill="none" '
                         'stroke="#555" stroke-width="0.6"/>')
         y += bar_h + gap
     height = y + 8
@@ -225,20 +226,21 @@ def _heatmap_grid(entries, table) -> Figure:
     cols = ("most certified: |A0|", "most certified: block energies", "least certified: |A0|",
             "least certified: block energies")
     width = label_w + 4 * (cell + 16) + 10
-    parts = [(f'<text x="{_n(width / 2)}" y="18" text-anchor="middle" font-size="13">most and least certified '
+    parts = [(f'<text x="{num(width / 2)}" y="18" text-anchor="middle" font-size="13">most and least certified '
               "interface of each model</text>"),
-             (f'<text x="{_n(width / 2)}" y="34" text-anchor="middle" fill="#666">by ‖E‖_F / ρ_static; each map '
+             (f'<text x="{num(width / 2)}" y="34" text-anchor="middle" fill="#666">by ‖E‖_F / ρ_static; each map '
               "scaled to its own maximum (|A0|: viridis, block energies: magma)</text>")]
     for k, c in enumerate(cols):
-        parts.append(f'<text x="{_n(label_w + k * (cell + 16) + cell / 2)}" y="{_n(head - 6)}" text-anchor="middle" '
+        parts.append(f'<text x="{num(label_w + k * (cell + 16) + cell / 2)}" y="{num(head - 6)}" text-anchor="middle" '
                      f'font-size="10">{text(c)}</text>')
     y = head
     for e in entries:
         lo, hi = _extremes(table, e.label)
-        parts.append(f'<text x="{_n(label_w - 10)}" y="{_n(y + cell / 2)}" text-anchor="end" dy="0.32em">'
-                     f"{text(svgplot._shorten(e.label, 28))}</text>")
+        parts.append(f'<text x="{num(label_w - 10)}" y="{num(y + cell / 2)}" text-anchor="end" dy="0.32em">'
+                     f"{text(svgplot.shorten(e.label, 28))}</text>")
         if lo is None:
-            parts.append(f'<text x="{_n(label_w)}" y="{_n(y + cell / 2)}" dy="0.32em" fill="#666">no interfaces</text>')
+            parts.append(f'<text x="{num(label_w)}" y="{num(y + cell / 2)}" dy="0.32em" '
+                         f'fill="#666">no interfaces</text>')
             y += 40
             continue
         details = e.result.certificate.get("interfaces", [])
@@ -253,17 +255,18 @@ def _heatmap_grid(entries, table) -> Figure:
                 uri, w, h = _cell_image(b if b.ndim == 2 and b.size else np.zeros((1, 1)), MAGMA)
             scale = min(cell / w, cell / h)  # drawn pixelated: enlarged cells stay sharp
             w, h = w * scale, h * scale
-            parts.append(f'<image x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}" preserveAspectRatio="none" '
+            box = f'x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{num(h)}"'
+            parts.append(f'<image {box} preserveAspectRatio="none" '
                          f'style="image-rendering:pixelated;image-rendering:crisp-edges" xlink:href="{uri}"/>'
-                         f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}" fill="none" stroke="#555"/>')
+                         f'<rect {box} fill="none" stroke="#555"/>')
             ratio = table.loc[(table["model"] == e.label) & (table["index"] == i), "ratio"]
             ratio = ratio.to_numpy(dtype=np.float64, na_value=np.nan)
             r = float(ratio[0]) if ratio.size and np.isfinite(ratio[0]) else None
             name = str(details[i].get("interface", "")) if i < len(details) else ""
-            parts.append(f'<text x="{_n(x)}" y="{_n(y + h + 12)}" font-size="9">{text(svgplot._shorten(name, 28))}'
+            parts.append(f'<text x="{num(x)}" y="{num(y + h + 12)}" font-size="9">{text(svgplot.shorten(name, 28))}'
                          "</text>")
             if what == "a0":
-                parts.append(f'<text x="{_n(x)}" y="{_n(y + h + 24)}" font-size="10" fill="#666">'
+                parts.append(f'<text x="{num(x)}" y="{num(y + h + 24)}" font-size="10" fill="#666">'
                              f"‖E‖/ρ = {'—' if r is None else f'{r:.3g}'}</text>")
         y += cell + 34
     return _figure("study-heatmaps", "most and least certified interface of each model",
@@ -318,7 +321,7 @@ def _template() -> jinja2.Template:
 
 def _margins(entry, n: int = 3) -> list[str]:
     """The ``n`` smallest radii of a model, one line each."""
-    return [f"{m.get('interface')}: ρ_static {_fmt(m.get('rho_static'))}, ‖E‖/ρ {_fmt(m.get('measured_ratio'))}"
+    return [f"{m.get('interface')}: ρ_static {fmt(m.get('rho_static'))}, ‖E‖/ρ {fmt(m.get('measured_ratio'))}"
             for m in entry.result.certificate.get("verdict", {}).get("smallest_margins", [])[:n]]
 
 
@@ -362,7 +365,7 @@ def render_study(result, figures: dict[str, Figure] | None = None, out=None) -> 
     sections = [(title, [f for k, f in figures.items()
                          if (k.startswith(names) if isinstance(names, str) else k in names)])
                 for title, names in _SECTIONS]
-    cells = [[_fmt(x) for x in row] for row in result.table[list(_INTERFACE_COLS)].itertuples(index=False)]
+    cells = [[fmt(x) for x in row] for row in result.table[list(_INTERFACE_COLS)].itertuples(index=False)]
     n = len(result.entries)
     return _template().render(
         n_models=n, n_interfaces=int(result.table["interface"].notna().sum()),

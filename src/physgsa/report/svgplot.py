@@ -81,8 +81,8 @@ def rich(value, size: float = 11.0) -> str:
         if level == 0 and offset == 0.0:
             parts.append(body)
             continue
-        small = f' font-size="{_n(_SCRIPT * size)}"' if level else ""
-        parts.append(f'<tspan dy="{_n(target - offset)}"{small}>{body}</tspan>')
+        small = f' font-size="{num(_SCRIPT * size)}"' if level else ""
+        parts.append(f'<tspan dy="{num(target - offset)}"{small}>{body}</tspan>')
         offset = target
     return "".join(parts)  # each label is its own text element: nothing after it to shift back
 
@@ -128,7 +128,7 @@ def colour_bar(x: float, y: float, height: float, stops: list[str], vmin: float,
              + "".join(f'<stop offset="{i / max(len(stops) - 1, 1):.4f}" stop-color="{c}"/>'
                        for i, c in enumerate(stops))
              + "</linearGradient></defs>",
-             f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(width)}" height="{_n(height)}" fill="url(#{gid})" '
+             f'<rect x="{num(x)}" y="{num(y)}" width="{num(width)}" height="{num(height)}" fill="url(#{gid})" '
              'stroke="#555" stroke-width="0.8"/>']
     if vmax > vmin:
         ticks = nice_ticks(vmin, vmax, 5)
@@ -138,11 +138,12 @@ def colour_bar(x: float, y: float, height: float, stops: list[str], vmin: float,
     labels = tick_labels(ticks)
     for f, lab in zip(fracs, labels):
         ty = y + height * (1.0 - f)
-        parts.append(f'<line x1="{_n(x + width)}" y1="{_n(ty)}" x2="{_n(x + width + 3)}" y2="{_n(ty)}" stroke="#555"/>'
-                     f'<text x="{_n(x + width + 5)}" y="{_n(ty)}" dy="0.32em" font-size="10">{text(lab)}</text>')
+        parts.append(f'<line x1="{num(x + width)}" y1="{num(ty)}" x2="{num(x + width + 3)}" y2="{num(ty)}" '
+                     f'stroke="#555"/>'
+                     f'<text x="{num(x + width + 5)}" y="{num(ty)}" dy="0.32em" font-size="10">{text(lab)}</text>')
     room = max((text_width(t, 10, markup=False) for t in labels), default=0.0)
     lx = x + width + 9 + room + 10
-    parts.append(f'<text transform="translate({_n(lx)},{_n(y + height / 2)}) rotate(-90)" text-anchor="middle" '
+    parts.append(f'<text transform="translate({num(lx)},{num(y + height / 2)}) rotate(-90)" text-anchor="middle" '
                  f'font-size="11">{rich(label, 11)}</text>')
     return parts
 
@@ -154,7 +155,7 @@ def colour_bar_width(vmin: float, vmax: float, width: float = 12.0) -> float:
     return width + 9 + room + 10 + 6
 
 
-def _n(v: float) -> str:
+def num(v: float) -> str:
     """A coordinate with one decimal: short, and the same on every machine."""
     s = f"{v:.1f}"
     return "0.0" if s == "-0.0" else s
@@ -234,11 +235,12 @@ def _marker_path(kind: str, xs, ys, r: float) -> str:
     out = []
     for x, y in zip(xs, ys):
         if kind == "s":
-            out.append(f"M{_n(x - r)} {_n(y - r)}h{_n(2 * r)}v{_n(2 * r)}h{_n(-2 * r)}z")
+            out.append(f"M{num(x - r)} {num(y - r)}h{num(2 * r)}v{num(2 * r)}h{num(-2 * r)}z")
         elif kind == "^":
-            out.append(f"M{_n(x)} {_n(y - 1.2 * r)}l{_n(1.1 * r)} {_n(1.9 * r)}h{_n(-2.2 * r)}z")
+            out.append(f"M{num(x)} {num(y - 1.2 * r)}l{num(1.1 * r)} {num(1.9 * r)}h{num(-2.2 * r)}z")
         else:  # a circle, as two arcs
-            out.append(f"M{_n(x - r)} {_n(y)}a{_n(r)} {_n(r)} 0 1 0 {_n(2 * r)} 0a{_n(r)} {_n(r)} 0 1 0 {_n(-2 * r)} 0")
+            arc = f"a{num(r)} {num(r)} 0 1 0"
+            out.append(f"M{num(x - r)} {num(y)}{arc} {num(2 * r)} 0{arc} {num(-2 * r)} 0")
     return "".join(out)
 
 
@@ -330,27 +332,27 @@ class Axes:
         top, bottom = y0 + header, y0 + header + plot_h
         px = lambda v: left + (v - xlo) / (xhi - xlo) * (right - left)  # noqa: E731
         py = lambda v: bottom - (v - ylo) / (yhi - ylo) * (bottom - top)  # noqa: E731
-        out = [f'<text x="{_n((left + right) / 2)}" y="{_n(y0 + 16)}" text-anchor="middle" font-size="13">'
+        out = [f'<text x="{num((left + right) / 2)}" y="{num(y0 + 16)}" text-anchor="middle" font-size="13">'
                f"{rich(self.title, 13)}</text>"]
         sub = _SUBTITLE_H if self.subtitle else 0
         if self.subtitle:
-            out.append(f'<text x="{_n((left + right) / 2)}" y="{_n(y0 + 30)}" text-anchor="middle" fill="#666">'
-                       f"{text(_shorten(self.subtitle, 70))}</text>")
+            out.append(f'<text x="{num((left + right) / 2)}" y="{num(y0 + 30)}" text-anchor="middle" fill="#666">'
+                       f"{text(shorten(self.subtitle, 70))}</text>")
         out += self._legend(left, y0 + _TITLE_H + sub, right - left)
         out += self._yaxis(left, right, py, ylo, yhi)
         out += self._xaxis(bottom, px, xlo, xhi)
         for s in self.spans:
             lo, hi = max(s.lo, ylo), min(s.hi, yhi)
             if hi > lo and not self.log_y:
-                out.append(f'<rect x="{_n(left)}" y="{_n(py(hi))}" width="{_n(right - left)}" '
-                           f'height="{_n(py(lo) - py(hi))}" fill={attr(s.colour)} fill-opacity="0.15"/>')
+                out.append(f'<rect x="{num(left)}" y="{num(py(hi))}" width="{num(right - left)}" '
+                           f'height="{num(py(lo) - py(hi))}" fill={attr(s.colour)} fill-opacity="0.15"/>')
         for s in self.series:
             ok = self._ok(s.y) & np.isfinite(s.x)
             y = np.log10(np.where(ok, s.y, 1.0)) if self.log_y else s.y
             X, Y = px(s.x), py(y)
             if s.line:
                 for a, b in _runs(ok):
-                    pts = " ".join(f"{_n(X[i])},{_n(Y[i])}" for i in range(a, b))
+                    pts = " ".join(f"{num(X[i])},{num(Y[i])}" for i in range(a, b))
                     dash = ' stroke-dasharray="6 4"' if s.dash else ""
                     out.append(f'<polyline points="{pts}" fill="none" stroke={attr(s.colour)} stroke-width="1.6"'
                                f'{dash}/>')
@@ -358,9 +360,9 @@ class Axes:
                 r = 3.2 if s.line else 2.6
                 out.append(f'<path d="{_marker_path(s.marker, X[ok], Y[ok], r)}" fill={attr(s.colour)} '
                            f'fill-opacity="0.9"/>')
-        out.append(f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(right - left)}" height="{_n(plot_h)}" '
+        out.append(f'<rect x="{num(left)}" y="{num(top)}" width="{num(right - left)}" height="{num(plot_h)}" '
                    'fill="none" stroke="#444"/>')
-        out.append(f'<text transform="translate({_n(x0 + 13)},{_n((top + bottom) / 2)}) rotate(-90)" '
+        out.append(f'<text transform="translate({num(x0 + 13)},{num((top + bottom) / 2)}) rotate(-90)" '
                    f'text-anchor="middle">{rich(self.ylabel)}</text>')
         return out
 
@@ -370,17 +372,17 @@ class Axes:
             cx, cy = x, y + k * _LEGEND_H + 8
             for it in row:
                 if isinstance(it, _Span):
-                    out.append(f'<rect x="{_n(cx)}" y="{_n(cy - 5)}" width="22" height="10" fill={attr(it.colour)} '
+                    out.append(f'<rect x="{num(cx)}" y="{num(cy - 5)}" width="22" height="10" fill={attr(it.colour)} '
                                'fill-opacity="0.3"/>')
                 else:
                     if it.line:
                         dash = ' stroke-dasharray="6 4"' if it.dash else ""
-                        out.append(f'<line x1="{_n(cx)}" y1="{_n(cy)}" x2="{_n(cx + 22)}" y2="{_n(cy)}" '
+                        out.append(f'<line x1="{num(cx)}" y1="{num(cy)}" x2="{num(cx + 22)}" y2="{num(cy)}" '
                                    f'stroke={attr(it.colour)} stroke-width="1.6"{dash}/>')
                     if it.marker:
                         out.append(f'<path d="{_marker_path(it.marker, [cx + 11], [cy], 3.2)}" '
                                    f'fill={attr(it.colour)}/>')
-                out.append(f'<text x="{_n(cx + 27)}" y="{_n(cy + 4)}">{rich(it.label)}</text>')
+                out.append(f'<text x="{num(cx + 27)}" y="{num(cy + 4)}">{rich(it.label)}</text>')
                 cx += 34 + text_width(it.label)
         return out
 
@@ -393,10 +395,10 @@ class Axes:
             labels = tick_labels(ticks)
         out = []
         for t, lab in zip(ticks, labels):
-            y = _n(py(t))
-            out.append(f'<line x1="{_n(left)}" y1="{y}" x2="{_n(right)}" y2="{y}" stroke="#e8e8e8"/>'
-                       f'<line x1="{_n(left - 4)}" y1="{y}" x2="{_n(left)}" y2="{y}" stroke="#444"/>'
-                       f'<text x="{_n(left - 6)}" y="{y}" dy="0.32em" text-anchor="end">{text(lab)}</text>')
+            y = num(py(t))
+            out.append(f'<line x1="{num(left)}" y1="{y}" x2="{num(right)}" y2="{y}" stroke="#e8e8e8"/>'
+                       f'<line x1="{num(left - 4)}" y1="{y}" x2="{num(left)}" y2="{y}" stroke="#444"/>'
+                       f'<text x="{num(left - 6)}" y="{y}" dy="0.32em" text-anchor="end">{text(lab)}</text>')
         return out
 
     def _xaxis(self, bottom, px, xlo, xhi) -> list[str]:
@@ -407,20 +409,20 @@ class Axes:
             spacing = abs(px(1) - px(0)) if len(self.categories) > 1 else 99.0
             step = max(1, math.ceil(_CATEGORY_PX / max(spacing, 1e-9)))
             for i, lab in enumerate(self.categories):
-                x = _n(px(i))
-                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>')
+                x = num(px(i))
+                out.append(f'<line x1="{x}" y1="{num(bottom)}" x2="{x}" y2="{num(bottom + 4)}" stroke="#444"/>')
                 if i % step == 0:
-                    out.append(f'<text transform="translate({x},{_n(bottom + 10)}) rotate(-60)" text-anchor="end" '
-                               f'dy="0.32em" font-size="10">{text(_shorten(lab))}</text>')
+                    out.append(f'<text transform="translate({x},{num(bottom + 10)}) rotate(-60)" text-anchor="end" '
+                               f'dy="0.32em" font-size="10">{text(shorten(lab))}</text>')
             room = 14 + _category_room(self.categories)
         else:
             ticks = nice_ticks(xlo, xhi)
             for t, lab in zip(ticks, tick_labels(ticks)):
-                x = _n(px(t))
-                out.append(f'<line x1="{x}" y1="{_n(bottom)}" x2="{x}" y2="{_n(bottom + 4)}" stroke="#444"/>'
-                           f'<text x="{x}" y="{_n(bottom + 15)}" text-anchor="middle">{text(lab)}</text>')
+                x = num(px(t))
+                out.append(f'<line x1="{x}" y1="{num(bottom)}" x2="{x}" y2="{num(bottom + 4)}" stroke="#444"/>'
+                           f'<text x="{x}" y="{num(bottom + 15)}" text-anchor="middle">{text(lab)}</text>')
             room = 20
-        out.append(f'<text x="{_n((px(xlo) + px(xhi)) / 2)}" y="{_n(bottom + room + 12)}" text-anchor="middle">'
+        out.append(f'<text x="{num((px(xlo) + px(xhi)) / 2)}" y="{num(bottom + room + 12)}" text-anchor="middle">'
                    f"{rich(self.xlabel)}</text>")
         return out
 
@@ -428,7 +430,7 @@ class Axes:
         """Room left of the plot: the y ticks, and the first slanted name, which reaches left of its tick."""
         if not self.categories:
             return _LEFT
-        return max(_LEFT, 8 + 0.5 * text_width(_shorten(self.categories[0]), 10, markup=False))
+        return max(_LEFT, 8 + 0.5 * text_width(shorten(self.categories[0]), 10, markup=False))
 
     def bottom_room(self) -> float:
         """Height needed under the plot for the x tick labels and the x label."""
@@ -459,7 +461,7 @@ _MAX_LABEL = 26
 _CATEGORY_PX = 14.0  # closest two slanted category names may be, in px along the axis
 
 
-def _shorten(label: str, most: int = _MAX_LABEL) -> str:
+def shorten(label: str, most: int = _MAX_LABEL) -> str:
     """A long name keeps its head and tail (the table beside the figure has it in full)."""
     if len(label) <= most:
         return label
@@ -468,15 +470,15 @@ def _shorten(label: str, most: int = _MAX_LABEL) -> str:
 
 
 def _category_room(labels) -> float:
-    longest = max((len(_shorten(s)) for s in labels), default=0)
+    longest = max((len(shorten(s)) for s in labels), default=0)
     return 5.6 * longest * math.sin(math.radians(60))
 
 
 def document(width: float, height: float, parts: list[str]) -> str:
     """A standalone SVG document of the given size around ``parts`` (a white background)."""
     return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-            f'width="{_n(width)}" height="{_n(height)}" '
-            f'viewBox="0 0 {_n(width)} {_n(height)}" font-family={attr(FONT)} font-size="11" fill="#222">'
+            f'width="{num(width)}" height="{num(height)}" '
+            f'viewBox="0 0 {num(width)} {num(height)}" font-family={attr(FONT)} font-size="11" fill="#222">'
             f'<rect width="100%" height="100%" fill="#fff"/>' + "\n".join(parts) + "</svg>\n")
 
 

@@ -170,7 +170,7 @@ def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.nda
     return bool(norm_m <= level * fro_norm(matmul(np.abs(a_hat_right), np.abs(a_hat_left), device)))
 
 
-class _PAM:
+class PAM:
     """The PAM pair at given windows and everything fitted on A0."""
 
     def __init__(self, L, R, tr, p, rng, where, row_heads, col_heads, left_name, right_name, col_groups=None):
@@ -235,7 +235,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
             f"Interface {where}: exact truncation error {tr.trunc_error:.17g} exceeds its bound "
             f"{tr.trunc_bound:.17g}. This is a bug in physgsa."
         )
-    pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+    pam = PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
     ref, mg, ver = pam.ref, pam.mg, pam.ver
     a0, e = tr.m_window, pam.e
     s0 = ref.structure
@@ -362,7 +362,7 @@ def _window_search(L, R, c, m_full, p, link, fl, fr) -> dict:
         _, kp, _ = dominant_window(R.sigma, q, p["window_band"])
         tr = transport(L, R, k, kp, c=c, m_full=m_full, device=backend(p["device"]))
         rng = np.random.default_rng([p["seed"], link.index])
-        pam = _PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+        pam = PAM(L, R, tr, p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
         steps.append({"q": q, "k_left": k, "k_right": kp, "trunc_error": tr.trunc_error,
                       "rho_static": pam.mg.rho_static, "direct_same": not pam.diff,
                       "certified_measured": pam.ver["measured"]})

@@ -49,7 +49,7 @@ from ..models import chain_from, load_chain, resolve_source
 from ..models.changed import ChangedSource
 from ..models.load import is_matrix_file
 from ..outputs.compare import CompareResult
-from .certify import _PAM, CERTIFY_PARAMS
+from .certify import CERTIFY_PARAMS, PAM
 
 __all__ = ["compare_models", "compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
 
@@ -145,7 +145,7 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
         tr = transport(L, R, L.k, R.k)
         rng = np.random.default_rng([p["seed"], link.index])
         where = link.name(base)
-        pam = _PAM(L, R, tr, full_p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
+        pam = PAM(L, R, tr, full_p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
         base_icm = icm_rows(tr.m_window, np.zeros_like(tr.m_window), pam.ref.partition, pam.ref.structure.codes,
                             tau_e=p["tau_e"], tau_rho=p["tau_rho"], interface_certified=True)
         refs.append((tr, pam, base_icm))

@@ -37,7 +37,7 @@ from ..models import chain_from, check_config_against_weights, detect_config, is
 from ..models.bundled import digits
 from ..models.bundled.trained import TRAINED_MODELS, bundled_source, random_source
 from ..models.resolve import resolve_source
-from ..models.sources import ModelSourceError, TensorDictSource, WeightSource, _torch
+from ..models.sources import ModelSourceError, TensorDictSource, WeightSource, import_torch
 from ..outputs.directory import RUN_DIR, OutputLock, held, refuse_foreign
 from ..outputs.result import OUTPUT_FILES, Result, load_result
 from ..outputs.study import OWN_ENTRIES, RUNS_DIR, Entry, StudyResult
@@ -166,7 +166,7 @@ def random_weights(spec: str, seed: int = 0):
     """
     if spec in TRAINED_MODELS:
         return random_source(spec, seed)
-    torch = _torch()
+    torch = import_torch()
     name = f"{spec} (random, seed {seed})"
     if spec == "digits-resnet":
         with torch.random.fork_rng(devices=[]):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..resolve import resolve_source
-from ..sources import ModelSourceError, TensorDictSource, _torch
+from ..sources import ModelSourceError, TensorDictSource, import_torch
 from .options import BUILD_RE, check_build, flag
 
 
@@ -27,7 +27,7 @@ def build_module(spec: str, *, caller: str = "python", weights=None):
     never running code). Every failure is one :class:`ModelSourceError` line naming the file
     and the function.
     """
-    torch = _torch()
+    torch = import_torch()
     where = f"{flag('build', caller)}{spec}" if caller == "cli" else f"build={spec!r}"
     text = check_build(spec, "--build" if caller == "cli" else "The 'build' parameter of load_chain")
     m = BUILD_RE.match(text)
@@ -79,7 +79,7 @@ def build_module(spec: str, *, caller: str = "python", weights=None):
 
 def load_weights(model, source, caller: str) -> str:
     """Load a checkpoint (path, hub id in the cache, or a dict of tensors) into the built module."""
-    torch = _torch()
+    torch = import_torch()
     src = TensorDictSource(source, None, "the state dict") if isinstance(source, dict) else resolve_source(source)
     state = {key: src._t[key] if isinstance(src, TensorDictSource) else torch.from_numpy(src.get(key))
              for key in src.keys()}  # noqa: SIM118 - a WeightSource, not a dict

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 
-from ..sources import ModelSourceError, _torch
+from ..sources import ModelSourceError, import_torch
 from .trace import first_line, make_functional, trace_module
 
 #: The activations static mode linearizes as all-active (slope 1), by module class name.
@@ -19,7 +19,7 @@ class Graph:
     """A traced module, its execution on a sample, and the data-flow facts the walker needs."""
 
     def __init__(self, model, sample, name: str):
-        torch = _torch()
+        torch = import_torch()
         self.torch = torch
         self.name = name
         self.model = model

@@ -6,12 +6,12 @@ import numpy as np
 
 from ...core.chain import Chain, Factor, check_matrix
 from .._conv import conv_dc, grouped_channel_matrix
-from ..sources import ModelSourceError, _torch
+from ..sources import ModelSourceError, import_torch
 from .trace import first_line
 
 
 def _kind(module) -> str | None:
-    torch = _torch()
+    torch = import_torch()
     name = type(module).__name__
     if isinstance(module, torch.nn.Linear):
         return "linear"
@@ -29,7 +29,7 @@ def walk_chain(model, *, sample=None, source: str = "") -> Chain:
     with its input groups as ``col_groups``. For residual-block factors use :func:`walk_blocks`
     (``load_chain(model, sample=x)``).
     """
-    torch = _torch()
+    torch = import_torch()
     model = model.eval()
     if sample is None:
         sample = getattr(model, "dummy_inputs", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ...core.resources import check_memory, default_limit
 from ...core.validation import InvalidParameterError
 from ..registry import BUNDLED_MODELS
-from ..sources import WeightSource, _torch
+from ..sources import WeightSource, import_torch
 
 
 def flag(name: str, caller: str) -> str:
@@ -113,7 +113,7 @@ def check_freq(freq) -> tuple[int, int, int]:
 
 def seeded_sample(shape, seed: int):
     """A float64 standard normal batch of ``shape`` from ``torch.Generator().manual_seed(seed)``."""
-    torch = _torch()
+    torch = import_torch()
     check_memory(8 * math.prod(shape), default_limit(), f"A sample of shape {tuple(shape)}")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(*shape, generator=g, dtype=torch.float64)

@@ -9,7 +9,7 @@ import inspect
 import operator
 import sys
 
-from ..sources import ModelSourceError, _torch
+from ..sources import ModelSourceError, import_torch
 
 
 def first_line(exc) -> str:
@@ -26,7 +26,7 @@ def _concrete_tracer(sample):
     A value lives on its proxy, so it is freed when the traced code drops the proxy, as in a
     forward pass.
     """
-    torch = _torch()
+    torch = import_torch()
     fx = torch.fx
     # start-up: torch loads only when a model is walked (never at `physgsa --help`)
     from torch.fx import _symbolic_trace
@@ -116,7 +116,7 @@ _ROOT = "model"
 
 
 def trace_module(model, name: str, sample):
-    torch = _torch()
+    torch = import_torch()
 
     class Root(torch.nn.Module):
         def __init__(self, inner):
@@ -148,7 +148,7 @@ def make_functional(gm, name: str) -> None:
     does (``x.add_(z); return relu(x)``), the graph's edges do not show the data flow, and the
     walker refuses. Modules and functions called with ``inplace=True`` run out of place.
     """
-    torch = _torch()
+    torch = import_torch()
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     data: set = set()
     for n in gm.graph.nodes:

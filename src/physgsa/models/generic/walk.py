@@ -13,7 +13,7 @@ from ...core.chain import Chain, Factor, check_matrix
 from ...core.validation import InvalidParameterError
 from .._conv import fourier_mode, realify
 from ..jacobian import channel_jacobian
-from ..sources import ModelSourceError, _torch
+from ..sources import ModelSourceError, import_torch
 from .blocks import find_units, main_nodes, n_linear, name_units, skipped_modules
 from .build import build_module, load_weights
 from .conv import input_col_groups, total_stride
@@ -30,7 +30,7 @@ def walk_source(source, p: dict) -> Chain:
     ``p`` holds load_chain's checked parameters. The module is ``source`` (an nn.Module), or
     ``build()``, with the weights of ``source`` (a checkpoint) loaded into it where given.
     """
-    torch = _torch()
+    torch = import_torch()
     caller = p.get("caller", "python")
     def f(name):
         return flag(name, caller)
@@ -128,7 +128,7 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
 
     See the module docstring for what each factor is and what is skipped.
     """
-    torch = _torch()
+    torch = import_torch()
     name = source or type(model).__name__
     try:
         work = copy.deepcopy(model)

@@ -17,7 +17,7 @@ from torch import nn
 import physgsa
 from physgsa.models import load_chain
 from physgsa.models._conv import conv_at_frequency
-from physgsa.models.bundled.digits import _model
+from physgsa.models.bundled.digits import untrained_model
 from torch_helpers import randomize_bn
 
 torch.manual_seed(0)
@@ -49,7 +49,7 @@ def constant_response(block, c_in, size=16):
 
 
 def test_torch_resnet_blocks_match_constant_input_response():
-    model = randomize_bn(_model())
+    model = randomize_bn(untrained_model())
     chain = load_chain(model)
     blocks = [model.layer1[0], model.layer2[0], model.layer3[0]]
     assert [f.name for f in chain.factors] == ["blocks.0", "blocks.1", "blocks.2"]
@@ -95,7 +95,7 @@ def test_fft_channel_matrices_give_the_circular_convolution_spectrum():
                                    for u in range(n) for v in range(n)]))
     np.testing.assert_allclose(ours, ref, atol=1e-10)
     # The real form doubles each singular value of the complex matrix.
-    model = randomize_bn(_model())
+    model = randomize_bn(untrained_model())
     fft = load_chain(model, conv="fft", freq=(1, 2, 8))
     assert fft.factors[0].shape == (32, 32)
 
@@ -137,7 +137,7 @@ def test_digits_resnet_is_trained_and_cached(tmp_path, monkeypatch):
 
 
 def test_state_dict_file_gives_the_same_chain(tmp_path):
-    model = randomize_bn(_model()).float()
+    model = randomize_bn(untrained_model()).float()
     torch.save(model.state_dict(), tmp_path / "r.pt")
     a = load_chain(model)
     b = load_chain(tmp_path / "r.pt")

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from physgsa.models import load_chain
-from physgsa.models.bundled.digits import _model
+from physgsa.models.bundled.digits import untrained_model
 from physgsa.models.jacobian import channel_jacobian, token_jacobian, transformer_sublayers
 
 torch.manual_seed(0)
@@ -56,7 +56,7 @@ def test_token_jacobians_match_autograd_gpt2_and_bert():
 
 
 def test_channel_jacobian_matches_autograd_on_the_digits_resnet():
-    model = _model().eval().double()
+    model = untrained_model().eval().double()
     x = torch.rand(1, 16, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     blk = model.layer2[0]
     full = torch.autograd.functional.jacobian(blk, x)  # (1, C', H', W', 1, C, H, W)

@@ -31,7 +31,7 @@ from torch import nn
 
 from physgsa.core.validation import InvalidParameterError
 from physgsa.models import load_chain, resolve_source
-from physgsa.models.bundled.digits import _model
+from physgsa.models.bundled.digits import untrained_model
 from physgsa.models.sources import ModelSourceError, TensorDictSource
 from physgsa.models.unet import unet_chain
 from torch_helpers import one_thread, randomize_bn  # noqa: F401 - one_thread is an autouse fixture
@@ -150,7 +150,7 @@ def _hf(layer_type, **kw):
 
 def _resnet_cases():
     torch.manual_seed(0)
-    digits = randomize_bn(_model())
+    digits = randomize_bn(untrained_model())
     torch.manual_seed(0)
     tvb = randomize_bn(TVBottleneckNet())
     return {
@@ -205,7 +205,7 @@ def test_aliasing_partners_are_separate_factors():
 
 
 def test_fft_refuses_a_grid_the_strides_do_not_divide():
-    model = randomize_bn(_model())  # strides 2 and 2 after layer1: n must be a multiple of 4
+    model = randomize_bn(untrained_model())  # strides 2 and 2 after layer1: n must be a multiple of 4
     with pytest.raises(InvalidParameterError, match="--freq"):
         load_chain(model, conv="fft", freq=(1, 0, 6))
 

@@ -354,10 +354,10 @@ def test_tokens_parameter_is_checked_and_reaches_the_jacobian(monkeypatch):
         load_chain(tiny_gpt2(), mode="jacobian", inputs="random", tokens="mean")
     with pytest.raises(InvalidParameterError, match="'tokens' parameter of token_jacobian"):
         token_jacobian(lambda v: v, torch.zeros(2, 2, dtype=torch.float64), tokens="all")
-    from physgsa.models.bundled.digits import _model
+    from physgsa.models.bundled.digits import untrained_model
 
     with pytest.raises(InvalidParameterError, match="'tokens' parameter of jacobian_chain must be 'uniform' for a CNN"):
-        load_chain(_model().eval(), mode="jacobian", inputs="random", tokens="diagonal")
+        load_chain(untrained_model().eval(), mode="jacobian", inputs="random", tokens="diagonal")
 
     import physgsa.models.jacobian as jac
     from physgsa.cli import app

@@ -171,7 +171,7 @@ def random_weights(spec: str, seed: int = 0):
     if spec == "digits-resnet":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = digits._model()
+            model = digits.untrained_model()
         return TensorDictSource(model.state_dict(), {"model_type": "torch-resnet"}, name)
     folder = Path(spec)
     if spec == "minilm":

@@ -22,7 +22,7 @@ from ...core.atomic import atomic_write
 # torch, scikit-learn and safetensors are imported inside the functions that use them (start-up:
 # `physgsa models`, and `physgsa spectra` of a file, load none of them).
 
-__all__ = ["digits_resnet", "digits_data", "digits_checkpoints", "cache_path", "held_out_accuracy",
+__all__ = ["digits_resnet", "untrained_model", "digits_data", "digits_checkpoints", "cache_path", "held_out_accuracy",
            "cached_accuracy", "TRAIN_SEED"]
 
 TRAIN_SEED = 0
@@ -34,7 +34,8 @@ def cache_path() -> Path:
     return Path(root) / "physgsa" / f"digits-resnet-{_VERSION}.safetensors"
 
 
-def _model():
+def untrained_model():
+    """The digits ResNet, untrained: the architecture that :func:`digits_resnet` trains."""
     import torch
     from torch import nn
 
@@ -96,7 +97,7 @@ def _train(epochs: int = 30, on_epoch=None):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(TRAIN_SEED)
-        model = _model()
+        model = untrained_model()
         x, y, _, _ = digits_data()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         gen = torch.Generator().manual_seed(TRAIN_SEED)
@@ -170,7 +171,7 @@ def digits_resnet(*, retrain: bool = False):
     from safetensors.torch import load_file, save_file
 
     path = cache_path()
-    model = _model()
+    model = untrained_model()
     if path.is_file() and not retrain:
         try:
             model.load_state_dict(load_file(str(path)))

@@ -29,7 +29,7 @@ def find_units(g: Graph) -> list[dict]:
         while True:
             users = list(run.users)
             if len(users) == 1 and g.kind.get(users[0]) == "main" and g.is_passthrough(users[0]) \
-                    and users[0].args and users[0].args[0] is run and g._data_inputs(users[0]) == [run]:
+                    and users[0].args and users[0].args[0] is run and g.data_inputs(users[0]) == [run]:
                 run = users[0]
             else:
                 break
@@ -100,7 +100,7 @@ def main_nodes(g: Graph, entry, exit_, where: str) -> list:
         n = stack.pop()
         if n is entry:
             continue
-        for a in g._data_inputs(n):
+        for a in g.data_inputs(n):
             if g.kind[a] != "main" or a in keep:
                 continue
             if g.pos[a] < g.pos[entry]:

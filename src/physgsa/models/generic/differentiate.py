@@ -83,7 +83,7 @@ def jacobian_inputs(g: Graph, inputs, seed: int, sample, keep):
             raise ModelSourceError(f"{g.name} fails on the Jacobian inputs "
                                    f"({type(exc).__name__}: {first_line(exc)}).") from None
     try:
-        g._check_same(ref, values[next(n for n in g.nodes if n.op == "output")])
+        g.check_same(ref, values[next(n for n in g.nodes if n.op == "output")])
     except ModelSourceError:
         raise ModelSourceError(f"The traced graph of {g.name} follows the sample's execution and does not reproduce "
                                "the model on the Jacobian inputs; give inputs of the sample's shape.") from None

@@ -43,7 +43,7 @@ class Graph:
             self.data[n] = n is self.src or any(self.data.get(a, False) for a in n.all_input_nodes)
         self.values = self.run(sample)
         out = self.values[next(n for n in self.nodes if n.op == "output")]
-        self._check_same(ref, out)
+        self.check_same(ref, out)
         self._classify()
         self._dominators()
         # Second pass: the values the static factors read (gates, shapes, data-derived constants).
@@ -80,7 +80,7 @@ class Graph:
                                        f"{first_line(exc)}).") from None
         return values
 
-    def _check_same(self, ref, out):
+    def check_same(self, ref, out):
         torch = self.torch
         from torch.utils._pytree import tree_leaves  # start-up: torch loads only when a model is walked
 
@@ -97,7 +97,7 @@ class Graph:
                                    "(its forward depends on something the trace does not record); the generic walker "
                                    "cannot read its structure.")
 
-    def _data_inputs(self, n):
+    def data_inputs(self, n):
         return [a for a in n.all_input_nodes if self.data[a]]
 
     def _reduction(self, n) -> bool:
@@ -136,7 +136,7 @@ class Graph:
                 kind[n] = "main"
                 continue
             val = self.values.get(n)
-            ins = self._data_inputs(n)
+            ins = self.data_inputs(n)
             if not isinstance(val, torch.Tensor):
                 # A tuple of tensors from a reduction (torch.max) counts as its tensors.
                 kind[n] = "pooled" if self._reduction(n) else "meta"
@@ -174,7 +174,7 @@ class Graph:
         for n in self.nodes:
             if n is self.src or not self.data[n]:
                 continue
-            preds = self._data_inputs(n)
+            preds = self.data_inputs(n)
             d = preds[0]
             for q in preds[1:]:
                 d = lca(d, q)
@@ -193,7 +193,7 @@ class Graph:
         back, stack = {exit_}, [exit_]
         while stack:
             n = stack.pop()
-            for a in self._data_inputs(n):
+            for a in self.data_inputs(n):
                 if a not in back and a is not entry and self.pos[a] > self.pos[entry]:
                     back.add(a)
                     stack.append(a)

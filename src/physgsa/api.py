@@ -8,12 +8,15 @@ validates them, and ``tests/test_api.py`` checks that every default written here
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import models
+from .core.validation import InvalidParameterError
 
 if TYPE_CHECKING:  # the runs load pandas and scipy; they are imported when a function is called
     from .core.chain import Chain
@@ -25,8 +28,29 @@ if TYPE_CHECKING:  # the runs load pandas and scipy; they are imported when a fu
 __all__ = ["certify", "spectra", "compare", "study", "save", "chain_from", "load_chain", "load_result"]
 
 Progress = Callable[[str, int, int, str], None]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
+def _named_errors(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An unknown keyword is refused as :class:`~physgsa.InvalidParameterError` naming the known
+    ones (as the parameter tables do), not as Python's bare ``TypeError``; the signature stays.
+    """
+    known = list(inspect.signature(func).parameters)
+
+    @functools.wraps(func)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise InvalidParameterError(f"{func.__name__} got an unknown parameter {unknown[0]!r}. Known parameters: "
+                                        f"{', '.join(sorted(known))}.")
+        return func(*args, **kwargs)
+
+    return checked
+
+
+
+@_named_errors
 def load_chain(source: Any = None, *, factor: str = "full", interfaces: str = "blocks", conv: str = "dc",
                freq: tuple[int, int, int] = (0, 0, 8), mode: str = "static", inputs: Any = None, seed: int = 0,
                tokens: str = "uniform", sample: Any = None, sample_shape: Any = None,
@@ -43,6 +67,7 @@ def load_chain(source: Any = None, *, factor: str = "full", interfaces: str = "b
                              build=build, caller=caller)
 
 
+@_named_errors
 def chain_from(source: Any = None, *, order: Sequence[str] | None = None, factor: str = "full",
                interfaces: str = "blocks", conv: str = "dc", freq: tuple[int, int, int] = (0, 0, 8),
                mode: str = "static", inputs: Any = None, seed: int = 0, tokens: str = "uniform", sample: Any = None,
@@ -57,6 +82,7 @@ def chain_from(source: Any = None, *, order: Sequence[str] | None = None, factor
                              sample_shape=sample_shape, build=build, caller=caller)
 
 
+@_named_errors
 def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "auto", n_groups: int = 8,
             units: str = "channels", threshold: str = "gap", eta: float = 0.5, kappa_fraction: float = 0.05,
             hub_degree: int = 3, safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5,
@@ -85,6 +111,7 @@ def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "
                        checkpoint=checkpoint, overwrite=overwrite, keep_others=keep_others, wait=wait)
 
 
+@_named_errors
 def spectra(source: Any = "minilm", *, q: float = 0.9, chart: str = "top", window_band: float = 0.05,
             gap_floor: float = 1e-3, max_memory: Any = None, exclude: Sequence[str] = (),
             progress: Progress | None = None) -> SpectraResult:
@@ -101,6 +128,7 @@ def spectra(source: Any = "minilm", *, q: float = 0.9, chart: str = "top", windo
                           max_memory=max_memory, exclude=exclude, progress=progress)
 
 
+@_named_errors
 def compare(base: Any, others: Sequence[Any] = (), *, quantize: str | None = None, group_size: int | None = None,
             granularity: str | None = None, prune: str | None = None, noise: float | None = None, q: float = 0.9,
             chart: str = "top", groups: str = "auto", n_groups: int = 8, units: str = "channels",
@@ -130,6 +158,7 @@ def load_result(directory: Any) -> Result:
     return load(directory)
 
 
+@_named_errors
 def study(items: Sequence[Any], out: Any, *, random_control: bool = False, seed: int = 0,
           keep_others: bool = False, progress: Progress | None = None,
           say: Callable[[str], None] | None = None) -> StudyResult:
@@ -149,6 +178,7 @@ def study(items: Sequence[Any], out: Any, *, random_control: bool = False, seed:
     return result
 
 
+@_named_errors
 def save(result: Any, out: Any, *, keep_others: bool = False, lock: Any = None) -> Path:
     """Save ``result`` into ``out`` and draw its pages: compute, then save, then render.
 

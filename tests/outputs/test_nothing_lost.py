@@ -63,7 +63,7 @@ def _wait_for(pred, timeout=60.0):
 def slow_chain(tmp_path_factory):
     """A chain that takes a few seconds at one thread, so a second run surely overlaps the first."""
     d = tmp_path_factory.mktemp("slow")
-    return _chain_file(d / "slow.npz", n_factors=10, n=256, seed=1), _chain_file(d / "other.npz", n_factors=10,
+    return _chain_file(d / "slow.npz", n_factors=40, n=256, seed=1), _chain_file(d / "other.npz", n_factors=40,
                                                                                   n=256, seed=2)
 
 

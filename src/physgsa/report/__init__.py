@@ -123,7 +123,14 @@ def panels(result: Result) -> dict[str, Figure]:
     return result_figures(result)
 
 
-def summary(result: Result) -> str:
+class HTML(str):
+    """HTML text that a notebook shows rendered (``_repr_html_``); everywhere else a plain ``str``."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
+def summary(result: Result) -> HTML:
     """In a notebook: the verdict and the smallest margins, as the report's top shows them (HTML)."""
     v = result.verdict
     view = verdict_view(v)
@@ -134,10 +141,10 @@ def summary(result: Result) -> str:
         f"<td>{fmt(m['measured_ratio'])}</td></tr>" for m in v.get("smallest_margins", []))
     t = v.get("n_no_channel_structure", 0)
     trivial = f"; {t} without channel structure" if t else ""
-    return (f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
-            f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
-            "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
-            "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
-            f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
-            "<code>physgsa.report.panels(result)</code> draws every panel of the report; "
-            "<code>physgsa.save(result, DIR)</code> writes the files, the report and the figures.</p>")
+    return HTML(f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
+        f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
+        "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
+        "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
+        f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
+        "<code>physgsa.report.panels(result)</code> draws every panel of the report; "
+        "<code>physgsa.save(result, DIR)</code> writes the files, the report and the figures.</p>")

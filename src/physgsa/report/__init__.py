@@ -142,9 +142,9 @@ def summary(result: Result) -> HTML:
     t = v.get("n_no_channel_structure", 0)
     trivial = f"; {t} without channel structure" if t else ""
     return HTML(f'<div style="padding:0.5em 0.8em;border-radius:5px;background:{colour}">'
-        f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
-        "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
-        "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
-        f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
-        "<code>physgsa.report.panels(result)</code> draws every panel of the report; "
-        "<code>physgsa.save(result, DIR)</code> writes the files, the report and the figures.</p>")
+                f"<strong>{escape(view['sentence'])}</strong>; {escape(view['breaks'])}{trivial}.</div>"
+                "<table><tr><th>interface</th><th>rho_static</th><th>binding margin</th>"
+                "<th>eps_trunc / (safety · rho_static)</th><th>||E||_F / rho_static</th></tr>"
+                f"{rows}</table><p>A ratio above 1 means that verdict fails, by that factor. "
+                "<code>physgsa.report.panels(result)</code> draws every panel of the report; "
+                "<code>physgsa.save(result, DIR)</code> writes the files, the report and the figures.</p>")

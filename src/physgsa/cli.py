@@ -207,8 +207,8 @@ class _Group(TyperGroup):
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        if command is not None and name is not None:
-            command = self.commands[name] = _with_options(command)
+        if command is not None:
+            command = _with_options(command)  # built per call: the app itself is never changed
         return name, command, rest
 
     def invoke(self, ctx):

@@ -290,8 +290,21 @@ def test_torch_device_path_agrees_with_lapack():
     ch = physgsa.example_chain(n_factors=4, width=32)
     a = certify(ch)
     b = certify(ch, device="cpu")
-    for col in ("rho_static", "trunc_error", "eps_trunc", "slack", "gamma"):
+    for col in ("rho_static", "trunc_error", "slack", "gamma"):
         np.testing.assert_allclose(b.interfaces[col], a.interfaces[col], rtol=1e-9, atol=1e-12)
+    # eps_trunc reads each tail as ||A_hat||_F^2 - sum_{j<=k} sigma_j^2 plus its rounding allowance
+    # 2 (k + m + n) eps ||A_hat||_F^2 (definitions section 4): two SVDs that differ in rounding
+    # may move eps_trunc^2 by up to that allowance, weighted as in the bound, and no more.
+    f = a.factors.set_index("name")
+    eps = np.finfo(float).eps
+    for _, row in a.interfaces.iterrows():
+        left, right = f.loc[row["left"]], f.loc[row["right"]]
+        allow_l = 2 * (row["k_left"] + left["rows"] + left["cols"]) * eps * left["r"]
+        allow_r = 2 * (row["k_right"] + right["rows"] + right["cols"]) * eps * right["r"]
+        # sigma_1(A_hat)^2 = exp(rho), since ||A_hat||_F^2 = r (definitions section 1).
+        allow = np.exp(right["rho"]) * allow_l + np.exp(left["rho"]) * allow_r
+        other = b.interfaces.loc[row.name, "eps_trunc"]
+        assert abs(other**2 - row["eps_trunc"] ** 2) <= allow, (row["interface"], other, row["eps_trunc"])
     for col in ("certified_a_priori", "certified_measured", "direct_same", "member"):
         assert (a.interfaces[col] == b.interfaces[col]).all()
     np.testing.assert_allclose(b.factors["rho"], a.factors["rho"], rtol=1e-12)

@@ -86,7 +86,7 @@ def chain_from(source: Any = None, *, order: Sequence[str] | None = None, factor
 def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "auto", n_groups: int = 8,
             units: str = "channels", threshold: str = "gap", eta: float = 0.5, kappa_fraction: float = 0.05,
             hub_degree: int = 3, safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5,
-            window_band: float = 0.05, gap_floor: float = 1e-3, n_perturbations: int = 32,
+            window_band: float | None = None, gap_floor: float = 1e-3, n_perturbations: int = 32,
             perturbation: str = "blocks", below: Sequence[float] = (0.25, 0.5, 0.9),
             above: Sequence[float] = (1.1, 1.5, 2.0, 4.0), window_search: bool = False, seed: int = 0,
             workers: int = 1, scheduler: str | None = None, dask_local: int = 0, max_memory: Any = None,
@@ -112,7 +112,7 @@ def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "
 
 
 @_named_errors
-def spectra(source: Any = "minilm", *, q: float = 0.9, chart: str = "top", window_band: float = 0.05,
+def spectra(source: Any = "minilm", *, q: float = 0.9, chart: str = "top", window_band: float | None = None,
             gap_floor: float = 1e-3, max_memory: Any = None, exclude: Sequence[str] = (),
             progress: Progress | None = None) -> SpectraResult:
     """Part I quantities and WeightWatcher's metrics of every weight of ``source``.
@@ -133,7 +133,7 @@ def compare(base: Any, others: Sequence[Any] = (), *, quantize: str | None = Non
             granularity: str | None = None, prune: str | None = None, noise: float | None = None, q: float = 0.9,
             chart: str = "top", groups: str = "auto", n_groups: int = 8, units: str = "channels",
             threshold: str = "gap", eta: float = 0.5, kappa_fraction: float = 0.05, hub_degree: int = 3,
-            safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5, window_band: float = 0.05,
+            safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5, window_band: float | None = None,
             gap_floor: float = 1e-3, seed: int = 0, max_memory: Any = None) -> CompareResult:
     """Certified drift of ``others`` (or of ``base`` quantized, pruned or noised) against ``base``.
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from physgsa.core import orbit
 from physgsa.core.chain import Factor, check_matrix
 from physgsa.core.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
+import brute
 from properties import check_spectrum
 from strategies import matrices
 
@@ -130,3 +131,36 @@ def test_gram_path_is_taken_for_ordinary_weights_and_refused_for_rank_deficient(
     # Entries near 1e150 are scaled first, so the squares do not overflow.
     lam, c = gram_energies(a * 1e150)
     assert np.all(np.isfinite(lam)) and c > 1e149
+
+
+@given(sigma=st.lists(st.floats(1e-6, 1e3), min_size=2, max_size=300),
+       q=st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999]))
+def test_default_band_keeps_q_to_within_half_the_tail(sigma, q):
+    # Definitions section 2 (revised): with the default band (1 - q) / 2, a window moved off k_q
+    # keeps between q - (1-q)/2 and q + (1-q)/2 of the energy; k_q itself keeps at least q.
+    sigma = np.sort(np.asarray(sigma))[::-1]
+    k_q, k, _ = dominant_window(sigma, q, None)
+    kept = float(np.sum(sigma[:k] ** 2) / np.sum(sigma**2))
+    half = (1.0 - q) / 2.0
+    slack = 1e-12  # rounding of the cumulative sums
+    if k == k_q:
+        assert kept >= q - slack
+    else:
+        assert q - half - slack <= kept <= q + half + slack
+    # An independent recomputation of the window with the band written out (tests/brute.py).
+    assert k == brute.dominant_window(list(sigma), q, half)
+
+
+def test_default_band_at_q_0999_is_the_spec_band_and_at_09_the_old_one():
+    # Known answers: at q = 0.999 a spectrum with its largest gap at 95% energy keeps its window
+    # inside [0.9985, 0.9995]; at q = 0.9 the default band equals the old fixed 0.05.
+    sigma = np.sqrt(np.r_[np.full(95, 1.0), np.full(5, 0.01), np.geomspace(1e-3, 1e-6, 900)])
+    k_q, k, _ = dominant_window(sigma, 0.999, None)
+    kept = np.sum(sigma[:k] ** 2) / np.sum(sigma**2)
+    assert 0.9985 <= kept <= 0.9995
+    # The old fixed band of 0.05 jumps to the big gap after the first 95 values (95% of the energy).
+    assert dominant_window(sigma, 0.999, 0.05)[1] == 95
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        s = np.sort(rng.pareto(1.5, 200) + 1e-3)[::-1]
+        assert dominant_window(s, 0.9, None) == dominant_window(s, 0.9, 0.05)

@@ -359,8 +359,8 @@ def test_window_search_reports_the_smallest_passing_window(threshold):
     sig_b = np.linalg.svd(brute.a_hat(b), compute_uv=False)
     same, measured = [], []
     for step in ws["steps"]:
-        k = brute.dominant_window(sig_a, step["q"], 0.05)
-        kp = brute.dominant_window(sig_b, step["q"], 0.05)
+        k = brute.dominant_window(sig_a, step["q"], (1 - step["q"]) / 2)
+        kp = brute.dominant_window(sig_b, step["q"], (1 - step["q"]) / 2)
         assert (step["k_left"], step["k_right"]) == (k, kp)
         a0, a1 = brute.pam_pair(a, b, k, kp)
         e0 = brute.unit_energies(a0, groups.tolist(), list(range(12)), 4, 12)
@@ -399,7 +399,7 @@ def test_shared_frames_with_a_spectral_cliff_certify():
     row = res.interfaces.iloc[0]
     assert abs(row["slack"]) <= 1e-12
     sig = np.sqrt(n) * s / np.linalg.norm(s)
-    assert row["k_left"] == row["k_right"] == brute.dominant_window(sig, 0.9, 0.05) == 4
+    assert row["k_left"] == row["k_right"] == brute.dominant_window(sig, 0.9, (1 - 0.9) / 2) == 4
     assert row["trunc_error"] == pytest.approx(np.sqrt(np.sum(sig[4:] ** 4)), rel=1e-8)
     assert row["certified_a_priori"] and row["certified_measured"]
     chk = brute.interface_check(res, arrays_of(ch), 0)

@@ -66,9 +66,10 @@ def test_single_factor_has_no_interfaces():
 def test_shared_frames_chain_has_zero_slack_and_known_error_but_is_not_certified():
     # A chain with shared frames (A_2's input frame is A_1's output frame, so C = I) and a
     # geometric spectrum 2^-k. Known answers: zero slack, every principal cosine 1, and the exact
-    # truncation error sqrt(sum_{i > min(k, k')} sigma'_i^2 sigma_i^2). The window rule (largest
-    # gap in the band [q - 0.05, q + 0.05]) picks k = 3 at q = 0.999, so the window does NOT hold
-    # almost everything: ||E||_F ~ 0.29 is several radii, and the interface is not certified.
+    # truncation error sqrt(sum_{i > min(k, k')} sigma'_i^2 sigma_i^2). With the band given as
+    # window_band=0.05 (the rule before the 2026-12-06 revision: largest gap in [q - 0.05, q + 0.05])
+    # the window is k = 3 at q = 0.999, so it does NOT hold almost everything: ||E||_F ~ 0.29 is
+    # several radii, and the interface is not certified.
     # (test_attacks.py::test_shared_frames_with_a_spectral_cliff_certify has the certified case.)
     rng = np.random.default_rng(0)
     n = 24
@@ -76,7 +77,7 @@ def test_shared_frames_chain_has_zero_slack_and_known_error_but_is_not_certified
     s = 2.0 ** -np.arange(n)
     a1 = (np.eye(n) * s) @ u.T
     a2 = u @ (np.eye(n) * s)
-    res = certify(Chain.from_arrays([("a", a1), ("b", a2)]), q=0.999)
+    res = certify(Chain.from_arrays([("a", a1), ("b", a2)]), q=0.999, window_band=0.05)
     row = res.interfaces.iloc[0]
     assert abs(row["slack"]) <= 1e-12
     assert row["cos_min"] == pytest.approx(1.0, abs=1e-12)

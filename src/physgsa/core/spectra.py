@@ -41,7 +41,10 @@ SPECTRUM_PARAMS: dict[str, Param] = {
                help="Energy quantile of the effective rank k_q, in (0, 1)."),
     "chart": Param("top", "choice", choices=CHARTS, doc="chart whose exponent is s_hat",
                    help="Chart for s_hat: top, mle or window."),
-    "window_band": Param(0.05, "float", 0.0, 0.5, doc="band around q for the window's gap search"),
+    "window_band": Param(None, "float", 0.0, 0.5, allow_none=True,
+                         doc="half-width of the band around q for the window's gap search (None: (1 - q) / 2)",
+                         help="Half-width of the energy band around q in which the window moves to the largest "
+                              "gap; default (1 - q) / 2, so a window keeps between q - (1-q)/2 and q + (1-q)/2."),
     "gap_floor": Param(1e-3, "float", 0.0, 1.0, "left", doc="window gap floor"),
 }
 
@@ -202,14 +205,24 @@ def effective_rank(lam: np.ndarray, q: float) -> int:
     return min(k, n)
 
 
-def dominant_window(sigma: np.ndarray, q: float, band: float) -> tuple[int, int, float]:
-    """The dominant window ``(k_q, k, gap)``.
+def window_band(q: float, band: float | None) -> float:
+    """The band's half-width: ``band`` if given, else ``(1 - q) / 2`` (definitions section 2, revised).
+
+    The default scales with the tail, so a window keeps between ``q - (1 - q) / 2`` and
+    ``q + (1 - q) / 2`` of the energy: ``[0.85, 0.95]`` at ``q = 0.9``, ``[0.9985, 0.9995]`` at 0.999.
+    """
+    return (1.0 - q) / 2.0 if band is None else band
+
+
+def dominant_window(sigma: np.ndarray, q: float, band: float | None) -> tuple[int, int, float]:
+    """The dominant window ``(k_q, k, gap)`` (definitions section 2).
 
     ``k`` is the rank ``k < r`` with the largest relative gap ``(sigma_k - sigma_{k+1}) /
-    sigma_1`` among those whose cumulative energy fraction lies in ``[q - band, q + band]``
-    (the first on ties), or ``k_q`` if there is none; ``gap`` is that window's relative gap
-    (``sigma_{r+1} = 0``).
+    sigma_1`` among those whose cumulative energy fraction lies in ``[q - b, q + b]`` with
+    ``b = window_band(q, band)`` (the first on ties), or ``k_q`` if there is none; ``gap`` is
+    that window's relative gap (``sigma_{r+1} = 0``).
     """
+    band = window_band(q, band)
     lam = sigma**2
     r = sigma.shape[0]
     k_q = effective_rank(lam, q)
@@ -299,7 +312,7 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
     return h, max(kl, 0.0)
 
 
-def compute_spectrum(factor: Factor, *, q: float, band: float, gap_floor: float, chart: str,
+def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor: float, chart: str,
                      vectors: bool = True, device: linalg.Backend | None = None,
                      max_memory: int | None = None) -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.

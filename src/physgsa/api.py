@@ -85,8 +85,10 @@ def chain_from(source: Any = None, *, order: Sequence[str] | None = None, factor
 @_named_errors
 def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "auto", n_groups: int = 8,
             units: str = "channels", threshold: str = "gap", eta: float = 0.5, kappa_fraction: float = 0.05,
-            hub_degree: int = 3, safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5,
-            window_band: float | None = None, gap_floor: float = 1e-3, n_perturbations: int = 32,
+            hub_degree: int = 3, support_quantile: float = 0.8, outlier_factor: float = 10.0,
+            full_support: float = 0.95, identical_supports: float = 0.5, outlier_columns: float = 0.01,
+            outlier_energy: float = 0.5, pair_radius: str = "l2", safety: float = 0.9, tau_e: float = 0.5,
+            tau_rho: float = 0.5, window_band: float | None = None, gap_floor: float = 1e-3, n_perturbations: int = 32,
             perturbation: str = "blocks", below: Sequence[float] = (0.25, 0.5, 0.9),
             above: Sequence[float] = (1.1, 1.5, 2.0, 4.0), window_search: bool = False, seed: int = 0,
             workers: int = 1, scheduler: str | None = None, dask_local: int = 0, max_memory: Any = None,
@@ -103,7 +105,10 @@ def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "
     from .runs import certify as run  # start-up: pandas and scipy load when a run starts
 
     return run.certify(chain, q=q, chart=chart, groups=groups, n_groups=n_groups, units=units, threshold=threshold,
-                       eta=eta, kappa_fraction=kappa_fraction, hub_degree=hub_degree, safety=safety, tau_e=tau_e,
+                       eta=eta, kappa_fraction=kappa_fraction, hub_degree=hub_degree,
+                       support_quantile=support_quantile, outlier_factor=outlier_factor, full_support=full_support,
+                       identical_supports=identical_supports, outlier_columns=outlier_columns,
+                       outlier_energy=outlier_energy, pair_radius=pair_radius, safety=safety, tau_e=tau_e,
                        tau_rho=tau_rho, window_band=window_band, gap_floor=gap_floor,
                        n_perturbations=n_perturbations, perturbation=perturbation, below=below, above=above,
                        window_search=window_search, seed=seed, workers=workers, scheduler=scheduler,
@@ -133,6 +138,7 @@ def compare(base: Any, others: Sequence[Any] = (), *, quantize: str | None = Non
             granularity: str | None = None, prune: str | None = None, noise: float | None = None, q: float = 0.9,
             chart: str = "top", groups: str = "auto", n_groups: int = 8, units: str = "channels",
             threshold: str = "gap", eta: float = 0.5, kappa_fraction: float = 0.05, hub_degree: int = 3,
+            support_quantile: float = 0.8, outlier_factor: float = 10.0, pair_radius: str = "l2",
             safety: float = 0.9, tau_e: float = 0.5, tau_rho: float = 0.5, window_band: float | None = None,
             gap_floor: float = 1e-3, seed: int = 0, max_memory: Any = None) -> CompareResult:
     """Certified drift of ``others`` (or of ``base`` quantized, pruned or noised) against ``base``.
@@ -147,6 +153,7 @@ def compare(base: Any, others: Sequence[Any] = (), *, quantize: str | None = Non
     return compare_models(base, others, quantize=quantize, group_size=group_size, granularity=granularity,
                           prune=prune, noise=noise, q=q, chart=chart, groups=groups, n_groups=n_groups, units=units,
                           threshold=threshold, eta=eta, kappa_fraction=kappa_fraction, hub_degree=hub_degree,
+                          support_quantile=support_quantile, outlier_factor=outlier_factor, pair_radius=pair_radius,
                           safety=safety, tau_e=tau_e, tau_rho=tau_rho, window_band=window_band,
                           gap_floor=gap_floor, seed=seed, max_memory=max_memory)
 

@@ -459,8 +459,9 @@ def _certify_tables() -> tuple:
 
 
 @app.command()
-@_options("out", "order", "q", "chart", "groups", "n_groups", "units", "threshold", "safety", "n_perturbations",
-          "perturbation", "build", "sample_shape", "window_search", "seed", "factor", "interfaces", "mode", "inputs",
+@_options("out", "order", "q", "chart", "groups", "n_groups", "units", "threshold", "support_quantile",
+          "outlier_factor", "full_support", "identical_supports", "outlier_columns", "outlier_energy", "pair_radius",
+          "window_band", "safety", "n_perturbations", "perturbation", "build", "sample_shape", "window_search", "seed", "factor", "interfaces", "mode", "inputs",
           "tokens", "conv", "freq", "json", "quiet", "max_memory", "overwrite", "keep_others", "wait", "workers",
           "scheduler", "dask_local", "device", tables=_certify_tables)
 def certify(
@@ -505,8 +506,21 @@ def certify(
         typer.echo(json.dumps(v, sort_keys=True))
     n, b, t = v["n_interfaces"], v["n_chain_breaks"], v.get("n_no_channel_structure", 0)
     trivial = f", {t} without channel structure" if t else ""
-    _summary(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}{trivial}); wrote {out}/",
+    share = (v.get("graded") or {}).get("apriori")
+    graded = "" if share is None else f"; {_percent(share)} of the routing certified a priori"
+    _summary(f"{v['summary']} ({n} interface{'s' * (n != 1)}, {b} chain break{'s' * (b != 1)}{trivial}){graded}; "
+             f"wrote {out}/",
              quiet=quiet or p["json"])
+
+
+def _percent(x: float) -> str:
+    """A share as a whole percent, never rounded up to 100% or down to 0% when it is not."""
+    pct = 100.0 * x
+    if 0 < pct < 1:
+        return "<1%"
+    if 99 < pct < 100:
+        return ">99%"
+    return f"{pct:.0f}%"
 
 
 def _spectra_tables() -> tuple:
@@ -616,7 +630,8 @@ def _compare_tables() -> tuple:
 
 
 @app.command()
-@_options("out", "quantize", "group_size", "granularity", "prune", "noise", "q", "groups", "threshold", "seed",
+@_options("out", "quantize", "group_size", "granularity", "prune", "noise", "q", "groups", "threshold",
+          "support_quantile", "outlier_factor", "pair_radius", "seed",
           "keep_others", "quiet", tables=_compare_tables,
           out="Output directory for compare.parquet, compare_factors.parquet, compare.json and compare.html.",
           keep_others="Write beside files physgsa did not write.", quiet="No summary line.")

@@ -28,7 +28,7 @@ def _outputs(res, tmp, name):
     out = tmp / name
     res.save(out)
     return {f: (out / f).read_bytes() for f in ("factors.parquet", "interfaces.parquet", "rows.parquet",
-                                                 "heatmaps.npz", "heads.parquet")}
+                                                 "heatmaps.npz", "heads.parquet", "profile.parquet")}
 
 
 def test_a_chain_file_gives_deferred_factors_that_hold_no_matrix(tmp_path):

@@ -21,7 +21,7 @@ from physgsa.outputs.directory import OWN_FILES, RUN_DIR
 from physgsa.outputs.result import OUTPUT_FILES
 
 #: What certify writes into its --out (a subset of physgsa's own files).
-CERTIFY_FILES = OUTPUT_FILES + ("report.html", "provenance.json", "figures")
+CERTIFY_FILES = OUTPUT_FILES + ("profile.parquet", "report.html", "provenance.json", "figures")
 assert set(CERTIFY_FILES) <= set(OWN_FILES)
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

@@ -29,8 +29,8 @@ class Margins:
 
     ``gamma_g = min_u |e_g(u) - theta_g|``; ``nu_g = max_{u not in S_g} e_g(u)`` (0 where every
     unit is active); ``pairs`` holds, for each pair with a shared unit, ``w``, ``mu = |w - kappa|``,
-    ``n = |S_g ∩ S_h|``, ``b = sum (e_g + e_h)`` and ``rho_gh`` (positive root of
-    ``n x^2 + b x = mu``), with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where
+    ``n = |S_g ∩ S_h|``, ``b = sum (e_g + e_h)``, ``l2 = ||e_g|_I|| + ||e_h|_I||`` and ``rho_gh``
+    (positive root of ``x^2 + l2 x = mu``, or of ``n x^2 + b x = mu`` with ``pair_radius="l1"``), with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where
     the comparisons are made); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which
     margin gives the radius.
     """
@@ -47,8 +47,16 @@ class Margins:
     binding: dict[str, Any]
 
 
-def margins(ref: Reference) -> Margins:
-    """Margins and ``rho_static`` of the reference structure (definitions section 5).
+#: The pair radii: ``l2`` (definitions section 5b, the default) or ``l1`` (section 5's).
+PAIR_RADII = ("l2", "l1")
+
+
+def margins(ref: Reference, pair_radius: str = "l2") -> Margins:
+    """Margins and ``rho_static`` of the reference structure (definitions sections 5 and 5b).
+
+    ``pair_radius="l2"`` (the default, section 5b): ``rho_gh`` is the positive root of
+    ``x^2 + (||e_g|_I||_2 + ||e_h|_I||_2) x = mu_gh`` (Cauchy–Schwarz on the shared units
+    ``I``), never smaller than ``"l1"`` (section 5): the root of ``n_gh x^2 + b_gh x = mu_gh``.
 
     Pair weights are held in units of ``ref.scale^2`` (a power of two at the largest unit
     energy), so the pair radii are computed there and scaled back: with ``x = c x'``,
@@ -75,11 +83,13 @@ def margins(ref: Reference) -> Margins:
             w_s = float(s.w_scaled[g, h])
             mu_s = abs(w_s - ref.kappa_scaled)
             b = float(np.sum(e[g, shared] + e[h, shared]))
-            b_s = b / c
-            # Stable positive root of n x'^2 + b' x' - mu' = 0, then x = c x'.
-            root = c * (2.0 * mu_s / (b_s + np.sqrt(b_s * b_s + 4.0 * n * mu_s))) if mu_s > 0 else 0.0
+            # ||e_g|_I|| + ||e_h|_I||, each norm taken on energies divided by c (no underflow).
+            a_s = float(np.linalg.norm(e[g, shared] / c) + np.linalg.norm(e[h, shared] / c))
+            # Stable positive root of n' x'^2 + b' x' - mu' = 0, then x = c x' (l2: n' = 1, b' = a).
+            lead, b_s = (1, a_s) if pair_radius == "l2" else (n, b / c)
+            root = c * (2.0 * mu_s / (b_s + np.sqrt(b_s * b_s + 4.0 * lead * mu_s))) if mu_s > 0 else 0.0
             pairs.append({"g": g, "h": h, "w": w_s * c * c, "w_scaled": w_s, "mu": mu_s * c * c, "mu_scaled": mu_s,
-                          "n": n, "b": b, "rho": float(root)})
+                          "n": n, "b": b, "l2": a_s * c, "rho": float(root)})
     binding: dict[str, Any] = {"kind": "unit_gap", "group": int(g0), "unit": int(u0), "value": gamma,
                "energy": float(e[g0, u0]), "theta": float(ref.theta[g0])}
     rho = gamma

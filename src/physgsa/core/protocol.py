@@ -90,6 +90,7 @@ def model_verdict(names: list[str], items: list[list[dict[str, Any]]], n_breaks:
         failed += [{"interface": name, "item": it["item"], "name": it["name"]} for it in bad]
     n = len(names)
     trivial = [d["interface"] for d in (margins or []) if d.get("no_channel_structure")]
+    graded = _graded_verdict(margins or [])
     if n == 0:
         summary = "no interfaces"
     elif members == n:
@@ -108,7 +109,26 @@ def model_verdict(names: list[str], items: list[list[dict[str, Any]]], n_breaks:
         "n_no_channel_structure": len(trivial),
         "no_channel_structure": trivial,
         "summary": summary,
-        "smallest_margins": [{k: v for k, v in d.items() if k != "no_channel_structure"} for d in
+        "smallest_margins": [{k: v for k, v in d.items() if k not in ("no_channel_structure", "graded")} for d in
                              sorted(margins or [], key=lambda d: (d["rho_static"], d["interface"]))[:5]],
+        "graded": graded,
         "failed": failed,
     }
+
+
+def _graded_verdict(margins: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each interface's a priori and measured certified membership shares, and the model's.
+
+    The model's share weights each interface by its ``||A0||_F^2`` (definitions section 5b): the
+    share of all the routing energy, over every interface, whose membership is certified.
+    Interfaces with a zero A0 (share None) carry no weight.
+    """
+    per = [{"interface": d["interface"], "apriori": d["graded"]["apriori"], "measured": d["graded"]["measured"]}
+           for d in margins if "graded" in d]
+    out: dict[str, Any] = {"interfaces": per}
+    for how in ("apriori", "measured"):
+        pairs = [(d["graded"][how], d["graded"]["energy"]) for d in margins
+                 if "graded" in d and d["graded"][how] is not None and d["graded"]["energy"] > 0]
+        total = sum(w for _, w in pairs)
+        out[how] = (sum(x * w for x, w in pairs) / total) if total > 0 else None
+    return out

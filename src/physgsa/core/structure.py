@@ -25,6 +25,10 @@ __all__ = [
     "row_profiles",
     "row_profiles_scaled",
     "THRESHOLD_RULES",
+    "SUPPORT_QUANTILE",
+    "OUTLIER_FACTOR",
+    "quantile_counts",
+    "outlier_units",
     "column_units",
     "unit_energies",
     "fit_thresholds",
@@ -287,11 +291,53 @@ def _unit_energies_scaled(a: np.ndarray, part: Partition, gi: np.ndarray, ui: np
     return e
 
 
-#: The threshold rules: ``gap`` (definitions section 4, the default), ``gap_zero`` (ours) and ``relative``.
-THRESHOLD_RULES = ("gap", "gap_zero", "relative")
+#: The threshold rules: ``gap`` (definitions section 4, the default), ``gap_zero`` (ours), ``relative``,
+#: ``quantile`` (ours: the fewest units holding ``q_s`` of the group's energy) and ``gap_robust`` (ours: the
+#: largest drop once the group's outlier units are set aside).
+THRESHOLD_RULES = ("gap", "gap_zero", "relative", "quantile", "gap_robust")
+
+#: Defaults of the rule parameters: ``q_s`` of ``quantile`` and the outlier factor ``c`` of ``gap_robust``.
+SUPPORT_QUANTILE = 0.8
+OUTLIER_FACTOR = 10.0
 
 
-def fit_thresholds(e: np.ndarray, rule: str, eta: float) -> np.ndarray:
+def _midpoints(s: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """``(s[g, i_g] + s[g, i_g + 1]) / 2`` per row ``g`` of the descending energies ``s``."""
+    rows = np.arange(s.shape[0])
+    mid: np.ndarray = 0.5 * (s[rows, i] + s[rows, i + 1])
+    return mid
+
+
+def quantile_counts(s: np.ndarray, q_s: float) -> np.ndarray:
+    """``k_g``: the fewest of the descending energies ``s[g, :]`` whose squares hold ``q_s`` of the row's.
+
+    Each row is divided by its largest energy before squaring (exact for a power of two, and
+    shares only are compared), so energies near 1e-162 keep their shares. A zero row gives 1.
+    """
+    top = s[:, :1]
+    x = np.divide(s, top, out=np.zeros_like(s), where=top > 0)
+    cum = np.cumsum(x * x, axis=1)
+    # The first k with cum[k - 1] >= q_s * total (the last entry always qualifies).
+    k: np.ndarray = np.argmax(cum >= q_s * cum[:, -1:], axis=1) + 1
+    return k
+
+
+def outlier_units(e: np.ndarray, c: float) -> np.ndarray:
+    """Outlier units per group: ``e_g(u)^2 > (c / n) sum_v e_g(v)^2``, i.e. c times the mean unit energy.
+
+    The same rule as the outlier columns of an interface (:func:`physgsa.core.outliers.outlier_columns`),
+    applied to one group's energies. Returns an ``(m, n)`` boolean array.
+    """
+    n = e.shape[1]
+    top = e.max(axis=1, keepdims=True) if n else np.zeros((e.shape[0], 1))
+    x = np.divide(e, top, out=np.zeros_like(e), where=top > 0)
+    x2 = x * x
+    out: np.ndarray = x2 * n > c * x2.sum(axis=1, keepdims=True)
+    return out
+
+
+def fit_thresholds(e: np.ndarray, rule: str, eta: float, *, q_s: float = SUPPORT_QUANTILE,
+                   outlier_factor: float = OUTLIER_FACTOR) -> np.ndarray:
     """Per-group thresholds ``theta_g`` on the reference energies (definitions section 4).
 
     ``gap`` (the spec's rule, the default): the midpoint of the largest drop between
@@ -300,18 +346,43 @@ def fit_thresholds(e: np.ndarray, rule: str, eta: float) -> np.ndarray:
     silent), so the unit is active with margin ``e / 2``. ``gap_zero`` (ours, today's rule
     before this release): the same with a final drop to zero appended, so a group whose units
     are all alike keeps them all active. ``relative``: ``theta_g = eta * max_u e_g(u)``.
+
+    ``quantile`` (ours, definitions section 4, "Support rules of our own"): with ``s`` the
+    descending energies and ``k_g`` the fewest units with ``sum_{i<k} s_i^2 >= q_s sum_i s_i^2``,
+    ``theta_g = (s_{k-1} + s_k) / 2`` (0-based), the midpoint between the last kept and the first
+    dropped energy, so the margins keep their meaning; ``theta_g = s_{n-1} / 2`` when every unit
+    is kept. Units tied with ``s_{k-1}`` are kept too (``S_g = {u : e_g(u) >= theta_g}``).
+
+    ``gap_robust`` (ours, same section): the units with ``e_g(u)^2 > (c / n) sum_v e_g(v)^2``
+    (``c = outlier_factor``; :func:`outlier_units`) are set aside, always active, and the
+    threshold is the midpoint of the largest drop among the remaining descending energies (the
+    drop from the last outlier to the first remaining unit is not a candidate). With no outlier
+    it is ``gap``; a group with a single unit, or with fewer than two remaining units, takes
+    ``gap``'s threshold.
     """
     theta: np.ndarray
     if rule == "relative":
         theta = eta * e.max(axis=1)
         return theta
     s = -np.sort(-e, axis=1)
-    if rule == "gap_zero" or s.shape[1] == 1:
+    n = s.shape[1]
+    if rule == "quantile":
+        k = quantile_counts(s, q_s)
+        padded = np.concatenate([s, np.zeros((s.shape[0], 1))], axis=1)
+        # Every unit kept: theta = s_{n-1} / 2 (the single-unit convention of gap).
+        theta = np.where(k < n, _midpoints(padded, k - 1), 0.5 * s[:, -1])
+        return theta
+    if rule == "gap_zero" or n == 1:
         s = np.concatenate([s, np.zeros((s.shape[0], 1))], axis=1)
     drops = s[:, :-1] - s[:, 1:]
+    if rule == "gap_robust" and n > 1:
+        j = outlier_units(e, outlier_factor).sum(axis=1)  # the outliers are the top j of s
+        # Drops i >= j only (from the first remaining unit on), where at least one such drop exists.
+        usable = j <= n - 2
+        cand = np.where(np.arange(n - 1)[None, :] >= np.where(usable, j, 0)[:, None], drops, -np.inf)
+        drops = cand
     i = np.argmax(drops, axis=1)
-    rows = np.arange(s.shape[0])
-    theta = 0.5 * (s[rows, i] + s[rows, i + 1])
+    theta = _midpoints(s, i)
     return theta
 
 
@@ -409,10 +480,14 @@ def _assemble(e: np.ndarray, active: np.ndarray, w: np.ndarray, scale: float, ka
 
 
 def fit_reference(a0: np.ndarray, part: Partition, *, threshold: str, eta: float, kappa_fraction: float,
-                  hub_degree: int) -> Reference:
-    """Fit thresholds and ``kappa = kappa_fraction * max_{g != h} w_gh`` on ``A0``."""
+                  hub_degree: int, q_s: float = SUPPORT_QUANTILE, outlier_factor: float = OUTLIER_FACTOR) -> Reference:
+    """Fit thresholds and ``kappa = kappa_fraction * max_{g != h} w_gh`` on ``A0``.
+
+    ``q_s`` and ``outlier_factor`` are the parameters of the ``quantile`` and ``gap_robust``
+    rules (:func:`fit_thresholds`); the other rules ignore them.
+    """
     e = unit_energies(a0, part)
-    theta = fit_thresholds(e, threshold, eta)
+    theta = fit_thresholds(e, threshold, eta, q_s=q_s, outlier_factor=outlier_factor)
     active = e >= theta[:, None]
     scale = pow2_scale(float(e.max()))
     w = pair_weights(e, active, scale)

@@ -50,7 +50,8 @@ RUN_DIR = ".physgsa-run"
 #: The folder of one standalone SVG per panel, beside the page that embeds them.
 FIGURES_DIR = "figures"
 #: Every file physgsa writes into an output directory (besides its ``.physgsa-*`` entries).
-OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "certificate.json",
+OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet", "profile.parquet",
+             "certificate.json",
              "heatmaps.npz", "report.html", "provenance.json", FIGURES_DIR,
              # physgsa compare's, study's and spectra's own outputs (one tool may write beside another)
              "compare.parquet", "compare_factors.parquet", "compare.json", "compare.html",

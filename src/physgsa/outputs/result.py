@@ -87,10 +87,18 @@ def _interface_row(it: dict[str, Any]) -> dict[str, Any]:
         "tail_error_right": tr.tail_error_right, "cos_min": tr.cos_min, "cos_mean": tr.cos_mean,
         "gamma": mg.gamma, "mu_min": mg.mu_min, "rho_static": mg.rho_static, "binding": mg.binding["kind"],
         "kappa": ref.kappa, "certified_a_priori": ver["a_priori"], "certified_measured": ver["measured"],
+        # The graded certificate (definitions section 5b): shares and counts at the truncation error.
+        "certified_share_apriori": it["graded"].apriori.membership_share,
+        "certified_share_measured": it["graded"].measured.membership_share,
+        "certified_columns_apriori": it["graded"].apriori.n_columns,
+        "hubs_certified_apriori": it["graded"].apriori.n_hubs,
+        "pairs_certified_apriori": it["graded"].apriori.n_pairs,
         "direct_same": not it["direct_diff"],
         "energy_core": frac["core"], "energy_overlap": frac["overlap"],
         "energy_noise": frac["noise"], "n_groups": ref.partition.n_groups,
         "n_units": ref.partition.n_units, "n_edges": len(st.edge_list()), "n_hubs": int(st.hubs.sum()),
+        # Outlier channels (runs.certify.outlier_record); None in a record written before they existed.
+        "n_outlier_channels": None if it.get("outliers") is None else len(it["outliers"]["columns"]),
         "adversarial_norm": it["adversarial"]["smallest_change_norm"],
         "commutator": it["alignment"]["commutator"],
         "intersection_dim": it["alignment"]["intersection"]["at_window"],
@@ -99,6 +107,7 @@ def _interface_row(it: dict[str, Any]) -> dict[str, Any]:
         "flags": ";".join([f for f, on in (("product_zero", rig.sigma1_product == 0),
                                            ("product_negligible", it["negligible"]),
                                            ("no_channel_structure", bool(it["no_structure"])),
+                                           ("outlier_dominated", bool((it.get("outliers") or {}).get("dominated"))),
                                            ("modes_basis_dependent", it["modes_basis_dependent"]),
                                            ("units_channels_no_conv_groups", it.get("units_fallback", False)))
                            if on]
@@ -117,7 +126,8 @@ def _interface_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     out = [r["row"] for r in records]
     cols = list(INTERFACE_COLUMNS)
     df: pd.DataFrame = pd.DataFrame(out, columns=cols)
-    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm"):
+    for col in ("slack", "drift_bound", "mu_min", "adversarial_norm", "certified_share_apriori",
+                "certified_share_measured"):
         df[col] = nullable(df[col].tolist())
     return df
 
@@ -126,14 +136,17 @@ def _interface_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 INTERFACE_COLUMNS = ("interface", "index", "left", "right", "k_left", "k_right", "slack", "amplitude", "drift",
             "drift_bound", "drift_holds", "trunc_error", "trunc_bound", "eps_trunc", "eps_trunc_gc",
             "tail_error_left", "tail_error_right", "cos_min", "cos_mean", "gamma", "mu_min", "rho_static",
-            "binding", "kappa", "certified_a_priori", "certified_measured", "direct_same", "energy_core",
-            "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "adversarial_norm",
+            "binding", "kappa", "certified_a_priori", "certified_measured", "certified_share_apriori",
+            "certified_share_measured", "certified_columns_apriori", "hubs_certified_apriori", "pairs_certified_apriori",
+            "direct_same", "energy_core",
+            "energy_overlap", "energy_noise", "n_groups", "n_units", "n_edges", "n_hubs", "n_outlier_channels",
+            "adversarial_norm",
             "commutator", "intersection_dim",
             "member", "failed_items", "flags")
 
 
 _ICM_COLUMNS = ("group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e", "delta_rho", "bound_e",
-                "bound_rho", "certified")
+                "bound_rho", "certified", "certified_apriori", "certified_measured")
 
 
 def _row_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -147,9 +160,11 @@ def _row_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "kappa": icm["icm/kappa"], "label": icm["icm/label"].astype(str), "delta_e": icm["icm/delta_e"],
             "delta_rho": icm["icm/delta_rho"], "bound_e": nullable(icm["icm/bound_e"]),
             "bound_rho": nullable(icm["icm/bound_rho"]), "certified": icm["icm/certified"].astype(bool),
+            "certified_apriori": icm["icm/certified_apriori"].astype(bool),
+            "certified_measured": icm["icm/certified_measured"].astype(bool),
         }))
     cols = ["interface", "row", "group", "f_core", "f_overlap", "f_noise", "kappa", "label", "delta_e",
-            "delta_rho", "bound_e", "bound_rho", "certified"]
+            "delta_rho", "bound_e", "bound_rho", "certified", "certified_apriori", "certified_measured"]
     table: pd.DataFrame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
     return table
 
@@ -211,6 +226,8 @@ def _interface_detail(it: dict[str, Any]) -> dict[str, Any]:
         },
         "decomposition": it["decomposition"],
         "no_channel_structure": it["no_structure"],
+        "outlier_channels": None if it.get("outliers") is None else
+        {k: it["outliers"][k] for k in ("columns", "shares", "energy_share", "top_share", "top_columns", "dominated")},
         "alignment": {
             "commutator": it["alignment"]["commutator"],
             "intersection": it["alignment"]["intersection"],
@@ -225,9 +242,47 @@ def _interface_detail(it: dict[str, Any]) -> dict[str, Any]:
         "perturbation": it["perturbation"],
         "adversarial": it["adversarial"],
         "icm_certified_fraction": it["icm_fraction"],
+        "graded": _graded_detail(it),
         "protocol": it["items"],
         "member": all(x["passed"] for x in it["items"]),
         "window_search": it["window_search"],
+    }
+
+
+#: The columns of profile.parquet: one row per step of each interface's robustness profile.
+PROFILE_COLUMNS = ("interface", "r", "column_share", "membership_share", "pair_share", "edge_share", "hub_share")
+
+
+def _profile_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The robustness profiles (definitions section 5b): row ``i`` of an interface holds the shares for
+    every radius in ``[r_i, r_{i+1})``; each interface's first row has ``r = 0``. Nothing to count
+    (no pair, edge or hub) is null.
+    """
+    parts: list[pd.DataFrame] = []
+    for rec in records:
+        arr = rec["arrays"]
+        n = arr["profile/r"].shape[0]
+        frame = {"interface": [rec["name"]] * n}
+        frame.update({c: arr[f"profile/{c}"] for c in PROFILE_COLUMNS[1:]})
+        parts.append(pd.DataFrame(frame))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in PROFILE_COLUMNS})
+    for col in PROFILE_COLUMNS[2:]:
+        table[col] = nullable([None if not np.isfinite(x) else float(x) for x in table[col].to_numpy(float)])
+    out: pd.DataFrame = table[list(PROFILE_COLUMNS)]
+    return out
+
+
+def _graded_detail(it: dict[str, Any]) -> dict[str, Any]:
+    """The graded certificate's summary for certificate.json (definitions section 5b)."""
+    gr, tr = it["graded"], it["transport"]
+    return {
+        "apriori": gr.apriori.summary(), "measured": gr.measured.summary(),
+        "n_memberships": int(gr.margin.size), "n_pairs": int(gr.margin.shape[0] * (gr.margin.shape[0] - 1) // 2),
+        "n_hubs": int(it["reference"].structure.hubs.sum()),
+        "rows_certified_apriori": int(np.sum(it["icm"]["certified_apriori"])),
+        "rows_certified_measured": int(np.sum(it["icm"]["certified_measured"])),
+        "profile_at": {"rho_static": gr.profile.at(it["margins"].rho_static * (1 - 1e-12)),
+                       "eps_trunc": gr.profile.at(tr.eps_trunc), "trunc_error": gr.profile.at(tr.trunc_error)},
     }
 
 
@@ -250,6 +305,8 @@ class Result:
     certificate: dict[str, Any]
     heatmaps: dict[str, NDArray[Any]] = dataclasses.field(default_factory=dict)
     heads: pd.DataFrame = dataclasses.field(default_factory=lambda: _head_table([]))
+    #: The robustness profiles (profile.parquet; definitions section 5b).
+    profile: pd.DataFrame = dataclasses.field(default_factory=lambda: _profile_table([]))
     #: How the run was invoked (the input's path, where it had one): provenance only, written
     #: to provenance.json and never part of the certificate, so the same bytes under two names
     #: give the same certificate.
@@ -319,7 +376,7 @@ class Result:
 
     def _write_files(self, directory: Path) -> None:
         for name, df in (("factors", self.factors), ("interfaces", self.interfaces), ("rows", self.rows),
-                         ("heads", self.heads)):
+                         ("heads", self.heads), ("profile", self.profile)):
             df.to_parquet(directory / f"{name}.parquet", index=False, engine="pyarrow", compression="zstd")
         text = json.dumps(self.certificate, indent=2, sort_keys=True, allow_nan=False)
         (directory / "certificate.json").write_text(text + "\n", encoding="utf-8")
@@ -336,11 +393,19 @@ def interface_record(it: dict[str, Any]) -> dict[str, Any]:
     arrays = {f"icm/{k}": np.asarray(icm[k]) for k in _ICM_COLUMNS}
     arrays["icm/label"] = arrays["icm/label"].astype(str)
     arrays.update({f"heatmaps/{k}": np.asarray(v) for k, v in it["heatmaps"].items()})
+    prof = it["graded"].profile
+    arrays.update({f"profile/{c}": np.asarray(getattr(prof, c), dtype=np.float64) for c in PROFILE_COLUMNS[1:]})
+    arrays["graded/apriori"] = np.asarray(it["graded"].apriori.memberships)
+    arrays["graded/measured"] = np.asarray(it["graded"].measured.memberships)
     heads = it["alignment"]["heads"]
     arrays["heads/table"] = np.zeros((0, 0)) if heads is None else np.asarray(heads["table"], dtype=np.float64)
     margin = {"interface": it["name"], "rho_static": it["margins"].rho_static, "binding": it["margins"].binding,
               "no_channel_structure": bool(it["no_structure"]),
-              "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"]}
+              "a_priori_ratio": it["verdicts"]["a_priori_ratio"], "measured_ratio": it["verdicts"]["measured_ratio"],
+              # For the model's energy-weighted graded shares (protocol.model_verdict).
+              "graded": {"apriori": it["graded"].apriori.membership_share,
+                         "measured": it["graded"].measured.membership_share,
+                         "energy": float(np.sum(it["reference"].structure.energies ** 2))}}
     return {"name": it["name"], "index": it["index"],
             **plain({"row": _interface_row(it), "detail": _interface_detail(it), "margin": margin,
                       "items": it["items"]}),
@@ -375,7 +440,8 @@ def build_result(chain: Chain, factor_records: Sequence[dict[str, Any]], interfa
             for k, v in rec["arrays"].items() if k.startswith("heatmaps/")}
     return Result(factors=_factor_table(factor_records), interfaces=_interface_table(interface_records),
                   rows=_row_table(interface_records), certificate=jsonable(cert), heatmaps=heat,
-                  heads=_head_table(interface_records), provenance={"source": chain.source})
+                  heads=_head_table(interface_records), profile=_profile_table(interface_records),
+                  provenance={"source": chain.source})
 
 
 def load_result(directory: str | os.PathLike[str]) -> Result:
@@ -393,6 +459,8 @@ def load_result(directory: str | os.PathLike[str]) -> Result:
             interfaces=pd.read_parquet(d / "interfaces.parquet"),
             rows=pd.read_parquet(d / "rows.parquet"),
             heads=pd.read_parquet(d / "heads.parquet"),
+            # profile.parquet came with 0.3: an older output directory has none.
+            profile=pd.read_parquet(d / "profile.parquet") if (d / "profile.parquet").is_file() else _profile_table([]),
             certificate=json.loads((d / "certificate.json").read_text(encoding="utf-8")),
             heatmaps=heat,
             provenance=read_json(d / "provenance.json") or {},

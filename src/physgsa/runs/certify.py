@@ -13,15 +13,27 @@ from typing import Mapping
 import numpy as np
 
 from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
-from ..core.certificate import adversarial, margins, perturbation_tests, verdicts
+from ..core.certificate import PAIR_RADII, adversarial, margins, perturbation_tests, verdicts
 from ..core.chain import Chain
+from ..core.graded import Graded, check_elements, element_bounds, grade, graded_labels, row_error_bounds
 from ..core.heatmaps import interface_heatmaps
 from ..core.icm import LABELS, icm_rows
 from ..core.linalg import matmul
+from ..core.outliers import (
+    FULL_SUPPORT,
+    IDENTICAL_SUPPORTS,
+    OUTLIER_COLUMNS,
+    OUTLIER_ENERGY,
+    full_support_groups,
+    identical_support_groups,
+    interface_outliers,
+)
 from ..core.protocol import interface_items, model_verdict
 from ..core.resources import check_memory, default_limit, interface_bytes, parse_memory, svd_bytes
 from ..core.spectra import SPECTRUM_PARAMS, compute_spectrum, dominant_window
 from ..core.structure import (
+    OUTLIER_FACTOR,
+    SUPPORT_QUANTILE,
     THRESHOLD_RULES,
     Partition,
     block_energy,
@@ -34,6 +46,7 @@ from ..core.structure import (
     row_profiles_scaled,
     source_incidence,
     structure_of,
+    unit_energies,
 )
 from ..core.transport import rigidity, transport
 from ..core.validation import CertificateBugError, InvalidParameterError, Param, check_params
@@ -89,15 +102,45 @@ CERTIFY_PARAMS = {
                    doc="column units: channels, heads, or the conv groups of a grouped convolution",
                    help="Column units: channels, heads, or groups (conv groups)."),
     "threshold": Param("gap", "choice", choices=THRESHOLD_RULES,
-                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero) "
-                           "or relative",
+                       doc="support threshold rule: gap (the spec's), gap_zero (ours: a final drop to zero), "
+                           "relative, quantile (ours: the fewest units holding support_quantile of the energy) or "
+                           "gap_robust (ours: the largest drop once the outlier units are set aside)",
                        help="Support thresholds: gap (the spec: midpoint of the largest drop), gap_zero (ours: a final "
-                            "drop to zero appended) or relative (eta * max)."),
+                            "drop to zero appended), relative (eta * max), quantile (ours: the fewest units holding "
+                            "--support-quantile of the group's energy) or gap_robust (ours: the largest drop after "
+                            "units above --outlier-factor times the mean energy are set aside)."),
     "eta": Param(0.5, "float", 0.0, 1.0, "right", doc="relative threshold level"),
+    "support_quantile": Param(SUPPORT_QUANTILE, "float", 0.0, 1.0, "left",
+                              doc="q_s of threshold='quantile': the share of a group's energy its support holds",
+                              help="With --threshold quantile: the share of each group's energy its support holds."),
+    "outlier_factor": Param(OUTLIER_FACTOR, "float", 2.0, None, "neither",
+                            doc="outlier channels: energy share above outlier_factor / n (times the mean); also "
+                                "the outlier units that threshold='gap_robust' sets aside",
+                            help="A column (or, for --threshold gap_robust, a group's unit) is an outlier when its "
+                                 "energy exceeds this many times the mean."),
+    "full_support": Param(FULL_SUPPORT, "float", 0.0, 1.0, "left",
+                          doc="flag a group whose support holds at least this share of the units",
+                          help="Flag no channel structure where a group's support holds at least this share of "
+                               "the units."),
+    "identical_supports": Param(IDENTICAL_SUPPORTS, "float", 0.0, 1.0, "neither",
+                                doc="flag when at least this share of the groups (and two) have one identical support",
+                                help="Flag no channel structure where at least this share of the groups (and at least "
+                                     "two) have one identical support."),
+    "outlier_columns": Param(OUTLIER_COLUMNS, "float", 0.0, 1.0, "left",
+                             doc="outlier_dominated: the share of the columns whose energy is tested",
+                             help="Flag outlier_dominated where the top this-share of the columns (at least one) "
+                                  "holds more than --outlier-energy of A0's energy."),
+    "outlier_energy": Param(OUTLIER_ENERGY, "float", 0.0, 1.0, "right",
+                            doc="outlier_dominated: the energy share the top columns must exceed",
+                            help="See --outlier-columns."),
     "kappa_fraction": Param(0.05, "float", 0.0, 1.0, "left", doc="graph level kappa / max w"),
     "hub_degree": Param(3, "int", 2, None, doc="hub degree h"),
     "safety": Param(0.9, "float", 0.0, 1.0, "right", doc="a priori safety factor",
                     help="A priori safety factor in (0, 1]."),
+    "pair_radius": Param("l2", "choice", choices=PAIR_RADII,
+                         doc="pair radius in rho_static: l2 (definitions section 5b, the default) or l1 (section 5)",
+                         help="Pair radius in rho_static: l2 (section 5b: root of x^2 + (|e_g|_2 + |e_h|_2) x = mu, "
+                              "the default) or l1 (section 5: root of n x^2 + b x = mu)."),
     "tau_e": Param(0.5, "float", 0.0, 1.0, "neither", doc="ICM core-fraction level tau_E"),
     "tau_rho": Param(0.5, "float", -1.0, 1.0, "neither", doc="ICM correlation level tau_rho"),
     "window_band": SPECTRUM_PARAMS["window_band"],
@@ -194,8 +237,9 @@ class PAM:
         part = Partition(groups=g, units=units, n_groups=m, n_units=n_units, group_strategy=gstrat,
                          unit_strategy=unit_strategy)
         self.ref = fit_reference(a0, part, threshold=p["threshold"], eta=p["eta"],
-                                 kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"])
-        self.mg = margins(self.ref)
+                                 kappa_fraction=p["kappa_fraction"], hub_degree=p["hub_degree"],
+                                 q_s=p["support_quantile"], outlier_factor=p["outlier_factor"])
+        self.mg = margins(self.ref, p["pair_radius"])
         self.e = tr.m_excluded  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
         self.direct_norm = fro_norm(self.e)
         # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
@@ -208,12 +252,56 @@ class PAM:
             self.ver.update(a_priori=False, measured=False)
         self.s1 = structure_of(a1, self.ref)
         self.diff = compare(self.ref.structure, self.s1)
+        self.rounding = rounding
+        self.graded = _graded(L, R, tr, self, where)
         if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
             raise CertificateBugError(
                 f"Interface {where} is certified (||E||_F = {tr.trunc_error:.6g}, rho_static = "
                 f"{self.mg.rho_static:.6g}) but the direct check differs in {', '.join(self.diff)}. "
                 "This is a bug in physgsa."
             )
+
+
+def _graded(L, R, tr, pam: PAM, where: str) -> Graded:
+    """The graded certificate of one interface (definitions section 5b), checked against the direct check.
+
+    A priori from the per-element bounds ``beta`` (the two windows alone), measured from the exact
+    ``||E[G_g, u]||_F``; each with the rounding allowance of the computed products. A product at
+    rounding level certifies nothing (its structure is rounding noise).
+    """
+    part = pam.ref.partition
+    beta = element_bounds(L, R, tr.k_left, tr.k_right, part)
+    error = unit_energies(pam.e, part)
+    if pam.negligible:
+        beta = error = np.full_like(beta, np.inf)
+    margin, pair_r, prof, apriori, measured = grade(pam.ref, beta, error, delta=pam.rounding)
+    for shares, how in ((apriori, "a priori"), (measured, "measured")):
+        check_elements(pam.ref.structure, pam.s1, shares, where, how)
+    empty = np.zeros(0, dtype=bool)
+    return Graded(margin=margin, unit_radius=margin.min(axis=0), pair_radius=pair_r, profile=prof, beta=beta,
+                  error=error, apriori=apriori, measured=measured, rows_apriori=empty, rows_measured=empty)
+
+
+def _graded_rows(L, R, tr, pam: PAM, icm: dict, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Graded ICM labels, a priori and measured (definitions section 5b; the bound in docs/definitions.md).
+
+    A row's a priori error bound is the smaller of ``||A'[i, :]|| sigma_{k+1} + ||(A' - A'_w)[i, :]||
+    sigma_1`` and ``sqrt(sum_u beta_g(u)^2)`` (its group's blocks); the measured one is
+    ``||E[i, :]||``. Both carry the rounding allowance.
+    """
+    gr, part = pam.graded, pam.ref.partition
+    if pam.negligible:
+        none = np.zeros(part.groups.shape[0], dtype=bool)
+        return none, none
+    blocks = np.sqrt(np.sum(gr.beta * gr.beta, axis=1))[part.groups]
+    ap_err = np.minimum(row_error_bounds(L, R, tr.k_left, tr.k_right), blocks) + pam.rounding
+    me_err = np.linalg.norm(pam.e, axis=1) + pam.rounding
+    s0 = pam.ref.structure
+    kw = dict(tau_e=p["tau_e"])
+    return (graded_labels(tr.m_window, part, s0.codes, icm["label"], icm["delta_rho"], ~gr.apriori.columns, ap_err,
+                          **kw),
+            graded_labels(tr.m_window, part, s0.codes, icm["label"], icm["delta_rho"], ~gr.measured.columns, me_err,
+                          **kw))
 
 
 def _interface(link, fl, fr, L, R, p: dict) -> dict:
@@ -257,6 +345,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         # Every row of a product at rounding level is zero to rounding: no label is meaningful.
         icm["label"] = np.full(a0.shape[0], "zero", dtype=object)
         icm["certified"] = np.zeros(a0.shape[0], dtype=bool)
+    icm["certified_apriori"], icm["certified_measured"] = _graded_rows(L, R, tr, pam, icm, p)
     labels = icm["label"]
     icm_fraction = {}
     for lab in LABELS:
@@ -269,19 +358,22 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
                             decomp=decomp, mg=mg, ver=ver, direct_diff=pam.diff, pert=pert,
                             icm_fraction=icm_fraction, icm_all=icm_all)
     bmat, blabels, unit_block = block_energy(a0, ref.partition, s0)
-    heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"])
+    heat = interface_heatmaps(a0, tr.m_full, e, ref.partition, s0, unit_block, icm["label"], icm["certified"],
+                              graded={"apriori": pam.graded.apriori.memberships,
+                                      "measured": pam.graded.measured.memberships})
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
     alignment = _alignment(L, R, fl, fr, tr)
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
         "transport": dataclasses.replace(tr, m_full=_EMPTY, m_window=_EMPTY, m_excluded=_EMPTY),
-        "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver,
+        "rigidity": rig, "reference": ref, "margins": mg, "verdicts": ver, "graded": pam.graded,
         "direct_diff": pam.diff, "decomposition": decomp, "perturbation": pert, "adversarial": adv,
         "icm": icm, "icm_fraction": icm_fraction, "items": items, "block_energy": (bmat, blabels),
         "negligible": pam.negligible, "heatmaps": heat,
         "degenerate": [side for side, spec in (("left", L), ("right", R)) if "window_degenerate" in spec.flags],
-        "no_structure": no_channel_structure(s0, decomp, pam.negligible),
+        "no_structure": no_channel_structure(s0, decomp, pam.negligible, p),
+        "outliers": outlier_record(a0, p),
         "modes_basis_dependent": ref.partition.group_strategy == "modes" and repeated_in_window(L.sigma, tr.k_left),
         "units_fallback": pam.units_fallback,
         "window_search": search,
@@ -324,25 +416,48 @@ def _alignment(L, R, fl, fr, tr) -> dict:
     return out
 
 
-def no_channel_structure(s0, decomp: dict, negligible: bool) -> list[str]:
+def no_channel_structure(s0, decomp: dict, negligible: bool, p: dict | None = None) -> list[str]:
     """The reasons why an interface's structure is trivial (empty: it has channel structure).
 
-    A group with every unit active, every unit a hub, or no core energy leaves nothing to tell
-    the groups apart: the masks, graph and labels then carry no channel structure, whatever the
-    certificate says about their stability.
+    A group whose support holds at least ``full_support`` of the units (default 0.95: the
+    tolerance version of "every unit active"), at least ``identical_supports`` of the groups (and
+    two) sharing one identical support, every unit a hub, or no core energy leaves nothing to
+    tell the groups apart: the masks, graph and labels then carry no channel structure, whatever
+    the certificate says about their stability (docs/definitions.md, "Outlier channels and
+    tolerance flags", ours). ``p``: the certify parameters (their defaults where omitted).
     """
+    full_share = FULL_SUPPORT if p is None else p["full_support"]
+    same_share = IDENTICAL_SUPPORTS if p is None else p["identical_supports"]
     reasons = []
     if negligible:
         reasons.append("the product is at rounding level")
-    full = np.flatnonzero(s0.active.all(axis=1))
+    n_units = s0.active.shape[1]
+    full = full_support_groups(s0.active, full_share)
     if full.size:
+        sizes = s0.active.sum(axis=1)[full]
+        how = "every unit active" if sizes.min() == n_units else \
+            (f"{int(sizes.min())}{'' if sizes.min() == sizes.max() else f' to {int(sizes.max())}'} of {n_units} "
+             f"units active (at least {full_share:g} of them)")
         reasons.append(f"group{'s' if full.size > 1 else ''} {', '.join(map(str, full.tolist()))} "
-                       f"ha{'ve' if full.size > 1 else 's'} every unit active")
+                       f"ha{'ve' if full.size > 1 else 's'} {how}")
+    same = identical_support_groups(s0.active, same_share)
+    if same.size:
+        k = int(s0.active[same[0]].sum())
+        reasons.append(f"groups {', '.join(map(str, same.tolist()))} have one identical support of {k} "
+                       f"unit{'' if k == 1 else 's'}")
     if s0.hubs.all() and s0.hubs.size:
         reasons.append("every unit is a hub")
     if decomp["fraction"]["core"] == 0.0:
         reasons.append("the core energy is 0")
     return reasons
+
+
+def outlier_record(a0: np.ndarray, p: dict | None = None) -> dict:
+    """The outlier channels of an interface and its ``outlier_dominated`` flag (:mod:`physgsa.core.outliers`)."""
+    if p is None:
+        return interface_outliers(a0)
+    return interface_outliers(a0, factor=p["outlier_factor"], columns=p["outlier_columns"],
+                              energy=p["outlier_energy"])
 
 
 def repeated_in_window(sigma: np.ndarray, k: int) -> bool:
@@ -484,7 +599,7 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
         layout, else "kmeans"),
         ``n_groups`` (8), ``units`` ("channels"), ``threshold`` ("gap"), ``eta`` (0.5),
         ``kappa_fraction`` (0.05), ``hub_degree`` (3), ``safety`` (0.9), ``tau_e`` (0.5),
-        ``tau_rho`` (0.5), ``window_band`` (0.05), ``gap_floor`` (1e-3), ``n_perturbations`` (32),
+        ``tau_rho`` (0.5), ``window_band`` (None: (1 - q) / 2), ``gap_floor`` (1e-3), ``n_perturbations`` (32),
         ``perturbation`` ("blocks"),
         ``below`` ((0.25, 0.5, 0.9)), ``above`` ((1.1, 1.5, 2, 4)), ``window_search`` (False),
         ``seed`` (0), ``workers`` (1: serial; N: factors and interfaces on N local processes,

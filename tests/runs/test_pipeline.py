@@ -311,3 +311,66 @@ def test_torch_device_path_agrees_with_lapack():
     np.testing.assert_allclose(b.factors["rho"], a.factors["rho"], rtol=1e-12)
     with pytest.raises(physgsa.InvalidParameterError, match="device"):
         certify(ch, device="tpu:7")
+
+
+def test_graded_outputs_are_consistent_with_the_radius_and_the_verdict():
+    # definitions section 5b on a whole run: the shares are shares, the a priori certificate
+    # (bounds beta >= the exact block errors) certifies no more than the measured one, the
+    # profile is complete below rho_static, steps from r = 0, and the model's share is the
+    # ||A0||_F^2-weighted mean of the interfaces' (recomputed here from the rows' energies).
+    # noise=0.01: shares strictly between 0 and 1, a priori below measured.
+    ch = physgsa.example_chain(n_factors=4, width=32, noise=0.01)
+    res = certify(ch, n_perturbations=2)
+    itf = res.interfaces
+    assert itf["certified_share_apriori"].nunique() == 3 and (itf["certified_share_measured"] < 1).any()
+    for col in ("certified_share_apriori", "certified_share_measured"):
+        x = itf[col].to_numpy(dtype=float)
+        assert np.all((x >= 0) & (x <= 1)), col
+    assert np.all(itf["certified_share_apriori"].to_numpy(float) <= itf["certified_share_measured"].to_numpy(float)
+                  + 1e-12)
+    prof = res.profile
+    assert list(prof.columns) == ["interface", "r", "column_share", "membership_share", "pair_share", "edge_share",
+                                  "hub_share"]
+    for _, row in itf.iterrows():
+        p = prof[prof["interface"] == row["interface"]]
+        assert p["r"].iloc[0] == 0.0 and np.all(np.diff(p["r"].to_numpy()) > 0)
+        below = p[p["r"] < row["rho_static"]]
+        assert (below["column_share"] == 1.0).all() and (below["membership_share"] == 1.0).all()
+        assert below["pair_share"].isna().all() or (below["pair_share"].dropna() == 1.0).all()
+        # The a priori share cannot exceed the profile's membership share at the largest
+        # per-element bound's reach ... and it is the measured share when the error is 0.
+        detail = next(d for d in res.certificate["interfaces"] if d["interface"] == row["interface"])
+        assert detail["graded"]["apriori"]["membership_share"] == pytest.approx(row["certified_share_apriori"])
+        assert detail["graded"]["apriori"]["columns"] == row["certified_columns_apriori"]
+    # The model's share: weights ||A0||_F^2 = sum of every row's energy (rows table), recomputed.
+    v = res.verdict["graded"]
+    weights = []
+    for name in itf["interface"]:
+        a0 = brute_a0(ch, name, itf.set_index("interface").loc[name])
+        weights.append(float(np.sum(a0**2)))
+    w = np.array(weights)
+    want = float(np.sum(w * itf["certified_share_apriori"].to_numpy(float)) / np.sum(w))
+    assert v["apriori"] == pytest.approx(want, rel=1e-9)
+    assert [d["interface"] for d in v["interfaces"]] == itf["interface"].tolist()
+
+
+def brute_a0(ch, name, row):
+    """A0 = A_hat'_{k'} A_hat_k of one interface, from the factors (tests/brute.py)."""
+    mats = {f.name: np.asarray(f.matrix) for f in ch.factors}
+    a0, _ = brute.pam_pair(mats[row["left"]], mats[row["right"]], int(row["k_left"]), int(row["k_right"]))
+    return a0
+
+
+def test_the_summary_line_gives_the_routing_certified_a_priori(tmp_path):
+    from typer.testing import CliRunner
+
+    from physgsa.cli import app
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["certify", "example", "--out", str(out), "--n-perturbations", "0"])
+    assert r.exit_code == 0, r.output
+    share = json.loads((out / "certificate.json").read_text())["verdict"]["graded"]["apriori"]
+    pct = 100 * share
+    shown = "<1%" if 0 < pct < 1 else ">99%" if 99 < pct < 100 else f"{pct:.0f}%"
+    assert f"; {shown} of the routing certified a priori; wrote" in r.output
+    assert (out / "profile.parquet").is_file()

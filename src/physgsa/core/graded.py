@@ -156,7 +156,10 @@ def robustness_profile(ref: Reference, margin: np.ndarray, pair_radius: np.ndarr
     def share(radii: np.ndarray, weights: np.ndarray, whole: float) -> np.ndarray:
         if not whole > 0:
             return np.full(grid.shape[0], np.nan)
-        return np.minimum(_survival(radii, weights, grid) / whole, 1.0)
+        out = np.minimum(_survival(radii, weights, grid) / whole, 1.0)
+        # Nothing lost yet is exactly 1 (a sum in another order may read 1 - 1 ulp).
+        out[np.searchsorted(np.sort(radii), grid, side="right") == 0] = 1.0
+        return out
 
     return Profile(
         r=grid,

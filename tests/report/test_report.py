@@ -76,13 +76,23 @@ def test_report_loads_offline_renders_and_sorts(report_dir, browser):
     assert all(c and w > 0 and h > 0 for c, w, h in sizes)
     # The six Part I profiles, each its own figure.
     assert page.eval_on_selector_all("#profiles img", "els => els.length") == 6
-    # One figure per panel of each interface: |A0|, |A1|, |E|, ICM labels, masks, block energies, graph.
+    # One figure per panel of each interface: |A0|, |A1|, |E|, ICM labels, masks, block energies, graph,
+    # and the graded certificate's robustness profile, last.
     per_interface = page.eval_on_selector_all(".interface > .ifig",
                                               "figs => figs.map(f => f.querySelectorAll('img').length)")
-    assert per_interface == [7, 7, 7]
+    assert per_interface == [8, 8, 8]
+    last = page.eval_on_selector_all(".interface > .ifig", "figs => figs.map(f => f.lastElementChild.querySelector"
+                                                          "('a').getAttribute('href'))")
+    assert last == [f"figures/interface-0{i}-profile.svg" for i in range(3)]
     # Each panel links to its own file under figures/.
     links = page.eval_on_selector_all(".interface .panel a", "as => as.map(a => a.getAttribute('href'))")
-    assert all(re.fullmatch(r"figures/interface-\d\d-[A-Za-z0-9-]+\.svg", h) for h in links) and len(links) == 21
+    assert all(re.fullmatch(r"figures/interface-\d\d-[A-Za-z0-9-]+\.svg", h) for h in links) and len(links) == 24
+    # The graded certificate: the model's share in the headline, the per-interface shares figure, not
+    # among the Part I profiles.
+    assert "certified a priori" in page.inner_text("#graded-share")
+    assert page.eval_on_selector_all("#graded-figures img", "els => els.length") == 1
+    assert page.eval_on_selector_all("#graded-figures a", "as => as.map(a => a.getAttribute('href'))") == [
+        "figures/profiles-graded-shares.svg"]
     # Names from the chain are text, never markup or script.
     assert dialogs == []
     body = page.inner_text("body")
@@ -160,17 +170,24 @@ def test_report_at_any_width_and_in_print(report_dir, browser, width, media):
     for term in ("member", "rho_static", "a priori verdict", "measured verdict", "direct verdict",
                  "core / overlap / noise", "hubs", "SRS sets", "chain break", "Invariant Channel Mapping",
                  "SC (single-core)", "SA (shared, aligned)", "ST (shared, transit)", "What a failing certificate",
-                 "--window-search", "--factor branch", "--interfaces heads", "--mode jacobian", "--q 0.99"):
+                 "--window-search", "--factor branch", "--interfaces heads", "--mode jacobian", "--q 0.99",
+                 "certified share, a priori", "certified share, measured", "robustness profile"):
         assert term in howto, term
+    # The graded shares: one plain sentence each beside the model-level figure, and a table of them.
+    graded = page.inner_text(".graded-terms")
+    assert all(t in graded for t in ("certified share, a priori", "certified share, measured", "robustness profile"))
+    heads = page.eval_on_selector_all("#interfaces-graded th", "ths => ths.map(t => t.textContent)")
+    assert heads[:3] == ["interface", "certified_share_apriori", "certified_share_measured"]
     top = page.evaluate("document.getElementById('how-to-read').getBoundingClientRect().top + window.scrollY")
     first_table = page.evaluate("document.getElementById('factors').getBoundingClientRect().top + window.scrollY")
     assert top < first_table
     glossary = page.inner_text("#glossary")
-    assert "rho_static" in glossary and "energy_core" in glossary
+    assert "rho_static" in glossary and "energy_core" in glossary and "certified_share_apriori" in glossary
     assert len(page.query_selector_all("#protocol-items li")) == 12
     # The verdict: coloured by its fraction, the count said once.
     verdict = page.inner_text("#verdict")
-    assert verdict.count(" of 3") <= 1
+    # (Its first line: the line under it may count the interfaces without channel structure, "2 of 3 ...".)
+    assert verdict.split("\n")[0].count(" of 3") <= 1
     # The window search (--window-search) is in the report: its table and one plot per interface.
     assert page.query_selector("#window-search") is not None
     rows = page.eval_on_selector_all("#window-search-table tr", "trs => trs.map(t => t.innerText)")
@@ -217,7 +234,7 @@ def test_figures_are_rewritten_and_stale_ones_removed_but_a_users_files_kept(res
     out = tmp_path / "o"
     physgsa.save(result, out)
     names = sorted(p.name for p in (out / "figures").iterdir())
-    assert len(names) == 6 + 3 * 7 + 3
+    assert len(names) == 6 + 3 * 8 + 3 + 1
     (out / "figures" / "interface-07-masks.svg").write_text("<svg/>")  # a stale panel of a longer chain
     physgsa.save(result, out)  # a second save replaces the folder (it cannot rename onto a full one)
     assert sorted(p.name for p in (out / "figures").iterdir()) == names
@@ -262,7 +279,7 @@ _PIXELS = """async ([uri, rect]) => {
 
 def test_every_figure_file_is_valid_svg_that_chromium_renders_non_blank(report_dir, browser):
     files = sorted((report_dir / "figures").glob("*.svg"))
-    assert len(files) == 6 + 3 * 7 + 3
+    assert len(files) == 6 + 3 * 8 + 3 + 1
     page = browser.new_page()
     page.set_content("<html><body></body></html>")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -283,7 +300,7 @@ def test_every_figure_file_is_valid_svg_that_chromium_renders_non_blank(report_d
             assert px["inner"][1] > 0.9, (path.name, px)
     # A few panels as pictures, for a look.
     for name in ("interface-00-pam-truncated-A0", "interface-00-incidence-graph", "interface-00-window-search",
-                 "profiles-exponents"):
+                 "profiles-exponents", "interface-00-profile", "interface-00-masks", "profiles-graded-shares"):
         svg = (report_dir / "figures" / f"{name}.svg").read_bytes()
         page.set_content(f'<img id="f" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}">')
         page.wait_for_function("document.getElementById('f').complete")
@@ -293,7 +310,7 @@ def test_every_figure_file_is_valid_svg_that_chromium_renders_non_blank(report_d
 
 def test_figures_use_real_typography_and_label_everything(result):
     figs = physgsa.report.panels(result)
-    assert len(figs) == 6 + 3 * 7 + 3
+    assert len(figs) == 6 + 3 * 8 + 3 + 1
     _, diff = _svg_info(figs["interface-00-pam-difference-E"].svg)
     assert "|A1 − A0|" in diff and "mean |entry| per cell" in diff  # subscripts as tspans, a real minus
     root, bars = _svg_info(figs["interface-00-block-energies"].svg)
@@ -304,6 +321,12 @@ def test_figures_use_real_typography_and_label_everything(result):
     assert EVIL in ws  # the interface's name, escaped, as the subtitle
     _, graph = _svg_info(figs["interface-01-incidence-graph"].svg)
     assert "disc area" in graph and "line width" in graph and "not nodes" in graph
+    _, prof = _svg_info(figs["interface-00-profile"].svg)
+    for word in ("ρstatic = ", "εtrunc = ", "‖E‖F = ", "columns", "memberships", "pairs of groups", "hubs",
+                 "r → 0", "log scale"):
+        assert word in prof, word
+    _, shares = _svg_info(figs["profiles-graded-shares"].svg)
+    assert "a priori" in shares and "measured" in shares and "model, a priori" in shares
 
 
 def test_interface_figures_label_every_group_and_say_which_units():
@@ -494,3 +517,106 @@ def test_markup_is_only_ours():
     assert rich("‖A_{0}‖_{F}^{2}").count("<tspan") == 4
     assert "<tspan" not in text("h_{0}")  # a name from a file is never read as markup
     assert json.dumps(rich(EVIL)).count("<script") == 0
+
+
+def _cells_changed(svg: str, base_rgb: np.ndarray) -> np.ndarray:
+    """Which cells of a heatmap panel's embedded image differ anywhere from their plain colour."""
+    root = ElementTree.fromstring(svg)
+    image = root.find(f"{SVG_NS}image")
+    href = image.get("{http://www.w3.org/1999/xlink}href")
+    px = _read_png(base64.b64decode(href.split(",", 1)[1]))
+    h, w = base_rgb.shape[:2]
+    sy, sx = px.shape[0] // h, px.shape[1] // w
+    assert (sy * h, sx * w) == px.shape[:2]
+    plain = np.repeat(np.repeat(base_rgb, sy, axis=0), sx, axis=1)
+    diff = np.any(px != plain, axis=2)
+    return diff.reshape(h, sy, w, sx).any(axis=(1, 3))
+
+
+def test_heatmaps_hatch_exactly_the_cells_with_under_half_their_memberships_certified():
+    from physgsa.report.figures import MASK_COLOURS, interface_figures
+    from physgsa.report.png import VIRIDIS, colourise, hex_rgb
+
+    rng = np.random.default_rng(0)
+    a0 = rng.random((5, 4)).astype(np.float32)
+    mask = np.array([[0, 1, 2, 0]] * 5, np.int8)
+    graded = np.array([[1.0, 0.5, 0.49, 0.0]] * 2 + [[0.0, 0.2, 0.5, 0.75]] * 3, dtype=np.float32)
+    heat = {"a0": a0, "a1": a0, "diff": a0, "mask": mask, "labels": np.zeros(5, np.int8),
+            "certified": np.ones(5, np.float32), "row_groups": np.array([[0.0, 0], [2.0, 1]]),
+            "col_blocks": np.array([[0.0, 0], [3.0, 5]]), "col_counts": np.array([1, 1, 1, 7]),
+            "col_band": np.array([3]), "graded_apriori": graded}
+    structure = {"block_energy": {"labels": ["excl:0", "excl:1", "hubs", "shared", "x", "inactive"],
+                                  "matrix": [[0.5] * 6] * 2},
+                 "edges": [], "group_sizes": [2, 3], "hubs": [], "hub_degree": 3}
+    figs = {f.name: f for f in interface_figures(heat, {"structure": structure, "interface": "a->b"}, 0)}
+    want = graded < 0.5  # by hand: under half certified, hatched
+    palette = np.array([hex_rgb(c) for c in MASK_COLOURS], dtype=np.uint8)
+    assert np.array_equal(_cells_changed(figs["interface-00-masks"].svg, palette[mask]), want)
+    top = float(a0.max())
+    plain = colourise(a0.astype(np.float64), VIRIDIS, 0.0, top)
+    assert np.array_equal(_cells_changed(figs["interface-00-pam-truncated-A0"].svg, plain), want)
+    assert not _cells_changed(figs["interface-00-pam-full-A1"].svg, plain).any()  # only A0 and the masks
+    _, text = _svg_info(figs["interface-00-masks"].svg)
+    assert "hatched" in text and "inactive (7)" in text  # the band says how many columns it holds
+    no_graded = {k: v for k, v in heat.items() if k != "graded_apriori"}  # an older heatmaps.npz
+    old = {f.name: f for f in interface_figures(no_graded, {"structure": structure, "interface": "a->b"}, 0)}
+    assert not _cells_changed(old["interface-00-masks"].svg, palette[mask]).any()
+    assert "hatched" not in _svg_info(old["interface-00-masks"].svg)[1]
+
+
+def test_profile_figure_draws_the_exact_step_functions_and_the_markers():
+    import pandas as pd
+
+    from physgsa.report.figures import graded_profile_figure
+
+    r = np.array([0.0, 0.01, 0.02, 0.5])
+    rows = pd.DataFrame({"interface": ["a->b"] * 4, "r": r, "column_share": [1.0, 0.75, 0.5, 0.0],
+                         "membership_share": [1.0, 0.9, 0.9, 0.2], "pair_share": [1.0, 1.0, 0.0, 0.0],
+                         "edge_share": [np.nan] * 4, "hub_share": pd.array([None] * 4, "Float64")})
+    detail = {"interface": "a->b", "margins": {"rho_static": 0.01}, "truncation": {"eps_trunc": 0.3, "exact": 0.05}}
+    fig = graded_profile_figure(rows, detail, 2, 2, drift=2.0)
+    assert fig.name == "interface-02-profile"
+    root, texts = _svg_info(fig.svg)
+    box = next(e for e in root.iter(f"{SVG_NS}rect") if e.get("fill") == "none" and e.get("stroke") == "#444")
+    x0, y0, w, h = (float(box.get(k)) for k in ("x", "y", "width", "height"))
+    left, right = 0.01 / 3, 2.0 * 3  # a third of the smallest positive radius or marker; three times the largest
+    to_r = lambda X: 10 ** (np.log10(left) + (X - x0) / w * (np.log10(right) / 1 - np.log10(left)))  # noqa: E731
+    to_share = lambda Y: -0.03 + (y0 + h - Y) / h * 1.06  # noqa: E731
+    colours = {"column_share": "#1f77b4", "membership_share": "#ff7f0e", "pair_share": "#2ca02c"}
+    for col, colour in colours.items():
+        (line,) = [e for e in root.iter(f"{SVG_NS}polyline") if e.get("stroke") == colour]
+        pts = np.array([[float(v) for v in p.split(",")] for p in line.get("points").split()])
+        assert abs(pts[0, 0] - x0) < 0.01 and abs(pts[-1, 0] - (x0 + w)) < 0.01  # r -> 0 to the right edge
+        values = rows[col].to_numpy()
+        for (xa, ya), (xb, yb) in zip(pts[:-1], pts[1:]):
+            if abs(ya - yb) < 1e-9 and xb > xa:  # a flat piece: the step's value on it, brute force
+                mid = np.sqrt(to_r(xa) * to_r(xb))
+                assert abs(to_share(ya) - values[np.searchsorted(r, mid, side="right") - 1]) < 0.01, (col, mid)
+        assert len(pts) >= 2 * (len(set(values)) - 1)  # every change drawn
+    assert not [e for e in root.iter(f"{SVG_NS}polyline") if e.get("stroke") == "#9467bd"]  # no hub: no line
+    assert "hubs: none to count" in texts
+    for value, colour, name in ((0.01, "#d62728", "ρstatic"), (0.3, "#bcbd22", "εtrunc"), (0.05, "#17becf", "‖E‖F"),
+                                (2.0, "#7f7f7f", "drift")):
+        xs = [float(e.get("x1")) for e in root.iter(f"{SVG_NS}line") if e.get("stroke") == colour
+              and float(e.get("y2")) - float(e.get("y1")) > h / 2]
+        assert len(xs) == 1 and abs(to_r(xs[0]) / value - 1) < 1e-3, (name, xs)
+        assert f"{name} = {value:.3g}" in texts
+    assert graded_profile_figure(rows, detail, 2, 2) != fig and graded_profile_figure(rows, detail, 2, 2, 2.0) == fig
+
+
+def test_a_static_structure_is_called_a_weight_space_property_and_a_jacobian_one_is_not(result):
+    # docs/empirical.md ("Support rules compared"): MiniLM's static supports agree with its
+    # Jacobian-mode supports at chance, so the report says what a static structure is.
+    import dataclasses
+
+    from physgsa.report import glossary
+    from physgsa.report.pages import render_report
+
+    static = dataclasses.replace(result, factors=result.factors.assign(source="static"))
+    html = render_report(static, figures={})
+    assert 'id="weight-space"' in html and "--mode jacobian" in html
+    assert glossary.WEIGHT_SPACE.split(".")[0] in html
+    # Jacobians at real inputs, or plain matrices (no network's weights): nothing to say.
+    for source in ("jacobian", "matrix"):
+        other = dataclasses.replace(result, factors=result.factors.assign(source=source))
+        assert 'id="weight-space"' not in render_report(other, figures={})

@@ -31,7 +31,8 @@ from .png import MAGMA, VIRIDIS, colourise, encode_png, hex_rgb
 from .svgplot import attr, num, rich, text, text_width
 
 __all__ = ["Figure", "profile_figures", "interface_figures", "window_search_figure", "result_figures",
-           "profiles_figure", "spectra_figure", "MASK_COLOURS", "LABEL_COLOURS", "png_uri", "svg_uri"]
+           "profiles_figure", "spectra_figure", "graded_profile_figure", "graded_shares_figure", "hatched",
+           "MASK_COLOURS", "LABEL_COLOURS", "GRADED_SHARES", "png_uri", "svg_uri"]
 
 MASK_COLOURS = ("#d9d9d9", "#1b9e77", "#d95f02")  # noise, core, overlap
 LABEL_COLOURS = ("#1b9e77", "#7570b3", "#e7298a", "#ffffff")  # SC, SA, ST, zero
@@ -41,6 +42,10 @@ _TICK_GAP = 11.0  # closest two tick labels (10 px text) may be, centre to centr
 _MAX_ROW_LABELS, _MAX_COL_LABELS = 24, 20
 _TABLES = {"viridis": VIRIDIS, "magma": MAGMA}
 _UNIT_WORDS = {"channels": "channels", "heads": "heads", "groups": "groups"}
+#: The model-level figure of the graded certificate (named so that OWN_FIGURE owns it).
+GRADED_SHARES = "profiles-graded-shares"
+_HATCH = "hatch"  # a legend entry drawn as the hatching itself
+_HATCH_EVERY = 4  # one hatch line every 4 pixels, on the diagonal
 
 
 def png_uri(png: bytes) -> str:
@@ -103,6 +108,26 @@ def _spans(starts, n: int) -> list[tuple[float, float, str]]:
     return [(pos[k] / n, pos[k + 1] / n, lab) for k, (_, lab) in enumerate(starts)]
 
 
+def hatched(rgb: np.ndarray, hatch: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
+    """The cells enlarged by whole factors, diagonal lines drawn over the cells where ``hatch`` is True.
+
+    A hatched pixel is one with ``(x + y) mod 4 = 0`` (pixel coordinates of the enlarged
+    image) inside a hatched cell; it is blended 65% towards white on a dark cell and 45% towards
+    black on a light one, so the lines show on every colour and the cell's own colour still shows
+    between them. The lines run on across neighbouring hatched cells: a region reads as one texture.
+    """
+    sy, sx = scale
+    big = np.repeat(np.repeat(np.asarray(rgb, dtype=np.uint8), sy, axis=0), sx, axis=1)
+    mask = np.repeat(np.repeat(np.asarray(hatch, dtype=bool), sy, axis=0), sx, axis=1)
+    yy, xx = np.indices(mask.shape)
+    on = mask & ((xx + yy) % _HATCH_EVERY == 0)
+    px = big.astype(np.float64)
+    light = (px @ np.array([0.299, 0.587, 0.114])) > 150
+    towards = np.where(light[..., None], 0.55 * px, px + 0.65 * (255.0 - px))
+    out = np.where(on[..., None], np.rint(towards), px)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _thin(spans: list, limit: int) -> list:
     """At most ``limit`` labelled spans (every ``step``-th one) where there are too many to write."""
     step = max(1, math.ceil(len(spans) / limit))
@@ -127,6 +152,12 @@ class _Map:
     legend: list = None  # (colour, label)
     sx: int | None = None
     sy: int | None = None
+    hatch: np.ndarray | None = None  # (rows, cols) booleans: cells drawn hatched
+
+    def _png(self, sy: int, sx: int) -> bytes:
+        if self.hatch is None or not np.any(self.hatch):
+            return encode_png(self.rgb, scale=(sy, sx))
+        return encode_png(hatched(self.rgb, self.hatch, (sy, sx)))
 
     def render(self) -> tuple[str, float, float]:
         h_cells, w_cells, _ = self.rgb.shape
@@ -145,7 +176,7 @@ class _Map:
         # The cells, then the group and block boundaries as vector lines over them.
         parts.append(f'<image x="{num(left)}" y="{num(top)}" width="{num(W)}" height="{num(H)}" '
                      f'preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" '
-                     f'xlink:href="{png_uri(encode_png(self.rgb, scale=(sy, sx)))}"/>')
+                     f'xlink:href="{png_uri(self._png(sy, sx))}"/>')
         lines = []
         for f in self.row_lines or []:
             yy = top + round(f * h_cells) * sy
@@ -192,6 +223,13 @@ class _Map:
             right = bx + svgplot.colour_bar_width(vmin, vmax)
         for colour, label in self.legend or []:
             y += 16
+            if colour == _HATCH:
+                parts.append(f'<rect x="{num(left)}" y="{num(y - 10)}" width="11" height="11" fill="#fff" '
+                             f'stroke="#555" stroke-width="0.8"/><path d="M{num(left)} {num(y - 2)}l8 -8'
+                             f'M{num(left)} {num(y + 1)}l11 -11M{num(left + 3)} {num(y + 1)}l8 -8" stroke="#555" '
+                             f'stroke-width="0.8"/><text x="{num(left + 16)}" y="{num(y)}">{rich(label)}</text>')
+                right = max(right, left + 24 + text_width(label))
+                continue
             parts.append(f'<rect x="{num(left)}" y="{num(y - 10)}" width="11" height="11" fill={attr(colour)} '
                          f'stroke="#555" stroke-width="0.8"/>'
                          f'<text x="{num(left + 16)}" y="{num(y)}">{rich(label)}</text>')
@@ -222,18 +260,33 @@ def _max(a) -> float:
     return float(a.max()) if a.size else 0.0
 
 
-def _axes_words(st: dict) -> tuple[str, str]:
+def _axes_words(st: dict, band: bool = False) -> tuple[str, str]:
     unit = _UNIT_WORDS.get(str(st.get("unit_strategy", "channels")), "channels")
     by = "head" if st.get("group_strategy") == "heads" else "group"
-    return f"input {unit} (by support block)", f"output rows (by {by})"
+    cols = f"input {unit} (by support block; the inactive ones as one band)" if band else \
+        f"input {unit} (by support block)"
+    return cols, f"output rows (by {by})"
 
 
-def _pam_ticks(rows, cols, col_labels, shape) -> dict:
-    """Group spans on the rows and support-block spans on the columns of a PAM-shaped map."""
-    name = lambda b: col_labels[int(b)] if 0 <= int(b) < len(col_labels) else str(int(b))  # noqa: E731
+def _band(heat: dict) -> tuple[int, int]:
+    """The aggregated inactive band's column bin and how many columns it holds ((-1, 0): no band)."""
+    band = int(np.asarray(heat.get("col_band", [-1])).reshape(-1)[0])
+    counts = np.asarray(heat.get("col_counts", []), dtype=np.int64)
+    return (band, int(counts[band])) if 0 <= band < counts.shape[0] else (-1, 0)
+
+
+def _pam_ticks(rows, cols, col_labels, shape, band: tuple[int, int] = (-1, 0)) -> dict:
+    """Group spans on the rows and support-block spans on the columns of a PAM-shaped map.
+
+    The aggregated band's label says how many columns it holds.
+    """
+    def name(b, pos):
+        lab = col_labels[int(b)] if 0 <= int(b) < len(col_labels) else str(int(b))
+        return f"{lab} ({band[1]})" if band[0] >= 0 and round(pos * shape[1]) == band[0] else lab
+
     return {
         "rows": [(a, b, f"g{int(g)}") for a, b, g in _spans(rows, shape[0])] if rows else [],
-        "cols": [(a, b, name(blk)) for a, b, blk in _spans(cols, shape[1])] if cols else [],
+        "cols": [(a, b, name(blk, a)) for a, b, blk in _spans(cols, shape[1])] if cols else [],
         "row_lines": [p / shape[0] for p, _ in rows[1:]],
         "col_lines": [p / shape[1] for p, _ in cols[1:]],
     }
@@ -250,7 +303,9 @@ def interface_figures(heat: dict, detail: dict, index: int = 0, width: int = 2) 
     ----------
     heat : dict
         The interface's saved arrays (``a0``, ``a1``, ``diff``, ``mask``, ``labels``,
-        ``certified``, ``row_groups``, ``col_blocks``; see :mod:`physgsa.core.heatmaps`).
+        ``certified``, ``row_groups``, ``col_blocks``, and where saved ``col_counts``,
+        ``col_band``, ``graded_apriori``; see :mod:`physgsa.core.heatmaps`). The |A0| map and the
+        mask map hatch the cells where fewer than half the memberships are certified a priori.
     detail : dict
         The interface's entry of the certificate (its ``structure`` is drawn; its name is each
         panel's subtitle).
@@ -267,9 +322,13 @@ def interface_figures(heat: dict, detail: dict, index: int = 0, width: int = 2) 
     col_labels = [str(v) for v in st["block_energy"]["labels"]]
     rows = [(float(p), int(g)) for p, g in np.asarray(heat["row_groups"]).reshape(-1, 2)]
     cols = [(float(p), int(b)) for p, b in np.asarray(heat["col_blocks"]).reshape(-1, 2)]
-    xlabel, ylabel = _axes_words(st)
+    band = _band(heat)
+    xlabel, ylabel = _axes_words(st, band[0] >= 0)
     a0 = np.asarray(heat["a0"], dtype=np.float64)
-    ticks = _pam_ticks(rows, cols, col_labels, a0.shape)
+    ticks = _pam_ticks(rows, cols, col_labels, a0.shape, band)
+    graded = heat.get("graded_apriori")
+    hatch = None if graded is None else np.asarray(graded, dtype=np.float64) < 0.5
+    hatch_key = [] if hatch is None else [(_HATCH, "hatched: under half the cell's memberships certified a priori")]
     vmax = max(_max(heat["a0"]), _max(heat["a1"]), 1e-300)
     dmax = max(_max(heat["diff"]), 1e-300)
     out = []
@@ -277,16 +336,19 @@ def interface_figures(heat: dict, detail: dict, index: int = 0, width: int = 2) 
                                     ("a1", "pam-full-A1", "|A_{1}|: full transport", vmax),
                                     ("diff", "pam-difference-E", "|E| = |A_{1} − A_{0}|", dmax)):
         a = np.asarray(heat[key], dtype=np.float64)
+        shade = hatch if key == "a0" else None
         out.append(_Map(f"{stem}-{suffix}", title, colourise(a, VIRIDIS, 0.0, top), subtitle=where, xlabel=xlabel,
-                        ylabel=ylabel, bar=("viridis", 0.0, top, "mean |entry| per cell"), **ticks).figure(where))
+                        ylabel=ylabel, bar=("viridis", 0.0, top, "mean |entry| per cell"), hatch=shade,
+                        legend=hatch_key if shade is not None else None, **ticks).figure(where))
     out.append(_label_strip(heat, stem, where, rows, ylabel))
     m = np.asarray(heat["mask"])
     palette = np.array([hex_rgb(c) for c in MASK_COLOURS], dtype=np.uint8)
     out.append(_Map(f"{stem}-masks", "masks: core / overlap / noise", palette[np.clip(m, 0, 2)], subtitle=where,
-                    xlabel=xlabel, ylabel=ylabel,
+                    xlabel=xlabel, ylabel=ylabel, hatch=hatch,
                     legend=[(MASK_COLOURS[1], "core: the group's own input (degree 1)"),
                             (MASK_COLOURS[2], "overlap: shared with other groups (degree ≥ 2)"),
-                            (MASK_COLOURS[0], "noise: outside the group's support")], **ticks).figure(where))
+                            (MASK_COLOURS[0], "noise: outside the group's support")] + hatch_key,
+                    **ticks).figure(where))
     b = np.asarray(st["block_energy"]["matrix"], dtype=np.float64)
     if b.ndim == 2 and b.size:
         out.append(_block_energies(st, b, stem, where))
@@ -480,8 +542,109 @@ def window_search_figure(detail: dict, index: int = 0, width: int = 2) -> Figure
     return Figure(f"{_file_stem(index, width)}-window-search", plain_title(ax.title), svg, w, h, where)
 
 
-def result_figures(result) -> dict[str, Figure]:
-    """Every panel of a Result's report, by file name (without ``.svg``), in the report's order."""
+_PROFILE_SERIES = (("column_share", "columns (energy share)", "#1f77b4"),
+                   ("membership_share", "memberships (energy share)", "#ff7f0e"),
+                   ("pair_share", "pairs of groups", "#2ca02c"), ("hub_share", "hubs", "#9467bd"))
+
+
+def _positive(v) -> float | None:
+    """``v`` as a float where it is finite and positive (drawable on a log axis), else None."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def graded_profile_figure(rows, detail: dict, index: int = 0, width: int = 2,
+                          drift: float | None = None) -> Figure | None:
+    """The robustness profile of one interface (definitions section 5b) as step functions of r, or None.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The interface's rows of ``profile.parquet``: row ``i`` holds the certified shares on
+        ``[r_i, r_{i+1})``, the first row ``r = 0``.
+    detail : dict
+        The interface's entry of the certificate: ``margins.rho_static``, ``truncation.eps_trunc``
+        and ``truncation.exact`` (``||E||_F``) are marked.
+    index, width : int
+        The interface's index, and how many digits the file name gives it.
+    drift : float, optional
+        A drift bound from a compare (``||Delta A0||_F`` or its bound), marked where given.
+
+    Notes
+    -----
+    The x axis is logarithmic; ``r = 0`` cannot sit on it, so the first step is drawn from the
+    left edge, a third of the smallest positive radius or marker (the axis label says so).
+    """
+    if rows is None or not len(rows):
+        return None
+    r = factor_column(rows, "r")
+    marks = [("ρ_{static}", (detail.get("margins") or {}).get("rho_static"), "#d62728"),
+             ("ε_{trunc}", (detail.get("truncation") or {}).get("eps_trunc"), "#bcbd22"),
+             ("‖E‖_{F}", (detail.get("truncation") or {}).get("exact"), "#17becf")]
+    if drift is not None:
+        marks.append(("drift", drift, "#7f7f7f"))
+    pos = [x for x in r[1:] if math.isfinite(x) and x > 0] + [v for _, m, _ in marks if (v := _positive(m))]
+    lo, hi = (min(pos), max(pos)) if pos else (1e-3, 1.0)
+    left, right = lo / 3.0, (hi * 3.0 if hi > lo else lo * 10.0)
+    x = np.r_[left, r[1:], right]  # r = 0 at the left edge; the last step runs to the right edge
+    where = str(detail.get("interface", ""))
+    ax = svgplot.Axes("robustness profile: certified shares against the perturbation size r",
+                      "perturbation size r = ‖E‖_{F} (log scale; the left edge stands for r → 0)", "certified share",
+                      subtitle=where, log_x=True, ylim=(-0.03, 1.03))
+    for col, label, colour in _PROFILE_SERIES:
+        y = factor_column(rows, col)
+        if not np.isfinite(y).any():
+            label += ": none to count"
+        ax.step(x, np.r_[y, y[-1]], label=label, colour=colour)
+    for name, value, colour in marks:
+        v = _positive(value)
+        if v is not None:
+            ax.vline(v, label=f"{name} = {v:.3g}", colour=colour)
+        elif value is not None:  # 0 (or not finite): said in the legend, not drawn on the log axis
+            ax.vline(float("nan"), label=f"{name} = {float(value):.3g} (off the log axis)", colour=colour)
+    svg = svgplot.figure([ax], ncols=1, panel_w=520, plot_h=190)
+    w, h = figure_size(svg)
+    return Figure(f"{_file_stem(index, width)}-profile", plain_title(ax.title), svg, w, h, where)
+
+
+def graded_shares_figure(graded: dict | None) -> Figure | None:
+    """Each interface's certified membership share, a priori and measured, and the model's (or None).
+
+    ``graded`` is ``certificate.json``'s ``verdict.graded``: per interface the energy shares of the
+    memberships the graded certificate certifies, and the model's energy-weighted shares.
+    """
+    per = (graded or {}).get("interfaces") or []
+    if not per:
+        return None
+    val = lambda v: np.nan if v is None else float(v)  # noqa: E731
+    x = np.arange(len(per), dtype=np.float64)
+    ax = svgplot.Axes("certified membership share per interface (graded certificate)", "interface (chain order)",
+                      "share of ‖A_{0}‖_{F}^{2}", ylim=(0.0, 1.05))
+    ax.bar(x, [val(d.get("apriori")) for d in per], label="a priori (from the windows)", colour="#1f77b4",
+           width=0.38, offset=-0.2)
+    ax.bar(x, [val(d.get("measured")) for d in per], label="measured (exact error)", colour="#ff7f0e",
+           width=0.38, offset=0.2)
+    ends = np.array([-0.45, len(per) - 0.55])
+    for how, colour in (("apriori", "#1f77b4"), ("measured", "#ff7f0e")):
+        v = graded.get(how)
+        if v is not None:
+            word = "a priori" if how == "apriori" else "measured"
+            ax.plot(ends, [float(v)] * 2, label=f"model, {word}: {float(v):.3g}", marker=None, dash=True,
+                    colour=colour)
+    ax.set_categories([str(d.get("interface", "")) for d in per])
+    svg = svgplot.figure([ax], ncols=1, panel_w=max(560.0, 120.0 + 28.0 * len(per)))
+    w, h = figure_size(svg)
+    return Figure(GRADED_SHARES, plain_title(ax.title), svg, w, h)
+
+
+def result_figures(result, drift: float | None = None) -> dict[str, Figure]:
+    """Every panel of a Result's report, by file name (without ``.svg``), in the report's order.
+
+    ``drift`` (a compare's drift bound) is marked on every interface's robustness profile.
+    """
     figs: list[Figure] = []
     if len(result.factors):
         figs += profile_figures(result.factors)
@@ -491,10 +654,18 @@ def result_figures(result) -> dict[str, Figure]:
         heats.setdefault(i, {})[name] = value
     details = result.certificate.get("interfaces", [])
     width = max(2, len(str(max(len(details) - 1, 0))))
+    profile = getattr(result, "profile", None)
     for i, det in enumerate(details):
         heat = heats.get(str(i))
         if heat:
             figs += interface_figures(heat, det, i, width)
+        if profile is not None and len(profile):
+            fig = graded_profile_figure(profile[profile["interface"] == det["interface"]], det, i, width, drift)
+            if fig is not None:
+                figs.append(fig)
+    shares = graded_shares_figure(result.certificate.get("verdict", {}).get("graded"))
+    if shares is not None:
+        figs.append(shares)
     for i, det in enumerate(details):
         fig = window_search_figure(det, i, width)
         if fig is not None:

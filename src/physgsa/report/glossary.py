@@ -23,6 +23,15 @@ READING = (
                          "transport, is below rho_static. Its ratio ||E||_F / rho_static reads the same way."),
     ("direct verdict", "Recomputes the structure on the full transport A1 with the same groups and thresholds and "
                        "compares: 'same' means truncating changed nothing visible, whatever the margins say."),
+    ("certified share, a priori", "The share of A0's energy whose routing (which input channels each group of "
+                                  "output rows reads) is proven to survive the truncation, from the windows alone "
+                                  "and without the full product: how much of the routing you can trust."),
+    ("certified share, measured", "The same share, proven with the exact truncation error of each group's block of "
+                                  "each channel instead of a bound: what the truncation really leaves certified."),
+    ("robustness profile", "For every size r of a change of A0 (in Frobenius norm), the shares of the channels, "
+                           "memberships, pairs of groups and hubs that provably cannot change: 1 below rho_static, "
+                           "falling step by step as r grows; the report marks rho_static, eps_trunc and ||E||_F on "
+                           "it."),
     ("binding margin", "What sets rho_static: unit_gap (a channel whose energy sits closest to its group's "
                        "threshold) or pair_overlap (two groups whose shared weight sits closest to the edge "
                        "threshold kappa)."),
@@ -46,9 +55,10 @@ READING = (
                     "fitted power-law exponent; k_q is how many singular values hold the fraction q of the energy."),
     ("chain break", "Two adjacent factors whose sizes do not meet, so there is no interface between them; physgsa "
                     "reports it and never guesses across it."),
-    ("no channel structure", "An interface where a group keeps every input, every input is a hub, or the core "
-                             "energy is 0: nothing tells the groups apart, so its maps say nothing about routing, "
-                             "certified or not."),
+    ("no channel structure", "An interface where a group keeps at least 95% of the inputs, at least half the "
+                             "groups share one identical support, every input is a hub, or the core energy is 0: "
+                             "nothing tells the groups apart, so its maps say nothing about routing, certified or "
+                             "not."),
     ("protocol", "Twelve checks per interface, from exact arithmetic to certified labels; the glossary lists them."),
 )
 
@@ -113,6 +123,16 @@ COLUMNS = {
                       "(groups g–h).",
     "certified_a_priori": "eps_trunc ≤ safety · rho_static: certified without forming the full product.",
     "certified_measured": "||E||_F < rho_static: certified with the exact truncation error.",
+    "certified_share_apriori": "Share of ||A0||_F^2 in the memberships (group, input unit) the graded certificate "
+                               "proves unchanged by the truncation, from the windows alone (each membership's error "
+                               "bound is below its margin).",
+    "certified_share_measured": "The same share, proven with the exact error ||E[G_g, u]||_F of each block instead of "
+                                "the bound.",
+    "certified_columns_apriori": "Input units whose every membership is certified a priori: their degree, hub status "
+                                 "and masks cannot change.",
+    "hubs_certified_apriori": "Hubs whose whole column is certified a priori (out of n_hubs).",
+    "pairs_certified_apriori": "Pairs of groups whose status in the incidence graph (edge or no edge) is certified a "
+                               "priori.",
     "direct_same": "The structure recomputed on the full transport A1 is the same as on A0.",
     "a_priori_ratio": "eps_trunc / (safety · rho_static): above 1 the a priori verdict fails, by that factor.",
     "measured_ratio": "||E||_F / rho_static: above 1 the measured verdict fails, by that factor.",
@@ -171,6 +191,15 @@ def column(name: str) -> str:
     return COLUMNS.get(name, "")
 
 
+#: What the report says of a structure read from the weights (measured in docs/empirical.md,
+#: "Support rules compared": static against Jacobian-mode supports, beside random supports).
+WEIGHT_SPACE = ("This structure is read from the weights. Whether it is how the network routes real inputs was "
+                "measured against the Jacobian-mode structure at real inputs (docs/empirical.md): for MiniLM (BERT) "
+                "the two agree no better than random supports of the same sizes, so there the static structure is "
+                "a property of the weights only; for the byte-level GPT-2 and the CNN they agree far above chance. "
+                "Run with --mode jacobian for the structure at real inputs.")
+
+
 def markdown() -> str:
     """docs/glossary.md: every entry above, as Markdown."""
     out = ["# Glossary", "",
@@ -189,3 +218,4 @@ def markdown() -> str:
 
 if __name__ == "__main__":  # pragma: no cover - regenerates docs/glossary.md
     print(markdown(), end="")
+

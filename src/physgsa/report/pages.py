@@ -31,10 +31,10 @@ from ..outputs.result import Result
 from ..outputs.spectra import SpectraResult, depth_order
 from . import figures as figure_module
 from . import glossary
-from .figures import Figure, spectra_figure, svg_uri
+from .figures import GRADED_SHARES, Figure, spectra_figure, svg_uri
 
-__all__ = ["render_report", "render_spectra_page", "draw_certify", "draw_spectra", "verdict_view", "template",
-           "FIGURES_DIR"]
+__all__ = ["render_report", "render_spectra_page", "draw_certify", "draw_spectra", "verdict_view", "graded_view",
+           "template", "FIGURES_DIR"]
 
 # The report's wide tables, each split in two so that it fits a 900-px window and a printed page.
 _FACTOR_TABLES = (
@@ -50,7 +50,13 @@ _INTERFACE_TABLES = (
                                                        "energy_overlap", "energy_noise", "n_groups", "n_edges",
                                                        "n_hubs")),
     ("interfaces-alignment", "alignment and flags", ("interface", "commutator", "intersection_dim", "flags")),
+    ("interfaces-graded", "graded certificate (which parts are certified)",
+     ("interface", "certified_share_apriori", "certified_share_measured", "certified_columns_apriori",
+      "hubs_certified_apriori", "n_hubs", "pairs_certified_apriori")),
 )
+
+#: The three things the graded certificate reports, one plain sentence each (glossary.READING's words).
+_GRADED_TERMS = ("certified share, a priori", "certified share, measured", "robustness profile")
 
 
 def fmt(v) -> str:
@@ -148,6 +154,23 @@ def verdict_view(verdict: dict) -> dict:
             "breaks": f"{b} chain break{'s' * (b != 1)}"}
 
 
+def graded_view(verdict: dict) -> dict | None:
+    """The model's energy-weighted graded shares as percentages for the headline (None where there are none)."""
+    g = verdict.get("graded") or {}
+
+    def pct(v) -> str | None:
+        if v is None or not np.isfinite(float(v)):
+            return None
+        x = 100.0 * float(v)
+        # ">99%" rather than a rounded "100%" that is not one.
+        return ">99%" if 99.0 < x < 100.0 else ("<1%" if 0.0 < x < 1.0 else f"{x:.0f}%")
+
+    apriori, measured = pct(g.get("apriori")), pct(g.get("measured"))
+    if apriori is None and measured is None:
+        return None
+    return {"apriori": apriori, "measured": measured}
+
+
 def _window_rows(details) -> list[dict]:
     out = []
     for det in details:
@@ -172,7 +195,7 @@ def render_report(result, figures: dict | None = None) -> str:
     cert = result.certificate
     page = template("report.html.j2")
     figs = figure_module.result_figures(result) if figures is None else figures
-    profiles = [f for name, f in figs.items() if name.startswith("profiles-")]
+    profiles = [f for name, f in figs.items() if name.startswith("profiles-") and name != GRADED_SHARES]
     details = cert["interfaces"]
     width = max(2, len(str(max(len(details) - 1, 0))))
     heads = result.heads
@@ -185,6 +208,7 @@ def render_report(result, figures: dict | None = None) -> str:
                            "heads": _head_grid(heads[heads["interface"] == det["interface"]])})
     used = [c for _, _, cols in _FACTOR_TABLES + _INTERFACE_TABLES for c in cols]
     used += ["a_priori_ratio", "measured_ratio", "binding margin"]
+    reading = dict(glossary.READING)
     gloss = [(c, glossary.column(c)) for c in dict.fromkeys(used) if glossary.column(c)]
     return page.render(
         cert=cert, provenance=getattr(result, "provenance", None) or {}, verdict=cert["verdict"],
@@ -194,6 +218,11 @@ def render_report(result, figures: dict | None = None) -> str:
         margin_cols={k: _header(k) for k in ("interface", "rho_static", "binding margin", "a_priori_ratio",
                                              "measured_ratio")},
         interfaces=interfaces, profiles=profiles, window_rows=_window_rows(details),
+        graded=graded_view(cert["verdict"]), graded_figure=figs.get(GRADED_SHARES),
+        graded_terms=[(t, reading[t]) for t in _GRADED_TERMS if t in reading],
+        # A chain read from the weights (not Jacobians at inputs): say what that structure is.
+        weight_space=glossary.WEIGHT_SPACE if "source" in result.factors
+        and (result.factors["source"] == "static").any() else None,
         reading=glossary.READING, failing=glossary.FAILING, next_steps=glossary.NEXT_STEPS,
         protocol_words=glossary.PROTOCOL, columns_glossary=gloss, figures_dir=FIGURES_DIR,
         params=sorted(cert["parameters"].items()), versions=sorted(cert["versions"].items()),

@@ -220,6 +220,16 @@ class _Series:
     marker: str | None
     line: bool
     dash: bool
+    step: bool = False  # a step function: y[i] holds on [x[i], x[i + 1])
+    bar: tuple[float, float] | None = None  # bars: (width, offset) in x units
+
+
+@dataclass
+class _VLine:
+    x: float
+    label: str | None
+    colour: str
+    dash: bool
 
 
 @dataclass
@@ -261,8 +271,10 @@ class Axes:
         superscripts (:func:`rich`).
     subtitle : str
         Plain text under the title (a name from a file may go here).
-    log_y : bool
-        A log10 y axis: only positive values are drawn.
+    log_y, log_x : bool
+        A log10 axis: only positive values are drawn.
+    ylim : (float, float) or None
+        A fixed y range instead of the data's.
     """
 
     title: str
@@ -274,6 +286,9 @@ class Axes:
     series: list = field(default_factory=list)
     spans: list = field(default_factory=list)
     categories: list | None = None
+    log_x: bool = False
+    ylim: tuple | None = None
+    vlines: list = field(default_factory=list)
 
     def _colour(self, colour):
         return colour or CYCLE[len(self.series) % len(CYCLE)]
@@ -285,6 +300,19 @@ class Axes:
     def scatter(self, x, y, label=None, colour=None) -> None:
         """Markers only."""
         self.series.append(_Series(_floats(x), _floats(y), label, self._colour(colour), "o", False, False))
+
+    def step(self, x, y, label=None, dash=False, colour=None) -> None:
+        """A step function: ``y[i]`` from ``x[i]`` to ``x[i + 1]`` (the last value ends at ``x[-1]``)."""
+        self.series.append(_Series(_floats(x), _floats(y), label, self._colour(colour), None, True, dash, step=True))
+
+    def bar(self, x, y, label=None, colour=None, width=0.8, offset=0.0) -> None:
+        """Bars from 0 to ``y`` centred at ``x + offset``, ``width`` wide (in x units)."""
+        self.series.append(_Series(_floats(x), _floats(y), label, self._colour(colour), None, False, False,
+                                   bar=(float(width), float(offset))))
+
+    def vline(self, x: float, label=None, colour="#444", dash=True) -> None:
+        """A vertical marker line at ``x`` across the plot (skipped where ``x`` cannot be drawn)."""
+        self.vlines.append(_VLine(float(x), label, colour, dash))
 
     def hspan(self, lo: float, hi: float, label=None, colour="#52be80") -> None:
         """A shaded horizontal band from ``lo`` to ``hi``."""
@@ -300,21 +328,42 @@ class Axes:
             ok &= np.where(ok, y, 0.0) > 0
         return ok
 
+    def _xok(self, x: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(x)
+        if self.log_x:
+            ok &= np.where(ok, x, 0.0) > 0
+        return ok
+
+    def _tx(self, x: np.ndarray) -> np.ndarray:
+        """The x values in plot coordinates (log10 on a log axis; what cannot be drawn is NaN)."""
+        x = np.asarray(x, dtype=np.float64)
+        if not self.log_x:
+            return x
+        ok = self._xok(x)
+        return np.where(ok, np.log10(np.where(ok, x, 1.0)), np.nan)
+
     def _ranges(self):
-        xs = [s.x[np.isfinite(s.x)] for s in self.series]
-        ys = [s.y[self._ok(s.y) & np.isfinite(s.x)] for s in self.series]
+        xs = [self._tx(s.x)[self._xok(s.x)] for s in self.series]
+        xs += [self._tx(np.array([v.x]))[self._xok(np.array([v.x]))] for v in self.vlines]
+        ys = [s.y[self._ok(s.y) & self._xok(s.x)] for s in self.series]
         x = np.concatenate(xs) if xs else np.zeros(0)
         y = np.concatenate(ys) if ys else np.zeros(0)
         if self.categories:
             x = np.r_[x, 0, len(self.categories) - 1]
+        if any(s.bar for s in self.series):
+            x = np.r_[x, [v for s in self.series if s.bar for v in (s.x.min() + s.bar[1] - s.bar[0] / 2,
+                                                                    s.x.max() + s.bar[1] + s.bar[0] / 2)]]
         if self.log_y:
             y = np.log10(y)
         elif self.spans:
             y = np.r_[y, [v for s in self.spans for v in (s.lo, s.hi) if math.isfinite(v)]]
-        return _padded(x, (0.0, 1.0)), _padded(y, (0.0, 1.0))
+        xr = _padded(x, (0.0, 1.0))
+        if any(s.step for s in self.series) and x.size:
+            xr = (float(x.min()), float(x.max()))  # a step function fills its axis: no margins
+        return xr, (tuple(self.ylim) if self.ylim is not None else _padded(y, (0.0, 1.0)))
 
     def _legend_rows(self, width: float) -> list[list]:
-        items = [s for s in self.spans + self.series if s.label]
+        items = [s for s in self.spans + self.series + self.vlines if s.label]
         rows, used = [[]], 0.0
         for it in items:
             w = 34 + text_width(it.label)
@@ -347,9 +396,18 @@ class Axes:
                 out.append(f'<rect x="{num(left)}" y="{num(py(hi))}" width="{num(right - left)}" '
                            f'height="{num(py(lo) - py(hi))}" fill={attr(s.colour)} fill-opacity="0.15"/>')
         for s in self.series:
-            ok = self._ok(s.y) & np.isfinite(s.x)
+            ok = self._ok(s.y) & self._xok(s.x)
             y = np.log10(np.where(ok, s.y, 1.0)) if self.log_y else s.y
-            X, Y = px(s.x), py(y)
+            X, Y = px(self._tx(s.x)), py(y)
+            if s.bar is not None:
+                out += _bars(s, X, ok, px, py(max(ylo, 0.0)), py)
+                continue
+            if s.step:
+                dash = ' stroke-dasharray="6 4"' if s.dash else ""
+                for a, b in _runs(ok):
+                    out.append(f'<polyline points="{_step_points(X[a:b], Y[a:b])}" fill="none" '
+                               f'stroke={attr(s.colour)} stroke-width="1.6"{dash}/>')
+                continue
             if s.line:
                 for a, b in _runs(ok):
                     pts = " ".join(f"{num(X[i])},{num(Y[i])}" for i in range(a, b))
@@ -360,6 +418,12 @@ class Axes:
                 r = 3.2 if s.line else 2.6
                 out.append(f'<path d="{_marker_path(s.marker, X[ok], Y[ok], r)}" fill={attr(s.colour)} '
                            f'fill-opacity="0.9"/>')
+        for v in self.vlines:
+            xv = self._tx(np.array([v.x]))[0]
+            if math.isfinite(xv) and xlo <= xv <= xhi:
+                dash = ' stroke-dasharray="4 3"' if v.dash else ""
+                out.append(f'<line x1="{num(px(xv))}" y1="{num(top)}" x2="{num(px(xv))}" y2="{num(bottom)}" '
+                           f'stroke={attr(v.colour)} stroke-width="1.3"{dash}/>')
         out.append(f'<rect x="{num(left)}" y="{num(top)}" width="{num(right - left)}" height="{num(plot_h)}" '
                    'fill="none" stroke="#444"/>')
         out.append(f'<text transform="translate({num(x0 + 13)},{num((top + bottom) / 2)}) rotate(-90)" '
@@ -374,6 +438,13 @@ class Axes:
                 if isinstance(it, _Span):
                     out.append(f'<rect x="{num(cx)}" y="{num(cy - 5)}" width="22" height="10" fill={attr(it.colour)} '
                                'fill-opacity="0.3"/>')
+                elif isinstance(it, _VLine):
+                    dash = ' stroke-dasharray="4 3"' if it.dash else ""
+                    out.append(f'<line x1="{num(cx + 11)}" y1="{num(cy - 6)}" x2="{num(cx + 11)}" y2="{num(cy + 6)}" '
+                               f'stroke={attr(it.colour)} stroke-width="1.3"{dash}/>')
+                elif it.bar is not None:
+                    out.append(f'<rect x="{num(cx + 4)}" y="{num(cy - 5)}" width="14" height="10" '
+                               f'fill={attr(it.colour)}/>')
                 else:
                     if it.line:
                         dash = ' stroke-dasharray="6 4"' if it.dash else ""
@@ -416,8 +487,13 @@ class Axes:
                                f'dy="0.32em" font-size="10">{text(shorten(lab))}</text>')
             room = 14 + _category_room(self.categories)
         else:
-            ticks = nice_ticks(xlo, xhi)
-            for t, lab in zip(ticks, tick_labels(ticks)):
+            if self.log_x:
+                ticks = [math.log10(t) for t in log_ticks(10.0 ** xlo, 10.0 ** xhi)]
+                labels = tick_labels([10.0 ** t for t in ticks], log=True)
+            else:
+                ticks = nice_ticks(xlo, xhi)
+                labels = tick_labels(ticks)
+            for t, lab in zip(ticks, labels):
                 x = num(px(t))
                 out.append(f'<line x1="{x}" y1="{num(bottom)}" x2="{x}" y2="{num(bottom + 4)}" stroke="#444"/>'
                            f'<text x="{x}" y="{num(bottom + 15)}" text-anchor="middle">{text(lab)}</text>')
@@ -435,6 +511,50 @@ class Axes:
     def bottom_room(self) -> float:
         """Height needed under the plot for the x tick labels and the x label."""
         return (14 + _category_room(self.categories) if self.categories else 20) + 20
+
+
+def _step_points(X: np.ndarray, Y: np.ndarray) -> str:
+    """A step function's polyline: across to each next x, then up or down; sub-pixel steps merged.
+
+    Steps closer than 0.1 px are drawn as one vertical stroke through the lowest and highest
+    value among them (nothing visible is lost), and a run of one value as one horizontal stroke,
+    so that a profile of thousands of steps stays a small file.
+    """
+    pts: list[tuple[float, float]] = [(float(X[0]), float(Y[0]))]
+    for i in range(1, X.shape[0]):
+        pts += [(float(X[i]), float(Y[i - 1])), (float(X[i]), float(Y[i]))]
+    # One stroke per 0.1-px column: its first point, its extremes and its last point, in order.
+    cols: list[list[tuple[float, float]]] = []
+    for p in pts:
+        if cols and round(cols[-1][0][0] * 10) == round(p[0] * 10):
+            cols[-1].append(p)
+        else:
+            cols.append([p])
+    kept: list[tuple[float, float]] = []
+    for c in cols:
+        ys = [y for _, y in c]
+        picks = sorted({0, int(np.argmin(ys)), int(np.argmax(ys)), len(c) - 1})
+        kept += [c[j] for j in picks]
+    # Interior points of a horizontal run say nothing.
+    out = [p for j, p in enumerate(kept)
+           if j in (0, len(kept) - 1) or not (kept[j - 1][1] == p[1] == kept[j + 1][1])]
+    return " ".join(f"{num(x)},{num(y)}" for x, y in out)
+
+
+def _bars(s: _Series, X: np.ndarray, ok: np.ndarray, px, y0: float, py) -> list[str]:
+    """A bar series: one rectangle per drawable value, from the baseline ``y0`` (pixels) to it."""
+    width, offset = s.bar
+    half = abs(px(width / 2) - px(0.0))
+    shift = px(offset) - px(0.0)
+    out = []
+    for x, y, good in zip(X, s.y, ok):
+        if not good:
+            continue
+        top = py(y)
+        lo, hi = min(top, y0), max(top, y0)
+        out.append(f'<rect x="{num(x + shift - half)}" y="{num(lo)}" width="{num(2 * half)}" '
+                   f'height="{num(hi - lo)}" fill={attr(s.colour)}/>')
+    return out
 
 
 def _floats(v) -> np.ndarray:

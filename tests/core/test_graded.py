@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_structure import make_reference, references
 
 import brute
 from physgsa.core import graded as G
@@ -19,7 +20,6 @@ from physgsa.core.certificate import margins
 from physgsa.core.chain import Factor
 from physgsa.core.spectra import compute_spectrum
 from physgsa.core.validation import CertificateBugError
-from test_structure import make_reference, references
 
 # ---------------------------------------------------------------------------------------------
 # Brute force, from the definitions

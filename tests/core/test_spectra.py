@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import brute
 from physgsa.core import orbit
 from physgsa.core.chain import Factor, check_matrix
 from physgsa.core.spectra import chart_window, compute_spectrum, dominant_window, effective_rank
-import brute
 from properties import check_spectrum
 from strategies import matrices
 

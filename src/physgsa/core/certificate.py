@@ -31,8 +31,8 @@ class Margins:
     unit is active); ``pairs`` holds, for each pair with a shared unit, ``w``, ``mu = |w - kappa|``,
     ``n = |S_g ∩ S_h|``, ``b = sum (e_g + e_h)``, ``l2 = ||e_g|_I|| + ||e_h|_I||`` and ``rho_gh``
     (positive root of ``x^2 + l2 x = mu``, or of ``n x^2 + b x = mu`` with ``pair_radius="l1"``),
-    with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where the comparisons are made); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which
-    margin gives the radius.
+    with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where the comparisons are
+    made); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which margin gives the radius.
     """
 
     gamma_g: np.ndarray

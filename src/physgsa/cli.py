@@ -665,7 +665,8 @@ def compare(
     with _running(out, quiet=quiet, lock="compare") as run:
         change = {k: p[k] for k in ("quantize", "group_size", "granularity", "prune", "noise")}
         res = compare_models(base, others or (), **change, q=p["q"], groups=p["groups"], threshold=p["threshold"],
-                             seed=p["seed"])
+                             support_quantile=p["support_quantile"], outlier_factor=p["outlier_factor"],
+                             pair_radius=p["pair_radius"], seed=p["seed"])
         save(res, out, keep_others=p["keep_others"], lock=run.lock)
     ifs = res.interfaces
     _summary(f"{int(ifs['certified'].sum())} of {len(ifs)} interfaces certified the same, "

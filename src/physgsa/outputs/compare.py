@@ -33,7 +33,11 @@ class CompareResult:
     Attributes
     ----------
     interfaces : DataFrame
-        One row per interface and OTHER (``compare.parquet``).
+        One row per interface and OTHER (``compare.parquet``), with the graded certificate under
+        the change: ``certified_share_apriori`` / ``certified_share_measured`` (membership shares),
+        ``certified_columns_apriori`` / ``certified_columns_measured`` of ``n_units``, and BASE's
+        profile at the drift bound and at ``delta_norm`` (``profile_at_*``, ``profile_columns_at_*``;
+        docs/definitions.md, "The graded certificate under a change").
     factors : DataFrame
         One row per factor and OTHER (``compare_factors.parquet``).
     document : dict

@@ -21,7 +21,14 @@ OTHER's Physical Alignment Matrix is then measured against it: OTHER's windowed 
 - the direct check: OTHER's structure under BASE's fixed partition and thresholds, compared
   with BASE's, naming the groups whose supports gained or lost columns, the edges that
   appeared or vanished and the hubs that changed;
-- the ICM labels of every row of OTHER under BASE's masks and centroids, kept or lost.
+- the ICM labels of every row of OTHER under BASE's masks and centroids, kept or lost;
+- the graded certificate under the change (definitions.md, "The graded certificate under a
+  change", ours): per-element bounds on ``||(A_o - A0_b)[G_g, C_u]||_F`` from the factor changes
+  (:func:`physgsa.core.graded.change_bounds`), and the exact block norms, each certify the
+  memberships, columns, hubs and pairs they can (:func:`~physgsa.core.graded.certify_elements`,
+  a priori and measured); BASE's robustness profile is read at the drift bound and at
+  ``delta_norm`` (each plus ``delta``). Every element so certified is checked against the direct
+  check (:func:`~physgsa.core.graded.check_elements`).
 
 A certified interface whose direct check differs is a bug and raises CertificateBugError, as
 in certify. Per factor: the Part I drift (``Delta rho``, ``Delta s_hat``, ``Delta k_q``) and the
@@ -36,13 +43,14 @@ import numpy as np
 import pandas as pd
 
 from ..core.chain import Chain
+from ..core.graded import Graded, Shares, certify_elements, change_bounds, check_elements
 from ..core.heatmaps import binned_abs
 from ..core.icm import icm_rows
 from ..core.perturb import changed_chain, parse_change
 from ..core.resources import default_limit
 from ..core.spectra import compute_spectrum
+from ..core.structure import Reference, Structure, fro_norm, structure_of, unit_energies
 from ..core.structure import compare as compare_structures
-from ..core.structure import fro_norm, structure_of
 from ..core.transport import transport
 from ..core.validation import CertificateBugError, InvalidParameterError, PhysgsaError, check_params
 from ..models import chain_from, load_chain, resolve_source
@@ -59,9 +67,9 @@ _OWN_HELP = {"groups": "Row groups: auto, kmeans, modes or heads.",
 #: certify's parameters that decide BASE's reference (execution options are not needed here).
 COMPARE_PARAMS = {k: dataclasses.replace(v, help=_OWN_HELP[k]) if k in _OWN_HELP else v
                   for k, v in CERTIFY_PARAMS.items()
-                  if k in ("q", "chart", "groups", "n_groups", "units", "threshold", "eta", "kappa_fraction",
-                           "hub_degree", "safety", "tau_e", "tau_rho", "window_band", "gap_floor", "seed",
-                           "max_memory")}
+                  if k in ("q", "chart", "groups", "n_groups", "units", "threshold", "eta", "support_quantile",
+                           "outlier_factor", "kappa_fraction", "hub_degree", "safety", "pair_radius", "tau_e",
+                           "tau_rho", "window_band", "gap_floor", "seed", "max_memory")}
 
 
 class LayoutMismatchError(PhysgsaError):
@@ -111,6 +119,59 @@ def _changes(s0, s1, part) -> dict:
     }
 
 
+def _profile_elements(gr: Graded, ref: Reference, r: float) -> Shares:
+    """The elements BASE's robustness profile certifies for every change with ``||E||_F <= r``.
+
+    A membership with ``m_g(u) > r``, a column with ``r(u) > r``, a hub whose column is, a pair
+    with ``r_gh > r`` (definitions section 5b); the shares are the profile's own at ``r``.
+    """
+    s = ref.structure
+    cols = gr.unit_radius > r
+    pairs = gr.pair_radius > r
+    np.fill_diagonal(pairs, False)
+    iu = np.triu_indices(pairs.shape[0], 1)
+    at = gr.profile.at(r)
+    return Shares(memberships=gr.margin > r, columns=cols, hubs=s.hubs & cols, pairs=pairs,
+                  membership_share=_share(at["membership_share"]), column_share=_share(at["column_share"]),
+                  n_columns=int(cols.sum()), n_hubs=int((s.hubs & cols).sum()), n_pairs=int(pairs[iu].sum()),
+                  n_edges=int((pairs & s.edges)[iu].sum()))
+
+
+def _share(v: float | None) -> float | None:
+    """A share for the tables and JSON: ``None`` where there is nothing to count (``nan``)."""
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _graded_change(pam: PAM, s_o: Structure, beta: np.ndarray, error: np.ndarray, bound: float,
+                   delta_norm: float, where: str) -> tuple[dict, dict]:
+    """The graded certificate of one interface under the change: table columns and the JSON detail.
+
+    ``beta`` (a priori, :func:`change_bounds`) and ``error`` (the exact block norms) certify
+    elements with certify's rounding allowance; BASE's profile is read at ``bound + delta`` and
+    ``delta_norm + delta``. Every certified element is checked against OTHER's structure.
+    """
+    ref, gr, eps = pam.ref, pam.graded, pam.ver["rounding_allowance"]
+    apriori = certify_elements(ref, gr.margin, beta, eps)
+    measured = certify_elements(ref, gr.margin, error, eps)
+    at_bound = _profile_elements(gr, ref, bound + eps)
+    at_delta = _profile_elements(gr, ref, delta_norm + eps)
+    for shares, how in ((apriori, "a priori, per element"), (measured, "measured, per element"),
+                        (at_bound, "the profile at the drift bound"), (at_delta, "the profile at ||Delta A||_F")):
+        check_elements(ref.structure, s_o, shares, where, how)
+    cols = {
+        "certified_share_apriori": apriori.membership_share, "certified_share_measured": measured.membership_share,
+        "certified_columns_apriori": apriori.n_columns, "certified_columns_measured": measured.n_columns,
+        "n_units": ref.partition.n_units,
+        "profile_at_drift_bound": at_bound.membership_share, "profile_at_delta_norm": at_delta.membership_share,
+        "profile_columns_at_drift_bound": at_bound.column_share,
+        "profile_columns_at_delta_norm": at_delta.column_share,
+    }
+    detail = {"apriori": apriori.summary(), "measured": measured.summary(),
+              "profile_at_drift_bound": {"r": bound + eps, **at_bound.summary()},
+              "profile_at_delta_norm": {"r": delta_norm + eps, **at_delta.summary()}}
+    return cols, detail
+
+
 def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict | None = None,
                    **params) -> CompareResult:
     """BASE's certified structure against each OTHER (see the module docstring).
@@ -136,6 +197,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=None,
               max_memory=full_p["max_memory"])
     base_spec = [compute_spectrum(f, **kw) for f in base.factors]
+    # W_b: BASE's truncated normalized factors at their windows (the drift bounds start from them).
+    base_win = [_truncation(sb, sb.k) for sb in base_spec]
     iface_rows, factor_rows, details, panels = [], [], [], []
     # BASE's references, fitted once.
     refs = []
@@ -151,11 +214,12 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
         refs.append((tr, pam, base_icm))
     for name, other in others:
         spec = [compute_spectrum(f, **kw) for f in other.factors]
-        d_hat, d_win = [], []
-        for fb, sb, so in zip(base.factors, base_spec, spec):
+        d_hat, d_win, d_mat = [], [], []
+        for fb, sb, so, wb in zip(base.factors, base_spec, spec, base_win):
             k = sb.k
             d_hat.append(fro_norm(so.a_hat - sb.a_hat))
-            d_win.append(fro_norm(_truncation(so, k) - _truncation(sb, k)))
+            d_mat.append(_truncation(so, k) - wb)  # D = W_o - W_b
+            d_win.append(fro_norm(d_mat[-1]))
             factor_rows.append({
                 "other": name, "factor": fb.name, "delta_rho": so.rho - sb.rho, "delta_s_hat": so.s_hat - sb.s_hat,
                 "delta_k_q": so.k_q - sb.k_q, "delta_a_hat": d_hat[-1],
@@ -185,6 +249,19 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
                     "physgsa.")
             icm_o = icm_rows(a_o, np.zeros_like(a_o), ref.partition, ref.structure.codes, tau_e=p["tau_e"],
                              tau_rho=p["tau_rho"], interface_certified=True, centroid=base_icm["centroid"])
+            if pam.negligible:
+                # A product at rounding level certifies nothing, as in certify.
+                beta = error = np.full_like(pam.graded.margin, np.inf)
+            else:
+                beta = change_bounds(base_win[link.left], base_win[link.right], d_mat[link.left],
+                                     d_mat[link.right], ref.partition)
+                error = unit_energies(a_o - tr_b.m_window, ref.partition)
+                if np.any(error > beta * (1 + 1e-9) + eps_rounding):
+                    raise CertificateBugError(
+                        f"Interface {where}: {name}'s exact block change exceeds its per-element bound by "
+                        f"{float(np.max(error - beta)):.6g}. This is a bug in physgsa.")
+            graded_cols, graded_detail = _graded_change(pam, s_o, beta, error, bound, delta_norm,
+                                                        f"{where} ({name} against the base)")
             labels_b, labels_o = base_icm["label"], icm_o["label"]
             kept = labels_b == labels_o
             lost = {lab: int(np.sum((labels_b == lab) & ~kept)) for lab in ("SC", "SA", "ST", "zero")}
@@ -194,11 +271,11 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
                 "certified": measured or a_priori, "certified_a_priori": a_priori, "certified_measured": measured,
                 "direct_same": not diff, "changed": ",".join(diff),
                 "labels_kept": float(kept.mean()) if kept.size else 1.0,
-                "sc_lost": lost["SC"], "sa_lost": lost["SA"], "st_lost": lost["ST"],
+                "sc_lost": lost["SC"], "sa_lost": lost["SA"], "st_lost": lost["ST"], **graded_cols,
             })
             changes = _changes(ref.structure, s_o, ref.partition)
             details.append({"other": name, "interface": where, "changes": changes,
-                            "rounding_allowance": eps_rounding, "binding": mg.binding})
+                            "rounding_allowance": eps_rounding, "binding": mg.binding, "graded": graded_detail})
             units = sorted({u for us in list(changes["supports_gained"].values())
                             + list(changes["supports_lost"].values()) for u in us})
             cols = np.flatnonzero(np.isin(ref.partition.units, units)).tolist()
@@ -207,8 +284,10 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
     doc = {"format": "physgsa.compare/1", "parameters": {k: v for k, v in p.items() if k != "max_memory"},
            "base": base.source, "others": [n for n, _ in others], "interfaces": details}
     ifs = pd.DataFrame(iface_rows)
-    if "ratio" in ifs:
-        ifs["ratio"] = pd.array([None if v is None or not np.isfinite(v) else float(v) for v in ifs["ratio"]],
+    for col in ("ratio", "certified_share_apriori", "certified_share_measured", "profile_at_drift_bound",
+                "profile_at_delta_norm", "profile_columns_at_drift_bound", "profile_columns_at_delta_norm"):
+        if col in ifs:
+            ifs[col] = pd.array([None if v is None or not np.isfinite(v) else float(v) for v in ifs[col]],
                                 dtype="Float64")
     if change is not None:
         doc["change"] = change

@@ -52,7 +52,7 @@ def test_names_from_files_never_become_paths(tmp_path):
     r = subprocess.run([sys.executable, "-m", "physgsa", "certify", str(path), "--out", str(out), "--quiet",
                         "--n-perturbations", "4"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    written = physgsa.outputs.result.OUTPUT_FILES + ("report.html", "provenance.json", "figures")
+    written = physgsa.outputs.result.OUTPUT_FILES + ("profile.parquet", "report.html", "provenance.json", "figures")
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
     after = set(tmp_path.parent.rglob("*"))
     new = {p for p in after - before if out not in p.parents and p != out}

@@ -442,8 +442,8 @@ def test_protocol_item_7_against_an_independent_decomposition(chain):
 def lying_margins(factor):
     real = margins
 
-    def fake(ref):
-        mg = real(ref)
+    def fake(ref, *args):
+        mg = real(ref, *args)
         return dataclasses.replace(mg, rho_static=factor * max(mg.rho_static, 1.0))
 
     return fake

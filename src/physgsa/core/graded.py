@@ -292,6 +292,23 @@ class Shares:
                 "columns": self.n_columns, "hubs": self.n_hubs, "pairs": self.n_pairs, "edges": self.n_edges}
 
 
+def _pairs_certified(s: Structure, e: np.ndarray, b: np.ndarray, members: np.ndarray, pairs: np.ndarray,
+                     kappa_scaled: float) -> None:
+    """Fill ``pairs[g, h]`` with the pair test of :func:`certify_elements` (scaled units)."""
+    m = e.shape[0]
+    for g in range(m):
+        for h in range(g + 1, m):
+            certain = members[g] & members[h]
+            inner = certain & s.active[g] & s.active[h]
+            if not inner.any() and certain.all() and not (s.active[g] & s.active[h]).any():
+                # No unit is or can become shared: w_gh stays 0 (definitions section 5b).
+                pairs[g, h] = pairs[h, g] = True
+                continue
+            d = float(np.sum((b[g] * e[h] + e[g] * b[h] + b[g] * b[h])[inner]))
+            d += float(np.sum(((e[g] + b[g]) * (e[h] + b[h]))[~certain]))
+            pairs[g, h] = pairs[h, g] = d < abs(float(s.w_scaled[g, h]) - kappa_scaled)
+
+
 def certify_elements(ref: Reference, margin: np.ndarray, err: np.ndarray, delta: float = 0.0) -> Shares:
     r"""Element-by-element certificate at per-block error bounds ``err`` (definitions section 5b).
 
@@ -320,17 +337,10 @@ def certify_elements(ref: Reference, margin: np.ndarray, err: np.ndarray, delta:
     total = float(e2.sum())
     m = e.shape[0]
     pairs = np.zeros((m, m), dtype=bool)
-    for g in range(m):
-        for h in range(g + 1, m):
-            certain = members[g] & members[h]
-            inner = certain & s.active[g] & s.active[h]
-            if not inner.any() and certain.all() and not (s.active[g] & s.active[h]).any():
-                # No unit is or can become shared: w_gh stays 0 (definitions section 5b).
-                pairs[g, h] = pairs[h, g] = True
-                continue
-            d = float(np.sum((b[g] * e[h] + e[g] * b[h] + b[g] * b[h])[inner]))
-            d += float(np.sum(((e[g] + b[g]) * (e[h] + b[h]))[~certain]))
-            pairs[g, h] = pairs[h, g] = d < abs(float(s.w_scaled[g, h]) - ref.kappa_scaled)
+    # Bounds far above the energies (a product far above its window) overflow to inf here, which
+    # certifies nothing, as it must not.
+    with np.errstate(over="ignore", invalid="ignore"):
+        _pairs_certified(s, e, b, members, pairs, ref.kappa_scaled)
     iu = np.triu_indices(m, 1)
     return Shares(
         memberships=members, columns=columns, hubs=hubs, pairs=pairs,

@@ -279,9 +279,11 @@ COLUMNS = ("model", "family", "architecture", "weights", "origin", "run", "n_fac
            "rho_static", "trunc_error", "ratio", "eps_trunc", "a_priori_ratio", "measured_ratio", "binding",
            "energy_core", "energy_overlap", "energy_noise", "share_SC", "share_SA", "share_ST", "share_zero",
            "n_rows", "k_left", "k_right", "n_groups", "member", "certified_a_priori", "certified_measured",
-           "direct_same", "no_channel_structure", "failed_items", "flags")
+           "certified_share_apriori", "certified_share_measured", "direct_same", "no_channel_structure",
+           "failed_items", "flags")
 _FLOATS = ("depth", "rho_static", "trunc_error", "ratio", "eps_trunc", "a_priori_ratio", "measured_ratio",
-           "energy_core", "energy_overlap", "energy_noise", "share_SC", "share_SA", "share_ST", "share_zero")
+           "energy_core", "energy_overlap", "energy_noise", "share_SC", "share_SA", "share_ST", "share_zero",
+           "certified_share_apriori", "certified_share_measured")
 _INTS = ("index", "n_rows", "k_left", "k_right", "n_groups", "n_factors", "n_interfaces", "n_members",
          "n_chain_breaks", "n_no_channel_structure")
 _BOOLS = ("member", "certified_a_priori", "certified_measured", "direct_same", "no_channel_structure")
@@ -348,7 +350,11 @@ def entry_rows(entry: Entry) -> list[dict]:
                     "n_rows": n_rows, "k_left": int(row["k_left"]), "k_right": int(row["k_right"]),
                     "n_groups": int(row["n_groups"]), "member": bool(row["member"]),
                     "certified_a_priori": bool(row["certified_a_priori"]),
-                    "certified_measured": bool(row["certified_measured"]), "direct_same": bool(row["direct_same"]),
+                    "certified_measured": bool(row["certified_measured"]),
+                    # The graded certificate's shares (definitions section 5b); absent from older runs.
+                    "certified_share_apriori": _num(row.get("certified_share_apriori")),
+                    "certified_share_measured": _num(row.get("certified_share_measured")),
+                    "direct_same": bool(row["direct_same"]),
                     "no_channel_structure": "no_channel_structure" in flags.split(";"),
                     "failed_items": str(row["failed_items"] or ""), "flags": flags})
     if not out:

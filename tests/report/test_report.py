@@ -620,3 +620,37 @@ def test_a_static_structure_is_called_a_weight_space_property_and_a_jacobian_one
     for source in ("jacobian", "matrix"):
         other = dataclasses.replace(result, factors=result.factors.assign(source=source))
         assert 'id="weight-space"' not in render_report(other, figures={})
+
+
+def test_icm_strip_shows_certification_in_its_own_colour_not_a_labels():
+    # Issue 24, item 5: certified rows were painted in SC's green, so a certified SA row read as SC.
+    from physgsa.report.figures import CERTIFIED_COLOUR, LABEL_COLOURS, interface_figures
+    from physgsa.report.png import hex_rgb
+
+    labels = np.array([0, 1, 2, 1], np.int8)  # SC, SA, ST, SA
+    certified = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
+    a0 = np.ones((4, 3), np.float32)
+    heat = {"a0": a0, "a1": a0, "diff": a0, "mask": np.zeros((4, 3), np.int8), "labels": labels,
+            "certified": certified, "row_groups": np.array([[0.0, 0]]), "col_blocks": np.array([[0.0, 0]])}
+    structure = {"block_energy": {"labels": ["excl:0", "hubs", "shared", "inactive"], "matrix": [[0.5] * 4]},
+                 "edges": [], "group_sizes": [4], "hubs": [], "hub_degree": 3}
+    figs = {f.name: f for f in interface_figures(heat, {"structure": structure, "interface": "a->b"}, 0)}
+    # Independently: left column the label's colour, right column dark where certified, white where not.
+    want = np.array([[hex_rgb(LABEL_COLOURS[lab]), hex_rgb(CERTIFIED_COLOUR if c else LABEL_COLOURS[3])]
+                     for lab, c in zip(labels, certified)], dtype=np.uint8)
+    assert not _cells_changed(figs["interface-00-icm-labels"].svg, want).any()
+    assert hex_rgb(CERTIFIED_COLOUR) not in [hex_rgb(c) for c in LABEL_COLOURS]
+
+
+@pytest.mark.parametrize("pattern", ["encoder.layer.{}.attention.self.key.weight", "transformer.h.{}.mlp.c_fc.weight",
+                                     "model.layers.{}.self_attn.q_proj.weight", "down_blocks.{}.resnets.0.conv1.weight"])
+def test_shortened_labels_keep_the_layer_that_tells_them_apart(pattern):
+    # Issue 24, item 5: "encoder.l…self.key.weight" made all six layers look alike.
+    from physgsa.report.svgplot import _MAX_LABEL, shorten
+
+    names = [pattern.format(i) for i in range(12)]
+    short = [shorten(n) for n in names]
+    assert len(set(short)) == len(names), short
+    for i, s in enumerate(short):
+        assert len(s) <= _MAX_LABEL and f".{i}." in f".{s}.", (i, s)
+    assert shorten("blocks.3.mlp") == "blocks.3.mlp"

@@ -356,19 +356,25 @@ def interface_figures(heat: dict, detail: dict, index: int = 0, width: int = 2) 
     return out
 
 
+#: The right column of the ICM strip: a certified row, in a colour no label uses (a certified SA
+#: row in SC's green read as SC).
+CERTIFIED_COLOUR = "#404040"
+
+
 def _label_strip(heat: dict, stem: str, where: str, rows, ylabel: str) -> Figure:
-    """The ICM label of each row bin beside whether it is certified (certified rows in SC's colour)."""
+    """The ICM label of each row bin beside whether it is certified (its own colour, not a label's)."""
     labels = np.clip(np.asarray(heat["labels"], dtype=np.intp), 0, 3)
-    strip = np.stack([labels, np.where(np.asarray(heat["certified"]) >= 0.5, 0, 3)], axis=1)
-    palette = np.array([hex_rgb(c) for c in LABEL_COLOURS], dtype=np.uint8)
+    strip = np.stack([labels, np.where(np.asarray(heat["certified"]) >= 0.5, 4, 3)], axis=1)
+    palette = np.array([hex_rgb(c) for c in (*LABEL_COLOURS, CERTIFIED_COLOUR)], dtype=np.uint8)
     n = strip.shape[0]
     sy = _scales((n, 2))[0]
     row_spans = [(a, b, f"g{int(g)}") for a, b, g in _spans(rows, n)] if rows else []
     return _Map(f"{stem}-icm-labels", "ICM labels (Invariant Channel Mapping)", palette[strip], subtitle=where,
                 rows=row_spans, row_lines=[p / n for p, _ in rows[1:]], col_lines=[0.5],
                 cols=[(0.0, 0.5, "label"), (0.5, 1.0, "certified")], ylabel=ylabel, sy=sy, sx=_STRIP_W,
-                legend=[(LABEL_COLOURS[0], "SC: single-core (certified, right column)"),
+                legend=[(LABEL_COLOURS[0], "SC: single-core"),
                         (LABEL_COLOURS[1], "SA: shared, aligned"), (LABEL_COLOURS[2], "ST: shared, transit"),
+                        (CERTIFIED_COLOUR, "certified (right column)"),
                         (LABEL_COLOURS[3], "zero row, or not certified")]).figure(where)
 
 

@@ -582,11 +582,26 @@ _CATEGORY_PX = 14.0  # closest two slanted category names may be, in px along th
 
 
 def shorten(label: str, most: int = _MAX_LABEL) -> str:
-    """A long name keeps its head and tail (the table beside the figure has it in full)."""
+    """A long name, shortened so that names that differ stay different (the table has it in full).
+
+    A dotted module path first abbreviates its words to their initials from the left, keeping
+    every number and the last two parts (``encoder.layer.3.attention.self.key.weight`` ->
+    ``e.l.3.a.self.key.weight``): the layer index is what tells the factors apart. Anything still
+    too long keeps its head and tail.
+    """
     if len(label) <= most:
         return label
+    parts = label.split(".")
+    for i in range(max(len(parts) - 2, 0)):
+        if len(".".join(parts)) <= most:
+            break
+        if parts[i] and not parts[i].isdigit():
+            parts[i] = parts[i][0]
+    short = ".".join(parts)
+    if len(short) <= most:
+        return short
     head = max(9, most // 3)
-    return label[:head] + "…" + label[-(most - head - 1):]
+    return short[:head] + "…" + short[-(most - head - 1):]
 
 
 def _category_room(labels) -> float:

@@ -642,8 +642,9 @@ def test_icm_strip_shows_certification_in_its_own_colour_not_a_labels():
     assert hex_rgb(CERTIFIED_COLOUR) not in [hex_rgb(c) for c in LABEL_COLOURS]
 
 
-@pytest.mark.parametrize("pattern", ["encoder.layer.{}.attention.self.key.weight", "transformer.h.{}.mlp.c_fc.weight",
-                                     "model.layers.{}.self_attn.q_proj.weight", "down_blocks.{}.resnets.0.conv1.weight"])
+@pytest.mark.parametrize("pattern", ["encoder.layer.{}.attention.self.key.weight",
+                                     "transformer.h.{}.mlp.c_fc.weight", "model.layers.{}.self_attn.q_proj.weight",
+                                     "down_blocks.{}.resnets.0.conv1.weight"])
 def test_shortened_labels_keep_the_layer_that_tells_them_apart(pattern):
     # Issue 24, item 5: "encoder.l…self.key.weight" made all six layers look alike.
     from physgsa.report.svgplot import _MAX_LABEL, shorten

@@ -655,3 +655,16 @@ def test_shortened_labels_keep_the_layer_that_tells_them_apart(pattern):
     for i, s in enumerate(short):
         assert len(s) <= _MAX_LABEL and f".{i}." in f".{s}.", (i, s)
     assert shorten("blocks.3.mlp") == "blocks.3.mlp"
+
+
+def test_table_numbers_use_one_notation_between_1e_minus_3_and_1e6():
+    # Issue 24, item 12: the margins column mixed 2.852e+04 with 7825.
+    from physgsa.report.pages import fmt
+
+    rng = np.random.default_rng(0)
+    for x in np.concatenate([10.0 ** rng.uniform(-3, 6, 300), [28520.3, 7825.0, 1e-3, 999999.0]]):
+        for v in (x, -x):
+            text = fmt(float(v))
+            assert "e" not in text, text
+            assert float(text) == pytest.approx(v, rel=5e-4), (v, text)
+    assert fmt(1.234567e7) == "1.235e+07" and fmt(1.5e-5) == "1.5e-05"

@@ -66,7 +66,12 @@ def fmt(v) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (float, np.floating)):
-        return f"{float(v):.4g}"
+        x = float(v)
+        # One notation down a column: positional from 1e-3 to 1e6 (28520 beside 7825, not
+        # 2.852e+04), scientific outside, always 4 significant digits.
+        if x == 0 or 1e-3 <= abs(x) < 1e6:
+            return np.format_float_positional(x, precision=4, unique=False, fractional=False, trim="-")
+        return f"{x:.4g}"
     return str(v)
 
 

@@ -668,3 +668,12 @@ def test_table_numbers_use_one_notation_between_1e_minus_3_and_1e6():
             assert "e" not in text, text
             assert float(text) == pytest.approx(v, rel=5e-4), (v, text)
     assert fmt(1.234567e7) == "1.235e+07" and fmt(1.5e-5) == "1.5e-05"
+
+
+def test_protocol_values_never_end_in_an_empty_field():
+    # Issue 24, item 12: protocol item 11 read "reason:" with nothing after it.
+    from physgsa.report.pages import _readable
+
+    assert _readable({"ran": True, "reason": ""}) == "ran: yes"
+    assert _readable({"ran": False, "reason": "n_perturbations = 0"}) == "ran: no; reason: n_perturbations = 0"
+    assert _readable({"reason": " "}) == "none"

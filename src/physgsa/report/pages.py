@@ -120,8 +120,10 @@ def _readable(value, depth: int = 0) -> str:
             return "none"
         sep, pair = ("; ", "{}: {}") if depth == 0 else (", ", "{} {}")
         # Sorted, as certificate.json stores them: a re-rendered report gives the same bytes.
+        # An empty text says nothing ("reason: " with nothing after it): left out.
         return sep.join(pair.format(str(k).replace("_", " "), _readable(v, depth + 1))
-                        for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+                        for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+                        if not (isinstance(v, str) and not v.strip())) or "none"
     if isinstance(value, (list, tuple)):
         return ", ".join(_readable(v, depth + 1) for v in value) if value else "none"
     if isinstance(value, str):

@@ -677,3 +677,13 @@ def test_protocol_values_never_end_in_an_empty_field():
     assert _readable({"ran": True, "reason": ""}) == "ran: yes"
     assert _readable({"ran": False, "reason": "n_perturbations = 0"}) == "ran: no; reason: n_perturbations = 0"
     assert _readable({"reason": " "}) == "none"
+
+
+def test_window_gap_profile_draws_the_runs_gap_floor(result):
+    # Issue 24, item 12: the window-gap plot had no line at its floor.
+    from physgsa.report.figures import result_figures
+
+    figs = result_figures(result)
+    _, text = _svg_info(figs["profiles-window-gap"].svg)
+    floor = result.certificate["parameters"]["gap_floor"]
+    assert f"gap floor ({floor:g})" in text

@@ -470,7 +470,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.full(a.shape, np.nan), where=np.isfinite(b) & (b > 0))
 
 
-def _profile_axes(factors) -> list[tuple[str, svgplot.Axes]]:
+def _profile_axes(factors, gap_floor: float | None = None) -> list[tuple[str, svgplot.Axes]]:
     x = np.arange(len(factors), dtype=np.float64)
     r = factor_column(factors, "r")
     log_r = np.log(np.where(r > 0, r, np.nan))
@@ -498,7 +498,10 @@ def _profile_axes(factors) -> list[tuple[str, svgplot.Axes]]:
     ax.plot(x, factor_column(factors, "tau_gc"), label="τ_{GC} (Gibbs–Cartan model)", marker="s")
     out.append(("profiles-tail-energy", ax))
     ax = svgplot.Axes("window gap (σ_{k} − σ_{k+1}) / σ_{1}", xl, "gap (log scale)", log_y=True)
-    ax.plot(x, factor_column(factors, "window_gap"))
+    ax.plot(x, factor_column(factors, "window_gap"), label="window gap")
+    if gap_floor is not None and gap_floor > 0:
+        # The floor below which a window is flagged (protocol item 3): what the gaps are read against.
+        ax.plot(x, np.full(x.shape, gap_floor), label=f"gap floor ({gap_floor:g})", marker=None, dash=True)
     out.append(("profiles-window-gap", ax))
     names = [str(v) for v in factors["name"].tolist()]
     for _, a in out:
@@ -506,10 +509,13 @@ def _profile_axes(factors) -> list[tuple[str, svgplot.Axes]]:
     return out
 
 
-def profile_figures(factors) -> list[Figure]:
-    """Part I profiles against depth, one figure each: exponents, rho, ranks, residuals, tails, window gaps."""
+def profile_figures(factors, gap_floor: float | None = None) -> list[Figure]:
+    """Part I profiles against depth, one figure each: exponents, rho, ranks, residuals, tails, window gaps.
+
+    ``gap_floor`` (the run's parameter) is drawn as a dashed line on the window-gap profile.
+    """
     figs = []
-    for name, ax in _profile_axes(factors):
+    for name, ax in _profile_axes(factors, gap_floor):
         svg = svgplot.figure([ax], ncols=1)
         w, h = figure_size(svg)
         figs.append(Figure(name, plain_title(ax.title), svg, w, h))
@@ -653,7 +659,7 @@ def result_figures(result, drift: float | None = None) -> dict[str, Figure]:
     """
     figs: list[Figure] = []
     if len(result.factors):
-        figs += profile_figures(result.factors)
+        figs += profile_figures(result.factors, result.certificate.get("parameters", {}).get("gap_floor"))
     heats: dict[str, dict] = {}
     for key, value in result.heatmaps.items():
         i, name = key.split("/", 1)

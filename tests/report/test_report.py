@@ -170,9 +170,11 @@ def test_report_at_any_width_and_in_print(report_dir, browser, width, media):
     for term in ("member", "rho_static", "a priori verdict", "measured verdict", "direct verdict",
                  "core / overlap / noise", "hubs", "SRS sets", "chain break", "Invariant Channel Mapping",
                  "SC (single-core)", "SA (shared, aligned)", "ST (shared, transit)", "What a failing certificate",
-                 "--window-search", "--factor branch", "--interfaces heads", "--mode jacobian", "--q 0.99",
+                 "--window-search", "--q 0.99",
                  "certified share, a priori", "certified share, measured", "robustness profile"):
         assert term in howto, term
+    # A chain of plain matrices: no model options to try (test_collapsed_headings_and_next_steps_fit_the_run).
+    assert "--factor branch" not in howto and "--mode jacobian" not in howto
     # The graded shares: one plain sentence each beside the model-level figure, and a table of them.
     graded = page.inner_text(".graded-terms")
     assert all(t in graded for t in ("certified share, a priori", "certified share, measured", "robustness profile"))
@@ -687,3 +689,27 @@ def test_window_gap_profile_draws_the_runs_gap_floor(result):
     _, text = _svg_info(figs["profiles-window-gap"].svg)
     floor = result.certificate["parameters"]["gap_floor"]
     assert f"gap floor ({floor:g})" in text
+
+
+def test_collapsed_headings_and_next_steps_fit_the_run(result):
+    # Issue 24, item 12: collapsed interface headings omitted the failing ratio and the
+    # no-structure flag; "What to try next" listed model options for a plain matrix chain.
+    import dataclasses
+    import re as _re
+
+    from physgsa.report import glossary
+    from physgsa.report.pages import render_report
+
+    html = render_report(result, figures={})
+    summaries = _re.findall(r'<details[^>]*class="interface"[^>]*><summary>(.*?)</summary>', html, flags=_re.S)
+    assert len(summaries) == len(result.certificate["interfaces"])
+    for det, summ in zip(result.certificate["interfaces"], summaries):
+        ratio = det["verdicts"]["measured_ratio"]
+        assert (("‖E‖<sub>F</sub> / ρ<sub>static</sub>" in summ) == (not det["member"] and ratio is not None)), summ
+        assert ("no channel structure" in summ) == bool(det["no_channel_structure"]), summ
+    assert (result.factors["source"] == "matrix").all()
+    for opt in glossary.MODEL_ONLY_STEPS:
+        assert f"<code>{opt}</code>" not in html
+    assert "<code>--q 0.99</code>" in html
+    model = dataclasses.replace(result, factors=result.factors.assign(source="static"))
+    assert all(f"<code>{opt}</code>" in render_report(model, figures={}) for opt in glossary.MODEL_ONLY_STEPS)

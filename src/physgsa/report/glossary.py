@@ -84,6 +84,9 @@ NEXT_STEPS = (
     ("--threshold relative, --groups modes", "other rules for the supports and the row groups."),
 )
 
+#: The steps that need a network (a model, not a chain of plain matrices): left out for a matrix chain.
+MODEL_ONLY_STEPS = ("--factor branch", "--interfaces heads --units heads", "--mode jacobian")
+
 #: One plain sentence per table column (factors, interfaces, margins, spectra).
 COLUMNS = {
     "name": "The factor's (or matrix's) name in the model or file.",

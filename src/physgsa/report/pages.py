@@ -197,6 +197,12 @@ def _window_rows(details) -> list[dict]:
     return out
 
 
+def _plain_matrices(result) -> bool:
+    """Whether the run's factors are plain matrices (an .npz or arrays), not read from a network."""
+    src = result.factors["source"] if "source" in result.factors else None
+    return src is not None and len(src) > 0 and bool((src == "matrix").all())
+
+
 def render_report(result, figures: dict | None = None) -> str:
     """The report page of a Result, as a string (``figures``: :func:`physgsa.report.figures.result_figures`)."""
     cert = result.certificate
@@ -230,7 +236,10 @@ def render_report(result, figures: dict | None = None) -> str:
         # A chain read from the weights (not Jacobians at inputs): say what that structure is.
         weight_space=glossary.WEIGHT_SPACE if "source" in result.factors
         and (result.factors["source"] == "static").any() else None,
-        reading=glossary.READING, failing=glossary.FAILING, next_steps=glossary.NEXT_STEPS,
+        reading=glossary.READING, failing=glossary.FAILING,
+        # A chain of plain matrices has no branches, heads or Jacobians to try.
+        next_steps=[s for s in glossary.NEXT_STEPS
+                    if not (_plain_matrices(result) and s[0] in glossary.MODEL_ONLY_STEPS)],
         protocol_words=glossary.PROTOCOL, columns_glossary=gloss, figures_dir=FIGURES_DIR,
         params=sorted(cert["parameters"].items()), versions=sorted(cert["versions"].items()),
     )

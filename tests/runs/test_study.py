@@ -231,3 +231,19 @@ def test_command(dirs, tmp_path):
     assert [x["model"] for x in lines] == [EVIL, "b"] and lines[1]["n_interfaces"] == 4
     bad = runner.invoke(app, ["study", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "p")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_the_same_directory_twice_is_refused_before_anything_is_written(dirs, tmp_path):
+    # Issue 24, item 12: `study out1 out1` counted one directory twice.
+    from typer.testing import CliRunner
+
+    from physgsa.cli import app
+
+    out = tmp_path / "twice"
+    same = [str(dirs[0]), str(Path(dirs[0]) / ".")]  # two spellings of one directory
+    with pytest.raises(physgsa.InvalidParameterError, match="give each one once"):
+        physgsa.study(same, out)
+    assert not out.exists()
+    r = CliRunner().invoke(app, ["study", str(dirs[0]), str(dirs[0]), "--out", str(out)])
+    assert r.exit_code == 2 and "give each one once" in r.output and "Traceback" not in r.output
+    assert not out.exists()

@@ -428,6 +428,14 @@ def study(items, out, *, random_control: bool = False, seed: int = 0, keep_other
     items = [str(i) for i in items]
     if not items:
         raise InvalidParameterError("physgsa study needs at least one model or result directory.")
+    # The same directory or model twice would be counted twice (a path by where it resolves).
+    seen: dict[str, str] = {}
+    for spec in items:
+        key = str(Path(spec).resolve()) if Path(spec).exists() else spec
+        if key in seen:
+            raise InvalidParameterError(f"physgsa study: {spec!r} names the same model or result directory as "
+                                        f"{seen[key]!r}; give each one once.")
+        seen[key] = spec
     out = Path(out)
     with held(out, lock, what="study"):
         refuse_foreign(out, keep_others, own=OWN_ENTRIES, who="physgsa study")

@@ -60,7 +60,9 @@ _KEEP_OTHERS = ("Write into an --out that holds files physgsa did not write, lea
 #: something else about one gives its own text beside it (:func:`_options`).
 SWITCHES: Mapping[str, Param] = {
     "out": Param(..., "any", cli_type=Path, flags=("--out", "-o"),
-                 help="Output directory (created; replaced if it holds physgsa results)."),
+                 help="Output directory (created if missing). physgsa's own files there are replaced by this "
+                      "run's; the results of a run of other input or parameters are refused without --overwrite, "
+                      "and files physgsa did not write without --keep-others (never touched)."),
     "order": Param(None, "any", allow_none=True,
                    help="Factor order as comma-separated array names (default: the file's key order)."),
     "json": Param(False, "bool", help="Print the model-level verdict as JSON on stdout."),
@@ -173,8 +175,7 @@ def _usage_message(exc, args: list[str]) -> str:
     flags = {o for p in getattr(command, "params", []) if getattr(p, "is_flag", False) for o in p.opts}
     for i, word in enumerate(args[:-1]):
         if word in flags and args[i + 1].lower() in _BOOL_WORDS and "argument" in exc.format_message():
-            return (f"{word} is a switch and takes no value: write {word} alone to turn it on, or leave it out "
-                    f"(got '{word} {args[i + 1]}').")
+            return _switch_message(word, args[i + 1])
     message = " ".join(exc.format_message().split())
     param = getattr(exc, "param", None)
     if isinstance(exc, _click_errors.BadParameter) and param is not None:
@@ -189,6 +190,25 @@ def _usage_message(exc, args: list[str]) -> str:
 
 def _usage_fail(exc, args: list[str]) -> None:
     _fail(_usage_message(exc, args), EXIT_BAD_INPUT)
+
+
+def _switch_message(word: str, value: str) -> str:
+    return (f"{word} is a switch and takes no value: write {word} alone to turn it on, or leave it out "
+            f"(got '{word} {value}').")
+
+
+def _refuse_switch_values(group, ctx, args: list[str]) -> None:
+    """``--window-search 1``: a switch followed by a yes/no word, which click would take for the model."""
+    try:
+        _, command, rest = group.resolve_command(ctx, list(args))
+    except _click_errors.UsageError:
+        return  # reported as usual by the invocation
+    flags = {o for p in getattr(command, "params", []) if getattr(p, "is_flag", False) for o in p.opts}
+    for i, word in enumerate(rest[:-1]):
+        if word == "--":
+            return
+        if word in flags and rest[i + 1].lower() in _BOOL_WORDS:
+            _fail(_switch_message(word, rest[i + 1]), EXIT_BAD_INPUT)
 
 
 class _Group(TyperGroup):
@@ -213,6 +233,8 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx):
         args = _command_args(ctx)
+        if args:
+            _refuse_switch_values(self, ctx, args)
         try:
             return super().invoke(ctx)
         except _click_errors.UsageError as exc:
@@ -230,6 +252,22 @@ app = typer.Typer(
     help="physgsa: per-layer spectra, interface transport, the Physical Alignment Matrix and its certificate.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .core.version import __version__  # no numpy (start-up)
+
+        typer.echo(f"physgsa {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
 
 
 # -- the one context every command runs in ---------------------------------------------------------
@@ -497,9 +535,10 @@ def certify(
         if chain is None and p["build"] is None:
             chain = "minilm"
         announced = _announce(chain, quiet)
-        walker = ({"build": p["build"], "sample_shape": p["sample_shape"], "caller": "cli"}
+        walker = ({"build": p["build"], "sample_shape": p["sample_shape"]}
                   if p["build"] or p["sample_shape"] else {})
-        model = {k: p[k] for k in ("factor", "interfaces", "mode", "inputs", "conv", "seed", "tokens")}
+        model = {**{k: p[k] for k in ("factor", "interfaces", "mode", "inputs", "conv", "seed", "tokens")},
+                 "caller": "cli"}  # error messages name flags
         ch = chain_from(chain, order=p["order"].split(",") if p["order"] else None, freq=_freq(p["freq"]),
                         **model, **walker)
         _announce_done(announced)
@@ -537,7 +576,8 @@ def _spectra_tables() -> tuple:
 
 
 @app.command()
-@_options("out", "q", "chart", "max_memory", "exclude", "json", "quiet", "overwrite", "build", tables=_spectra_tables,
+@_options("out", "q", "chart", "max_memory", "exclude", "json", "quiet", "overwrite", "keep_others", "build",
+          tables=_spectra_tables,
           out="Output directory for spectra.parquet, spectra.json and spectra.html (created).",
           json="Print a summary as JSON on stdout.",
           overwrite="Replace the spectra of another run (other input or parameters) in --out (otherwise refused).")
@@ -574,10 +614,10 @@ def spectra(
         announced = _announce(model, quiet) if isinstance(model, str) else False
         if not quiet:
             typer.echo(f"physgsa: spectra of every weight matrix of {model}, one at a time", err=True)
-        res = run_spectra(model, out, overwrite=p["overwrite"], progress=run.progress, q=p["q"], chart=p["chart"],
-                          exclude=tuple(p["exclude"]), max_memory=p["max_memory"])
+        res = run_spectra(model, out, overwrite=p["overwrite"], keep_others=p["keep_others"], progress=run.progress,
+                          q=p["q"], chart=p["chart"], exclude=tuple(p["exclude"]), max_memory=p["max_memory"])
         _announce_done(announced)
-        save(res, out, lock=run.lock)
+        save(res, out, keep_others=p["keep_others"], lock=run.lock)
     summary = {"n_matrices": len(res.table), "n_skipped": len(res.skipped), "source": res.record["source"]}
     if p["json"]:
         typer.echo(json.dumps(summary, sort_keys=True))
@@ -639,8 +679,11 @@ def _compare_tables() -> tuple:
 @app.command()
 @_options("out", "quantize", "group_size", "granularity", "prune", "noise", "q", "groups", "threshold",
           "support_quantile", "outlier_factor", "pair_radius", "seed",
-          "keep_others", "quiet", tables=_compare_tables,
-          out="Output directory for compare.parquet, compare_factors.parquet, compare.json and compare.html.",
+          "overwrite", "keep_others", "quiet", tables=_compare_tables,
+          out="Output directory for compare.parquet, compare_factors.parquet, compare.json and compare.html "
+              "(created; the comparison of another input or other parameters there is refused without "
+              "--overwrite).",
+          overwrite="Replace the comparison of another input or other parameters in --out (otherwise refused).",
           keep_others="Write beside files physgsa did not write.", quiet="No summary line.")
 def compare(
     base: str = typer.Argument(..., help="The base model or chain (anything certify accepts)."),
@@ -659,18 +702,48 @@ def compare(
       physgsa compare epoch1.npz epoch2.npz epoch3.npz --out traj/
     """
     from .api import save
+    from .outputs.compare import IDENTITY, check_out
+    from .outputs.directory import refuse_foreign
     from .runs.compare import compare_models
 
     out, quiet = p["out"], p["quiet"]
     with _running(out, quiet=quiet, lock="compare") as run:
         change = {k: p[k] for k in ("quantize", "group_size", "granularity", "prune", "noise")}
-        res = compare_models(base, others or (), **change, q=p["q"], groups=p["groups"], threshold=p["threshold"],
-                             support_quantile=p["support_quantile"], outlier_factor=p["outlier_factor"],
-                             pair_radius=p["pair_radius"], seed=p["seed"])
+        params = {k: p[k] for k in ("q", "groups", "threshold", "support_quantile", "outlier_factor", "pair_radius",
+                                    "seed")}
+        # Refusals first: the user's files and another comparison in --out, from the arguments alone.
+        refuse_foreign(Path(out), p["keep_others"])
+        early = _compare_identity(others or [], change, params)
+        if early is not None:  # else compare_models says what is missing (or too much)
+            check_out(out, early, overwrite=p["overwrite"])
+        res = compare_models(base, others or (), **change, **params)
+        check_out(out, {k: res.document.get(k) for k in IDENTITY}, overwrite=p["overwrite"])
         save(res, out, keep_others=p["keep_others"], lock=run.lock)
     ifs = res.interfaces
     _summary(f"{int(ifs['certified'].sum())} of {len(ifs)} interfaces certified the same, "
              f"{int((~ifs['direct_same']).sum())} changed by the direct check; wrote {out}/", quiet=quiet)
+
+
+def _compare_identity(others: list[str], change: dict, params: dict) -> dict | None:
+    """What compare.json will say was compared, as far as the arguments tell (the base needs the model).
+
+    None where the arguments name no comparison (neither OTHER nor a simulated change, or both).
+    """
+    from .core.perturb import parse_change
+    from .core.validation import check_params
+    from .runs.compare import COMPARE_PARAMS
+
+    simulated = any(change[k] is not None for k in ("quantize", "prune", "noise"))
+    if simulated == bool(others):
+        return None
+    p = check_params("compare", COMPARE_PARAMS, params)
+    ident: dict = {"parameters": {k: v for k, v in p.items() if k != "max_memory"}}
+    if simulated:
+        made = parse_change(**change, seed=p["seed"])
+        ident.update(others=[made.label()], change=made.record())
+    else:
+        ident.update(others=[str(o) for o in others], change=None)
+    return ident
 
 
 @app.command()

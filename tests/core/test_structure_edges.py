@@ -188,7 +188,13 @@ def test_small_product_without_cancellation_is_not_rounding():
     l_ = np.diag([1.0, 1e-170])
     r_ = np.array([[0.0, 1.0], [0.0, 0.0]])
     res = physgsa.certify(_chain(("l", l_), ("r", r_)))
-    assert "product_negligible" not in res.interfaces["flags"][0]
+    # M is analysed: its slack is reported (a product at rounding level has a null slack). Its
+    # window A0 is 0 (l's window is e_1, which r does not read), so since issue 24 the interface
+    # is flagged product_negligible for A0 (item 16), never for M.
+    assert not pd_isna(res.interfaces["slack"][0])
+    from physgsa.runs.certify import at_rounding_level
+    a_l, a_r = l_ / np.linalg.norm([1.0, 1e-170]) * np.sqrt(2), r_ * 1.0
+    assert not at_rounding_level(a_l, a_r, a_r @ a_l)
 
 
 def pd_isna(x):

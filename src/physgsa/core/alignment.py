@@ -31,6 +31,7 @@ __all__ = [
     "default_ks",
     "HeadOverlaps",
     "commutator",
+    "cuts_repeated",
     "head_overlaps",
     "intersection_dimensions",
     "principal_cosines",
@@ -149,6 +150,26 @@ def principal_cosines(u_left: ArrayLike, v_right: ArrayLike) -> NDArray[np.float
     _same_space(u.shape[0], "rows", v.shape[0], "v_right has", "rows")
     cos: NDArray[np.float64] = np.clip(_svdvals(v.T @ u), 0.0, 1.0)
     return cos
+
+
+def cuts_repeated(sigma_left: ArrayLike, sigma_right: ArrayLike, ks: Sequence[int]) -> list[bool]:
+    """Whether each rank ``k`` cuts a repeated singular value on either side (definitions section 8).
+
+    ``span(U_l[:, :k])`` is unique only when ``sigma_k > sigma_{k+1}`` (likewise ``span(V'[:, :k])``
+    with ``sigma'``); where the two coincide to rounding (``<= 8 r eps sigma_1`` apart, the tolerance
+    of ``modes_basis_dependent``), LAPACK picks a basis inside the cluster and the intersection
+    dimension at that ``k`` depends on it. A ``k`` at or beyond a side's length cuts nothing there.
+    """
+    out = []
+    sides = [np.asarray(s, dtype=np.float64) for s in (sigma_left, sigma_right)]
+    for k in ks:
+        cut = False
+        for s in sides:
+            if 1 <= k < s.shape[0]:
+                tol = 8.0 * s.shape[0] * np.finfo(np.float64).eps * float(s[0])
+                cut = cut or bool(s[k - 1] - s[k] <= tol)
+        out.append(cut)
+    return out
 
 
 def intersection_dimensions(u_left: ArrayLike, vt_right: ArrayLike, *, ks: Sequence[int] | None = None,

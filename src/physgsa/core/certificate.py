@@ -33,6 +33,8 @@ class Margins:
     (positive root of ``x^2 + l2 x = mu``, or of ``n x^2 + b x = mu`` with ``pair_radius="l1"``),
     with ``w`` and ``mu`` also in units of ``scale^2`` (``*_scaled``, where the comparisons are
     made); ``rho_static = min(gamma, min rho_gh)``; ``binding`` says which margin gives the radius.
+    ``radius_at_rounding``: the computed radius was within the rounding of the energies
+    (:data:`RADIUS_ROUNDING`) and ``rho_static`` is 0 (energies tied in exact arithmetic).
     """
 
     gamma_g: np.ndarray
@@ -45,6 +47,14 @@ class Margins:
     mu_min_scaled: float | None
     rho_static: float
     binding: dict[str, Any]
+    radius_at_rounding: bool = False
+
+
+#: A margin at most ``RADIUS_ROUNDING * n * eps`` times its own scale (``|e_g(u) - theta_g|`` against
+#: ``max(e_g(u), theta_g)``, ``mu_gh`` against ``max(w_gh, kappa)``; ``n``: the largest block's entries
+#: plus the units, the longest sums behind an energy and a pair weight) is within the rounding of the
+#: energies it is a difference of: ``rho_static`` is then 0, flagged ``radius_at_rounding``.
+RADIUS_ROUNDING = 8.0
 
 
 #: The pair radii: ``l2`` (definitions section 5b, the default) or ``l1`` (section 5's).
@@ -100,9 +110,16 @@ def margins(ref: Reference, pair_radius: str = "l2") -> Margins:
                        "w": p["w"], "kappa": ref.kappa, "mu": p["mu"]}
     mu_min = min((p["mu"] for p in pairs), default=None)
     mu_min_scaled = min((p["mu_scaled"] for p in pairs), default=None)
+    # A margin within the rounding of the energies it is a difference of (ties in exact arithmetic
+    # computed one ulp apart) certifies nothing: the radius is then 0, flagged. Each margin is
+    # tested against its own scale (max(e_g(u), theta_g); max(w_gh, kappa) in units of c^2).
+    tol = RADIUS_ROUNDING * (int(_block_sizes(ref).max(initial=0)) + int(e.shape[1])) * np.finfo(np.float64).eps
+    at_rounding = bool(rho > 0 and (
+        bool(np.any(gap <= tol * np.maximum(e, ref.theta[:, None])))
+        or any(p["mu_scaled"] <= tol * max(p["w_scaled"], ref.kappa_scaled) for p in pairs)))
     return Margins(gamma_g=gamma_g, gamma=gamma, gamma_at=(int(g0), int(u0)), nu_g=nu_g,
                    noise_margin=ref.theta - nu_g, pairs=tuple(pairs), mu_min=mu_min, mu_min_scaled=mu_min_scaled,
-                   rho_static=float(rho), binding=binding)
+                   rho_static=0.0 if at_rounding else float(rho), binding=binding, radius_at_rounding=at_rounding)
 
 
 def verdicts(rho_static: float, eps_trunc: float, trunc_error: float, safety: float, *,

@@ -8,8 +8,10 @@ full-minus-truncated difference ``E``:
 - ``|sqrt f(x+e) - sqrt f(x)| <= 2 ||e|| / ||x||``;
 - ``|corr(x+e, y) - corr(x, y)| <= 2 ||e|| / ||x_c||`` (``x_c`` centred).
 
-A zero row has no fractions and no profile: it is labelled ``zero`` and never certified
-(our decision; definitions.md does not cover it).
+A zero row has no fractions and no profile: it is labelled ``zero``, never certified, and left
+out of its group's centroid (ours). A row is zero when all its computed entries are 0, or when
+the caller knows it is zero in exact arithmetic (``zero_rows``: a zero row of the right factor,
+whose row of ``A0`` is computed as rounding noise from the frames).
 """
 
 from __future__ import annotations
@@ -35,24 +37,33 @@ def _row_norms(x: np.ndarray, inplace: bool = False) -> np.ndarray:
 
 def icm_rows(a0: np.ndarray, e: np.ndarray, part: Partition, codes: np.ndarray, *, tau_e: float,
              tau_rho: float, interface_certified: bool, centroid: np.ndarray | None = None,
-             profiles: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+             profiles: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+             zero_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-row ICM quantities as arrays (one entry per row of ``A0``).
 
     ``centroid`` (groups x cols) holds the group profiles fixed; by default they are the mean
-    normalized ``|rows|`` of each group of ``A0``. ``profiles``: ``row_profiles_scaled(A0)``
-    when the caller has it (the row groups read the same), not recomputed.
+    normalized ``|rows|`` of each group's nonzero rows of ``A0`` (0 for a group without any).
+    ``profiles``: ``row_profiles_scaled(A0)`` when the caller has it (the row groups read the
+    same), not recomputed. ``zero_rows``: rows known to be zero in exact arithmetic, labelled
+    ``zero`` whatever their computed rounding noise.
     """
     # Every row is divided by its own largest entry before squaring (row_profiles), so a row
     # of entries near 1e-170 keeps its norm, its fractions and its profile: only an exactly
     # zero row is "zero". Fractions, correlations and the bound ratios are scale-free.
     prof, norms, rmax, scaled = row_profiles_scaled(a0) if profiles is None else profiles
     nonzero = rmax > 0
+    if zero_rows is not None:
+        nonzero = nonzero & ~np.asarray(zero_rows, dtype=bool)
     sq = scaled * scaled
     total = sq.sum(axis=1)
     safe = np.where(nonzero, total, 1.0)
     if centroid is None:
-        gi = part.group_indicator()
-        centroid = (gi @ prof) / gi.sum(axis=1)[:, None]
+        # The mean profile of each group's nonzero rows: a zero row (or its rounding noise) has no
+        # profile to add, and counting it would only rescale the centroid.
+        gi = part.group_indicator() * nonzero[None, :]
+        count = gi.sum(axis=1)
+        centroid = np.divide(gi @ prof, count[:, None], out=np.zeros((gi.shape[0], prof.shape[1])),
+                             where=count[:, None] > 0)
     # Row by row of each group: the energy in each mask part (a product with that group's code
     # indicators over the columns) and the correlation with the group's centroid. This never
     # forms the rows x cols mask or the rows x cols gathered centroids.

@@ -1,7 +1,9 @@
 """Simulated weight changes for ``physgsa compare``: quantization, pruning, Gaussian noise.
 
 Every scheme acts on one weight tensor at a time (a matrix, or a conv kernel: the first axis is
-the output channel), in float64, and is deterministic (noise is seeded per tensor name).
+the output channel), in float64, and is deterministic (noise is seeded per tensor name). A matrix
+stored (in, out), as GPT-2's Conv1D weights are, is quantized as the (out, in) matrix it stands
+for (``in_out=True``): its channels are its columns and its groups run down its columns.
 
 Quantization is symmetric round-to-nearest, as the common libraries do it for weights
 (bitsandbytes' absmax int8, GPTQ/AWQ's round-to-nearest baseline, torch's fake-quant):
@@ -151,9 +153,26 @@ def _round_bf16(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
-def apply_change(w: np.ndarray, change: Change, name: str = "") -> np.ndarray:
-    """``w`` after the change (a new float64 array); ``name`` seeds the noise of this tensor."""
+def _check_underflow(w: np.ndarray, cast: np.ndarray, name: str, fmt: str) -> np.ndarray:
+    """``cast``, unless the cast turned a nonzero tensor into zeros: the format underflows there."""
+    if np.any(w) and not np.any(cast):
+        smallest = "6e-8" if fmt == "fp16" else "9.2e-41"
+        raise InvalidParameterError(f"Tensor {name!r} is below the {fmt} range (its largest entry "
+                                    f"{float(np.max(np.abs(w))):.3g} rounds to 0; the smallest {fmt} value is "
+                                    f"{smallest}); --quantize {fmt} would underflow every entry to 0.")
+    return cast
+
+
+def apply_change(w: np.ndarray, change: Change, name: str = "", *, in_out: bool = False) -> np.ndarray:
+    """``w`` after the change (a new float64 array); ``name`` seeds the noise of this tensor.
+
+    ``in_out``: ``w`` is a matrix stored (in, out); quantization blocks (channels, groups) are
+    taken on the (out, in) matrix ``w.T``, and the result is returned in ``w``'s layout. Noise and
+    pruning act entry by entry on the whole tensor and do not depend on it.
+    """
     w = np.asarray(w, dtype=np.float64)
+    if in_out and change.kind == "quantize" and w.ndim == 2:
+        return np.ascontiguousarray(apply_change(w.T, change, name).T)
     if change.kind == "noise":
         assert change.rel is not None  # parse_change gives every noise change its size
         digest = hashlib.sha256(name.encode()).digest()
@@ -176,9 +195,14 @@ def apply_change(w: np.ndarray, change: Change, name: str = "") -> np.ndarray:
         if np.max(np.abs(w)) > 65504:
             raise InvalidParameterError(f"Tensor {name!r} exceeds the fp16 range (65504); --quantize fp16 would "
                                         "overflow. Use bf16.")
-        return w.astype(np.float16).astype(np.float64)
+        return _check_underflow(w, w.astype(np.float16).astype(np.float64), name, fmt)
     if fmt == "bf16":
-        return _round_bf16(w)
+        with np.errstate(over="ignore"):  # beyond float32's range the cast is inf: refused just below
+            cast = _round_bf16(w)
+        if not np.all(np.isfinite(cast)):
+            raise InvalidParameterError(f"Tensor {name!r} exceeds the bf16 range (3.39e38); --quantize bf16 would "
+                                        "overflow.")
+        return _check_underflow(w, cast, name, fmt)
     b = _blocks(w, change)
     if fmt == "fp8":
         scale = _absmax_scale(b, _FP8_MAX)

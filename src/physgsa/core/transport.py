@@ -216,14 +216,34 @@ def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool
     return cosines
 
 
-def top_singular_value(m: np.ndarray, seed: int) -> float:
-    """``sigma_1(M)`` to machine precision: Lanczos (ARPACK, tol=0) or dense when small."""
+def _top_singular_value_scaled(m: np.ndarray, seed: int) -> tuple[float, int]:
+    """``(s, e)`` with ``sigma_1(M) = s * 2**e``: ``sigma_1`` of ``M`` scaled by an exact power of two.
+
+    ``M`` is divided by ``2**e`` with ``max|M| = f 2**e``, ``f`` in ``[0.5, 1)`` (exact: a power of
+    two), so Lanczos never squares entries near 1e-160 into subnormals (ARPACK works on
+    ``M^T M``). ``M = 0`` is answered before ARPACK, which refuses a zero starting vector. The
+    starting vector is seeded, so repeated calls give the same bits.
+    """
+    amax = float(np.max(np.abs(m))) if m.size else 0.0
+    if amax == 0.0:
+        return 0.0, 0
+    e = int(np.frexp(amax)[1])
+    ms = np.ldexp(m, -e)
     if min(m.shape) <= 32:
-        return float(scipy.linalg.svdvals(m, check_finite=False)[0])
+        return float(scipy.linalg.svdvals(ms, check_finite=False)[0]), e
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(min(m.shape))
-    s = svds(m, k=1, tol=0, v0=v0, return_singular_vectors=False, solver="arpack")
-    return float(s[0])
+    s = svds(ms, k=1, tol=0, v0=v0, return_singular_vectors=False, solver="arpack")
+    return float(s[0]), e
+
+
+def top_singular_value(m: np.ndarray, seed: int) -> float:
+    """``sigma_1(M)`` to machine precision: Lanczos (ARPACK, tol=0) or dense when small.
+
+    Computed on ``M`` scaled by a power of two (:func:`_top_singular_value_scaled`); 0 for ``M = 0``.
+    """
+    s, e = _top_singular_value_scaled(m, seed)
+    return float(np.ldexp(s, e))
 
 
 def rigidity(left: Spectrum, right: Spectrum, m_full: np.ndarray, *, seed: int) -> Rigidity:
@@ -235,10 +255,12 @@ def rigidity(left: Spectrum, right: Spectrum, m_full: np.ndarray, *, seed: int) 
     minimum over the interval between the two exponents (phi' decreases in s, so it sits at
     the larger one) and over both factors' ranks.
     """
-    s1 = top_singular_value(m_full, seed)
+    s1_scaled, s1_exp = _top_singular_value_scaled(m_full, seed)
+    s1 = float(np.ldexp(s1_scaled, s1_exp))
     # An exactly zero product (orthogonal subspaces) transmits nothing: the slack is +inf,
-    # reported as None (never an inf in a table).
-    slack = float(np.log(right.sigma[0]) + np.log(left.sigma[0]) - np.log(s1)) if s1 > 0 else None
+    # reported as None (never an inf in a table). The log is taken of the scaled value.
+    slack = float(np.log(right.sigma[0]) + np.log(left.sigma[0]) - (np.log(s1_scaled) + s1_exp * np.log(2.0))) \
+        if s1_scaled > 0 else None
     amplitude = 0.5 * (left.rho + right.rho)
     drift = abs(right.s_top - left.s_top)
     rho_term = abs(right.rho - left.rho)

@@ -18,4 +18,15 @@ SPEC = TransformerSpec(
 )
 
 
-ADAPTER = Adapter(matches=config_matcher("gpt2"), chain=partial(transformer_chain, spec=SPEC))
+#: The Conv1D modules of GPT2Model (``q_attn``: cross-attention), whose weights are stored (in, out).
+_CONV1D = ("c_attn", "q_attn", "c_proj", "c_fc")
+
+
+def stored_in_out(key: str) -> bool:
+    """A GPT-2 weight stored (in, out): a Conv1D's (every 2-D weight but the embeddings and ``lm_head``)."""
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in _CONV1D
+
+
+ADAPTER = Adapter(matches=config_matcher("gpt2"), chain=partial(transformer_chain, spec=SPEC),
+                  stored_in_out=stored_in_out)

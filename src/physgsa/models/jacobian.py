@@ -34,7 +34,10 @@ layer and the rotary ``position_embeddings`` it computed, so the rotary embeddin
 attention, soft-capping and Q/K norms are differentiated as the model applies them. Phi-3's
 residual dropouts are the identity in eval mode. Their code casts to float32 inside RMSNorm and
 the eager softmax (meant for half precision); on the float64 copy those casts are kept at float64
-(``_float64_internals``), so these maps are computed and differentiated in float64. A
+(``_float64_internals``), so these maps are computed and differentiated in float64. The buffers
+transformers derives from the config in float32 at construction (the rotary frequencies
+``inv_freq``, Gemma's ``embed_scale``), which ``.double()`` would keep rounded (~1e-8 relative),
+are rebuilt in float64 (``_float64_buffers``). A
 ``CLIPModel`` has two towers: the text tower's sublayers (``text.blocks.{l}.*``, on token ids)
 then the vision tower's (``vision.blocks.{l}.*``, on images), the first vision sublayer starting
 again from the vision embeddings (``Sublayer.start``). Images are random (flagged) unless an ``.npy`` file is given.
@@ -353,6 +356,58 @@ def _float64_internals():
             return func(*args, **kwargs)
 
     return Float64Internals()
+
+
+def _float64_buffers(model) -> None:
+    """Rebuild, in float64, the buffers transformers derives from the config in float32.
+
+    ``.double()`` keeps the float32-rounded values of buffers computed at construction (rounded
+    rotary frequencies move every attention Jacobian by ~1e-8 relative). Per architecture of
+    ``_LLAMA_TYPES + _CLIP_TYPES + bert/roberta/gpt2`` (checked on each: the others hold only
+    integer position/token-type ids, boolean masks, or weights read from the checkpoint):
+
+    - every ``*RotaryEmbedding`` (LLaMA, Mistral, Qwen2/3, Gemma 1-3, Phi-3): ``inv_freq`` and
+      ``original_inv_freq`` (Gemma 3: ``{layer_type}_inv_freq`` ...), rebuilt by constructing the
+      module again from its config with every float32 request computed in float64 (any RoPE
+      type: default, linear, dynamic, yarn, longrope, llama3); its Python-float attention
+      scalings are kept;
+    - Gemma's ``embed_scale`` (``sqrt(hidden_size)``), from the module's own float
+      ``scalar_embed_scale``.
+
+    Modifies ``model`` (our float64 copy) in place.
+    """
+    torch = import_torch()
+    from torch.overrides import TorchFunctionMode  # start-up: loaded only when needed, never at `physgsa --help`
+
+    f32, f64 = torch.float32, torch.float64
+
+    class Promote(TorchFunctionMode):  # every float32 the constructor asks for, in float64
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func is torch.Tensor.float:
+                return args[0].to(f64)
+            args = tuple(f64 if a is f32 else a for a in args)
+            if kwargs.get("dtype") is f32:
+                kwargs["dtype"] = f64
+            return func(*args, **kwargs)
+
+    for mod in model.modules():
+        if type(mod).__name__.endswith("RotaryEmbedding") and hasattr(mod, "config"):
+            old_default = torch.get_default_dtype()
+            torch.set_default_dtype(f64)
+            try:
+                with Promote():
+                    fresh = type(mod)(mod.config)
+            finally:
+                torch.set_default_dtype(old_default)
+            for name, buf in fresh.named_buffers(recurse=False):
+                if buf.is_floating_point():
+                    if buf.dtype != f64:
+                        raise AssertionError(f"{type(mod).__name__}.{name} was rebuilt in {buf.dtype}, not float64.")
+                    setattr(mod, name, buf.to(f64))
+        scale = getattr(mod, "scalar_embed_scale", None)
+        if isinstance(scale, (int, float)) and isinstance(getattr(mod, "embed_scale", None), torch.Tensor):
+            mod.embed_scale = torch.tensor(float(scale), dtype=f64)
 
 
 def _towers(model):
@@ -751,6 +806,7 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
                                     f"Jacobian uses spatially uniform directions). Got {tokens!r} instead.")
     with torch.enable_grad():
         if is_transformer:
+            _float64_buffers(model)  # rotary frequencies and Gemma's embed_scale, not their float32 rounding
             if getattr(model.config, "_attn_implementation", "eager") != "eager":
                 # Our copy only (its own config): SDPA/flash kernels compute the same function but
                 # lack forward-mode AD; eager builds its mask through the model's own code path.

@@ -171,6 +171,7 @@ def load_chain(source=None, **params) -> Chain:
         Whether error messages name Python arguments (``sample=``) or flags (``--build``).
     """
     p = check_params("load_chain", MODEL_PARAMS, params)
+    _check_inputs(p)
     if p["sample"] is not None or p["sample_shape"] is not None or p["build"] is not None:
         return walk_source(source, p)
     if source is None:
@@ -196,6 +197,20 @@ def load_chain(source=None, **params) -> Chain:
         raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
     freq = check_freq(p["freq"]) if found.convolutional else None
     return found.read(src, factor=p["factor"], interfaces=p["interfaces"], conv=p["conv"], freq=freq)
+
+
+def _check_inputs(p: dict) -> None:
+    """Refuse a Jacobian inputs file that is not there, before any model is loaded."""
+    inputs = p["inputs"]
+    if p["mode"] != "jacobian" or inputs is None or (isinstance(inputs, str) and inputs == "random"):
+        return
+    if isinstance(inputs, (str, Path)) and not Path(inputs).is_file():
+        what = "is a folder, not a file" if Path(inputs).is_dir() else "does not exist"
+        cli = p["caller"] == "cli"
+        name, rand = ((f"--inputs {inputs}", "--inputs random") if cli
+                      else (f"inputs={str(inputs)!r}", "inputs='random'"))
+        raise InvalidParameterError(f"{name}: the Jacobian inputs file '{inputs}' {what}. Give a text file (one "
+                                    f"sentence a line) or an .npy of images, or {rand} (flagged).")
 
 
 def _walk_module(source, src: WeightSource) -> Chain:

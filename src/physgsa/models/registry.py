@@ -37,11 +37,17 @@ class Adapter:
         convolutional one ``conv`` and ``freq``.
     convolutional : bool
         Channel-level factors (``--conv dc|fft``, ``--freq``), no head-level interfaces.
+    stored_in_out : callable, optional
+        ``stored_in_out(key) -> bool``: the 2-D weight ``key`` is stored (in, out) and the
+        adapter reads its transpose (GPT-2's Conv1D). Simulated changes (``physgsa compare
+        --quantize``) act on the (out, in) matrix the adapter reads. None: every weight is
+        stored with its output axis first.
     """
 
     matches: Callable[[dict, Callable[[str], bool]], bool]
     chain: Callable[..., Any]
     convolutional: bool = False
+    stored_in_out: Callable[[str], bool] | None = None
 
     def read(self, src, *, factor: str, interfaces: str, conv: str, freq: tuple[int, int, int]):
         """The chain of ``src`` with the parameters this architecture takes."""

@@ -269,7 +269,8 @@ def path_source(spec) -> WeightSource:
         if path.suffix in (".pt", ".pth", ".bin"):
             return TensorDictSource(_load_state_dict(path), cfg, str(path))
         raise ModelSourceError(
-            f"'{path}' has suffix {path.suffix!r}; physgsa reads .safetensors, .pt, .pth and .bin models.")
+            f"'{path}' has suffix {path.suffix!r}; physgsa reads .safetensors, .pt, .pth and .bin models, and "
+            ".npz or .safetensors chains of 2-D arrays.")
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".npz") or text.startswith((".", "/")):
         raise ModelSourceError(f"Model file '{path}' does not exist. Check the path.")
     return _hub_source(text)

@@ -17,13 +17,52 @@ from typing import Any
 
 import pandas as pd
 
-from .directory import OutputLock, held, refuse_foreign, staged_write
+from ..core.validation import OutputDirectoryError
+from .directory import OutputLock, held, read_json, refuse_foreign, staged_write
 from .jsonio import json_default, read_saved
 
-__all__ = ["CompareResult", "COMPARE_FILES"]
+__all__ = ["CompareResult", "COMPARE_FILES", "IDENTITY", "check_out"]
 
 #: The files ``physgsa compare`` writes into its ``--out`` (its page included).
 COMPARE_FILES = ("compare.parquet", "compare_factors.parquet", "compare.json", "compare.html")
+
+
+#: What makes two comparisons the same (the keys of ``compare.json`` that say what was compared, and how).
+IDENTITY = ("base", "others", "change", "parameters")
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=json_default))
+
+
+def check_out(out: str | os.PathLike[str], identity: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Refuse an ``out`` that holds the comparison of another input or other parameters (unless ``overwrite``).
+
+    ``identity`` holds some or all of :data:`IDENTITY`, as ``compare.json`` will hold them; only
+    the keys given are compared, so the command line can refuse from its arguments alone before
+    any work, and again from the whole document before it is saved. Nothing is written.
+    """
+    path = Path(out) / "compare.json"
+    if overwrite or not path.is_file():
+        return
+    old = read_json(path)
+    if old is None:
+        raise OutputDirectoryError(f"Output directory '{out}' holds a compare.json that cannot be read. Choose "
+                                   "another --out, or pass --overwrite to replace it.")
+    diff = []
+    for key in (k for k in IDENTITY if k in identity):
+        mine, theirs = _plain(identity[key]), _plain(old.get(key))
+        if mine == theirs:
+            continue
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            diff += [f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+                     if mine.get(k) != theirs.get(k)]
+        else:
+            diff.append(f"{key} {theirs!r} -> {mine!r}")
+    if diff:
+        raise OutputDirectoryError(
+            f"Output directory '{out}' holds the comparison of a run of different input or parameters "
+            f"({', '.join(diff)}). Choose another --out, or pass --overwrite to replace it.")
 
 
 @dataclass(frozen=True)

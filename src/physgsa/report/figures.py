@@ -234,18 +234,37 @@ class _Map:
                          f'stroke="#555" stroke-width="0.8"/>'
                          f'<text x="{num(left + 16)}" y="{num(y)}">{rich(label)}</text>')
             right = max(right, left + 24 + text_width(label))
-        width = max(right, text_width(self.title, 13) + 20, text_width(self.subtitle, 11, markup=False) + 20)
+        content = max(right, text_width(self.title, 13) + 20)
+        # A long name (the subtitle) is shortened to the panel's width rather than widening it
+        # (an empty right third); the full name is its tooltip.
+        subtitle = _fitted(self.subtitle, content - 20)
+        width = max(content, text_width(subtitle, 11, markup=False) + 20)
         title_x = width / 2
         head = [f'<text x="{num(title_x)}" y="17" text-anchor="middle" font-size="13">{rich(self.title, 13)}</text>']
         if self.subtitle:
+            tip = f"<title>{text(self.subtitle)}</title>" if subtitle != self.subtitle else ""
             head.append(f'<text x="{num(title_x)}" y="32" text-anchor="middle" fill="#666">'
-                        f'{text(self.subtitle)}</text>')
+                        f'{tip}{text(subtitle)}</text>')
         height = y + 10
         return svgplot.document(width, height, head + parts), width, height
 
     def figure(self, interface: str | None) -> Figure:
         svg, w, h = self.render()
         return Figure(self.name, plain_title(self.title), svg, w, h, interface)
+
+
+def _fitted(label: str, room: float) -> str:
+    """``label`` as it is where it fits in ``room`` px, else each side of its '->' shortened
+    (:func:`svgplot.shorten`) until it fits, down to 8 characters a side.
+    """
+    if not label or text_width(label, 11, markup=False) <= room:
+        return label
+    short = label
+    for most in range(48, 7, -2):
+        short = "->".join(svgplot.shorten(p, most) for p in label.split("->"))
+        if text_width(short, 11, markup=False) <= room:
+            break
+    return short
 
 
 def plain_title(title: str) -> str:

@@ -7,7 +7,8 @@ docs/glossary.md (a test checks that the file matches). docs/definitions.md has 
 
 from __future__ import annotations
 
-__all__ = ["READING", "FAILING", "NEXT_STEPS", "COLUMNS", "PROTOCOL", "column", "markdown"]
+__all__ = ["READING", "FAILING", "NEXT_STEPS", "COLUMNS", "COMPARE_COLUMNS", "STUDY_COLUMNS", "PROTOCOL", "column",
+           "markdown"]
 
 #: (term, one plain sentence): what a reader needs to read the verdict.
 READING = (
@@ -171,6 +172,56 @@ COLUMNS = {
             "transposed Conv1D).",
 }
 
+#: compare.html's columns where they mean something else than in the report (one row per OTHER and interface).
+COMPARE_COLUMNS = {
+    "other": "The changed model: another checkpoint or file, or BASE after a simulated change (quantized, pruned, "
+             "noised).",
+    "interface": "The interface (left->right), read with BASE's windows, groups and thresholds in both models.",
+    "delta_norm": "||ΔA0||_F: the Frobenius size of the change of the windowed transport A0 from BASE to OTHER.",
+    "drift_bound": "A bound on ||ΔA0||_F from the factor changes alone (no product of OTHER's factors): the a "
+                   "priori verdict's input.",
+    "rho_static": "BASE's static radius: a change of A0 smaller than this (Frobenius norm) leaves the channel "
+                  "structure unchanged.",
+    "ratio": "||ΔA0||_F / rho_static: below 1 the change is too small to alter the structure.",
+    "certified": "OTHER's structure is certified the same as BASE's: the drift bound, or ||ΔA0||_F, is below "
+                 "rho_static.",
+    "direct_same": "The structure recomputed on OTHER's A0 (BASE's windows, groups and thresholds) is the same as "
+                   "BASE's, whatever the margins say.",
+    "changed": "What the direct check found different: supports, degrees, masks, graph, SRS sets, hubs.",
+    "labels_kept": "Share of the rows whose ICM label (SC, SA, ST, zero) is the same in OTHER as in BASE.",
+    "certified_share_apriori": "Share of BASE's ||A0||_F^2 in the memberships (group, input unit) proven unchanged "
+                               "in OTHER from the factor changes alone.",
+    "certified_share_measured": "The same share, proven with the exact change of each block instead of the bound.",
+    "profile_at_drift_bound": "BASE's robustness profile at the drift bound: the membership share no change of that "
+                              "Frobenius size can alter.",
+    "profile_at_delta_norm": "BASE's robustness profile at ||ΔA0||_F: the membership share no change of the actual "
+                             "size can alter.",
+}
+
+#: study.html's columns (study.parquet: one row per model, or per model and interface).
+STUDY_COLUMNS = {
+    "model": "The model's label: a bundled model's name or a result directory's.",
+    "family": "The model's family (CNN, ViT, BERT, GPT-2, ...), or unknown for a result directory.",
+    "architecture": "The model's architecture as its adapter names it.",
+    "weights": "Trained, random (the same architecture with seeded random weights: the control), or as given.",
+    "factors": "Number of factors in the chain.",
+    "interfaces": "Number of interfaces (adjacent factors whose sizes meet).",
+    "members": "Interfaces in the certificate domain (all twelve protocol items pass), of all interfaces.",
+    "chain breaks": "Adjacent factors whose sizes do not meet: no interface between them.",
+    "no channel structure": "Interfaces where nothing tells the groups apart (every unit active, every unit a hub, "
+                            "or no core energy).",
+    "verdict": "The model's verdict, as its report states it.",
+    "smallest margins": "The three interfaces with the smallest static radius rho_static, with ||E||_F / "
+                        "rho_static.",
+    "report": "A link to the model's own report.html, where there is one.",
+    "depth": "Where the interface sits in its chain: 0 at the first factor, 1 at the last.",
+    "ratio": "||E||_F / rho_static: above 1 the measured verdict fails, by that factor.",
+    "share_SC": "Share of the interface's rows labelled SC (single-core).",
+    "share_SA": "Share of the rows labelled SA (shared, aligned).",
+    "share_ST": "Share of the rows labelled ST (shared, transit).",
+    "no_channel_structure": "The interface shows no channel structure (see the report's glossary).",
+}
+
 #: The twelve protocol items in plain words (docs/definitions.md section 7 has the exact rules).
 PROTOCOL = {
     1: "Everything was computed in float64, and the numerical ranks were recorded.",
@@ -189,9 +240,13 @@ PROTOCOL = {
 }
 
 
-def column(name: str) -> str:
-    """The plain definition of a table column ("" for an unknown one)."""
-    return COLUMNS.get(name, "")
+def column(name: str, page: str = "report") -> str:
+    """The plain definition of a table column ("" for an unknown one).
+
+    ``page`` ("report", "compare" or "study"): the page's own meaning of a column comes first.
+    """
+    own = {"compare": COMPARE_COLUMNS, "study": STUDY_COLUMNS}.get(page, {})
+    return own.get(name) or COLUMNS.get(name, "")
 
 
 #: What the report says of a structure read from the weights (measured in docs/empirical.md,
@@ -216,6 +271,9 @@ def markdown() -> str:
     out += [f"{i}. {text}" for i, text in PROTOCOL.items()]
     out += ["", "## Table columns", "", "| column | meaning |", "|---|---|"]
     out += [f"| `{name}` | {text} |" for name, text in COLUMNS.items()]
+    for title, cols in (("compare.html", COMPARE_COLUMNS), ("study.html", STUDY_COLUMNS)):
+        out += ["", f"## Columns of {title}", "", "| column | meaning |", "|---|---|"]
+        out += [f"| `{name}` | {text} |" for name, text in cols.items()]
     return "\n".join(out) + "\n"
 
 

@@ -249,30 +249,42 @@ _SPECTRA_COLS = ("name", "rows", "cols", "log_norm", "log_spectral_norm", "stabl
                  "alpha", "xmin", "rho", "s_top", "s_mle", "s_window", "k_q", "k", "note")
 
 
+#: The spectra page's two tables (WeightWatcher's metrics, then Part I's), each fitting a 900-px window.
+_SPECTRA_TABLES = (("spectra", "WeightWatcher's metrics", _SPECTRA_COLS[:10]),
+                   ("spectra-part1", "Part I coordinates and windows", ("name",) + _SPECTRA_COLS[10:]))
+
+
+def _dotted(value) -> Markup:
+    """A long dotted name with a break opportunity after each dot (and slash) only."""
+    parts = [p for p in re.split(r"(?<=[./])", str(value)) if p]
+    return Markup("<wbr>").join(Markup('<span class="nb">{}</span>').format(p) for p in parts)
+
+
 def render_spectra_page(res) -> str:
-    """The page of ``physgsa spectra``: its sortable table (depth order), the metrics plot, the skipped tensors."""
+    """The page of ``physgsa spectra``: its sortable tables (depth order), the metrics plot, the skipped tensors."""
     page = template("spectra.html.j2")
     table = depth_order(res.table)
     fig = svg_uri(spectra_figure(table)) if len(table) else None
     # Notes repeat (every split QKV says so): each distinct note is written once, under the
     # table, and a row shows its number, so that no row grows several lines tall.
     notes: dict[str, int] = {}
-    view = _table(table, _SPECTRA_COLS, "spectra")
-    if "note" in table.columns:
-        col = [h["name"] for h in view["cols"]].index("note")
+    views = [_table(table, cols, tid, caption) for tid, caption, cols in _SPECTRA_TABLES]
+    for view in views:
+        names = [h["name"] for h in view["cols"]]
         for row in view["rows"]:
-            text = row[col]
-            if text and text != "—":
-                row[col] = f"[{notes.setdefault(text, len(notes) + 1)}]"
-            else:
-                row[col] = ""
-    cols = [h["name"] for h in view["cols"]]
-    gloss = [(c, glossary.column(c)) for c in cols if glossary.column(c)]
-    return page.render(record=res.record, table=view, skipped=res.skipped, figure=fig,
-                           notes=[(n, text) for text, n in notes.items()], columns_glossary=gloss,
-                           note_titles={f"[{n}]": text for text, n in notes.items()},
-                           params=sorted(res.record["parameters"].items()),
-                           versions=sorted(res.record["versions"].items()))
+            if names and names[0] == "name":
+                row[0] = _dotted(row[0])
+            if "note" in names:
+                col = names.index("note")
+                text = row[col]
+                row[col] = f"[{notes.setdefault(text, len(notes) + 1)}]" if text and text != "—" else ""
+    cols = [h["name"] for view in views for h in view["cols"]]
+    gloss = [(c, glossary.column(c)) for c in dict.fromkeys(cols) if glossary.column(c)]
+    return page.render(record=res.record, tables=views, skipped=res.skipped, figure=fig,
+                       notes=[(n, text) for text, n in notes.items()], columns_glossary=gloss,
+                       note_titles={f"[{n}]": text for text, n in notes.items()},
+                       params=sorted(res.record["parameters"].items()),
+                       versions=sorted(res.record["versions"].items()))
 
 
 def draw_certify(result: Result, directory: Path, figures: dict[str, Figure] | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from markupsafe import Markup
 
 from ..outputs.directory import FIGURES_DIR
-from . import svgplot
+from . import glossary, svgplot
 from .figures import Figure, factor_column, figure_size, plain_title, png_uri
 from .pages import fmt
 from .png import MAGMA, VIRIDIS, colourise, encode_png
@@ -293,10 +294,17 @@ def study_figures(result) -> dict[str, Figure]:
 
 # -- the page -----------------------------------------------------------------------------------------
 
-#: The columns of the page's interfaces table (all of study.parquet's are in the file).
-_INTERFACE_COLS = ("model", "interface", "depth", "rho_static", "trunc_error", "ratio", "energy_core",
-                   "energy_overlap", "energy_noise", "share_SC", "share_SA", "share_ST", "member",
-                   "no_channel_structure")
+#: The page's interfaces tables, each fitting a 900-px window (all of study.parquet's columns are in the file).
+_INTERFACE_TABLES = (("interfaces", "radii, errors and verdicts",
+                      ("model", "interface", "depth", "rho_static", "trunc_error", "ratio", "member",
+                       "no_channel_structure")),
+                     ("interfaces-shares", "energy shares and ICM label shares",
+                      ("model", "interface", "energy_core", "energy_overlap", "energy_noise", "share_SC", "share_SA",
+                       "share_ST")))
+_INTERFACE_COLS = tuple(dict.fromkeys(c for _, _, cols in _INTERFACE_TABLES for c in cols))
+#: The models table's columns (the last: the link to each model's report).
+_MODEL_COLS = ("model", "family", "architecture", "weights", "factors", "interfaces", "members", "chain breaks",
+               "no channel structure", "verdict", "smallest margins", "report")
 #: The page's sections: (title, the figures in it: a name prefix or the names).
 _SECTIONS = (("Part I profiles against relative depth", "study-profile-"),
              ("Radii and truncation errors", ("study-rho-static", "study-trunc-error", "study-ratio")),
@@ -310,11 +318,36 @@ def _esc(value) -> Markup:
     return Markup(html.escape(str(value), quote=True))
 
 
+def _wrap(value) -> Markup:
+    """A long name with break opportunities after its dots, slashes and whole '->' only."""
+    parts = [p for p in re.split(r"(?<=->)|(?<=[./])", str(value)) if p]
+    return Markup("<wbr>").join(Markup(f'<span class="nb">{html.escape(p)}</span>') for p in parts)
+
+
+def _header(col: str) -> dict:
+    """A column header: its name (a break opportunity after each underscore) and its study definition."""
+    return {"name": col, "parts": col.split("_"), "title": glossary.column(col, "study"),
+            "anchor": "g-" + col.replace(" ", "-")}
+
+
+def _verdict(result) -> dict:
+    """The headline: members of all interfaces, and the models whose every interface is a member."""
+    v = [e.result.certificate.get("verdict", {}) for e in result.entries]
+    n = sum(int(x.get("n_interfaces") or 0) for x in v)
+    m = sum(int(x.get("n_members") or 0) for x in v)
+    full = sum(1 for x in v if int(x.get("n_interfaces") or 0) and x.get("n_members") == x.get("n_interfaces"))
+    k = len(v)
+    kind = "none" if not n or m == 0 else ("all" if m == n else "some")
+    return {"sentence": f"{m} of {n} interfaces are members of the certificate domain", "kind": kind,
+            "models": f"{full} of {k} model{'s' * (k != 1)} have every interface a member"}
+
+
 @lru_cache(maxsize=None)
 def _template() -> jinja2.Template:
     """study.html.j2, compiled once per process."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["esc"] = _esc
+    env.filters["wrap"] = _wrap
     return env.from_string(resources.files("physgsa.report").joinpath("templates", "study.html.j2")
                            .read_text("utf-8"))
 
@@ -365,12 +398,17 @@ def render_study(result, figures: dict[str, Figure] | None = None, out=None) -> 
     sections = [(title, [f for k, f in figures.items()
                          if (k.startswith(names) if isinstance(names, str) else k in names)])
                 for title, names in _SECTIONS]
-    cells = [[fmt(x) for x in row] for row in result.table[list(_INTERFACE_COLS)].itertuples(index=False)]
+    tables = [{"id": tid, "caption": caption, "cols": [_header(c) for c in cols],
+               "rows": [[fmt(x) for x in row] for row in result.table[list(cols)].itertuples(index=False)]}
+              for tid, caption, cols in _INTERFACE_TABLES]
     n = len(result.entries)
+    used = dict.fromkeys(_MODEL_COLS + _INTERFACE_COLS)
     return _template().render(
-        n_models=n, n_interfaces=int(result.table["interface"].notna().sum()),
+        n_models=n, n_interfaces=int(result.table["interface"].notna().sum()), verdict=_verdict(result),
         models=[_model_row(e, None if out is None else Path(out)) for e in result.entries],
-        sections=sections, columns=_INTERFACE_COLS, cells=cells)
+        model_cols=[_header(c) for c in _MODEL_COLS], sections=sections, tables=tables,
+        columns_glossary=[("g-" + c.replace(" ", "-"), c, glossary.column(c, "study")) for c in used
+                          if glossary.column(c, "study")])
 
 
 def draw_study(result, directory) -> None:

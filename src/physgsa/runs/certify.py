@@ -8,11 +8,12 @@ protocol) -> :class:`~physgsa.outputs.result.Result`.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from typing import Mapping
 
 import numpy as np
 
-from ..core.alignment import DEFAULT_EPSS, commutator, default_ks, head_overlaps, intersection_dimensions
+from ..core.alignment import DEFAULT_EPSS, commutator, cuts_repeated, default_ks, head_overlaps, intersection_dimensions
 from ..core.certificate import PAIR_RADII, adversarial, margins, perturbation_tests, verdicts
 from ..core.chain import Chain
 from ..core.graded import Graded, check_elements, element_bounds, grade, graded_labels, row_error_bounds
@@ -49,7 +50,14 @@ from ..core.structure import (
     unit_energies,
 )
 from ..core.transport import rigidity, transport
-from ..core.validation import CertificateBugError, InvalidParameterError, Param, check_params
+from ..core.validation import (
+    CertificateBugError,
+    InvalidParameterError,
+    Param,
+    PhysgsaError,
+    ResourceLimitError,
+    check_params,
+)
 from ..models.device import backend, check_device
 from ..outputs.directory import environment as _environment_on_write
 from ..outputs.result import FACTOR_KEYS, INTERFACE_COLUMNS, Result, build_result, factor_record, interface_record
@@ -188,13 +196,16 @@ def _groups_for(groups, left: str, right: str, row_heads=None):
     return groups
 
 
-def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.ndarray, device=None) -> bool:
+def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.ndarray, device=None, *,
+                      entrywise: bool = True) -> bool:
     """Whether the computed ``M = A_hat' A_hat`` is indistinguishable from zero (see :data:`ROUNDING_LEVEL`).
 
     The cheap normwise test ``||M||_F > c n u ||A_hat'||_F ||A_hat||_F`` settles almost every
     interface; only below it is the entrywise product ``|A_hat'| |A_hat|`` formed, so a product
     that is small because of the factors' dynamic range (no cancellation) is not mistaken for
-    rounding noise.
+    rounding noise. ``entrywise=False`` stops at the normwise test: for ``A0 = M_w``, formed from
+    the singular frames, whose rounding is normwise (``~ n u sigma'_1 sigma_1``) whatever the
+    factors' entries.
     """
     n = a_hat_left.shape[0]
     level = ROUNDING_LEVEL * n * np.finfo(np.float64).eps / 2.0
@@ -210,6 +221,8 @@ def at_rounding_level(a_hat_left: np.ndarray, a_hat_right: np.ndarray, m: np.nda
     norm_m = fro_norm(m)
     if norm_m > level * fro_norm(a_hat_left) * fro_norm(a_hat_right):
         return False
+    if not entrywise:
+        return True
     return bool(norm_m <= level * fro_norm(matmul(np.abs(a_hat_right), np.abs(a_hat_left), device)))
 
 
@@ -247,7 +260,10 @@ class PAM:
         rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
         self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
                             direct_norm=self.direct_norm, rounding=rounding)
-        self.negligible = at_rounding_level(L.a_hat, R.a_hat, a1, backend(p["device"]))
+        # M at rounding level, or A0 (from the frames: its rounding is normwise) at rounding level.
+        self.m_negligible = at_rounding_level(L.a_hat, R.a_hat, a1, backend(p["device"]))
+        self.negligible = self.m_negligible or \
+            at_rounding_level(L.a_hat, R.a_hat, a0, backend(p["device"]), entrywise=False)
         if self.negligible:
             self.ver.update(a_priori=False, measured=False)
         self.s1 = structure_of(a1, self.ref)
@@ -328,7 +344,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     a0, e = tr.m_window, pam.e
     s0 = ref.structure
     decomp = decomposition_from_blocks(a0, s0, ref.partition)
-    if pam.negligible:
+    if pam.m_negligible:
         # Rounding noise has no slack to speak of (sigma_1 of noise): reported as null.
         rig = dataclasses.replace(rig, slack=None)
     if pam.negligible:
@@ -340,7 +356,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     adv = adversarial(a0, ref, mg)
     certified = ver["a_priori"] or ver["measured"]
     icm = icm_rows(a0, e, ref.partition, s0.codes, tau_e=p["tau_e"], tau_rho=p["tau_rho"],
-                   interface_certified=certified, profiles=pam.profiles)
+                   interface_certified=certified, profiles=pam.profiles, zero_rows=~R.a_hat.any(axis=1))
     if pam.negligible:
         # Every row of a product at rounding level is zero to rounding: no label is meaningful.
         icm["label"] = np.full(a0.shape[0], "zero", dtype=object)
@@ -407,7 +423,8 @@ def _alignment(L, R, fl, fr, tr) -> dict:
     out = {"commutator": commutator(L.a_hat, R.a_hat),
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
                             "windows": [tr.k_left, tr.k_right], "at_windows": window,
-                            "eps": INTERSECTION_EPS, "at_window": at_window},
+                            "eps": INTERSECTION_EPS, "at_window": at_window,
+                            "basis_dependent": cuts_repeated(L.sigma, R.sigma, ks)},
            "heads": None}
     if fl.col_heads is not None and fr.row_heads is not None:
         ho = head_overlaps(L.a_hat, fl.col_heads, R.a_hat, fr.row_heads)
@@ -494,6 +511,24 @@ def _check_memory_up_front(chain: Chain, limit: int) -> None:
         fl, fr = chain.factors[k.left], chain.factors[k.right]
         check_memory(interface_bytes(fr.shape[0], fl.shape[1]), limit,
                      f"Interface {k.name(chain)!r} ({fr.shape[0]} x {fl.shape[1]} products)")
+
+
+def _check_partition_up_front(chain: Chain, p: dict) -> None:
+    """Every interface's row groups and column units, as far as the chain's layout decides them.
+
+    ``groups='heads'`` and ``units='heads'`` need head layouts, and given groups need an entry of
+    the right length for every interface: all known from the chain alone, so refused before
+    anything is decomposed or written (the same messages as where the groups are fitted).
+    """
+    for link in chain.links:
+        fl, fr = chain.factors[link.left], chain.factors[link.right]
+        where = f"{fl.name}->{fr.name}"
+        strategy = _groups_for(p["groups"], fl.name, fr.name, fr.row_heads)
+        if isinstance(strategy, np.ndarray) or strategy == "heads":
+            row_groups(strategy, np.empty((fr.shape[0], 0)), incidence=None, heads=fr.row_heads,
+                       n_groups=p["n_groups"], rng=np.random.default_rng(0), where=where)
+        if p["units"] == "heads" or (p["units"] == "groups" and fl.col_groups is not None):
+            column_units(p["units"], fl.shape[1], heads=fl.col_heads, where=where, conv_groups=fl.col_groups)
 
 
 def _compute(chain: Chain, p: dict, kw: dict, pool, store, report) -> tuple[list, list]:
@@ -640,8 +675,10 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=backend(p["device"]),
               max_memory=p["max_memory"])
     fs, links = chain.factors, chain.links
-    # Everything that can be refused is refused before anything is written: every memory
-    # estimate (from the shapes alone), then the scheduler, then the output directory.
+    # Everything that can be refused is refused before anything is written: the row groups and
+    # column units the layout decides, every memory estimate (from the shapes alone), then the
+    # scheduler, then the output directory.
+    _check_partition_up_front(chain, p)
     _check_memory_up_front(chain, p["max_memory"])
     sha = input_sha256(chain, p)  # recorded in certificate.json: which input this certifies
     with executor(p) as pool:
@@ -652,6 +689,14 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
                              keep_others=keep_others, wait=wait, lock=lock)
         try:
             f_records, i_records = _compute(chain, p, kw, pool, store, report)
+        except PhysgsaError as exc:
+            # Bad input found mid-run: a rerun of the same input and parameters would be refused
+            # again, so its records are worthless, and they must not block the corrected rerun.
+            # (A memory refusal is the exception: a rerun with a larger --max-memory, which is no
+            # part of the run's identity, resumes from them.)
+            if store is not None and not isinstance(exc, ResourceLimitError):
+                shutil.rmtree(store.dir, ignore_errors=True)
+            raise
         finally:
             if store is not None:
                 store.release()

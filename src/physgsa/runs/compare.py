@@ -210,7 +210,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
         where = link.name(base)
         pam = PAM(L, R, tr, full_p, rng, where, fr.row_heads, fl.col_heads, fl.name, fr.name, fl.col_groups)
         base_icm = icm_rows(tr.m_window, np.zeros_like(tr.m_window), pam.ref.partition, pam.ref.structure.codes,
-                            tau_e=p["tau_e"], tau_rho=p["tau_rho"], interface_certified=True)
+                            tau_e=p["tau_e"], tau_rho=p["tau_rho"], interface_certified=True,
+                            zero_rows=~R.a_hat.any(axis=1))
         refs.append((tr, pam, base_icm))
     for name, other in others:
         spec = [compute_spectrum(f, **kw) for f in other.factors]
@@ -248,7 +249,8 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
                     f"rho_static = {rho:.6g}) but its structure differs in {', '.join(diff)}. This is a bug in "
                     "physgsa.")
             icm_o = icm_rows(a_o, np.zeros_like(a_o), ref.partition, ref.structure.codes, tau_e=p["tau_e"],
-                             tau_rho=p["tau_rho"], interface_certified=True, centroid=base_icm["centroid"])
+                             tau_rho=p["tau_rho"], interface_certified=True, centroid=base_icm["centroid"],
+                             zero_rows=~R.a_hat.any(axis=1))
             if pam.negligible:
                 # A product at rounding level certifies nothing, as in certify.
                 beta = error = np.full_like(pam.graded.margin, np.inf)
@@ -300,7 +302,7 @@ def _panel(name: str, where: str, a0: np.ndarray, a_o: np.ndarray, part, cols: l
     order = np.argsort(part.groups, kind="stable")
     return {"other": name, "interface": where, "base": binned_abs(a0, order), "other_map": binned_abs(a_o, order),
             "cols": cols, "n_cols": a0.shape[1], "certified": certified, "direct_same": direct_same,
-            "changed": changed}
+            "changed": changed, "group_sizes": np.bincount(part.groups, minlength=part.n_groups).tolist()}
 
 
 def compare_models(base, others=(), *, quantize: str | None = None, group_size: int | None = None,

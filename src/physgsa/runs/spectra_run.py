@@ -23,7 +23,7 @@ from pathlib import Path
 from ..core.validation import ChainFileError, OutputDirectoryError, ResourceLimitError, check_params
 from ..models import resolve_source
 from ..models.files import not_an_archive
-from ..outputs.directory import OWN_FILES
+from ..outputs.directory import OWN_FILES, refuse_foreign
 from ..outputs.spectra import SPECTRA_FILES, SpectraResult
 from ..outputs.spectra import depth_order as table_order
 from .spectra import SPECTRA_PARAMS, checked_spectra_source
@@ -44,24 +44,19 @@ def _plain(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def check_out(out, source: str, params: dict, *, overwrite: bool = False) -> None:
+def check_out(out, source: str, params: dict, *, overwrite: bool = False, keep_others: bool = False) -> None:
     """Refuse an ``--out`` that physgsa spectra must not write into, before any work (nothing is written).
 
     ``params`` are the validated parameters of this run; ``source`` is what its ``spectra.json``
-    will name as the source.
+    will name as the source. Files physgsa did not write are refused unless ``keep_others``,
+    whatever else the directory holds (as certify: an earlier ``--keep-others`` run is no licence).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
     if not out.is_dir():
         return
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
-                     if p.name not in SPECTRA_FILES and p.name not in OWN_FILES and not p.name.startswith(".physgsa-"))
-    if foreign and not (out / "spectra.json").exists() and not (out / "certificate.json").exists():
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputDirectoryError(
-            f"Output directory '{out}' holds files physgsa did not write ({shown}); refusing to write there. "
-            "Choose an empty or new --out.")
+    refuse_foreign(out, keep_others, own=tuple(dict.fromkeys(OWN_FILES + tuple(SPECTRA_FILES))))
     old_path = out / "spectra.json"
     if not old_path.is_file() or overwrite:
         return
@@ -92,7 +87,7 @@ def _source_name(source) -> str:
     return resolve_source(source).name
 
 
-def run(source, out, *, overwrite: bool = False, progress=None, **params):
+def run(source, out, *, overwrite: bool = False, keep_others: bool = False, progress=None, **params):
     """Check ``out``, compute the spectra of ``source`` and return them in depth order (not saved).
 
     Parameters
@@ -103,6 +98,8 @@ def run(source, out, *, overwrite: bool = False, progress=None, **params):
         The output directory the caller will save into (checked here, nothing written).
     overwrite : bool
         Replace the spectra of another run in ``out`` instead of refusing.
+    keep_others : bool
+        Write beside files physgsa did not write in ``out`` instead of refusing.
     progress : callable, optional
         ``progress(stage, done, total, name)``; ``total`` may be None (not known in advance).
     **params
@@ -116,7 +113,7 @@ def run(source, out, *, overwrite: bool = False, progress=None, **params):
         if why is not None:  # numpy would take it for a pickle and advise allow_pickle
             raise ChainFileError(f"Tensor file '{source}' is not a readable .npz archive: {why}. An .npz is a zip of "
                                  ".npy arrays, as numpy.savez writes.")
-    check_out(out, _source_name(source), p, overwrite=overwrite)
+    check_out(out, _source_name(source), p, overwrite=overwrite, keep_others=keep_others)
     try:
         res = checked_spectra_source(source, p, progress=report)
     except ResourceLimitError as exc:

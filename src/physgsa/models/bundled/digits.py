@@ -35,21 +35,28 @@ def cache_path() -> Path:
 
 
 def untrained_model():
-    """The digits ResNet, untrained: the architecture that :func:`digits_resnet` trains."""
+    """The digits ResNet, untrained: the architecture that :func:`digits_resnet` trains.
+
+    Built in float32 whatever torch's default dtype (the data are float32, and the weights must
+    be the same bytes on every machine): every layer is given ``dtype=torch.float32``.
+    """
     import torch
     from torch import nn
+
+    f32 = {"dtype": torch.float32}
 
     class Block(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int):
             super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False, **f32)
+            self.bn1 = nn.BatchNorm2d(cout, **f32)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False, **f32)
+            self.bn2 = nn.BatchNorm2d(cout, **f32)
             self.relu = nn.ReLU()
             self.downsample = None
             if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False, **f32),
+                                                nn.BatchNorm2d(cout, **f32))
 
         def forward(self, x):
             out = self.relu(self.bn1(self.conv1(x)))
@@ -59,13 +66,13 @@ def untrained_model():
     class DigitsResNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
+            self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False, **f32)
+            self.bn1 = nn.BatchNorm2d(16, **f32)
             self.relu = nn.ReLU()
             self.layer1 = nn.Sequential(Block(16, 16, 1))
             self.layer2 = nn.Sequential(Block(16, 32, 2))
             self.layer3 = nn.Sequential(Block(32, 64, 2))
-            self.fc = nn.Linear(64, 10)
+            self.fc = nn.Linear(64, 10, **f32)
 
         def forward(self, x):
             x = self.relu(self.bn1(self.conv1(x)))

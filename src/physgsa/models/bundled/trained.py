@@ -136,6 +136,19 @@ def build_model(name: str, config: dict | None = None, seed: int = TRAIN_SEED):
     import torch
 
     _spec(name)
+    # Built in float32 whatever torch's default dtype (the data are float32, and the weights must be
+    # the same bytes everywhere); the caller's default is restored.
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        return _build(name, config, seed)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _build(name: str, config: dict | None, seed: int):
+    import torch
+
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         if name == "digits-vit":

@@ -174,3 +174,18 @@ def test_the_accepted_formats_name_npz(tmp_path):
     line = one_error_line(cli("certify", "f.txt", "--out", "o", cwd=tmp_path))
     assert ".npz" in line and ".safetensors" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("minilmm", "minilm"), ("digits-resnt", "digits-resnet"),
+                                              ("exampel", "example")])
+def test_a_mistyped_bundled_name_gets_a_suggestion_not_a_download_hint(tmp_path, typed, meant):
+    # Issue 24, item 9: `certify minilmm` suggested `hf download minilmm`.
+    from typer.testing import CliRunner
+
+    from physgsa.cli import app
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["certify", typed, "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert f"Did you mean '{meant}'?" in r.output and "hf download" not in r.output
+    assert not out.exists()

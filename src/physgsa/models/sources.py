@@ -228,6 +228,18 @@ def folder_source(folder: Path, name: str) -> WeightSource:
     )
 
 
+def _bundled_near(name: str) -> str | None:
+    """The bundled model name closest to a mistyped ``name`` (none for an ``owner/name`` hub id)."""
+    import difflib
+
+    from .registry import BUNDLED_MODELS
+
+    if "/" in name:
+        return None
+    close = difflib.get_close_matches(name.lower(), [*BUNDLED_MODELS, "example"], n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _hub_source(repo_id: str) -> WeightSource:
     # Never download: a hub call without network hangs for long. Only the local cache is read.
     try:
@@ -238,6 +250,13 @@ def _hub_source(repo_id: str) -> WeightSource:
     try:
         folder = snapshot_download(repo_id, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing here
+        near = _bundled_near(repo_id)
+        if near:
+            # A mistyped bundled name ('minilmm') is far likelier than a hub id without an owner.
+            raise ModelSourceError(
+                f"'{repo_id}' is not a bundled model, a file or a folder here. Did you mean '{near}'? "
+                "(physgsa models lists the bundled names.)"
+            ) from None
         raise ModelSourceError(
             f"'{repo_id}' is not a file or folder here and not in the local Hugging Face cache; physgsa never "
             f"downloads. Download it first (hf download {repo_id}) or pass a local folder. "

@@ -704,7 +704,7 @@ def compare(
     from .api import save
     from .outputs.compare import IDENTITY, check_out
     from .outputs.directory import refuse_foreign
-    from .runs.compare import compare_models
+    from .runs.compare import compare_models, comparison_identity
 
     out, quiet = p["out"], p["quiet"]
     with _running(out, quiet=quiet, lock="compare") as run:
@@ -713,7 +713,7 @@ def compare(
                                     "seed")}
         # Refusals first: the user's files and another comparison in --out, from the arguments alone.
         refuse_foreign(Path(out), p["keep_others"])
-        early = _compare_identity(others or [], change, params)
+        early = comparison_identity(others or [], change, params)
         if early is not None:  # else compare_models says what is missing (or too much)
             check_out(out, early, overwrite=p["overwrite"])
         res = compare_models(base, others or (), **change, **params)
@@ -722,28 +722,6 @@ def compare(
     ifs = res.interfaces
     _summary(f"{int(ifs['certified'].sum())} of {len(ifs)} interfaces certified the same, "
              f"{int((~ifs['direct_same']).sum())} changed by the direct check; wrote {out}/", quiet=quiet)
-
-
-def _compare_identity(others: list[str], change: dict, params: dict) -> dict | None:
-    """What compare.json will say was compared, as far as the arguments tell (the base needs the model).
-
-    None where the arguments name no comparison (neither OTHER nor a simulated change, or both).
-    """
-    from .core.perturb import parse_change
-    from .core.validation import check_params
-    from .runs.compare import COMPARE_PARAMS
-
-    simulated = any(change[k] is not None for k in ("quantize", "prune", "noise"))
-    if simulated == bool(others):
-        return None
-    p = check_params("compare", COMPARE_PARAMS, params)
-    ident: dict = {"parameters": {k: v for k, v in p.items() if k != "max_memory"}}
-    if simulated:
-        made = parse_change(**change, seed=p["seed"])
-        ident.update(others=[made.label()], change=made.record())
-    else:
-        ident.update(others=[str(o) for o in others], change=None)
-    return ident
 
 
 @app.command()

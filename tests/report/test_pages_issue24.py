@@ -8,16 +8,13 @@ checkpoints' names; a long factor name never widens an interface figure.
 """
 
 import base64
-import os
 import re
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 import physgsa
 
-CHROMIUM = "/usr/bin/chromium"
 LONG = "encoder.layer.{}.attention.self.output.dense.weight.with.a.very.long.name"
 
 
@@ -45,17 +42,6 @@ def pages(tmp_path_factory):
     physgsa.save(physgsa.spectra(str(root / "base.npz")), root / "spec")
     return {"compare": root / "cmp" / "compare.html", "trajectory": root / "traj" / "compare.html",
             "study": root / "study" / "study.html", "spectra": root / "spec" / "spectra.html"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), "Debian's chromium must be installed (.ci/run installs it)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def _open(browser, path, width, media="screen"):

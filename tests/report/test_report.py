@@ -7,7 +7,6 @@ are never clipped, names that never break, the window search. Every panel is als
 
 import base64
 import json
-import os
 import re
 import struct
 import zlib
@@ -16,11 +15,9 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 import physgsa
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ROOT = Path(__file__).resolve().parents[2]
 EVIL = "<script>alert('x')</script>"
@@ -40,17 +37,6 @@ def report_dir(result, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "out"
     physgsa.save(result, out)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), "Debian's chromium must be installed (.ci/run installs it)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def _open(browser, url, width, media="screen"):

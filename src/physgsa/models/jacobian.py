@@ -34,10 +34,10 @@ layer and the rotary ``position_embeddings`` it computed, so the rotary embeddin
 attention, soft-capping and Q/K norms are differentiated as the model applies them. Phi-3's
 residual dropouts are the identity in eval mode. Their code casts to float32 inside RMSNorm and
 the eager softmax (meant for half precision); on the float64 copy those casts are kept at float64
-(``_float64_internals``), so these maps are computed and differentiated in float64. The buffers
+(``float64_internals``), so these maps are computed and differentiated in float64. The buffers
 transformers derives from the config in float32 at construction (the rotary frequencies
 ``inv_freq``, Gemma's ``embed_scale``), which ``.double()`` would keep rounded (~1e-8 relative),
-are rebuilt in float64 (``_float64_buffers``). A
+are rebuilt in float64 (``float64_buffers``). A
 ``CLIPModel`` has two towers: the text tower's sublayers (``text.blocks.{l}.*``, on token ids)
 then the vision tower's (``vision.blocks.{l}.*``, on images), the first vision sublayer starting
 again from the vision embeddings (``Sublayer.start``). Images are random (flagged) unless an ``.npy`` file is given.
@@ -115,6 +115,7 @@ from ..core.chain import Chain, Factor, check_matrix
 from ..core.validation import InvalidParameterError
 from ._transformer import tower_break
 from .bundled.digits import digits_data, digits_resnet
+from .precision import float64_buffers, float64_internals
 from .sources import ModelSourceError, import_torch
 
 __all__ = ["jacobian_chain", "load_module", "bundled_sentences", "transformer_sublayers", "token_jacobian",
@@ -322,94 +323,6 @@ def transformer_sublayers(model, encoding, *, factor: str):
     return x0, out
 
 
-def _float64_internals():
-    """A torch function mode that keeps a float64 tensor float64 where the model casts it to float32.
-
-    transformers' LLaMA-family and CLIP code upcasts inside RMSNorm (``x.to(torch.float32)``,
-    Gemma's ``x.float()``) and the eager softmax (``dtype=torch.float32``) for half-precision
-    inputs; on our float64 copy these are downcasts, which round every activation and tangent to
-    float32 (forward- and reverse-mode derivatives then differ by ~1e-7 relative). Under this
-    mode a cast of a float64 tensor to float32 is the identity, so the model's function is
-    computed and differentiated in float64. Nothing else changes.
-    """
-    torch = import_torch()
-    from torch.overrides import TorchFunctionMode  # start-up: loaded only when needed, never at `physgsa --help`
-
-    f32, f64 = torch.float32, torch.float64
-    softmaxes = (torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax)
-
-    class Float64Internals(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = dict(kwargs or {})
-            src = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            if src is not None and src.dtype == f64:
-                if func is torch.Tensor.float:
-                    return src
-                if func is torch.Tensor.to:
-                    args = tuple(f64 if a is f32 else a for a in args)
-                    if kwargs.get("dtype") is f32:
-                        kwargs["dtype"] = f64
-                elif func in softmaxes and kwargs.get("dtype") is f32:
-                    kwargs["dtype"] = f64
-                elif func is torch.Tensor.type_as and isinstance(args[1], torch.Tensor) and args[1].dtype == f32:
-                    return src
-            return func(*args, **kwargs)
-
-    return Float64Internals()
-
-
-def _float64_buffers(model) -> None:
-    """Rebuild, in float64, the buffers transformers derives from the config in float32.
-
-    ``.double()`` keeps the float32-rounded values of buffers computed at construction (rounded
-    rotary frequencies move every attention Jacobian by ~1e-8 relative). Per architecture of
-    ``_LLAMA_TYPES + _CLIP_TYPES + bert/roberta/gpt2`` (checked on each: the others hold only
-    integer position/token-type ids, boolean masks, or weights read from the checkpoint):
-
-    - every ``*RotaryEmbedding`` (LLaMA, Mistral, Qwen2/3, Gemma 1-3, Phi-3): ``inv_freq`` and
-      ``original_inv_freq`` (Gemma 3: ``{layer_type}_inv_freq`` ...), rebuilt by constructing the
-      module again from its config with every float32 request computed in float64 (any RoPE
-      type: default, linear, dynamic, yarn, longrope, llama3); its Python-float attention
-      scalings are kept;
-    - Gemma's ``embed_scale`` (``sqrt(hidden_size)``), from the module's own float
-      ``scalar_embed_scale``.
-
-    Modifies ``model`` (our float64 copy) in place.
-    """
-    torch = import_torch()
-    from torch.overrides import TorchFunctionMode  # start-up: loaded only when needed, never at `physgsa --help`
-
-    f32, f64 = torch.float32, torch.float64
-
-    class Promote(TorchFunctionMode):  # every float32 the constructor asks for, in float64
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = dict(kwargs or {})
-            if func is torch.Tensor.float:
-                return args[0].to(f64)
-            args = tuple(f64 if a is f32 else a for a in args)
-            if kwargs.get("dtype") is f32:
-                kwargs["dtype"] = f64
-            return func(*args, **kwargs)
-
-    for mod in model.modules():
-        if type(mod).__name__.endswith("RotaryEmbedding") and hasattr(mod, "config"):
-            old_default = torch.get_default_dtype()
-            torch.set_default_dtype(f64)
-            try:
-                with Promote():
-                    fresh = type(mod)(mod.config)
-            finally:
-                torch.set_default_dtype(old_default)
-            for name, buf in fresh.named_buffers(recurse=False):
-                if buf.is_floating_point():
-                    if buf.dtype != f64:
-                        raise AssertionError(f"{type(mod).__name__}.{name} was rebuilt in {buf.dtype}, not float64.")
-                    setattr(mod, name, buf.to(f64))
-        scale = getattr(mod, "scalar_embed_scale", None)
-        if isinstance(scale, (int, float)) and isinstance(getattr(mod, "embed_scale", None), torch.Tensor):
-            mod.embed_scale = torch.tensor(float(scale), dtype=f64)
-
-
 def _towers(model):
     """[(name prefix, decoder/encoder layers)] of a LLaMA-family or CLIP model, in execution order."""
     mt = model.config.model_type
@@ -438,7 +351,7 @@ def _capture_towers(model, encoding):
             handles.append(layers[0].register_forward_pre_hook(keep(("x0", t)), with_kwargs=True))
             for l, b in enumerate(layers):
                 handles.append(b.self_attn.register_forward_pre_hook(keep((t, l)), with_kwargs=True))
-        with torch.no_grad(), _float64_internals():
+        with torch.no_grad(), float64_internals():
             model(**encoding, use_cache=False)
     finally:
         for h in handles:
@@ -465,14 +378,14 @@ def _modern_sublayers(model, encoding, *, factor: str):
                 pre_a, post_a, pre_m, post_m = b.input_layernorm, None, b.post_attention_layernorm, None
 
             # Mirrors the decoder layer: residual + self_attn(norm(x), <the model's own mask, rotary, ...>),
-            # computed in float64 throughout (_float64_internals).
+            # computed in float64 throughout (float64_internals).
             def attn_branch(x, b=b, rest=rest, k=k, pre=pre_a, post=post_a):
-                with _float64_internals():
+                with float64_internals():
                     y = b.self_attn(pre(x[None]), *rest, **k)[0]
                     return (y if post is None else post(y))[0]
 
             def mlp_branch(x, b=b, pre=pre_m, post=post_m):
-                with _float64_internals():
+                with float64_internals():
                     y = b.mlp(pre(x[None]))
                     return (y if post is None else post(y))[0]
 
@@ -806,7 +719,7 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
                                     f"Jacobian uses spatially uniform directions). Got {tokens!r} instead.")
     with torch.enable_grad():
         if is_transformer:
-            _float64_buffers(model)  # rotary frequencies and Gemma's embed_scale, not their float32 rounding
+            float64_buffers(model)  # rotary frequencies and Gemma's embed_scale, not their float32 rounding
             if getattr(model.config, "_attn_implementation", "eager") != "eager":
                 # Our copy only (its own config): SDPA/flash kernels compute the same function but
                 # lack forward-mode AD; eager builds its mask through the model's own code path.

@@ -59,7 +59,8 @@ from ..models.load import is_matrix_file
 from ..outputs.compare import CompareResult
 from .certify import CERTIFY_PARAMS, PAM
 
-__all__ = ["compare_models", "compare_chains", "CompareResult", "COMPARE_PARAMS", "LayoutMismatchError"]
+__all__ = ["compare_models", "comparison_identity", "compare_chains", "CompareResult", "COMPARE_PARAMS",
+           "LayoutMismatchError"]
 
 # compare's command line takes no groups file, and its seed also draws --noise: its own help texts.
 _OWN_HELP = {"groups": "Row groups: auto, kmeans, modes or heads.",
@@ -343,3 +344,25 @@ def compare_models(base, others=(), *, quantize: str | None = None, group_size: 
             base_chain = load_chain(base)
             pairs = [(change.label(), load_chain(ChangedSource(resolve_source(base), change)))]
     return compare_chains(base_chain, pairs, change=None if change is None else change.record(), **params)
+
+
+def comparison_identity(others: list[str], change: dict, params: dict) -> dict | None:
+    """What ``compare.json`` will say was compared, as far as the arguments tell (the base needs the model).
+
+    The same parameters, labels and change records :func:`compare_models` writes, so the command
+    line can refuse another comparison in ``--out`` (:func:`physgsa.outputs.compare.check_out`)
+    before any work.
+
+    None where the arguments name no comparison (neither OTHER nor a simulated change, or both).
+    """
+    simulated = any(change[k] is not None for k in ("quantize", "prune", "noise"))
+    if simulated == bool(others):
+        return None
+    p = check_params("compare", COMPARE_PARAMS, params)
+    ident: dict = {"parameters": {k: v for k, v in p.items() if k != "max_memory"}}
+    if simulated:
+        made = parse_change(**change, seed=p["seed"])
+        ident.update(others=[made.label()], change=made.record())
+    else:
+        ident.update(others=[str(o) for o in others], change=None)
+    return ident

@@ -24,3 +24,21 @@ def randomize_bn(model, seed=1):
             m.weight.data.copy_(torch.randn(m.num_features, generator=g))
             m.bias.data.copy_(torch.randn(m.num_features, generator=g))
     return model.eval().double()
+
+
+class Float64(torch.overrides.TorchFunctionMode):
+    """A reference run in float64: the model code's float32 casts (RMSNorm, eager softmax) kept at float64.
+
+    Written independently of physgsa.models.precision, which the tests check against it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        f64 = torch.float64
+        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == f64:
+            if func is torch.Tensor.float or (func is torch.Tensor.type_as and args[1].dtype == torch.float32):
+                return args[0]
+            args = tuple(f64 if a is torch.float32 else a for a in args)
+            if kwargs.get("dtype") is torch.float32:
+                kwargs["dtype"] = f64
+        return func(*args, **kwargs)

@@ -27,6 +27,7 @@ from torch import nn
 
 from physgsa.models import ModelSourceError, detect, load_chain, resolve_source
 from physgsa.models.jacobian import token_jacobian, transformer_sublayers
+from torch_helpers import Float64
 
 F64 = torch.float64
 BASE = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,
@@ -200,18 +201,6 @@ def seen_input(model, enc, mod):
     return rec["x"].detach()
 
 
-class Float64(torch.overrides.TorchFunctionMode):
-    """The reference runs in float64 too: the model code's float32 casts (RMSNorm, eager softmax) kept at float64."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == F64:
-            if func is torch.Tensor.float or (func is torch.Tensor.type_as and args[1].dtype == torch.float32):
-                return args[0]
-            args = tuple(F64 if a is torch.float32 else a for a in args)
-            if kwargs.get("dtype") is torch.float32:
-                kwargs["dtype"] = F64
-        return func(*args, **kwargs)
 
 
 def jac(f, x):

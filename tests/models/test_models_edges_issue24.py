@@ -18,6 +18,7 @@ from physgsa.models import load_chain, resolve_source
 from physgsa.models.changed import ChangedSource
 from physgsa.models.jacobian import jacobian_chain
 from physgsa.models.registry import TRAINED
+from torch_helpers import Float64
 
 transformers.logging.set_verbosity_error()
 
@@ -26,18 +27,6 @@ F64 = torch.float64
 
 # --------------------------------------------------------------------------- item 13: float64 buffers
 
-class Float64(torch.overrides.TorchFunctionMode):
-    """The model code's float32 casts (RMSNorm, eager softmax) kept at float64, for the reference."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == F64:
-            if func is torch.Tensor.float or (func is torch.Tensor.type_as and args[1].dtype == torch.float32):
-                return args[0]
-            args = tuple(F64 if a is torch.float32 else a for a in args)
-            if kwargs.get("dtype") is torch.float32:
-                kwargs["dtype"] = F64
-        return func(*args, **kwargs)
 
 
 LLMS = {  # family: (config class, model class, extra config, where the attention sublayer's sum is read)

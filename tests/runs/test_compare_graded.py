@@ -314,7 +314,7 @@ def test_a_broken_bound_or_a_false_certificate_fails_loudly(monkeypatch):
     assert not res.interfaces["direct_same"].iloc[0]
     # A bound below the exact block change: refused before anything is certified with it.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "change_bounds", lambda *a: np.zeros_like(G.change_bounds(*a)))
+        mp.setattr(C, "change_bounds", lambda *a, **kw: np.zeros_like(G.change_bounds(*a, **kw)))
         with pytest.raises(physgsa.CertificateBugError, match="exceeds its per-element bound"):
             C.compare_chains(base, [("aimed", other)], groups="kmeans", n_groups=4)
     # A certificate that certifies every element: the direct check names what changed.

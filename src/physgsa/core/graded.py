@@ -241,7 +241,8 @@ def _column_unit_norms(x: np.ndarray, part: Partition) -> np.ndarray:
 
 
 def change_bounds(w_left: np.ndarray, w_right: np.ndarray, d_left: np.ndarray, d_right: np.ndarray,
-                  part: Partition) -> np.ndarray:
+                  part: Partition, *, base_allowance: tuple[float, float] = (0.0, 0.0),
+                  change_allowance: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     r"""Per-element bounds on a change of the windowed product, from the factor changes (docs/definitions.md).
 
     With ``W = w_left``, ``W' = w_right`` BASE's truncated normalized factors and ``D = d_left``,
@@ -252,12 +253,17 @@ def change_bounds(w_left: np.ndarray, w_right: np.ndarray, d_left: np.ndarray, d
     .. math:: \|(A_o - A0_b)[G_g, C_u]\|_F \le \|D'[G_g, :]\|_2 \|W[:, C_u]\|_F
               + \|W'[G_g, :]\|_2 \|D[:, C_u]\|_F + \|D'[G_g, :]\|_2 \|D[:, C_u]\|_F.
 
-    Returns an ``(m, n_units)`` array; it is exactly 0 where both changes are 0.
+    The matrices are the computed ones. ``base_allowance = (w_l, w_r)`` bounds
+    ``||W~ - W||_F`` for BASE's two truncations and ``change_allowance`` the same for
+    ``D~ - D`` (:func:`physgsa.core.spectra.truncation_allowance`); each norm above is
+    raised by its allowance (a submatrix's norm is at most the whole's), so the bounds hold
+    for the exact truncations too. Returns an ``(m, n_units)`` array; with zero allowances it
+    is exactly 0 where both changes are 0.
     """
-    dr = _group_spectral_norms(d_right, part)
-    wr = _group_spectral_norms(w_right, part)
-    wl = _column_unit_norms(w_left, part)
-    dl = _column_unit_norms(d_left, part)
+    dr = _group_spectral_norms(d_right, part) + change_allowance[1]
+    wr = _group_spectral_norms(w_right, part) + base_allowance[1]
+    wl = _column_unit_norms(w_left, part) + base_allowance[0]
+    dl = _column_unit_norms(d_left, part) + change_allowance[0]
     out: np.ndarray = dr[:, None] * wl[None, :] + wr[:, None] * dl[None, :] + dr[:, None] * dl[None, :]
     return out
 

@@ -214,6 +214,43 @@ def window_band(q: float, band: float | None) -> float:
     return (1.0 - q) / 2.0 if band is None else band
 
 
+#: ``c`` in the SVD's backward error ``||E||_2 <= c max(m, n) eps sigma_1`` (the same scale as
+#: ``window_degenerate``'s test).
+SVD_BACKWARD = 8.0
+
+
+def truncation_allowance(sigma: np.ndarray, shape: tuple[int, int], k: int) -> float:
+    r"""A bound on ``||W~_k - T_k(A_hat)||_F``: the computed rank-``k`` truncation against the exact one.
+
+    The computed SVD is that of ``A_hat + E`` with ``||E||_2 <= eta = c max(m, n) eps sigma~_1``
+    (backward stability; :data:`SVD_BACKWARD`), so ``||E||_F <= sqrt(r) eta``. With ``P`` and
+    ``P'`` the projectors on the top-``k`` left singular subspaces of ``A_hat`` and ``A_hat + E``,
+    ``T_k(A_hat + E) - T_k(A_hat) = P' E + (P' - P) A_hat``, and Wedin's theorem gives
+    ``||P' - P||_F <= 2 ||E||_F / (delta - eta)`` for the exact gap
+    ``delta = sigma_k - sigma_{k+1} >= delta~ - 2 eta`` (Weyl, on the computed values). With one
+    more ``sqrt(r) eta`` for the rounding of the computed factors and their product:
+
+    .. math:: w = \sqrt r\,\eta\,\Bigl(2 + \frac{2 (\sigma~_1 + \eta)}{\delta~ - 3\eta}\Bigr),
+
+    ``inf`` when ``delta~ <= 3 eta`` (a window through a repeated singular value has no unique
+    truncation), and ``2 sqrt(r) eta`` for ``k = r`` (no cut). docs/definitions.md, section 8
+    (compare's drift bound).
+    """
+    m, n = shape
+    r = min(m, n)
+    if r == 0 or sigma[0] == 0:
+        return 0.0
+    s1 = float(sigma[0])
+    eta = SVD_BACKWARD * max(m, n) * np.finfo(np.float64).eps * s1
+    root_r = float(np.sqrt(r))
+    if k >= r:
+        return 2.0 * root_r * eta
+    gap = float(sigma[k - 1] - sigma[k])
+    if gap <= 3.0 * eta:
+        return float("inf")
+    return root_r * eta * (2.0 + 2.0 * (s1 + eta) / (gap - 3.0 * eta))
+
+
 def dominant_window(sigma: np.ndarray, q: float, band: float | None) -> tuple[int, int, float]:
     """The dominant window ``(k_q, k, gap)`` (definitions section 2).
 

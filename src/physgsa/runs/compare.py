@@ -48,7 +48,7 @@ from ..core.heatmaps import binned_abs
 from ..core.icm import icm_rows
 from ..core.perturb import changed_chain, parse_change
 from ..core.resources import default_limit
-from ..core.spectra import compute_spectrum
+from ..core.spectra import compute_spectrum, truncation_allowance
 from ..core.structure import Reference, Structure, fro_norm, structure_of, unit_energies
 from ..core.structure import compare as compare_structures
 from ..core.transport import transport
@@ -143,18 +143,19 @@ def _share(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def _graded_change(pam: PAM, s_o: Structure, beta: np.ndarray, error: np.ndarray, bound: float,
+def _graded_change(pam: PAM, s_o: Structure, beta: np.ndarray, error: np.ndarray, bound: float | None,
                    delta_norm: float, where: str) -> tuple[dict, dict]:
     """The graded certificate of one interface under the change: table columns and the JSON detail.
 
     ``beta`` (a priori, :func:`change_bounds`) and ``error`` (the exact block norms) certify
     elements with certify's rounding allowance; BASE's profile is read at ``bound + delta`` and
-    ``delta_norm + delta``. Every certified element is checked against OTHER's structure.
+    ``delta_norm + delta`` (no bound, ``None``: nothing at it). Every certified element is checked
+    against OTHER's structure.
     """
     ref, gr, eps = pam.ref, pam.graded, pam.ver["rounding_allowance"]
     apriori = certify_elements(ref, gr.margin, beta, eps)
     measured = certify_elements(ref, gr.margin, error, eps)
-    at_bound = _profile_elements(gr, ref, bound + eps)
+    at_bound = _profile_elements(gr, ref, np.inf if bound is None else bound + eps)
     at_delta = _profile_elements(gr, ref, delta_norm + eps)
     for shares, how in ((apriori, "a priori, per element"), (measured, "measured, per element"),
                         (at_bound, "the profile at the drift bound"), (at_delta, "the profile at ||Delta A||_F")):
@@ -168,7 +169,7 @@ def _graded_change(pam: PAM, s_o: Structure, beta: np.ndarray, error: np.ndarray
         "profile_columns_at_delta_norm": at_delta.column_share,
     }
     detail = {"apriori": apriori.summary(), "measured": measured.summary(),
-              "profile_at_drift_bound": {"r": bound + eps, **at_bound.summary()},
+              "profile_at_drift_bound": {"r": None if bound is None else bound + eps, **at_bound.summary()},
               "profile_at_delta_norm": {"r": delta_norm + eps, **at_delta.summary()}}
     return cols, detail
 
@@ -216,12 +217,18 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
         refs.append((tr, pam, base_icm))
     for name, other in others:
         spec = [compute_spectrum(f, **kw) for f in other.factors]
-        d_hat, d_win, d_mat = [], [], []
+        d_hat, d_win, d_mat, base_allow, d_allow = [], [], [], [], []
         for fb, sb, so, wb in zip(base.factors, base_spec, spec, base_win):
             k = sb.k
             d_hat.append(fro_norm(so.a_hat - sb.a_hat))
             d_mat.append(_truncation(so, k) - wb)  # D = W_o - W_b
             d_win.append(fro_norm(d_mat[-1]))
+            # The computed truncations against the exact ones (the window's conditioning): an
+            # identical factor has an identical computed and exact truncation, so D = 0 exactly.
+            same = so.a_hat.shape == sb.a_hat.shape and bool(np.array_equal(so.a_hat, sb.a_hat))
+            w_b = truncation_allowance(sb.sigma, sb.a_hat.shape, k)
+            base_allow.append(w_b)
+            d_allow.append(0.0 if same else w_b + truncation_allowance(so.sigma, so.a_hat.shape, k))
             factor_rows.append({
                 "other": name, "factor": fb.name, "delta_rho": so.rho - sb.rho, "delta_s_hat": so.s_hat - sb.s_hat,
                 "delta_k_q": so.k_q - sb.k_q, "delta_a_hat": d_hat[-1],
@@ -237,11 +244,14 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
             a_o = tr_o.m_window
             delta_norm = fro_norm(a_o - tr_b.m_window)
             eps_rounding = pam.ver["rounding_allowance"]
-            e_l, e_r = d_win[link.left], d_win[link.right]
-            bound = e_r * Lb.sigma[0] + Rb.sigma[0] * e_l + e_r * e_l
+            e_l, e_r = d_win[link.left] + d_allow[link.left], d_win[link.right] + d_allow[link.right]
+            s_l, s_r = Lb.sigma[0] + base_allow[link.left], Rb.sigma[0] + base_allow[link.right]
+            bound: float | None = e_r * s_l + s_r * e_l + e_r * e_l
+            if not np.isfinite(bound):
+                bound = None  # a window through a repeated singular value: no bound to state
             rho = mg.rho_static
             measured = bool(delta_norm + eps_rounding < rho)
-            a_priori = bool(rho > 0 and bound + eps_rounding <= p["safety"] * rho)
+            a_priori = bool(rho > 0 and bound is not None and bound + eps_rounding <= p["safety"] * rho)
             s_o = structure_of(a_o, ref)
             diff = compare_structures(ref.structure, s_o)
             if diff and (measured or a_priori):
@@ -257,7 +267,9 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
                 beta = error = np.full_like(pam.graded.margin, np.inf)
             else:
                 beta = change_bounds(base_win[link.left], base_win[link.right], d_mat[link.left],
-                                     d_mat[link.right], ref.partition)
+                                     d_mat[link.right], ref.partition,
+                                     base_allowance=(base_allow[link.left], base_allow[link.right]),
+                                     change_allowance=(d_allow[link.left], d_allow[link.right]))
                 error = unit_energies(a_o - tr_b.m_window, ref.partition)
                 if np.any(error > beta * (1 + 1e-9) + eps_rounding):
                     raise CertificateBugError(

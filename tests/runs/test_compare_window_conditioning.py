@@ -113,8 +113,8 @@ def test_truncation_allowance_known_answers():
     sigma = np.array([2.0, 1.0, 0.5])
     eta = 8.0 * 4 * eps * 2.0
     # k = 1: gap 1, w = sqrt(3) eta (2 + 2 (2 + eta) / (1 - 3 eta)).
-    assert truncation_allowance(sigma, (4, 3), 1) == pytest.approx(np.sqrt(3) * eta * (2 + 2 * (2 + eta) / (1 - 3 * eta)),
-                                                                   rel=1e-14)
+    expected = np.sqrt(3) * eta * (2 + 2 * (2 + eta) / (1 - 3 * eta))
+    assert truncation_allowance(sigma, (4, 3), 1) == pytest.approx(expected, rel=1e-14)
     assert truncation_allowance(sigma, (4, 3), 3) == pytest.approx(2 * np.sqrt(3) * eta, rel=1e-14)  # no cut
     assert truncation_allowance(np.array([1.0, 1.0]), (2, 2), 1) == np.inf  # a repeated value: no bound
     assert truncation_allowance(np.zeros(2), (2, 2), 1) == 0.0

@@ -25,7 +25,6 @@ import dataclasses
 import inspect
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional
@@ -40,6 +39,7 @@ from .core.validation import (
     InvalidParameterError,
     Param,
     PhysgsaError,
+    command_line,
 )
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -352,7 +352,8 @@ def _fail(message: str, code: int) -> None:
 def _errors():
     """Bad input -> one line, exit 2; a failed bound or any other failure -> one line, exit 3."""
     try:
-        yield
+        with command_line():  # every message names flags (--n-groups), not Python arguments
+            yield
     except PhysgsaError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except EnvironmentFailure as exc:
@@ -366,10 +367,6 @@ def _errors():
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set PHYSGSA_DEBUG=1 for the traceback; "
               "please report it)", EXIT_INTERNAL)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,9 +391,10 @@ def _running(out: Path, *, quiet: bool, lock: str | None = None, wait: bool = Fa
     - ``quiet``: no progress, and the libraries' own bars silenced;
     - progress on stderr, handed to the run.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    from .outputs import interrupts  # no numpy: the handler is there from start-up
+
     try:
-        with _errors(), contextlib.ExitStack() as stack:
+        with interrupts.running(out), _errors(), contextlib.ExitStack() as stack:
             held = None
             if lock is not None:
                 from .outputs.directory import OutputLock  # numpy: never at start-up
@@ -405,16 +403,8 @@ def _running(out: Path, *, quiet: bool, lock: str | None = None, wait: bool = Fa
             stack.enter_context(_library_output(quiet))
             yield _Running(progress=stack.enter_context(_Progress(quiet)), lock=held)
     except KeyboardInterrupt:
-        if not resumes:
-            typer.echo("physgsa: interrupted; no output was written", err=True)
-        else:
-            from .outputs.directory import RUN_DIR  # numpy: never at start-up
-
-            typer.echo(f"physgsa: interrupted; finished work is kept in {out}/{RUN_DIR}: rerun the same command to "
-                       "resume", err=True)
+        typer.echo(interrupts.interrupted_line(out, resumes), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _announce(model: str, quiet: bool) -> bool:
@@ -499,8 +489,8 @@ def _certify_tables() -> tuple:
 @app.command()
 @_options("out", "order", "q", "chart", "groups", "n_groups", "units", "threshold", "support_quantile",
           "outlier_factor", "full_support", "identical_supports", "outlier_columns", "outlier_energy", "pair_radius",
-          "window_band", "safety", "n_perturbations", "perturbation", "build", "sample_shape", "window_search", "seed",
-          "factor", "interfaces", "mode", "inputs",
+          "window_band", "safety", "n_perturbations", "perturbation", "build", "sample_shape", "sample",
+          "window_search", "seed", "factor", "interfaces", "mode", "inputs",
           "tokens", "conv", "freq", "json", "quiet", "max_memory", "overwrite", "keep_others", "wait", "workers",
           "scheduler", "dask_local", "device", tables=_certify_tables)
 def certify(
@@ -527,6 +517,7 @@ def certify(
       physgsa certify chain.npz --order a,b,c --q 0.95 --groups modes --out out/
     """
     from .api import chain_from, save
+    from .models.load import check_model_options
     from .runs.certify import CERTIFY_PARAMS
     from .runs.certify import certify as run_certify
 
@@ -534,13 +525,13 @@ def certify(
     with _running(out, quiet=quiet, lock="certify", wait=p["wait"], resumes=True) as run:
         if chain is None and p["build"] is None:
             chain = "minilm"
-        announced = _announce(chain, quiet)
-        walker = ({"build": p["build"], "sample_shape": p["sample_shape"]}
-                  if p["build"] or p["sample_shape"] else {})
+        walker = ({k: p[k] for k in ("build", "sample_shape", "sample")}
+                  if p["build"] or p["sample_shape"] or p["sample"] else {})
         model = {**{k: p[k] for k in ("factor", "interfaces", "mode", "inputs", "conv", "seed", "tokens")},
-                 "caller": "cli"}  # error messages name flags
-        ch = chain_from(chain, order=p["order"].split(",") if p["order"] else None, freq=_freq(p["freq"]),
-                        **model, **walker)
+                 "caller": "cli", "order": p["order"].split(",") if p["order"] else None, "freq": _freq(p["freq"])}
+        check_model_options(chain, **model, **walker)  # refusals first: before a bundled model is trained
+        announced = _announce(chain, quiet)
+        ch = chain_from(chain, **model, **walker)
         _announce_done(announced)
         params = {k: v for k, v in p.items() if k in CERTIFY_PARAMS}
         result = run_certify(ch, progress=run.progress, **{**params, "groups": _load_groups(p["groups"])},
@@ -716,7 +707,9 @@ def compare(
         early = comparison_identity(others or [], change, params)
         if early is not None:  # else compare_models says what is missing (or too much)
             check_out(out, early, overwrite=p["overwrite"])
+        announced = _announce(base, quiet)  # a bundled model trained at first use says so, and its result
         res = compare_models(base, others or (), **change, **params)
+        _announce_done(announced)
         check_out(out, {k: res.document.get(k) for k in IDENTITY}, overwrite=p["overwrite"])
         save(res, out, keep_others=p["keep_others"], lock=run.lock)
     ifs = res.interfaces
@@ -776,6 +769,9 @@ def study(
 
 def main() -> None:
     """Console entry point."""
+    from .outputs import interrupts
+
+    interrupts.install()  # Ctrl-C and SIGTERM: one line and exit 130, or the outputs and exit 0
     try:
         app()
     except KeyboardInterrupt:

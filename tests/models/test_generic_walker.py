@@ -565,11 +565,12 @@ class Mutating(nn.Module):
     (Nested(), {}, ModelSourceError, "nested or parallel"),
     (Mutating(), {}, ModelSourceError, "in place"),
     (nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), {}, ModelSourceError, "no residual block"),
-    (MaxPoolBlock(), {"sample": torch.zeros(4, 4)}, InvalidParameterError, "'sample' parameter"),
+    (MaxPoolBlock(), {"sample": torch.zeros(1, 4, 6, 6, dtype=torch.complex128)}, InvalidParameterError,
+     "'sample' parameter"),  # issue 24: any rank is a sample now (test_generic_any_sample.py); complex is not
     (MaxPoolBlock(), {"sample_shape": (1, 4, 0, 8)}, InvalidParameterError, "'sample_shape' parameter"),
     (MaxPoolBlock(), {"interfaces": "heads"}, InvalidParameterError, "interfaces"),
     ("minilm", {}, ModelSourceError, "need the nn.Module itself"),
-], ids=["maxpool", "jacobian-fft", "nested", "mutation", "no-residual", "sample-2d", "shape-zero", "heads",
+], ids=["maxpool", "jacobian-fft", "nested", "mutation", "no-residual", "sample-complex", "shape-zero", "heads",
         "not-a-module"])
 def test_refusals_are_one_line_and_name_the_cause(model, kw, cls, words):
     kw = {"sample": torch.randn(1, 4, 6, 6), **kw}

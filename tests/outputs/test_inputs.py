@@ -151,7 +151,7 @@ def test_cli_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("physgsa: error: "), res.stderr
     assert "Traceback" not in res.stderr
     named = {"zero": "'b'", "nan": "'b'", "inf": "'b'", "empty": "'b'", "1d": "'b'", "3d": "'b'", "object": "'b'",
-             "missing": "absent.npz", "truncated": "in.npz", "corrupt": "in.npz", "option": "'threshold'",
+             "missing": "absent.npz", "truncated": "in.npz", "corrupt": "in.npz", "option": "--threshold",
              "order": "'c'"}[case]
     assert named in lines[0]
     assert not out.exists()

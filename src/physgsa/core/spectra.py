@@ -241,7 +241,7 @@ def truncation_allowance(sigma: np.ndarray, shape: tuple[int, int], k: int) -> f
     if r == 0 or sigma[0] == 0:
         return 0.0
     s1 = float(sigma[0])
-    eta = SVD_BACKWARD * max(m, n) * np.finfo(np.float64).eps * s1
+    eta = SVD_BACKWARD * max(m, n) * float(np.finfo(np.float64).eps) * s1
     root_r = float(np.sqrt(r))
     if k >= r:
         return 2.0 * root_r * eta

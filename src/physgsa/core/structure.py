@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .validation import InvalidParameterError
+from .validation import InvalidParameterError, spell
 
 __all__ = [
     "Partition",
@@ -206,8 +206,9 @@ def row_groups(strategy: str | np.ndarray, a0: np.ndarray, *, incidence: np.ndar
     if strategy == "heads":
         if heads is None:
             raise InvalidParameterError(
-                f"groups='heads' needs a head layout on the rows of interface {where}, and it has none "
-                "(plain matrices carry no heads). Use groups='kmeans' or 'modes', or give the layout."
+                f"{spell('groups', 'heads')} needs a head layout on the rows of interface {where}, and it has none "
+                f"(plain matrices carry no heads). Use {spell('groups', 'kmeans')} or {spell('groups', 'modes')}, "
+                "or give the layout."
             )
         labels, m = _compact(heads)
         return labels, m, "heads"
@@ -230,15 +231,16 @@ def column_units(strategy: str, cols: int, *, heads: np.ndarray | None, where: s
     if strategy == "heads":
         if heads is None:
             raise InvalidParameterError(
-                f"units='heads' needs a head layout on the columns of interface {where}, and it has none. "
-                "Use units='channels' or give the layout."
+                f"{spell('units', 'heads')} needs a head layout on the columns of interface {where}, and it has "
+                f"none. Use {spell('units', 'channels')} or give the layout."
             )
         return _compact(heads)
     if strategy == "groups":
         if conv_groups is None:
             raise InvalidParameterError(
-                f"units='groups' needs conv groups on the columns of interface {where}, and its left factor is "
-                "not a grouped convolution. Use units='channels' or give the groups (Factor.col_groups)."
+                f"{spell('units', 'groups')} needs conv groups on the columns of interface {where}, and its left "
+                f"factor is not a grouped convolution. Use {spell('units', 'channels')} or give the groups "
+                "(Factor.col_groups)."
             )
         return _compact(conv_groups)
     return np.arange(cols, dtype=np.int64), cols

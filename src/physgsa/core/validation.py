@@ -8,9 +8,12 @@ scikit-learn: "The 'q' parameter of certify must be a float in (0, 1). Got 1.5 i
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import difflib
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 __all__ = [
     "PhysgsaError",
@@ -23,7 +26,58 @@ __all__ = [
     "EnvironmentFailure",
     "Param",
     "check_params",
+    "command_line",
+    "on_command_line",
+    "spell",
+    "unset",
+    "did_you_mean",
 ]
+
+#: Who is asking: "python" (the arguments of the API) or "cli" (the flags of the command line).
+#: Every message names a parameter through :func:`spell`, which reads it.
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("physgsa_caller", default="python")
+_UNGIVEN: Any = object()
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """Inside this context every message names command-line flags (``--n-groups 3``), not arguments."""
+    token = _CALLER.set("cli")
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def on_command_line() -> bool:
+    """Whether messages name flags (inside :func:`command_line`)."""
+    return _CALLER.get() == "cli"
+
+
+def spell(name: str, value: Any = _UNGIVEN) -> str:
+    """A parameter as the caller writes it: ``--sample-shape`` / ``--mode jacobian`` on the command
+    line, ``sample_shape=`` / ``mode='jacobian'`` in Python.
+    """
+    if on_command_line():
+        flag = "--" + name.replace("_", "-")
+        if value is _UNGIVEN or value is True:
+            return flag
+        text = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+        return f"{flag} {text}"
+    return f"{name}=" if value is _UNGIVEN else f"{name}={value!r}"
+
+
+def unset(name: str, default: Any = None) -> str:
+    """How the caller leaves a parameter at its default: ``leave out --device`` / ``device=None``."""
+    return f"leave out {spell(name)}" if on_command_line() else f"{name}={default!r}"
+
+
+def did_you_mean(value: Any, known: Any) -> str:
+    """`` Did you mean 'x'?`` for a mistyped name close to one of ``known``, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class PhysgsaError(ValueError):
@@ -145,14 +199,13 @@ class Param:
         """Return the normalized value or raise :class:`InvalidParameterError`."""
         if value is None and self.allow_none:
             return None
+        where = spell(name) if on_command_line() else f"The '{name}' parameter of {entry}"
         if self.extra is not None and (self.kind == "any" or not isinstance(value, (str, numbers.Number, bool))):
-            return self.extra(value, f"The '{name}' parameter of {entry}")
-        bad = InvalidParameterError(
-            f"The '{name}' parameter of {entry} must be {self.describe()}. Got {value!r} instead."
-        )
+            return self.extra(value, where)
+        bad = InvalidParameterError(f"{where} must be {self.describe()}. Got {value!r} instead.")
         if self.kind == "choice":
             if not isinstance(value, str) or value not in self.choices:
-                raise bad
+                raise InvalidParameterError(f"{bad}{did_you_mean(value, self.choices)}")
             return value
         if self.kind == "bool":
             if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):

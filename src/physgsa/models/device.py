@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.validation import InvalidParameterError
+from ..core.validation import InvalidParameterError, spell, unset
 
 __all__ = ["TorchBackend", "backend", "check_device"]
 
@@ -23,15 +23,15 @@ def _torch_device(device: str):
         import torch  # start-up: torch loads only when a device is named
     except ImportError:
         raise InvalidParameterError(
-            f"device={device!r} runs through torch, which is not installed: pip install 'physgsa[models]'."
+            f"{spell('device', device)} runs through torch, which is not installed: pip install 'physgsa[models]'."
         ) from None
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise InvalidParameterError(f"The 'device' parameter of certify: {exc}.") from None
+        raise InvalidParameterError(f"{spell('device', device)}: {exc}.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameterError(f"device={device!r} asks for CUDA, and torch sees no CUDA device here. "
-                                    "Use device=None (LAPACK) or 'cpu'.")
+        raise InvalidParameterError(f"{spell('device', device)} asks for CUDA, and torch sees no CUDA device here. "
+                                    f"Instead: {unset('device')} (LAPACK), or {spell('device', 'cpu')}.")
     return torch, dev
 
 

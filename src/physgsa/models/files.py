@@ -8,12 +8,14 @@ the ``order`` given. Every failure raises :class:`~physgsa.ChainFileError` (or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
 import zipfile
 import zlib
 from pathlib import Path
+from tokenize import TokenError
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +24,8 @@ from ..core.chain import Chain, Deferred, Factor, check_matrix
 from ..core.resources import default_limit, format_bytes
 from ..core.validation import ChainFileError, ResourceLimitError
 
-__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive"]
+__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive",
+           "check_npy_members"]
 
 SUFFIXES = (".npz", ".safetensors")
 
@@ -44,6 +47,47 @@ _MAX_HEADER = 100 * 1024 * 1024
 # fuzzing: unsupported compression methods, "encrypted" flags, bad deflate streams).
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, NotImplementedError,
                RuntimeError, zlib.error, struct.error, OverflowError)
+
+
+# What numpy's .npy header parser raises on a damaged header (besides the archive's own errors).
+_HEADER_ERRORS = _ZIP_ERRORS + (ValueError, SyntaxError, TokenError, TypeError, RecursionError, MemoryError)
+
+
+def check_npy_members(path, *, stored_only: bool = False) -> str | None:
+    """Why an archive's ``.npy`` members cannot be read safely, or None when each can.
+
+    Every member's header is read (a few hundred bytes) and must parse, and the bytes its shape
+    and dtype declare must be exactly the bytes the member holds, so a header declaring
+    terabytes in a small file is refused before numpy allocates anything. An object array
+    (pickled data) is left to the reader, which refuses it. ``stored_only``: every member must
+    be stored uncompressed and all of them must fit in the file (physgsa's own records).
+    """
+    path = Path(path)
+    try:
+        disk = path.stat().st_size
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if stored_only and (any(i.compress_type != zipfile.ZIP_STORED for i in infos)
+                                or sum(i.file_size for i in infos) > disk):
+                return "it holds compressed members or declares more bytes than the file holds"
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[:-4]
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(fh))
+                    header = fh.tell()
+                if dtype.hasobject:
+                    continue
+                declared = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+                if header + declared != info.file_size:
+                    return (f"array {key!r} declares shape {list(shape)} ({dtype}, {format_bytes(declared)}) "
+                            f"but holds {format_bytes(max(info.file_size - header, 0))}")
+    except _HEADER_ERRORS as exc:
+        return f"an array header is unreadable ({type(exc).__name__})"
+    return None
 
 
 def check_archive(path, where: str, error=None, limit: int | None = None, *, one_at_a_time: bool = False) -> None:
@@ -128,6 +172,9 @@ def _open_npz(path: Path):
         )
     # Factors are read one at a time and released (deferred): only the largest must fit.
     check_archive(path, f"Chain file '{path}'", error=ChainFileError, one_at_a_time=True)
+    why = check_npy_members(path)  # before numpy allocates what a header declares
+    if why is not None:
+        raise ChainFileError(f"Chain file '{path}' is corrupted: {why}. Save it again with numpy.savez.")
     try:
         npz = np.load(path, allow_pickle=False)
     except _ZIP_ERRORS + (ValueError,) as exc:
@@ -185,7 +232,14 @@ def _stored_member(path: Path, zf: zipfile.ZipFile, key: str):
     return offset, dtype.str, bool(fortran), tuple(shape)
 
 
-def _read_npz(path: Path, order) -> list[tuple[str, tuple, str, tuple | None]]:
+def _digest(arr: np.ndarray) -> str:
+    """SHA-256 of an array as stored (dtype, shape and C-order bytes): what a later read must match."""
+    h = hashlib.sha256(json.dumps([arr.dtype.str, list(arr.shape)]).encode())
+    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return h.hexdigest()
+
+
+def _read_npz(path: Path, order) -> list[tuple[str, tuple, str, tuple | None, str]]:
     """(name, shape, stored dtype, memory-map location) of each selected array, every one read
     through ``zipfile`` (which checks its CRC) and checked once.
     """
@@ -195,7 +249,8 @@ def _read_npz(path: Path, order) -> list[tuple[str, tuple, str, tuple | None]]:
             arr = _npz_array(npz, key, path)
             shape = check_matrix(arr, key, f"'{path}'", copy=False).shape
             where = _stored_member(path, npz.zip, key)
-            out.append((key, shape, arr.dtype.name, where if where is not None and where[3] == shape else None))
+            out.append((key, shape, arr.dtype.name, where if where is not None and where[3] == shape else None,
+                        _digest(arr)))
             del arr
     return out
 
@@ -297,11 +352,16 @@ class SafetensorsFile:
         return raw.view(np.dtype(_ST_DTYPES[code]).newbyteorder("<")).reshape(shape)
 
 
-def _read_safetensors(path: Path, order) -> list[tuple[str, tuple, str, None]]:
-    """(name, shape, stored dtype, None) of each selected tensor, every one read and checked once."""
+def _read_safetensors(path: Path, order) -> list[tuple[str, tuple, str, None, str]]:
+    """(name, shape, stored dtype, None, digest) of each selected tensor, every one read and checked once."""
     f = SafetensorsFile(path)
-    return [(key, check_matrix(f.read(key), key, f"'{path}'", copy=False).shape, dtype_name(f.dtype(key)), None)
-            for key in _select(f.keys(), order, path)]
+    out = []
+    for key in _select(f.keys(), order, path):
+        arr = np.array(f.read(key), order="C")  # one consistent copy: a memory map follows the file
+        out.append((key, check_matrix(arr, key, f"'{path}'", copy=False).shape, dtype_name(f.dtype(key)), None,
+                    _digest(arr)))
+        del arr
+    return out
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
@@ -312,21 +372,25 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 class FileMatrix(Deferred):
     """One array of a chain file, read from the file each time it is needed.
 
-    The file's size, modification time and inode are recorded when the chain is read; a file
-    that changed since is refused (:class:`~physgsa.ChainFileError`), so a run never mixes two
-    versions of its input. An array stored uncompressed in an .npz (``where``: its offset,
-    dtype and order, found when the chain was read, after ``zipfile`` checked its CRC) is read
-    through a memory map of its bytes instead of through ``zipfile``.
+    The file's size, modification time and inode are recorded when the chain is read, and the
+    SHA-256 of each array's bytes (``digest``); a file that changed since is refused
+    (:class:`~physgsa.ChainFileError`), even one rewritten in place with the same size and
+    modification time, so a run never mixes two versions of its input. Each read takes one
+    private copy of the array and checks it against the digest before it is used. An array
+    stored uncompressed in an .npz (``where``: its offset, dtype and order, found when the
+    chain was read, after ``zipfile`` checked its CRC) is read through a memory map of its
+    bytes instead of through ``zipfile``.
     """
 
-    __slots__ = ("path", "key", "shape", "stamp", "where")
+    __slots__ = ("path", "key", "shape", "stamp", "where", "digest")
 
-    def __init__(self, path: Path, key: str, shape: tuple, stamp: tuple, where: tuple | None = None):
+    def __init__(self, path: Path, key: str, shape: tuple, stamp: tuple, where: tuple | None = None,
+                 digest: str | None = None):
         self.path, self.key, self.shape, self.stamp = Path(path), key, tuple(shape), tuple(stamp)
-        self.where = where
+        self.where, self.digest = where, digest
 
     def __reduce__(self):
-        return (FileMatrix, (self.path, self.key, self.shape, self.stamp, self.where))
+        return (FileMatrix, (self.path, self.key, self.shape, self.stamp, self.where, self.digest))
 
     def read(self) -> np.ndarray:
         try:
@@ -348,6 +412,17 @@ class FileMatrix(Deferred):
                 arr = _npz_array(npz, self.key, self.path)
         else:
             arr = SafetensorsFile(self.path).read(self.key)
+        if self.digest is not None:
+            # One private C-ordered copy (a memory map would follow later writes), checked against
+            # the bytes read when the run began: a file rewritten with the same size and time is
+            # caught here, before any of its numbers is used.
+            arr = np.array(arr, order="C")
+            if _digest(arr) != self.digest:
+                raise ChainFileError(
+                    f"Chain file '{self.path}' changed during the run (array {self.key!r} no longer holds the "
+                    "bytes it held when the run began), so its factors could mix two versions. Rerun once the "
+                    "file is complete."
+                )
         # No copy of a C-ordered array (normalizing the factor copies it anyway); another order is
         # copied into C order, as for a chain in memory, so LAPACK sees the same layout.
         return check_matrix(arr, self.key, f"'{self.path}'", copy=not arr.flags.c_contiguous)
@@ -373,11 +448,13 @@ def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
             f"Chain file '{p}' has suffix {p.suffix!r}; physgsa reads {' and '.join(SUFFIXES)} chain files."
         )
     if not p.is_file():
-        raise ChainFileError(f"Chain file '{p}' does not exist. Check the path.")
+        raise ChainFileError(f"Chain file '{p}' does not exist. Check the path." if not p.exists() else
+                             f"Chain file '{p}' is not a regular file (a folder, a pipe or a device). Give the path "
+                             "of an .npz or .safetensors file.")
     stamp = _stamp(p)
     entries = _read_npz(p, order) if p.suffix == ".npz" else _read_safetensors(p, order)
     if _stamp(p) != stamp:
         raise ChainFileError(f"Chain file '{p}' changed while it was being read. Rerun once the file is complete.")
-    return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp, where),
+    return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp, where, digest),
                                       provenance={"source": "matrix", "kind": "given", "dtype": d})
-                               for k, shape, d, where in entries], source=str(p))
+                               for k, shape, d, where, digest in entries], source=str(p))

@@ -8,22 +8,25 @@ architecture, or through the generic walker (:mod:`.generic`) where none fits.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 from ..core.chain import Chain
 from ..core.examples import example_chain
 from ..core.resources import check_memory, default_limit
-from ..core.validation import InvalidParameterError, Param, check_params
+from ..core.validation import InvalidParameterError, Param, check_params, command_line, on_command_line, spell, unset
 from . import jacobian
 from .files import SafetensorsFile, read_chain
 from .generic import check_build, check_sample_shape, layout_help, source_name, walk_chain, walk_source, without_layout
 from .generic.options import check_freq
+from .generic.samples import sample_inputs
 from .registry import ARCHITECTURES, adapter, detection_order
 from .resolve import resolve_source
 from .sources import ModelSourceError, TensorDictSource, WeightSource, import_torch
 
-__all__ = ["chain_from", "load_chain", "detect", "MODEL_PARAMS", "check_config_against_weights", "is_matrix_file"]
+__all__ = ["chain_from", "load_chain", "detect", "MODEL_PARAMS", "check_config_against_weights", "is_matrix_file",
+           "check_model_options"]
 
 MODEL_PARAMS = {
     "factor": Param("full", "choice", choices=("full", "branch"), doc="I + R (full) or R (branch)",
@@ -47,7 +50,12 @@ MODEL_PARAMS = {
                          "pairs / T: keeps attention's token mixing) or diagonal (the mean of the blocks J_tt)."),
     # The generic walker (models/generic/): residual blocks from an execution on a sample.
     "sample": Param(None, "any", allow_none=True,
-                    doc="an input batch (N, C, H, W) for the generic walker: it runs the module on it"),
+                    doc="an input for the generic walker (it runs the module on it): a tensor of any rank (images, "
+                        "vectors, token ids), a tuple (positional) or dict (keyword) of tensors, or a sample file",
+                    help="FILE.npy|.npz|.pt: find the residual blocks by running the model (--build) on this input: "
+                         ".npy one array; .npz its arrays as keyword arguments by name (positional as arr_0, arr_1, "
+                         "...); .pt a tensor, tuple or dict of tensors (read with weights_only). Float or integer "
+                         "(token ids); the first array is walked, the others held."),
     "sample_shape": Param(None, "any", allow_none=True, extra=check_sample_shape,
                           doc="(N, C, H, W): the generic walker runs the module on a seeded normal sample of it",
                           help="N,C,H,W: find the residual blocks by running the model on a seeded standard normal "
@@ -80,6 +88,54 @@ def chain_from(source=None, *, order=None, **model_params) -> Chain:
     code; ``source`` is then omitted, or a checkpoint whose weights are loaded into it) and
     ``caller="cli"`` (error messages name command-line flags).
     """
+    with command_line() if model_params.get("caller") == "cli" else contextlib.nullcontext():
+        check_model_options(source, order=order, **model_params)
+        return _chain_from(source, order, model_params)
+
+
+def check_model_options(source=None, *, order=None, **model_params) -> None:
+    """Every refusal :func:`chain_from` makes from its arguments alone, before a model is trained or loaded:
+    wrong values, model options on a chain of factor matrices, ``order`` on a model, options that
+    contradict each other, Jacobian mode on a model physgsa trains.
+    """
+    with command_line() if model_params.get("caller") == "cli" else contextlib.nullcontext():
+        p = check_params("load_chain", MODEL_PARAMS, model_params)
+        walker = any(p[k] is not None for k in ("sample", "sample_shape", "build"))
+        if isinstance(p["sample"], (str, Path)):
+            sample_inputs(p["sample"], p["caller"])  # a bad --sample file: refused before anything is loaded
+        plain = not walker and _plain_chain(source)
+        if plain:
+            _refuse_model_options(source, p)
+        if order is not None and not plain:
+            raise InvalidParameterError(f"{spell('order')} orders the arrays of a chain file (.npz, or .safetensors "
+                                        f"without config.json); {source_name(source)} is a model, whose factors come "
+                                        "in depth order. Leave it out.")
+        if p["mode"] == "jacobian" and not walker:
+            _refuse_trained_jacobian(source)
+        if p["conv"] != "dc" and p["mode"] == "jacobian":
+            raise InvalidParameterError(f"{spell('conv', p['conv'])} applies to static factors; Jacobian factors use "
+                                        "spatially uniform directions (zero frequency). Drop one of them.")
+        if p["conv"] == "dc" and tuple(p["freq"]) != tuple(MODEL_PARAMS["freq"].default):
+            raise InvalidParameterError(f"{spell('freq')} is the frequency of {spell('conv', 'fft')}, which is not "
+                                        f"given. Add {spell('conv', 'fft')}, or leave out {spell('freq')}.")
+
+
+def _plain_chain(source) -> bool:
+    """``example``, an .npz, or a .safetensors of 2-D arrays without config.json: a chain of factor matrices."""
+    if isinstance(source, str) and source == "example":
+        return True
+    if not is_matrix_file(source):
+        return False
+    if Path(source).suffix == ".safetensors" and Path(source).is_file():
+        try:
+            stored = SafetensorsFile(Path(source))
+            return all(len(stored.shape(k)) == 2 for k in stored.keys())
+        except Exception:  # noqa: BLE001 - an unreadable file: read_chain names what is wrong
+            return True
+    return True
+
+
+def _chain_from(source, order, model_params: dict) -> Chain:
     walker = any(model_params.get(k) is not None for k in ("sample", "sample_shape", "build"))
     if isinstance(source, str) and source == "example" and not walker:
         return example_chain()
@@ -91,8 +147,45 @@ def chain_from(source=None, *, order=None, **model_params) -> Chain:
                 # A state dict (conv kernels, norm vectors), not a stack of factor matrices: an
                 # adapter may know its weight names; load_chain says how to give the layout if not.
                 return load_chain(source, **model_params)
-        return read_chain(source, order=order)
+        chain = read_chain(source, order=order)
+        if order is not None and on_command_line():
+            _refuse_partial_order(Path(source), [f.name for f in chain.factors])
+        return chain
     return load_chain(source, **model_params)
+
+
+#: The model options, and why each is no option of a chain of factor matrices.
+_MODEL_ONLY = {"factor": "a model's residual blocks", "interfaces": "a transformer's heads",
+               "conv": "a CNN's convolutions", "freq": "a CNN's convolutions (with --conv fft)",
+               "mode": "a network to differentiate", "inputs": "a network to differentiate",
+               "tokens": "a transformer to differentiate"}
+
+
+def _refuse_model_options(source, p: dict) -> None:
+    """A chain of factor matrices (``example``, an .npz) takes no model option: one given is refused."""
+    for name, needs in _MODEL_ONLY.items():
+        if p[name] != MODEL_PARAMS[name].default and p[name] is not None:
+            raise InvalidParameterError(
+                f"{spell(name, p[name] if name != 'freq' else tuple(int(v) for v in p[name]))} needs {needs}; "
+                f"{source_name(source)} is a chain of factor matrices, which has none. Leave it out, or give a "
+                "model (a bundled name, a folder with config.json, a hub id).")
+
+
+def _refuse_partial_order(path: Path, named: list[str]) -> None:
+    """``--order`` naming fewer arrays than the file holds: the chain would silently lose factors."""
+    if path.suffix == ".npz":
+        import numpy as np  # the file was just read: its index only
+
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+    else:
+        keys = list(SafetensorsFile(path).keys())
+    left = [k for k in keys if k not in named]
+    if left:
+        raise InvalidParameterError(
+            f"{spell('order')} names {len(named)} of the {len(keys)} arrays chain file '{path}' holds; it leaves out "
+            f"{', '.join(repr(k) for k in left)}. Name every array, in chain order (or leave out {spell('order')} "
+            "for the file's key order).")
 
 
 def detect(src: WeightSource) -> str:
@@ -153,8 +246,12 @@ def load_chain(source=None, **params) -> Chain:
         the mean output along channel directions placed at every token (keeps attention's
         token mixing, ``d`` passes); ``"diagonal"``: ``(1/T) sum_t J[t, t]``. CNNs take
         ``"uniform"`` only. See :mod:`physgsa.models.jacobian`.
-    sample : tensor (N, C, H, W), optional
-        Runs the generic walker (:func:`physgsa.models.generic.walk_blocks`) on the module
+    sample : tensor, tuple or dict of tensors, or a path, optional
+        Any input the module takes: images (N, C, H, W) (channels on axis 1), a tensor of any
+        other rank ((N, d), (N, T, d): channels on the last axis), integer token ids (N, T), a
+        tuple of tensors (positional arguments) or a dict (keyword arguments), or a sample file
+        (.npy, .npz, .pt; as ``--sample``). The first tensor is walked; the others are held at
+        their values. Runs the generic walker (:func:`physgsa.models.generic.walk_blocks`) on the module
         ``source``, even where an adapter exists: it traces the module with torch.fx, runs it on
         the sample, and takes the residual blocks (a tensor added to an earlier tensor of the same
         shape) and their order from that execution. Static factors freeze gates
@@ -170,16 +267,23 @@ def load_chain(source=None, **params) -> Chain:
     caller : {"python", "cli"}
         Whether error messages name Python arguments (``sample=``) or flags (``--build``).
     """
-    p = check_params("load_chain", MODEL_PARAMS, params)
+    with command_line() if params.get("caller") == "cli" else contextlib.nullcontext():
+        return _load_chain(source, check_params("load_chain", MODEL_PARAMS, params))
+
+
+def _load_chain(source, p: dict) -> Chain:
+    if on_command_line():
+        p["caller"] = "cli"  # the walker's messages name flags
     _check_inputs(p)
     if p["sample"] is not None or p["sample_shape"] is not None or p["build"] is not None:
         return walk_source(source, p)
     if source is None:
         raise InvalidParameterError("load_chain needs a model source (a bundled name, a path, a hub id or an "
-                                    "nn.Module), or build='file.py:function' with sample_shape=.")
+                                    f"nn.Module), or {spell('build')} with {spell('sample_shape')}.")
     if isinstance(source, dict):
         source = TensorDictSource(source, None, "the state dict")
     if p["mode"] == "jacobian":
+        _refuse_trained_jacobian(source)
         if not isinstance(source, import_torch().nn.Module) and without_layout(source):
             raise ModelSourceError(layout_help(source_name(source), p["caller"]))
 
@@ -194,7 +298,10 @@ def load_chain(source=None, **params) -> Chain:
         return _walk_module(source, src)
     found = adapter(arch)
     if found.convolutional and p["interfaces"] == "heads":
-        raise InvalidParameterError(f"interfaces='heads' needs a transformer; {src.name} is a {arch}.")
+        raise InvalidParameterError(f"{spell('interfaces', 'heads')} needs a transformer; {src.name} is a {arch}.")
+    if not found.convolutional and p["conv"] != "dc":
+        raise InvalidParameterError(f"{spell('conv', p['conv'])} needs convolutions; {src.name} is a {arch}, "
+                                    f"which has none. Leave out {spell('conv')}.")
     freq = check_freq(p["freq"]) if found.convolutional else None
     return found.read(src, factor=p["factor"], interfaces=p["interfaces"], conv=p["conv"], freq=freq)
 
@@ -206,11 +313,22 @@ def _check_inputs(p: dict) -> None:
         return
     if isinstance(inputs, (str, Path)) and not Path(inputs).is_file():
         what = "is a folder, not a file" if Path(inputs).is_dir() else "does not exist"
-        cli = p["caller"] == "cli"
-        name, rand = ((f"--inputs {inputs}", "--inputs random") if cli
-                      else (f"inputs={str(inputs)!r}", "inputs='random'"))
+        name, rand = spell("inputs", str(inputs)), spell("inputs", "random")
         raise InvalidParameterError(f"{name}: the Jacobian inputs file '{inputs}' {what}. Give a text file (one "
                                     f"sentence a line) or an .npy of images, or {rand} (flagged).")
+
+
+def _refuse_trained_jacobian(source) -> None:
+    """Jacobian mode on a model physgsa trains itself: the true reason it is not available."""
+    if isinstance(source, str) and source in ("digits-vit", "digits-diffusion", "pysource-gpt"):
+        from .bundled.trained import TRAINED_MODELS  # torch-free table
+
+        spec = TRAINED_MODELS[source]
+        raise ModelSourceError(
+            f"Jacobian mode is not available for {source} yet: it differentiates minilm, digits-resnet and model "
+            f"folders with config.json of the architectures `physgsa models` lists, and does not load the "
+            f"models physgsa trains itself ({source}: a {spec.family}, {spec.architecture}). Use its static factors "
+            f"({unset('mode', 'static')}).")
 
 
 def _walk_module(source, src: WeightSource) -> Chain:
@@ -222,7 +340,7 @@ def _walk_module(source, src: WeightSource) -> Chain:
     folder = folder.parent if folder.is_file() else folder
     if not (folder / "config.json").is_file():
         raise ModelSourceError(f"{src.name}: no adapter fits, and without a config.json the generic walker cannot "
-                               "build the model. Pass the nn.Module (with sample=) or export an .npz chain.")
+                               f"build the model. {_module_hint()} or export an .npz chain.")
     import transformers  # start-up: transformers loads only when it must build a model
 
     try:
@@ -237,6 +355,12 @@ def _walk_module(source, src: WeightSource) -> Chain:
         raise ModelSourceError(f"{src.name}: no adapter fits, and transformers cannot build it for the generic "
                                f"walker from its config.json ({type(exc).__name__}: {first}).") from None
     return walk_chain(model, source=src.name)
+
+
+def _module_hint() -> str:
+    if on_command_line():
+        return f"Give {spell('build')} FILE.py:FUNC with {spell('sample_shape')} 1,C,H,W"
+    return "Pass the nn.Module (with sample=)"
 
 
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers", "num_encoder_layers")

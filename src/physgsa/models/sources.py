@@ -192,11 +192,11 @@ def _load_state_dict(path: Path) -> dict:
     check_archive(path, f"Checkpoint '{path}'", error=ModelSourceError)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise ModelSourceError(
             f"Refused to load '{path}': it holds pickled code or objects beyond plain tensors, and physgsa "
-            f"loads checkpoints only with torch.load(weights_only=True), which never runs code from a file "
-            f"({str(exc).splitlines()[0]}). Convert it to .safetensors in an environment you trust."
+            f"loads checkpoints only with torch.load(weights_only=True), which never runs code from a file. "
+            f"Convert it to .safetensors in an environment you trust."
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ModelSourceError(

@@ -38,7 +38,7 @@ import numpy as np
 from ..core import powerlaw
 from ..core.validation import ChainFileError
 from ._conv import conv_dc, grouped_channel_matrix
-from .files import check_archive, not_an_archive
+from .files import check_archive, check_npy_members, not_an_archive
 from .sources import WeightSource
 
 __all__ = ["raw_matrices", "Item", "module_layers", "NpzSource", "excluded"]
@@ -303,5 +303,7 @@ class NpzSource(WeightSource):
         try:
             return self._npz[key]
         except ValueError as exc:
+            why = check_npy_members(self._path)  # a header that declares other bytes than it holds
             raise ChainFileError(
+                f"Tensor file '{self._path}' is corrupted: {why}. Save it again with numpy.savez." if why else
                 f"Array {key!r} in '{self._path}' cannot be read without unpickling ({exc}).") from None

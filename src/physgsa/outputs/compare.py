@@ -120,7 +120,7 @@ class CompareResult:
                 pages(stage)
 
         with held(out, lock, what="compare") as own:
-            refuse_foreign(out, keep_others)
+            refuse_foreign(out, keep_others, folders=())  # compare writes no figures
             staged_write(out, fill, lock=own)
         return out
 

@@ -5,7 +5,10 @@ directory itself. The kernel drops it when its process dies, however it dies, so
 stale. A second run on the same directory is refused at once, naming the running one (pid,
 start time, input), or waits for it when asked (``wait=True``, ``--wait``). A run takes the lock
 once and hands the held lock down to whatever writes under it (a ``lock=`` argument); a
-function given none takes its own for as long as it writes (:func:`held`).
+function given none takes its own for as long as it writes (:func:`held`). Whoever takes the lock
+removes what a killed save left there (``.physgsa-save-*`` folders); a lock that created ``--out``
+(and its parents) removes them again if the run wrote nothing. A ``--out`` that cannot be written
+(read-only, no permission) is the environment (:class:`EnvironmentFailure`, exit 4).
 
 **Never delete what physgsa did not write.** physgsa's own files in an output directory are
 :data:`OWN_FILES` and ``.physgsa-*`` entries. A directory that holds anything else is refused,
@@ -17,7 +20,8 @@ replaced file by file, never by replacing the directory, so ``--out .`` works an
 **Two ways to write, each in one function.** :func:`staged_write` writes a set of files into a
 staging folder inside the directory and renames them into place (a named file last);
 :func:`atomic_write` replaces one file by a temporary file renamed onto it. Both honour the
-umask, and a failure leaves the old files as they were.
+umask, and a failure leaves the old files as they were. Ctrl-C and SIGTERM wait while a set is
+renamed into place (:func:`physgsa.outputs.interrupts.commit`).
 """
 
 from __future__ import annotations
@@ -41,12 +45,11 @@ import numpy as np
 
 from ..core.atomic import atomic_write, umask
 from ..core.validation import EnvironmentFailure, OutputDirectoryError
+from .interrupts import RUN_DIR, commit
 
 __all__ = ["RUN_DIR", "OWN_FILES", "FIGURES_DIR", "OutputLock", "held", "foreign_entries", "refuse_foreign",
            "staged_write", "atomic_write", "environment", "write_npz", "read_json"]
 
-#: The resumable records of an interrupted certify run (:mod:`physgsa.runs.records`).
-RUN_DIR = ".physgsa-run"
 #: The folder of one standalone SVG per panel, beside the page that embeds them.
 FIGURES_DIR = "figures"
 #: Every file physgsa writes into an output directory (besides its ``.physgsa-*`` entries).
@@ -81,15 +84,23 @@ class OutputLock:
     def __init__(self, out: str | os.PathLike[str], *, wait: bool = False, what: str = "run") -> None:
         self.out = Path(out)
         self.created = False
+        #: The folders this lock created (``out`` and its missing parents), deepest first.
+        self.made: list[Path] = []
         self.fd: int | None = None
+        if self.out.is_symlink() and not self.out.exists():
+            raise OutputDirectoryError(
+                f"Output path '{self.out}' is a symbolic link to '{os.readlink(self.out)}', which does not exist. "
+                "Create its target or choose another --out.")
         if self.out.exists() and not self.out.is_dir():
             raise OutputDirectoryError(f"Output path '{self.out}' exists and is not a directory. Choose another --out.")
         try:
             if not self.out.exists():
+                self.made = [q for q in (self.out, *self.out.parents) if not (q.exists() or q.is_symlink())]
                 self.out.mkdir(parents=True)
                 self.created = True
             fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
+            self._remove_made()
             raise OutputDirectoryError(f"Cannot create output directory '{self.out}': {exc.strerror}.") from None
         st = os.fstat(fd)
         #: The directory's (device, inode): what :meth:`covers` compares.
@@ -98,15 +109,27 @@ class OutputLock:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             os.close(fd)
+            self._remove_made()
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OutputDirectoryError(f"Cannot lock output directory '{self.out}': {exc.strerror}.") from None
             raise OutputDirectoryError(
                 f"Output directory '{self.out}' is in use by another physgsa run ({_describe_owner(self.out)}). "
                 "Wait for it to finish, choose another --out, or pass --wait to wait for it."
             ) from None
+        if wait and not _same_dir(self.out, self.key):
+            # The run waited for removed the folder (a refused run leaves nothing): start afresh.
+            os.close(fd)
+            OutputLock.__init__(self, out, wait=wait, what=what)
+            return
         self.fd = fd
-        atomic_write(self.out / _OWNER, json.dumps(
-            {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}).encode())
+        try:
+            with environment(self.out):
+                atomic_write(self.out / _OWNER, json.dumps(
+                    {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "what": what}).encode())
+        except BaseException:
+            self.release()
+            raise
+        _remove_stale_stages(self.out)
 
     def __enter__(self) -> OutputLock:
         return self
@@ -126,14 +149,19 @@ class OutputLock:
         """Drop the lock (and the directory, if this lock created it and it is still empty)."""
         if self.fd is None:
             return
-        (self.out / _OWNER).unlink(missing_ok=True)
-        if self.created:
-            try:
-                self.out.rmdir()  # only if the run left it empty (a refusal writes nothing)
-            except OSError:
-                pass
+        with contextlib.suppress(OSError):
+            (self.out / _OWNER).unlink(missing_ok=True)
+        self._remove_made()
         os.close(self.fd)  # closing the descriptor drops the lock
         self.fd = None
+
+    def _remove_made(self) -> None:
+        """Remove the folders this lock created, deepest first, each only if still empty."""
+        for folder in self.made:
+            try:
+                folder.rmdir()  # only if the run left it empty (a refusal writes nothing)
+            except OSError:
+                break
 
 
 @contextlib.contextmanager
@@ -164,6 +192,15 @@ def held(out: str | os.PathLike[str], lock: OutputLock | None = None, *, wait: b
         yield own
 
 
+def _same_dir(out: Path, key: tuple[int, int]) -> bool:
+    """Whether ``out`` is still the directory whose (device, inode) is ``key``."""
+    try:
+        st = os.stat(out)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == key
+
+
 def _describe_owner(out: Path) -> str:
     doc = read_json(out / _OWNER) or {}
     pid, started = doc.get("pid"), doc.get("started")
@@ -183,12 +220,20 @@ def foreign_entries(directory: Path, own: tuple[str, ...] = OWN_FILES) -> list[s
 
 
 def refuse_foreign(directory: Path, keep_others: bool, *, own: tuple[str, ...] = OWN_FILES,
-                   who: str = "physgsa") -> None:
+                   who: str = "physgsa", folders: tuple[str, ...] = (FIGURES_DIR,)) -> None:
     """Refuse an output directory holding files physgsa did not write, naming them (unless kept).
 
     ``own`` are the names the writing command counts as its own, ``who`` names it in the message.
+    An entry of ``folders`` (the folders the command writes into: ``figures``) that is a file or
+    a link is refused whatever ``keep_others`` says, before any work.
     """
-    if keep_others or not directory.is_dir():
+    if not directory.is_dir():
+        return
+    for name in folders:
+        target = directory / name
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise OutputDirectoryError(_not_a_folder(target))
+    if keep_others:
         return
     foreign = foreign_entries(directory, own)
     if foreign:
@@ -208,18 +253,48 @@ def environment(where: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
-                     errno.EDQUOT: "the disk quota is exhausted"}[exc.errno]
-            raise EnvironmentFailure(
-                f"Writing into '{where}' failed: {cause} ({exc.strerror}). Free space or raise the limit, then "
-                "rerun the same command: it resumes from the records kept so far."
-            ) from None
+        failure = environment_failure(exc, where)
+        if failure is not None:
+            raise failure from None
         raise
 
 
+def environment_failure(exc: OSError, where: Path) -> EnvironmentFailure | None:
+    """The environment failure ``exc`` is (a full disk, a limit, a read-only or forbidden folder), or None."""
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        cause = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
+                 errno.EDQUOT: "the disk quota is exhausted"}[exc.errno]
+        return EnvironmentFailure(
+            f"Writing into '{where}' failed: {cause} ({exc.strerror}). Free space or raise the limit, then "
+            "rerun the same command: it resumes from the records kept so far.")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        cause = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
+        return EnvironmentFailure(
+            f"Cannot write into output directory '{where}': {cause} ({exc.strerror}). Make it writable or choose "
+            "another --out, then rerun the same command.")
+    return None
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Remove what a killed save left in ``out`` (its lock is held, so no live run owns them)."""
+    for p in out.glob(".physgsa-save-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in out.glob(".physgsa-tmp-*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _not_a_folder(target: Path) -> str:
+    return (f"'{target}' is not a folder physgsa made (it is a file or a link); physgsa writes its {target.name} "
+            "there. Move it away and run the same command again.")
+
+
 def _place_folder(new: Path, target: Path, own: re.Pattern[str]) -> None:
-    """Put the staged folder ``new`` at ``target``: physgsa's stale files there go, anything else stays."""
+    """Put the staged folder ``new`` at ``target``: physgsa's stale files there go, anything else stays.
+
+    ``own`` matches exactly the names physgsa gives its files there, so a user's file is kept
+    even where its name starts like one of them (``interface-00-annotated.svg``).
+    """
     if not (target.exists() or target.is_symlink()):
         os.replace(new, target)
         return
@@ -293,7 +368,8 @@ def staged_write(out: Path, fill: Callable[[Path], None], *, lock: OutputLock, l
         stage = Path(tempfile.mkdtemp(prefix=".physgsa-save-", dir=out))
         os.chmod(stage, 0o777 & ~umask())  # mkdtemp makes it private; the outputs are ordinary files
     except OSError as exc:
-        raise OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.") from None
+        raise (environment_failure(exc, out)
+               or OutputDirectoryError(f"Cannot write to output directory '{out}': {exc.strerror}.")) from None
     try:
         with environment(out):
             fill(stage)
@@ -301,20 +377,19 @@ def staged_write(out: Path, fill: Callable[[Path], None], *, lock: OutputLock, l
             for name in names:
                 target = out / name
                 if name in folders and (target.is_symlink() or (target.exists() and not target.is_dir())):
-                    raise OutputDirectoryError(
-                        f"'{target}' is not a folder physgsa made (it is a file or a link); physgsa writes its "
-                        f"{name} there. Move it away and run the same command again.")
-            if last is not None:
-                (out / last).unlink(missing_ok=True)
-            for name in names:
-                if name in folders:
-                    _place_folder(stage / name, out / name, folders[name])
-                else:
-                    os.replace(stage / name, out / name)
-            if last is not None:
-                os.replace(stage / last, out / last)
-            for name in drop:
-                shutil.rmtree(out / name, ignore_errors=True)
+                    raise OutputDirectoryError(_not_a_folder(target))
+            with commit(out):  # Ctrl-C and SIGTERM wait until the set is in place
+                if last is not None:
+                    (out / last).unlink(missing_ok=True)
+                for name in names:
+                    if name in folders:
+                        _place_folder(stage / name, out / name, folders[name])
+                    else:
+                        os.replace(stage / name, out / name)
+                if last is not None:
+                    os.replace(stage / last, out / last)
+                for name in drop:
+                    shutil.rmtree(out / name, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out

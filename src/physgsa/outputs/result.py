@@ -42,7 +42,9 @@ OUTPUT_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.
 #: other values, they are not part of the fingerprint, and certificate.json does not record them.
 RUN_OPTIONS = ("workers", "scheduler", "dask_local", "max_memory")
 #: The report's panels in ``DIR/figures/`` (anything else there is a user's and left alone).
-OWN_FIGURE = re.compile(r"^(profiles|interface-\d+)-[A-Za-z0-9-]+\.svg$")
+OWN_FIGURE = re.compile(r"^(profiles-(exponents|rho|ranks|chart-residual|tail-energy|window-gap|graded-shares)"
+                        r"|interface-\d+-(pam-truncated-A0|pam-full-A1|pam-difference-E|icm-labels|masks"
+                        r"|block-energies|incidence-graph|window-search|profile))\.svg$")
 
 
 def factor_record(factor: Factor, s: Spectrum) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from ..core.validation import (
     PhysgsaError,
     ResourceLimitError,
     check_params,
+    spell,
 )
 from ..models.device import backend, check_device
 from ..outputs.directory import environment as _environment_on_write
@@ -520,6 +521,15 @@ def _check_partition_up_front(chain: Chain, p: dict) -> None:
     the right length for every interface: all known from the chain alone, so refused before
     anything is decomposed or written (the same messages as where the groups are fitted).
     """
+    kmeans = [(chain.factors[k.right].shape[0], k.name(chain)) for k in chain.links if isinstance(
+        g := _groups_for(p["groups"], chain.factors[k.left].name, chain.factors[k.right].name,
+                         chain.factors[k.right].row_heads), str) and g == "kmeans"]
+    if kmeans and p["n_groups"] > min(kmeans)[0] and p["n_groups"] != CERTIFY_PARAMS["n_groups"].default:
+        # A value given is never cut silently to the row count (one row per group is no channel
+        # structure); the default is "at most 8".
+        raise InvalidParameterError(f"{spell('n_groups', p['n_groups'])} is more than the {min(kmeans)[0]} rows of "
+                                    f"interface {min(kmeans)[1]}: k-means makes at most one group per row. Give at "
+                                    f"most {min(kmeans)[0]}.")
     for link in chain.links:
         fl, fr = chain.factors[link.left], chain.factors[link.right]
         where = f"{fl.name}->{fr.name}"

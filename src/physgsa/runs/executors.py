@@ -11,6 +11,9 @@ failures are named for what they are and leave nothing behind:
   (``KilledWorker``) raise :class:`~physgsa.EnvironmentFailure`: the run is resumable;
 - a scheduler address that does not parse, or where nothing (or something that is not Dask)
   answers, is bad input (:class:`~physgsa.InvalidParameterError`), found before any work;
+  every connection is bounded: a listener that accepts and never answers (an HTTP server, a
+  silent socket) is refused after :data:`CONNECT_TIMEOUT` seconds (the environment variable
+  ``PHYSGSA_CONNECT_TIMEOUT`` sets another number of seconds), and Ctrl-C stops the wait;
 - Dask's routine warnings and logs ("Sending large graph", worker restarts) stay quiet.
 """
 
@@ -24,10 +27,41 @@ import warnings
 
 from ..core.validation import EnvironmentFailure, InvalidParameterError
 
-__all__ = ["executor", "run_tasks", "DASK_LOST_AFTER"]
+__all__ = ["executor", "run_tasks", "DASK_LOST_AFTER", "CONNECT_TIMEOUT"]
 
 #: Seconds without a single Dask worker after which the run stops (the nanny has given up).
 DASK_LOST_AFTER = 20.0
+#: Seconds a Dask scheduler has to complete its handshake (``PHYSGSA_CONNECT_TIMEOUT`` overrides).
+CONNECT_TIMEOUT = 10.0
+
+
+def connect_timeout() -> float:
+    """The connection timeout in seconds: ``PHYSGSA_CONNECT_TIMEOUT`` if it is a positive number,
+    else :data:`CONNECT_TIMEOUT`.
+    """
+    try:
+        t = float(os.environ.get("PHYSGSA_CONNECT_TIMEOUT", ""))
+    except ValueError:
+        return CONNECT_TIMEOUT
+    return t if 0 < t < float("inf") else CONNECT_TIMEOUT
+
+
+def _handshake(address: str, timeout: float) -> None:
+    """Connect to ``address`` and complete Dask's handshake within ``timeout`` seconds, or raise.
+
+    ``distributed.Client`` bounds the TCP connection but not the handshake after it: a listener
+    that accepts and never answers would hold it forever. Here the whole exchange is bounded,
+    in an event loop of this thread, so Ctrl-C interrupts it.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def shake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    asyncio.run(shake())
 
 
 class _Serial:
@@ -133,8 +167,17 @@ class _Dask:
             ) from None
         _quiet_dask()
         if self.scheduler:
+            timeout = connect_timeout()
             try:
-                self.client = Client(self.scheduler, timeout="10s")
+                _handshake(self.scheduler, timeout)
+                self.client = Client(self.scheduler, timeout=f"{timeout}s")
+            except TimeoutError:
+                raise InvalidParameterError(
+                    f"Cannot reach a Dask scheduler at --scheduler {self.scheduler!r}: no answer within {timeout:g} s "
+                    "(something may listen there that is not a Dask scheduler). Check the address (tcp://HOST:PORT) "
+                    "and that a dask scheduler runs there; PHYSGSA_CONNECT_TIMEOUT sets the wait in seconds "
+                    f"(default {CONNECT_TIMEOUT:g})."
+                ) from None
             except Exception as exc:  # noqa: BLE001 - every way of not reaching a Dask scheduler is bad input
                 raise InvalidParameterError(
                     f"Cannot reach a Dask scheduler at --scheduler {self.scheduler!r} "
@@ -143,7 +186,7 @@ class _Dask:
                 ) from None
         else:
             self.cluster = LocalCluster(n_workers=self.local, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=None, silence_logs=logging.CRITICAL)  # workers too
             self.client = Client(self.cluster)
         try:
             self.width = max(1, sum(self.client.nthreads().values()))
@@ -171,6 +214,8 @@ class _Dask:
         DASK_LOST_AFTER seconds, or when Dask gives up on a task (KilledWorker).
         """
         # start-up: dask.distributed loads only for a Dask run (see __enter__)
+        from concurrent.futures import CancelledError
+
         from distributed import wait
         from distributed.client import FutureCancelledError
 
@@ -178,6 +223,9 @@ class _Dask:
             from distributed import KilledWorker
         except ImportError:  # pragma: no cover - older distributed
             from distributed.scheduler import KilledWorker
+        lost = EnvironmentFailure(
+            "Dask lost the workers or the scheduler running this run's tasks (killed or out of memory). Rerun "
+            "the same command: it resumes from the records kept so far.")
         pending = set(futures)
         lost_since = None
         while pending:
@@ -185,14 +233,13 @@ class _Dask:
                 done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
             except TimeoutError:  # nothing finished in these 2 s: look at the workers, then wait again
                 done = set()
+            except CancelledError:  # FuturesCancelledError: the scheduler (or a client) cancelled them
+                raise lost from None
             for fut in done:
                 try:
                     fut.result()
-                except (KilledWorker, FutureCancelledError):
-                    raise EnvironmentFailure(
-                        "Dask lost the workers running this run's tasks (killed or out of memory). Rerun the same "
-                        "command: it resumes from the records kept so far."
-                    ) from None
+                except (KilledWorker, FutureCancelledError, CancelledError):
+                    raise lost from None
                 yield fut
             if pending:
                 try:

@@ -5,8 +5,12 @@
 carries the run's identity (``input_sha256``: the input's content and the parameters), its
 index, its name, its schema and a SHA-256 of its own content (the JSON and every array's
 dtype, shape and bytes). On a rerun a record is used only if every one of these checks passes;
-any other record is recomputed, never trusted. The final outputs are assembled from records
-either way, so they are byte-identical to an uninterrupted run's.
+any other record is recomputed, never trusted: a damaged one (a corrupt array header, a NaN
+in its JSON, a folder in its place) is removed and written again. A record is read only within
+the memory guard: its arrays' headers must declare exactly the bytes they hold, stored
+uncompressed (as physgsa writes them), so a small file never expands in memory. The final
+outputs are assembled from records either way, so they are byte-identical to an uninterrupted
+run's.
 
 **Identity is content.** ``input_sha256`` hashes the factors' names, shapes, float64 bytes,
 layouts, links and breaks and every parameter that changes a number; never a path. The same
@@ -27,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.resources import default_limit
 from ..core.validation import OutputDirectoryError
-from ..models.files import _ZIP_ERRORS
+from ..models.files import _HEADER_ERRORS, check_npy_members
 from ..outputs.directory import RUN_DIR, OutputLock, atomic_write, held, read_json, refuse_foreign, write_npz
 from ..outputs.jsonio import json_default
 from ..outputs.result import RUN_OPTIONS
@@ -172,17 +177,18 @@ class RunStore:
     # -- factors -------------------------------------------------------------------------
     def factor(self, i: int, expected_keys=None) -> dict | None:
         """The verified record of factor ``i``, or None (missing or failing any check)."""
-        doc = read_json(self.dir / f"factor-{i:06d}.json")
+        path = self.dir / f"factor-{i:06d}.json"
+        doc = _read_record_json(path)
         if doc is None:
-            return None
+            return None if not (path.exists() or path.is_symlink()) else self._discard(path)
         rec = doc.get("record")
         name = self.factor_names[i] if i < len(self.factor_names) else None
         ok = (doc.get("format") == RECORD_FORMAT and doc.get("run") == self.sha256 and doc.get("kind") == "factor"
               and doc.get("index") == i and isinstance(rec, dict) and doc.get("name") == name
-              and rec.get("name") == name and doc.get("checksum") == record_checksum(doc)
+              and rec.get("name") == name and _checksum_ok(doc)
               and (expected_keys is None or list(rec) == list(expected_keys))
               and all(_is_number(v) or isinstance(v, str) for v in rec.values()))
-        return rec if ok else self._discard()
+        return rec if ok else self._discard(path)
 
     def save_factor(self, i: int, record: dict) -> None:
         # Key order is kept (not sorted): the tables take their column order from the records.
@@ -194,22 +200,27 @@ class RunStore:
     # -- interfaces ----------------------------------------------------------------------
     def interface(self, i: int, expected_row_keys=None) -> dict | None:
         """The verified record of interface ``i`` (its JSON and its arrays), or None."""
-        doc = read_json(self.dir / f"interface-{i:06d}.json")
+        path, npz_path = self.dir / f"interface-{i:06d}.json", self.dir / f"interface-{i:06d}.npz"
+        doc = _read_record_json(path)
         if doc is None:
-            return None
+            return None if not (path.exists() or path.is_symlink()) else self._discard(path, npz_path)
         name = self.interface_names[i] if i < len(self.interface_names) else None
         head_ok = (doc.get("format") == RECORD_FORMAT and doc.get("run") == self.sha256
                    and doc.get("kind") == "interface" and doc.get("index") == i and doc.get("name") == name
                    and isinstance(doc.get("array_order"), list))
         if not head_ok:
-            return self._discard()
+            return self._discard(path, npz_path)
+        # Within the memory guard: every header is checked against the bytes on disk before numpy
+        # allocates what it declares.
+        if not npz_path.is_file() or check_npy_members(npz_path, stored_only=True) is not None:
+            return self._discard(path, npz_path)
         try:
-            with np.load(self.dir / f"interface-{i:06d}.npz", allow_pickle=False) as npz:
+            with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except _ZIP_ERRORS + (ValueError,):
-            return self._discard()
-        if sorted(arrays) != sorted(doc["array_order"]) or doc.get("checksum") != record_checksum(doc, arrays):
-            return self._discard()
+        except _HEADER_ERRORS:
+            return self._discard(path, npz_path)
+        if sorted(arrays) != sorted(doc["array_order"]) or not _checksum_ok(doc, arrays):
+            return self._discard(path, npz_path)
         row, detail, items = doc.get("row"), doc.get("detail"), doc.get("items")
         schema = (isinstance(row, dict) and isinstance(detail, dict) and isinstance(doc.get("margin"), dict)
                   and isinstance(items, list) and all(isinstance(x, dict) for x in items)
@@ -217,7 +228,7 @@ class RunStore:
                   and (expected_row_keys is None or list(row) == list(expected_row_keys))
                   and all(_is_number(v) or isinstance(v, str) for v in row.values()))
         if not schema:
-            return self._discard()
+            return self._discard(path, npz_path)
         rec = {k: v for k, v in doc.items() if k not in ("format", "run", "kind", "array_order", "checksum")}
         rec["arrays"] = {k: arrays[k] for k in doc["array_order"]}
         return rec
@@ -232,7 +243,36 @@ class RunStore:
         doc["checksum"] = record_checksum(doc, record["arrays"])
         atomic_write(self.dir / f"interface-{i:06d}.json", json.dumps(doc).encode())
 
-    def _discard(self):
+    def _discard(self, *paths: Path):
+        """Count a record that failed a check, and remove its files (a folder in a record's place
+        included), so that its recomputed record can be written there.
+        """
         self.discarded += 1
+        for p in paths:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink(missing_ok=True)
         return None
+
+
+def _read_record_json(path: Path) -> dict | None:
+    """A record's JSON object, or None (missing, unreadable, or larger than the memory guard allows)."""
+    try:
+        if path.stat().st_size > default_limit() // 16:  # parsing takes several times the file's size
+            return None
+    except OSError:
+        return None
+    return read_json(path)
+
+
+def _checksum_ok(doc: dict, arrays: dict | None = None) -> bool:
+    """Whether a record's checksum matches; a record its checksum cannot even be computed for
+    (a NaN or an Inf in its JSON, keys that do not sort) fails.
+    """
+    try:
+        return doc.get("checksum") == record_checksum(doc, arrays)
+    except (ValueError, TypeError, RecursionError):
+        return False
 

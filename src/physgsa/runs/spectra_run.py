@@ -56,7 +56,7 @@ def check_out(out, source: str, params: dict, *, overwrite: bool = False, keep_o
         raise OutputDirectoryError(f"Output path '{out}' exists and is not a directory. Choose another --out.")
     if not out.is_dir():
         return
-    refuse_foreign(out, keep_others, own=tuple(dict.fromkeys(OWN_FILES + tuple(SPECTRA_FILES))))
+    refuse_foreign(out, keep_others, own=tuple(dict.fromkeys(OWN_FILES + tuple(SPECTRA_FILES))), folders=())
     old_path = out / "spectra.json"
     if not old_path.is_file() or overwrite:
         return

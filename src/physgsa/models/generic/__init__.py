@@ -26,6 +26,16 @@ module names or weight shapes:
 - Factor names are the modules the factor's operations run in (the outermost modules all of
   whose operations belong to it, joined by ``+``), else ``residual.{k}`` / ``segment.{k}``.
 
+Any sample input (:mod:`.samples`): a tensor of any rank (floats, or integer token ids), a tuple
+of tensors (positional arguments) or a dict (keyword arguments), or a file (``.npy``, ``.npz``,
+``.pt``). The first tensor is walked; the others are held at their values. Channels are axis 1
+of a 4-D tensor (images), else the last axis (MLP and transformer blocks on ``(N, d)`` or
+``(N, T, d)``): static factors read linear layers there (``W``, rows = outputs) and the
+elementwise maps below; Jacobian factors average the JVP along ``e_c`` at every token over the
+items and tokens. An addition inside a block of two paths that are not the block's input merges
+parallel maps (mixture-of-experts): they stay in that block's factor, named in
+``provenance.parallel``.
+
 Static factors (``mode="static"``), channel-level, at zero frequency or on one Fourier mode:
 
 - convolutions (dense, grouped, depthwise; any stride, padding, dilation) are their channel
@@ -101,6 +111,7 @@ from .build import build_module
 from .graph import ACTIVATIONS
 from .layers import walk_chain
 from .options import check_build, check_sample_shape, layout_help, seeded_sample, source_name, without_layout
+from .samples import read_sample, sample_inputs
 from .walk import walk_blocks, walk_source
 
 __all__ = [
@@ -109,6 +120,8 @@ __all__ = [
     "check_build",
     "check_sample_shape",
     "layout_help",
+    "read_sample",
+    "sample_inputs",
     "seeded_sample",
     "source_name",
     "walk_blocks",

@@ -12,18 +12,36 @@ from .trace import describe_node, module_paths
 
 
 def find_units(g: Graph) -> list[dict]:
-    """Residual blocks and the plain stretches between them, in execution order."""
+    """Residual blocks and the plain stretches between them, in execution order.
+
+    An addition inside another block's span is part of that block's branch: an elementwise sum
+    (``x + 0.044715 x^3`` in a GELU, rotary ``q cos + rot(q) sin``) or a merge of parallel maps
+    (mixture-of-experts: ``sum_e g_e E_e(x)``, the experts named in ``u["parallel"]``). One with
+    an identity operand and a linear layer on the other (``y + f(y)`` inside a block) is a nested
+    residual block, refused.
+    """
     adds = g.residual_adds()
     if not adds:
         raise ModelSourceError(f"The generic walker found no residual block in {g.name} (no tensor added to an earlier "
                                "tensor of the same shape on the sample). For a chain of its layers, call "
                                "physgsa.models.generic.walk_chain(model, sample=...).")
+    span = {a: set(g.between(g.idom[a], a)) for a in adds}
+    outer = {b: next((a for a in adds if a is not b and b in span[a]), None) for b in adds}
+    for b, a in outer.items():
+        x = g.idom[b]
+        if a is not None and x in b.args[:2]:
+            other = b.args[1] if b.args[0] is x else b.args[0]
+            if n_linear(g, g.between(x, other)):
+                raise ModelSourceError(
+                    f"{g.name}: the residual block ending at {describe_node(b)} lies inside the block ending at "
+                    f"{describe_node(a)}: nested or parallel residual paths. The generic walker reads a sequence of "
+                    "blocks.")
     blocks = []
-    for a in adds:
+    for a in (a for a in adds if outer[a] is None):
         x = g.idom[a]
         if g.kind.get(x) != "main":
             raise ModelSourceError(f"{g.name}: the residual addition {describe_node(a)} starts at {x.name}, which is "
-                                   "not an image tensor on the residual path.")
+                                   "not a tensor on the residual path.")
         ops = [o for o in a.args[:2]]
         run = a
         while True:
@@ -33,7 +51,9 @@ def find_units(g: Graph) -> list[dict]:
                 run = users[0]
             else:
                 break
-        blocks.append({"kind": "residual", "entry": x, "add": a, "exit": run, "operands": ops})
+        merges = [b for b in adds if outer[b] is not None and b in span[a] and g.idom[b] not in b.args[:2]]
+        blocks.append({"kind": "residual", "entry": x, "add": a, "exit": run, "operands": ops,
+                       "parallel": _parallel(g, merges)})
     for prev, nxt in itertools.pairwise(blocks):
         if not (nxt["entry"] is prev["exit"] or g.dominates(prev["exit"], nxt["entry"])):
             raise ModelSourceError(
@@ -52,8 +72,39 @@ def find_units(g: Graph) -> list[dict]:
     return units
 
 
+_LINEAR = ("Conv2d", "conv2d", "Linear", "linear", "Conv1D", "addmm")
+
+
 def n_linear(g: Graph, nodes) -> int:
-    return sum(1 for n in nodes if g.op_name(n) in ("Conv2d", "conv2d", "Linear", "linear"))
+    return sum(1 for n in nodes if g.op_name(n) in _LINEAR)
+
+
+def _parallel(g: Graph, merges: list) -> list[str]:
+    """The parallel maps that sums of two non-identity paths merge (mixture-of-experts' experts), by
+    the modules only each runs in, in execution order; sums of maps without linear layers are not named.
+    """
+    consumed = {o for m in merges for o in m.args[:2] if o in merges}
+    names: list[str] = []
+    for m in merges:
+        if m in consumed:
+            continue
+        leaves, stack = [], [m]
+        while stack:
+            n = stack.pop(0)
+            if n in merges:
+                stack[:0] = [o for o in n.args[:2] if isinstance(o, g.torch.fx.Node)]
+            else:
+                leaves.append(n)
+        x = g.idom[m]
+        paths = [g.between(x, leaf) for leaf in leaves]
+        if len(leaves) < 2 or any(not n_linear(g, p) for p in paths):
+            continue
+        sets = [{q for n in p for q in module_paths(n)} for p in paths]
+        for k, mine in enumerate(sets):
+            own = mine - set().union(*(t for j, t in enumerate(sets) if j != k))
+            top = sorted(q for q in own if not any(q.startswith(o + ".") for o in own))
+            names.append("+".join(top) or leaves[k].name)
+    return names
 
 
 def _split_branch(g: Graph, u: dict) -> None:

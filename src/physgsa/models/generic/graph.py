@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 
+from ..precision import float64_internals
 from ..sources import ModelSourceError, import_torch
 from .trace import first_line, make_functional, trace_module
 
@@ -18,18 +19,20 @@ IDENTITY_MODULES = ("Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d"
 class Graph:
     """A traced module, its execution on a sample, and the data-flow facts the walker needs."""
 
-    def __init__(self, model, sample, name: str):
+    def __init__(self, model, inputs, name: str):
         torch = import_torch()
         self.torch = torch
         self.name = name
         self.model = model
-        with torch.no_grad():
+        self.inputs = inputs  # .samples.Inputs: the first tensor is walked, the others held at their values
+        with torch.no_grad(), float64_internals():  # float32 casts in the model's code stay float64
             try:
-                ref = model(sample.clone())
+                ref = inputs.call(model)
             except Exception as exc:  # noqa: BLE001
                 raise ModelSourceError(
                     f"{name} fails on the sample ({type(exc).__name__}: {first_line(exc)}).") from None
-        self.gm = trace_module(model, name, sample)
+        with float64_internals():
+            self.gm = trace_module(model, name, inputs)
         make_functional(self.gm, name)
         self.modules = dict(self.gm.named_modules())
         self.nodes = list(self.gm.graph.nodes)
@@ -41,18 +44,19 @@ class Graph:
         self.data = {}
         for n in self.nodes:
             self.data[n] = n is self.src or any(self.data.get(a, False) for a in n.all_input_nodes)
-        self.values = self.run(sample)
+        self.values = self.run(inputs.tensors)
         out = self.values[next(n for n in self.nodes if n.op == "output")]
         self.check_same(ref, out)
         self._classify()
         self._dominators()
         # Second pass: the values the static factors read (gates, shapes, data-derived constants).
-        self.values = self.run(sample, keep={n for n, k in self.kind.items() if k in ("pooled", "meta", "meta_tensor")})
+        self.values = self.run(inputs.tensors,
+                               keep={n for n, k in self.kind.items() if k in ("pooled", "meta", "meta_tensor")})
 
-    def run(self, x, keep=()):
-        """Every node's value on input ``x``: tensors that depend on the input only as their shape
-        (a meta tensor: an image-sized activation per node would take gigabytes), except the nodes
-        in ``keep`` and the output (detached copies); everything else as computed.
+    def run(self, xs, keep=()):
+        """Every node's value on the inputs ``xs`` (a list of tensors, in order): tensors that depend
+        on the input only as their shape (a meta tensor: an image-sized activation per node would
+        take gigabytes), except the nodes in ``keep`` and the output (detached copies); everything else as computed.
         """
         torch = self.torch
         values, data, keep = {}, self.data, set(keep)
@@ -72,9 +76,9 @@ class Graph:
                     values[n] = out
                 return out
 
-        with torch.no_grad():
+        with torch.no_grad(), float64_internals():
             try:
-                Recorder(self.gm).run(x.clone())
+                Recorder(self.gm).run(*[t.clone() for t in xs])
             except Exception as exc:  # noqa: BLE001
                 raise ModelSourceError(f"The traced graph of {self.name} fails on the sample ({type(exc).__name__}: "
                                        f"{first_line(exc)}).") from None
@@ -96,6 +100,11 @@ class Graph:
             raise ModelSourceError(f"The torch.fx trace of {self.name} does not reproduce its output on the sample "
                                    "(its forward depends on something the trace does not record); the generic walker "
                                    "cannot read its structure.")
+
+    def axis(self, n) -> int:
+        """The channel axis of a node's tensor: 1 for images (N, C, H, W), else the last axis."""
+        nd = self.values[n].ndim
+        return 1 if nd == 4 else nd - 1
 
     def data_inputs(self, n):
         return [a for a in n.all_input_nodes if self.data[a]]
@@ -120,7 +129,8 @@ class Graph:
         inp, out = self.values.get(n.args[0]), self.values.get(n)
         if isinstance(out, tuple):  # torch.max(x, dim) -> (values, indices)
             out = out[0]
-        if not isinstance(inp, torch.Tensor) or not isinstance(out, torch.Tensor) or inp.ndim < 2:
+        if not isinstance(inp, torch.Tensor) or not isinstance(out, torch.Tensor) or inp.ndim != 4:
+            # gates are per-channel scales of images; over the last axis a reduction is part of the map
             return False
         return out.numel() <= inp.shape[0] * inp.shape[1]
 
@@ -142,6 +152,9 @@ class Graph:
                 kind[n] = "pooled" if self._reduction(n) else "meta"
                 if kind[n] == "meta" and any(kind[a] == "pooled" for a in ins):
                     kind[n] = "pooled"
+                elif kind[n] == "meta" and any(kind[a] == "main" for a in ins) and isinstance(val, (tuple, list)) \
+                        and any(isinstance(v, torch.Tensor) for v in val):
+                    kind[n] = "main"  # x.split(...), x.chunk(...): the tensors of the main path
                 continue
             reduces = any(kind[a] == "main" for a in ins) and self._reduction(n) and kind[n.args[0]] == "main"
             # gate.expand_as(x): the gate's values, at the image's size
@@ -151,8 +164,8 @@ class Graph:
             derived = ins and all(kind[a] in ("pooled", "meta") for a in ins) and any(kind[a] == "pooled" for a in ins)
             if reduces or expands or derived:
                 kind[n] = "pooled"
-            elif ins and all(kind[a] == "meta" for a in ins):
-                kind[n] = "meta_tensor"  # e.g. torch.zeros(x.shape): no data flows, a constant
+            elif ins and all(kind[a] in ("meta", "meta_tensor") for a in ins):
+                kind[n] = "meta_tensor"  # e.g. torch.zeros(x.shape), and what is made from it: a constant
             else:
                 kind[n] = "main"
         self.kind = kind
@@ -175,6 +188,8 @@ class Graph:
             if n is self.src or not self.data[n]:
                 continue
             preds = self.data_inputs(n)
+            # shapes and what is made from them only (a mask of the input's size) carry no data
+            preds = [a for a in preds if self.kind[a] not in ("meta", "meta_tensor")] or preds
             d = preds[0]
             for q in preds[1:]:
                 d = lca(d, q)

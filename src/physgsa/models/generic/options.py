@@ -8,22 +8,29 @@ import re
 from pathlib import Path
 
 from ...core.resources import check_memory, default_limit
-from ...core.validation import InvalidParameterError
+from ...core.validation import InvalidParameterError, command_line, on_command_line, spell
 from ..registry import BUNDLED_MODELS
 from ..sources import WeightSource, import_torch
 
 
 def flag(name: str, caller: str) -> str:
-    """How a parameter is spelled for the caller: ``sample_shape=`` in Python, ``--sample-shape`` on the CLI."""
-    return f"--{name.replace('_', '-')}" if caller == "cli" else f"{name}="
+    """How a parameter is spelled for the caller: ``sample_shape=`` in Python, ``--sample-shape`` on the CLI
+    (:func:`physgsa.core.validation.spell`; ``caller="cli"`` names flags outside the command line too).
+    """
+    if caller == "cli" and not on_command_line():
+        with command_line():
+            return spell(name)
+    return spell(name)
 
 
-def layout_help(name: str, interface: str = "python") -> str:
+def layout_help(name: str, interface: str | None = None) -> str:
     """The one-line error for weights whose layout physgsa cannot tell (no config, no adapter, no sample).
 
     ``interface`` is ``"python"`` (the arguments of ``load_chain`` / ``chain_from``) or ``"cli"``
     (the flags of ``physgsa certify``).
     """
+    if interface is None:
+        interface = "cli" if on_command_line() else "python"
     if interface not in ("python", "cli"):
         raise InvalidParameterError(f"The 'interface' parameter of layout_help must be one of {{'python', 'cli'}}. "
                                     f"Got {interface!r} instead.")
@@ -84,7 +91,9 @@ def check_build(value, where: str = "The 'build' parameter of load_chain"):
 
 
 def check_sample_shape(value, where: str = "The 'sample_shape' parameter of load_chain"):
-    """``(N, C, H, W)``: four positive integers (a tuple, or a string ``"1,3,32,32"``)."""
+    """``(N, ...)``: one or more positive integers (a tuple, or a string ``"1,3,32,32"``): images
+    ``(N, C, H, W)``, vectors ``(N, d)``, sequences ``(N, T, d)``, ...
+    """
     raw = value
     if isinstance(value, str):
         try:
@@ -92,21 +101,21 @@ def check_sample_shape(value, where: str = "The 'sample_shape' parameter of load
         except ValueError:
             value = None
     try:
-        ok = value is not None and len(value) == 4 and all(
+        ok = value is not None and 1 <= len(value) <= 8 and all(
             not isinstance(v, bool) and int(v) == v and int(v) >= 1 for v in value)
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InvalidParameterError(f"{where} must be four positive integers N, C, H, W (a batch of images, e.g. "
-                                    f"1,3,32,32). Got {raw!r} instead.")
+        raise InvalidParameterError(f"{where} must be positive integers N, ... (the batch's shape: e.g. 1,3,32,32 "
+                                    f"for images, 4,16 for vectors). Got {raw!r} instead.")
     return tuple(int(v) for v in value)
 
 
 def check_freq(freq) -> tuple[int, int, int]:
     """``freq = (u, v, n)``: three integers with ``n >= 1`` (the Fourier mode of ``--conv fft``)."""
     if len(freq) != 3 or any(float(x) != int(x) for x in freq) or int(freq[2]) < 1:
-        raise InvalidParameterError(
-            f"The 'freq' parameter of load_chain (--freq) must be three integers u, v, n with n >= 1; got {freq!r}.")
+        where = spell("freq") if on_command_line() else "The 'freq' parameter of load_chain"
+        raise InvalidParameterError(f"{where} must be three integers u, v, n with n >= 1; got {freq!r}.")
     u, v, n = (int(x) for x in freq)
     return u, v, n
 

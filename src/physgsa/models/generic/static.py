@@ -8,6 +8,7 @@ import operator
 
 import numpy as np
 
+from ...core.validation import spell
 from .._conv import FourierMode, apply_grouped, avg_pool_gain, conv_blocks
 from ..sources import ModelSourceError
 from .batchnorm import batchnorm_scale
@@ -63,13 +64,18 @@ def _arith(g: Graph, n) -> str | None:
     return None
 
 
-def _scalar_or_channels(val, c: int, what: str, g: Graph) -> np.ndarray:
-    """A constant multiplier as a scalar or a per-channel vector; refused if it varies over pixels."""
+def _scalar_or_channels(val, c: int, what: str, g: Graph, images: bool = True) -> np.ndarray:
+    """A constant multiplier as a scalar or a per-channel vector; refused if it varies over pixels (tokens)."""
     torch = g.torch
     if isinstance(val, torch.Tensor):
         v = val.detach().to(torch.float64)
         if v.numel() == 1:
             return np.asarray(float(v.reshape(())))
+        if not images:  # channels last: a constant of shape (..., 1, c)
+            if v.ndim == 0 or v.shape[-1] not in (1, c) or v.numel() != v.shape[-1]:
+                raise ModelSourceError(f"{g.name}: {what} multiplies by a constant of shape {tuple(val.shape)}, "
+                                       "which is not one scale per channel (the last axis).")
+            return v.reshape(-1).cpu().numpy()
         v = v.reshape((1,) * max(0, 4 - v.ndim) + tuple(v.shape)) if v.ndim <= 4 else v
         if v.ndim != 4 or v.shape[0] != 1 or v.shape[2] != 1 or v.shape[3] != 1 or v.shape[1] not in (1, c):
             raise ModelSourceError(f"{g.name}: {what} multiplies by a constant of shape {tuple(val.shape)}, which is "
@@ -87,11 +93,12 @@ class LinearMap:
         self.g, self.unit, self.mode, self.item, self.info = g, unit, mode, item, info
         self.where = f"factor {unit['name']}"
         self.pads: dict = {}
+        self.images = g.axis(unit["entry"]) == 1 and g.values[unit["entry"]].ndim == 4
 
     def run(self, exit_, nodes) -> tuple[np.ndarray, FourierMode | None]:
         g = self.g
         entry = self.unit["entry"]
-        c = g.values[entry].shape[1]
+        c = g.values[entry].shape[g.axis(entry)]
         dtype = np.float64 if self.mode is None else np.complex128
         state = {entry: (np.eye(c, dtype=dtype), self.mode, True)}
         for n in nodes:
@@ -104,6 +111,18 @@ class LinearMap:
         ins = [a for a in n.all_input_nodes if a in state]
         if not ins:
             raise ModelSourceError(f"{g.name}: {describe_node(n)} in {self.where} does not read the factor's input.")
+        if not self.images:
+            linear = self.linear(n, state)
+            if linear is not None:
+                return linear
+            if name in ACTIVATIONS or name in IDENTITY_MODULES or name in ("contiguous", "clone") \
+                    or _arith(g, n) is not None:
+                pass  # elementwise: as for images, below
+            else:
+                raise ModelSourceError(
+                    f"{g.name}: {describe_node(n)} in {self.where} is not a linear map of the last axis the generic "
+                    "walker knows (linear layers, ReLU-family activations, constant scales, additions). Use "
+                    f"{spell('mode', 'jacobian')}, which differentiates it, or export the factors yourself.")
         padded = [a for a in ins if a in self.pads]
         conv = conv_params(g, n)
         if padded and (conv is None or padded != [n.args[0]]) and self.mode is not None:
@@ -151,6 +170,34 @@ class LinearMap:
             f"{g.name}: {describe_node(n)} in {self.where} is not a linear channel map the generic walker knows "
             "(convolutions, BatchNorm, ReLU-family activations, per-channel gates, constant scales, additions, average "
             "pooling). Use mode='jacobian', which differentiates it, or export the factors yourself.")
+
+    def linear(self, n, state):
+        """A linear layer on the last axis (``nn.Linear``, ``F.linear``, ``x @ W``): ``W @ m``; else None."""
+        g = self.g
+        torch = g.torch
+        if n.op == "call_module" and isinstance(g.modules[n.target], torch.nn.Linear):
+            w, x = g.modules[n.target].weight, n.args[0]
+        elif n.op == "call_function" and n.target is torch.nn.functional.linear:
+            x, w = n.args[0], const_value(g, n.kwargs.get("weight", n.args[1] if len(n.args) > 1 else None))
+        elif (n.op == "call_function" and n.target in (torch.matmul, operator.matmul)) or \
+                (n.op == "call_method" and n.target == "matmul"):
+            x, w = n.args[0], n.args[1]
+            if not isinstance(x, torch.fx.Node) or x not in state or (isinstance(w, torch.fx.Node) and w in state):
+                return None
+            w = const_value(g, w)
+            if not isinstance(w, torch.Tensor) or w.ndim != 2:
+                return None
+            w = w.T
+        else:
+            return None
+        if not isinstance(x, torch.fx.Node) or x not in state:
+            return None
+        m, mode, _ = state[x]
+        w = w.detach().to(torch.float64).cpu().numpy()
+        if w.shape[1] != m.shape[0]:
+            raise ModelSourceError(f"{g.name}: {describe_node(n)} takes {w.shape[1]} channels but gets {m.shape[0]}.")
+        self.info.setdefault("linears", []).append(n)
+        return w @ m, mode, False
 
     def pad(self, n, state):
         """Zero padding: the identity on the channels; on a Fourier mode of the torus, its offset
@@ -241,7 +288,7 @@ class LinearMap:
             vec = _gate_values(g, other, g.values[mains[0]].shape, self.where, self.item)
             self.info.setdefault("gates", []).append(other)
         else:
-            vec = _scalar_or_channels(const_value(g, other), m.shape[0], describe_node(n), g)
+            vec = _scalar_or_channels(const_value(g, other), m.shape[0], describe_node(n), g, self.images)
         if op == "div":
             vec = 1.0 / vec
         vec = np.asarray(vec, dtype=np.float64)

@@ -16,8 +16,12 @@ def first_line(exc) -> str:
     return (str(exc).splitlines() or [""])[0][:300]
 
 
-def _concrete_tracer(sample):
-    """A torch.fx tracer whose proxies carry the values the operations compute on ``sample``.
+_FIXED_ATTRIBUTES = ("dtype", "device", "layout", "ndim", "is_cuda", "is_sparse", "is_quantized", "is_meta")
+
+
+def _concrete_tracer(samples: list):
+    """A torch.fx tracer whose proxies carry the values the operations compute on ``samples`` (the
+    module's inputs, in order).
 
     Each recorded operation is also run on the concrete values of its arguments, so Python
     control flow that reads a tensor's shape or value (``if x.shape[1] != c``, ``len(x)``,
@@ -39,6 +43,13 @@ def _concrete_tracer(sample):
         return v.concrete
 
     class ConcreteProxy(fx.Proxy):
+        def __getattr__(self, k):
+            # a tensor's dtype, device and rank are fixed for the traced execution: their values
+            # (torch.finfo(x.dtype), torch.zeros(..., device=x.device) need them, not proxies)
+            if k in _FIXED_ATTRIBUTES:
+                return getattr(value_of(self), k)
+            return super().__getattr__(k)
+
         def __len__(self):
             return len(value_of(self))
 
@@ -81,7 +92,8 @@ def _concrete_tracer(sample):
         def _compute(self, kind, target, args, kwargs):
             if kind == "placeholder":
                 self.n_placeholders += 1
-                return sample if self.n_placeholders == 1 else (args[0] if args else None)
+                k = self.n_placeholders - 1
+                return samples[k] if k < len(samples) else (args[0] if args else None)
             if kind == "get_attr":
                 value = self.root
                 for part in str(target).split("."):
@@ -97,6 +109,25 @@ def _concrete_tracer(sample):
                 if kind == "call_method":
                     return getattr(cargs[0], target)(*cargs[1:], **ckwargs)
                 return self.root.get_submodule(target)(*cargs, **ckwargs)  # call_module
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            # buffers read in forward (a registered mask or id table, sliced by the input's length)
+            # become graph constants with their values, as parameters do: code that calls their
+            # methods with traced sizes (buffer.expand(n, t)) is then recorded, not run on proxies
+            if isinstance(attr_val, torch.Tensor) and not isinstance(attr_val, torch.nn.Parameter):
+                for name, buf in self.root.named_buffers():
+                    if buf is attr_val:
+                        if name not in parameter_proxy_cache:
+                            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+                        return parameter_proxy_cache[name]
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+        def call_module(self, m, forward, args, kwargs):
+            try:
+                self.path_of_module(m)
+            except NameError:  # a module made inside forward (not a submodule): traced through
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
 
         def to_bool(self, obj):
             return bool(value_of(obj))
@@ -115,19 +146,24 @@ def _concrete_tracer(sample):
 _ROOT = "model"
 
 
-def trace_module(model, name: str, sample):
+def trace_module(model, name: str, inputs):
+    """The module traced on ``inputs`` (:class:`.samples.Inputs`): positional or keyword arguments."""
     torch = import_torch()
+    names = [f"a{k}" for k in range(len(inputs.tensors))]
+    call = ", ".join(f"{key}={a}" for key, a in zip(inputs.keys, names)) if inputs.keys else ", ".join(names)
+    scope: dict = {}
+    # fx makes one placeholder per parameter of forward: a function with exactly the sample's arity
+    exec(f"def forward(self, {', '.join(names)}):\n    return self.model({call})\n", scope)  # noqa: S102
 
     class Root(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.model = inner
 
-        def forward(self, x):
-            return self.model(x)
+        forward = scope["forward"]
 
     try:
-        tracer = _concrete_tracer(sample.clone())
+        tracer = _concrete_tracer([t.clone() for t in inputs.tensors])
         root = Root(model)
         graph = tracer.trace(root)
         return torch.fx.GraphModule(root, graph, type(model).__name__)

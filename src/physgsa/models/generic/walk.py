@@ -7,19 +7,19 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import numpy as np
-
 from ...core.chain import Chain, Factor, check_matrix
-from ...core.validation import InvalidParameterError
+from ...core.validation import InvalidParameterError, spell
 from .._conv import fourier_mode, realify
 from ..jacobian import channel_jacobian
+from ..precision import float64_buffers
 from ..sources import ModelSourceError, import_torch
 from .blocks import find_units, main_nodes, n_linear, name_units, skipped_modules
 from .build import build_module, load_weights
 from .conv import input_col_groups, total_stride
-from .differentiate import jacobian_inputs, unit_function
+from .differentiate import jacobian_inputs, last_axis_jacobian, unit_function
 from .graph import Graph
 from .options import check_freq, flag, seeded_sample
+from .samples import Inputs, check_sample, sample_inputs
 from .static import LinearMap, static_factor
 from .trace import describe_node, first_line, module_paths
 
@@ -39,19 +39,21 @@ def walk_source(source, p: dict) -> Chain:
         raise InvalidParameterError(f"Give either {f('sample')} or {f('sample_shape')}, not both: the sample shape "
                                     "makes a seeded random sample.")
     if p["interfaces"] != "blocks":
-        raise InvalidParameterError(f"{f('interfaces')}{p['interfaces']} needs a transformer adapter; the generic "
-                                    "walker gives block factors (interfaces='blocks').")
+        raise InvalidParameterError(f"{spell('interfaces', p['interfaces'])} needs a transformer adapter; the generic "
+                                    f"walker gives block factors ({spell('interfaces', 'blocks')}).")
     if p["tokens"] != "uniform":
-        raise InvalidParameterError(f"{f('tokens')}{p['tokens']}: the generic walker's Jacobian uses spatially uniform "
-                                    "directions (tokens='uniform').")
+        raise InvalidParameterError(f"{spell('tokens', p['tokens'])}: the generic walker's Jacobian uses spatially "
+                                    f"uniform directions ({spell('tokens', 'uniform')}).")
     freq = check_freq(p["freq"])
     if p["mode"] == "jacobian" and p["conv"] != "dc":
-        raise InvalidParameterError(f"{f('conv')}fft applies to static factors; Jacobian factors use spatially uniform "
-                                    "directions (zero frequency). Drop one of them.")
+        raise InvalidParameterError(f"{spell('conv', p['conv'])} applies to static factors; Jacobian factors use "
+                                    "spatially uniform directions (zero frequency). Drop one of them.")
     if p["mode"] == "static" and p["inputs"] is not None:
-        raise InvalidParameterError(f"{f('inputs')} gives Jacobian inputs (mode='jacobian'); static factors read their "
-                                    "gates at the sample. Drop it or use mode='jacobian'.")
+        raise InvalidParameterError(f"{f('inputs')} gives Jacobian inputs ({spell('mode', 'jacobian')}); static "
+                                    "factors read their gates at the sample. Drop it or use "
+                                    f"{spell('mode', 'jacobian')}.")
     note = ""
+    given = None if p["sample"] is None else sample_inputs(p["sample"], caller)  # refused before any work
     if p["build"] is not None:
         if isinstance(source, torch.nn.Module):
             raise InvalidParameterError(f"Pass either an nn.Module or {f('build')} (which makes one), not both.")
@@ -65,27 +67,19 @@ def walk_source(source, p: dict) -> Chain:
         what = "nothing" if source is None else repr(str(source)) if isinstance(source, (str, Path)) else \
             f"a {type(source).__name__}"
         if caller == "cli":
-            raise ModelSourceError(f"--sample-shape needs --build FILE.py:FUNC (FUNC() returns the nn.Module the "
+            given_flag = "--sample" if p["sample"] is not None else "--sample-shape"
+            raise ModelSourceError(f"{given_flag} needs --build FILE.py:FUNC (FUNC() returns the nn.Module the "
                                    f"generic walker runs; --build runs FILE's code); {what} is not a module.")
         raise ModelSourceError(f"sample= and sample_shape= need the nn.Module itself (the generic walker runs it); got "
                                f"{what}. Pass the module, or build='file.py:function' to make it from your code.")
-    if p["sample"] is not None:
-        sample = p["sample"]
-        if isinstance(sample, np.ndarray):
-            sample = torch.from_numpy(sample)
-        if not isinstance(sample, torch.Tensor) or sample.ndim != 4 or not sample.dtype.is_floating_point:
-            desc = (f"a {sample.ndim}-D {str(sample.dtype).replace('torch.', '')} tensor"
-                    if isinstance(sample, torch.Tensor) else f"a {type(sample).__name__}")
-            raise InvalidParameterError(f"The 'sample' parameter of load_chain must be a 4-D float tensor of images "
-                                        f"(N, C, H, W). Got {desc} instead.")
-        if not bool(torch.isfinite(sample).all()):
-            raise InvalidParameterError("The 'sample' parameter of load_chain has NaN or Inf entries.")
-        note = f"the given sample of shape {tuple(sample.shape)}"
-        shape, seed = tuple(sample.shape), None
+    if given is not None:
+        sample = given
+        note = f"the given sample {given.shape_note()}"
+        shape, seed = tuple(given.first.shape), None
     else:
         shape = p["sample_shape"]
         if shape is None:
-            shape_text = f"{f('sample_shape')} 1,C,H,W" if caller == "cli" else \
+            shape_text = f"{f('sample_shape')} 1,C,H,W (or --sample FILE)" if caller == "cli" else \
                 f"{f('sample_shape')}(1, C, H, W) (or sample=)"
             raise InvalidParameterError(f"{f('build')} needs {shape_text}: the walker runs the module on a sample to "
                                         "find its residual blocks.")
@@ -109,10 +103,14 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
     Parameters
     ----------
     model : nn.Module
-        Any module whose forward takes one image batch (N, C, H, W). It is copied (float64,
-        eval mode); the caller's module is left as it was.
-    sample : tensor (N, C, H, W)
-        The input whose execution defines the blocks (and, static mode, the gate values).
+        Any module. It is copied (float64, eval mode, float32-derived buffers rebuilt in float64);
+        the caller's module is left as it was.
+    sample : tensor, tuple or dict of tensors
+        The input whose execution defines the blocks (and, static mode, the gate values): images
+        (N, C, H, W) (channels on axis 1), or a tensor of any other rank (N, d), (N, T, d), or
+        integer token ids (N, T) (channels on the last axis of the blocks' tensors); a tuple is
+        passed as positional arguments, a dict as keyword arguments; the first tensor is walked,
+        the others held at their values.
     factor : {"full", "branch"}
         ``S + R`` or ``R`` for residual blocks; plain factors are their map in both.
     conv : {"dc", "fft"}, freq : (u, v, n)
@@ -137,8 +135,17 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
             from None
     dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters()), "float64")
     work = work.to(torch.float64).eval()
-    x = sample.detach().to(torch.float64).clone()
-    g = Graph(work, x, name)
+    float64_buffers(work)  # rotary frequencies and the like, not their float32 rounding
+    if getattr(getattr(work, "config", None), "use_cache", False):
+        work.config.use_cache = False  # our copy: a transformers model's key/value cache is not a tensor to trace
+    if mode == "jacobian" and getattr(getattr(work, "config", None), "_attn_implementation", "eager") != "eager":
+        work.set_attn_implementation("eager")  # SDPA kernels lack forward-mode AD; eager computes the same
+    given = sample if isinstance(sample, Inputs) else check_sample(sample)
+    if conv == "fft" and given.first.ndim != 4:
+        raise InvalidParameterError(f"{spell('conv', 'fft')} needs images (N, C, H, W); {name}'s sample "
+                                    f"{given.shape_note()} has its channels on the last axis. Use "
+                                    f"{spell('conv', 'dc')}.")
+    g = Graph(work, given, name)
     units = find_units(g)
     name_units(g, units)
     record = dict(record or {})
@@ -146,11 +153,13 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
     if mode == "static":
         fmode = fourier_mode(conv, freq, total_stride(g, units), f"{name}'s residual path")
     else:
-        values, what = jacobian_inputs(g, inputs, seed, x, [u["entry"] for u in units])
+        values, what = jacobian_inputs(g, inputs, seed, given, [u["entry"] for u in units])
     factors, used, gate_of = [], set(), {}
     for u in units:
         prov = {"source": mode, "kind": factor if u["kind"] == "residual" else "plain", "module": u["name"],
                 "walker": "blocks", "modules": u["modules"], "dtype": dtype, **record}
+        if u.get("parallel"):
+            prov["parallel"] = list(u["parallel"])
         if u["kind"] == "residual":
             prov["shortcut"] = "identity" if u["shortcut"] is u["entry"] else \
                 "+".join(sorted({p for n in u["shortcut_nodes"] for p in module_paths(n)[-1:]})) or "projection"
@@ -182,7 +191,11 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
             entry_vals = values[u["entry"]]
             acc = None
             with torch.enable_grad():
-                for b in range(entry_vals.shape[0]):
+                # images: item by item; channels last: the items' mean in one pass (last_axis_jacobian)
+                n_items = entry_vals.shape[0] if entry_vals.ndim == 4 else 1
+                if entry_vals.ndim != 4:
+                    acc = last_axis_jacobian(f, entry_vals, name, u["name"])
+                for b in range(n_items if entry_vals.ndim == 4 else 0):
                     try:
                         jac = channel_jacobian(f, entry_vals[b:b + 1])
                     except ModelSourceError:
@@ -191,7 +204,7 @@ def walk_blocks(model, sample, *, factor: str = "full", conv: str = "dc", freq=(
                         raise ModelSourceError(f"{name}: the Jacobian of factor {u['name']} failed "
                                                f"({type(exc).__name__}: {first_line(exc)}).") from None
                     acc = jac if acc is None else acc + jac
-            mat = acc / entry_vals.shape[0]
+            mat = acc / n_items
             used.update(g.between(u["entry"], exit_))
             prov["inputs"] = what
             prov["tokens"] = "uniform"

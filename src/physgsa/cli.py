@@ -77,8 +77,8 @@ SWITCHES: Mapping[str, Param] = {
                         "This runs that file's code. With a MODEL checkpoint, its weights are loaded into the module "
                         "first."),
     # compare's simulated change (read by physgsa.core.perturb.parse_change)
-    "quantize": Param(None, "any", allow_none=True, help="Compare the base with itself quantized: int8, int4, fp8, "
-                                                         "bf16 or fp16 (symmetric round-to-nearest)."),
+    "quantize": Param(None, "any", allow_none=True, help="Compare the base with itself quantized: int8, int4, int3, "
+                                                         "fp8, bf16 or fp16 (symmetric round-to-nearest)."),
     "group_size": Param(None, "int", allow_none=True,
                         help="Quantize in groups of this many input entries per output channel."),
     "granularity": Param(None, "any", allow_none=True,

@@ -8,7 +8,8 @@ for (``in_out=True``): its channels are its columns and its groups run down its 
 Quantization is symmetric round-to-nearest, as the common libraries do it for weights
 (bitsandbytes' absmax int8, GPTQ/AWQ's round-to-nearest baseline, torch's fake-quant):
 
-- ``int8`` / ``int4``: ``scale = max|w| / q_max`` over the scaling block (``q_max`` = 127 or 7),
+- ``int8`` / ``int4`` / ``int3``: ``scale = max|w| / q_max`` over the scaling block (``q_max`` = 127, 7
+  or 3),
   ``w' = scale * clip(round_half_even(w / scale), -q_max, q_max)``. The scaling block is the
   whole tensor (``granularity="tensor"``), one output channel (``"channel"``, the default), or
   ``group_size`` consecutive input entries of one output channel (``"group"``; the last group of
@@ -37,8 +38,8 @@ from .validation import InvalidParameterError
 
 __all__ = ["Change", "parse_change", "apply_change", "QUANT_FORMATS"]
 
-QUANT_FORMATS = ("int8", "int4", "fp8", "bf16", "fp16")
-_QMAX = {"int8": 127.0, "int4": 7.0}
+QUANT_FORMATS = ("int8", "int4", "int3", "fp8", "bf16", "fp16")
+_QMAX = {"int8": 127.0, "int4": 7.0, "int3": 3.0}
 _FP8_MAX = 448.0
 
 

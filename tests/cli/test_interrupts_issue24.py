@@ -137,3 +137,31 @@ def test_interrupting_dask_local_says_one_line_without_dask_warnings(tmp_path):
     assert p.returncode == 130, "".join(seen)
     assert not [ln for ln in seen if "WARNING" in ln or "distributed." in ln], "".join(seen)
     assert seen[-1].startswith("physgsa: interrupted; ")
+
+
+def test_an_interrupt_a_finalizer_swallowed_is_honoured_before_the_outputs_are_renamed(tmp_path, monkeypatch):
+    # Seen once in ten --dask-local runs: Ctrl-C landed inside Dask's Future.__del__, Python printed
+    # "Exception ignored" and the run went on to write its outputs and exit 0.
+    import gc
+
+    from physgsa.outputs import interrupts
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs inside this finalizer
+            for _ in range(1000):
+                pass
+
+    printed = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    guard = interrupts.Interrupts()
+    with guard.run(tmp_path):
+        obj = Finalized()
+        del obj  # the KeyboardInterrupt is raised in __del__, and lost there
+        gc.collect()
+        assert guard.requested
+        assert not printed  # no "Exception ignored" traceback for our own interrupt
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.commit(tmp_path):
+                raise AssertionError("renamed into place after an interrupt")
+    assert not guard.active

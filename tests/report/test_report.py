@@ -414,6 +414,7 @@ def test_readme_says_how_to_read_the_result_and_where_it_comes_from():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     intro = readme.split("## ", 1)[0]
     assert "abstracts" in intro and "full texts were not" in intro and "docs/definitions.md" in intro  # up front
+    assert "docs/validation.md" in intro  # what it predicts, measured, on the first screen (issue 23)
     section = readme.split("## How to read the result", 1)[1].split("\n## ", 1)[0]
     for term in ("member", "rho_static", "a priori", "measured", "direct", "core", "overlap", "noise", "hubs",
                  "SRS", "Invariant Channel Mapping", "SC", "SA", "ST", "chain break", "--window-search",

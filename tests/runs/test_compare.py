@@ -86,7 +86,7 @@ def test_magnitude_pruning_and_noise():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(quantize="int3"), "--quantize must be one of"),
+    (dict(quantize="int2"), "--quantize must be one of"),
     (dict(prune="largest:0.5"), "--prune must be magnitude:FRACTION"),
     (dict(noise="x"), "--noise must be a relative size"),
     (dict(quantize="int8", prune="magnitude:0.1"), "exactly one simulated change"),

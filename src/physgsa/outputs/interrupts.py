@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["RUN_DIR", "NOTHING_WRITTEN", "Interrupts", "installed", "install", "running", "commit", "interrupted_line"]
 
@@ -45,12 +46,17 @@ class Interrupts:
         self.active = False
         self.done = False
         self.out: Path | None = None
+        #: A signal arrived inside the run. Its KeyboardInterrupt can be lost: raised while a
+        #: finalizer runs (Dask's ``Future.__del__``), Python prints it as "ignored" and goes on.
+        #: :func:`commit` honours it before anything is renamed into place.
+        self.requested = False
 
     def handler(self, signum: int, frame: object) -> None:
         """What SIGINT and SIGTERM do (see the module's docstring)."""
         if self.done:
             return
         if self.active:
+            self.requested = True
             raise KeyboardInterrupt
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -69,16 +75,25 @@ class Interrupts:
     def run(self, out: str | os.PathLike[str] | None) -> Iterator[None]:
         """A command's run writing into ``out``: signals raise :class:`KeyboardInterrupt` inside it."""
         previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-        self.active, self.done, self.out = True, False, None if out is None else Path(out)
+        self.active, self.done, self.requested = True, False, False
+        self.out = None if out is None else Path(out)
         for sig, old in previous.items():
             if old is not signal.SIG_IGN:
                 signal.signal(sig, self.handler)
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: self._unraisable(unraisable, hook)
         try:
             yield
         finally:
             self.active = False
+            sys.unraisablehook = hook
             for sig, old in previous.items():
                 signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    def _unraisable(self, unraisable: Any, hook: Any) -> None:
+        """Our own KeyboardInterrupt, lost in a finalizer, is honoured later: no traceback for it."""
+        if not (self.requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            hook(unraisable)
 
     def is_run_out(self, out: Path) -> bool:
         """Whether ``out`` is the running command's own output directory."""
@@ -119,6 +134,8 @@ def commit(out: Path) -> Iterator[None]:
         yield
         return
     guard = installed()
+    if guard is not None and guard.requested and guard.is_run_out(out):
+        raise KeyboardInterrupt  # an interrupt a finalizer swallowed: nothing is renamed into place
     pending: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     for sig, old in previous.items():

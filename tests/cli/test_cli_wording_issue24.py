@@ -154,3 +154,21 @@ def test_jacobian_mode_on_a_trained_model_says_the_true_reason(tmp_path, name, m
     monkeypatch.setattr(trained, "ensure_trained", never)
     line = error_line(["certify", name, "--mode", "jacobian"], tmp_path)
     assert "not available for" in line and "config.json (or a module)" not in line and "--mode" in line, line
+
+
+def test_jacobian_and_walker_messages_name_flags_on_the_command_line():
+    # The two modules left in Python wording at first: jacobian.py (static-only CNNs) and the walker's
+    # static mode (conv fft, mode jacobian).
+    transformers = pytest.importorskip("transformers")
+    from physgsa.core.validation import command_line
+    from physgsa.models.jacobian import jacobian_chain
+    from physgsa.models.sources import ModelSourceError
+
+    model = transformers.RegNetModel(transformers.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16],
+                                                               depths=[1, 1], groups_width=8)).eval()
+    with pytest.raises(ModelSourceError) as python_side:
+        jacobian_chain(model)
+    assert "mode='static'" in str(python_side.value)
+    with command_line(), pytest.raises(ModelSourceError) as cli_side:
+        jacobian_chain(model)
+    assert "--mode static" in str(cli_side.value) and "mode=" not in str(cli_side.value)

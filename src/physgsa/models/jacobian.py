@@ -112,7 +112,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.chain import Chain, Factor, check_matrix
-from ..core.validation import InvalidParameterError
+from ..core.validation import InvalidParameterError, on_command_line, spell
 from ._transformer import tower_break
 from .bundled.digits import digits_data, digits_resnet
 from .precision import float64_buffers, float64_internals
@@ -528,8 +528,7 @@ def _encodings(model, tok, inputs, seed: int):
     if inputs == "random" or tok is None:
         if inputs != "random":
             raise ModelSourceError("This model has no tokenizer to encode sentences with; use random token ids "
-                                   "instead: --inputs random on the command line, inputs='random' in Python "
-                                   "(flagged as such).")
+                                   f"instead: {spell('inputs', 'random')} (flagged as such).")
         g = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
         ids = [torch.randint(0, vocab, (1, 8), generator=g) for _ in range(4)]
@@ -561,8 +560,8 @@ def _clip_encodings(model, tok, inputs, seed: int):
         arr = torch.as_tensor(np.load(inputs, allow_pickle=False), dtype=torch.float64)
         imgs, what = [a[None] for a in arr], f"images from {inputs}"
     else:
-        raise ModelSourceError("A CLIP vision tower has no bundled images: pass inputs='random' (flagged) or an .npy "
-                               "file of images (N, C, H, W).")
+        raise ModelSourceError(f"A CLIP vision tower has no bundled images: pass {spell('inputs', 'random')} (flagged) "
+                               f"or {spell('inputs', 'FILE.npy')}, an .npy file of images (N, C, H, W).")
     if mt == "clip_vision_model":
         return [{"pixel_values": i} for i in imgs], what
     g = torch.Generator().manual_seed(seed + 1)
@@ -656,9 +655,8 @@ def _cnn_jacobians(model, factor: str, inputs, seed: int):
         imgs, what = digits_data()[2][:16].double(), "digits test images"
     elif inputs == "random" or inputs is None:
         if inputs is None:
-            raise ModelSourceError("This CNN has no bundled inputs; give images (--inputs FILE.npy on the command "
-                                   "line, inputs='FILE.npy' in Python) or random ones (--inputs random, "
-                                   "inputs='random'; flagged).")
+            raise ModelSourceError(f"This CNN has no bundled inputs; give images ({spell('inputs', 'FILE.npy')}) or "
+                                   f"random ones ({spell('inputs', 'random')}; flagged).")
         g = torch.Generator().manual_seed(seed)
         c_in = model.config.num_channels if hasattr(model, "config") else model.conv1.in_channels
         imgs, what = torch.rand(4, c_in, 16, 16, generator=g, dtype=torch.float64), "random images (flagged)"
@@ -709,14 +707,15 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
     model, tok = load_module(source)
     mt = getattr(getattr(model, "config", None), "model_type", None)
     if mt in _STATIC_ONLY:
-        raise ModelSourceError(f"Jacobian mode is not available for {mt} models yet; use mode='static' (the static "
-                               "factors docs/definitions.md defines).")
+        raise ModelSourceError(f"Jacobian mode is not available for {mt} models yet; use {spell('mode', 'static')} "
+                               "(the static factors docs/definitions.md defines).")
     # Work on a float64 copy: a module passed in is the caller's and stays as it was.
     model = (copy.deepcopy(model) if isinstance(source, torch.nn.Module) else model).double()
     is_transformer = hasattr(model, "config") and getattr(model.config, "model_type", None) in _TRANSFORMER_TYPES
     if not is_transformer and tokens != "uniform":
-        raise InvalidParameterError(f"The 'tokens' parameter of jacobian_chain must be 'uniform' for a CNN (its "
-                                    f"Jacobian uses spatially uniform directions). Got {tokens!r} instead.")
+        where = spell("tokens") if on_command_line() else "The 'tokens' parameter of jacobian_chain"
+        raise InvalidParameterError(f"{where} must be 'uniform' for a CNN (its Jacobian uses spatially uniform "
+                                    f"directions). Got {tokens!r} instead.")
     with torch.enable_grad():
         if is_transformer:
             float64_buffers(model)  # rotary frequencies and Gemma's embed_scale, not their float32 rounding

@@ -127,15 +127,15 @@ class LinearMap:
         conv = conv_params(g, n)
         if padded and (conv is None or padded != [n.args[0]]) and self.mode is not None:
             raise ModelSourceError(f"{g.name}: {describe_node(padded[0])} is read by {describe_node(n)}, "
-                                   "not by a conv; conv='fft' needs the padding's offset at a conv.")
+                                   f"not by a conv; {spell('conv', 'fft')} needs the padding's offset at a conv.")
         if conv is not None:
             w, stride, padding, dilation, groups = conv
             extra = self.pads.get(n.args[0], (0, 0))
             padding = (padding[0] + extra[0], padding[1] + extra[1])
             m, mode, diag = state[n.args[0]]
             if self.mode is not None and stride[0] != stride[1]:
-                raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {stride}; conv='fft' follows "
-                                       "square strides only.")
+                raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {stride}; {spell('conv', 'fft')} "
+                                       "follows square strides only.")
             blocks = conv_blocks(w, mode, padding=padding, dilation=dilation)
             if m.shape[0] != w.shape[1] * groups:
                 raise ModelSourceError(f"{g.name}: {describe_node(n)} takes {w.shape[1] * groups} channels but gets "
@@ -169,7 +169,7 @@ class LinearMap:
         raise ModelSourceError(
             f"{g.name}: {describe_node(n)} in {self.where} is not a linear channel map the generic walker knows "
             "(convolutions, BatchNorm, ReLU-family activations, per-channel gates, constant scales, additions, average "
-            "pooling). Use mode='jacobian', which differentiates it, or export the factors yourself.")
+            f"pooling). Use {spell('mode', 'jacobian')}, which differentiates it, or export the factors yourself.")
 
     def linear(self, n, state):
         """A linear layer on the last axis (``nn.Linear``, ``F.linear``, ``x @ W``): ``W @ m``; else None."""
@@ -242,7 +242,7 @@ class LinearMap:
         m, mode, diag = state[n.args[0]]
         if self.mode is not None and s[0] != s[1]:
             raise ModelSourceError(f"{g.name}: {describe_node(n)} has stride {s}; "
-                                   "conv='fft' follows square strides only.")
+                                   f"{spell('conv', 'fft')} follows square strides only.")
         gain = avg_pool_gain(k, p, mode)
         out_mode = None if mode is None else mode.strided(s[0], f"{describe_node(n)} of {g.name}")
         return (gain.real if mode is None else gain) * m, out_mode, diag
@@ -279,7 +279,7 @@ class LinearMap:
         if len(mains) == 2:
             raise ModelSourceError(f"{g.name}: {describe_node(n)} in {self.where} multiplies two tensors that both "
                                    "depend on the factor's input (not a per-channel gate); it is not a linear map. Use "
-                                   "mode='jacobian'.")
+                                   f"{spell('mode', 'jacobian')}.")
         m, mode, diag = state[mains[0]]
         other = others[0]
         if op == "div" and args[0] is not mains[0]:

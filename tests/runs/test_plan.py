@@ -16,8 +16,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from physgsa.core.validation import InvalidParameterError
-from physgsa.runs.plan import (Block, InfeasibleBudgetError, allocate, as_budget, block_bits, matrix_bits,
-                               parse_format)
+from physgsa.runs.plan import Block, InfeasibleBudgetError, allocate, as_budget, block_bits, matrix_bits, parse_format
 
 
 def _count_bits(rows, cols, kbits, group):
@@ -159,3 +158,36 @@ def test_missing_or_nan_damage_is_refused():
         allocate([("a", 64)], {("a", "int4"): 0.0}, "int4,int3", 8)
     with pytest.raises(InvalidParameterError, match="nan"):
         allocate([("a", 64)], {("a", "int4"): math.nan}, "int4", 8)
+
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+
+def test_blocks_and_predicted_damage_of_a_tiny_gpt2():
+    from physgsa.runs.plan import block_damage, block_units
+
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
+                                  eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(0))
+    inputs = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    merged = block_units(model)
+    assert [u.name for u in merged] == ["block0", "block1"]
+    assert all(len(u.parts) == 6 for u in merged)  # q, k, v, o, up, down
+    blocks, damage = block_damage(model, "int4,int8", inputs=inputs, what="8 seeded ids")
+    # by hand: q, k, v, o are 16 x 16, up 64 x 16, down 16 x 64 (out, in)
+    assert [b.shapes for b in blocks] == [((16, 16),) * 4 + ((64, 16), (16, 64))] * 2
+    assert all(b.n_weights == 4 * 256 + 2 * 1024 for b in blocks)
+    assert sorted(damage) == [(f"block{i}", f) for i in (0, 1) for f in ("int4", "int8")]
+    assert all(math.isfinite(v) and v > 0 for v in damage.values())
+    # by hand: int4 g32 is 5 bits per weight in every matrix (16 inputs: one 16-bit scale per 16
+    # weights; 64 inputs: two per 64): 5 * 3072 = 15360 per block. int8 per channel: 9 bits on the
+    # 16-input matrices, 8.25 on down: 9 * 2048 + 8.25 * 1024 = 26880. At 7 bits (43008 for both
+    # blocks) exactly one block fits int8 (42240): the one whose int8 saves more predicted damage.
+    a = allocate(blocks, damage, "int4,int8", 7)
+    gain = {b: damage[(b, "int4")] - damage[(b, "int8")] for b in ("block0", "block1")}
+    up = max(gain, key=lambda b: gain[b])
+    assert a.total_bits == 42240 and a.assignment[up] == "int8" and list(a.assignment.values()).count("int8") == 1
+    assert allocate(blocks, damage, "int4,int8", 5).assignment == {"block0": "int4", "block1": "int4"}

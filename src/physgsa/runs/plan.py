@@ -52,6 +52,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from ..core.perturb import Change, parse_change
 from ..core.validation import InvalidParameterError
@@ -96,7 +97,9 @@ class Format:
 
 
 def parse_format(text: str) -> Format:
-    """``int4`` / ``int3`` (groups of 32), ``int4:g64`` (groups of 64), ``int8`` (per channel), ``int8:g128``, ``fp16``, ``bf16``."""
+    """A format by name: ``int4`` / ``int3`` (groups of 32), ``int4:g64``, ``int8`` (per channel), ``int8:g128``,
+    ``fp16``, ``bf16``.
+    """
     m = _FMT.match(str(text).strip().lower())
     if not m:
         raise InvalidParameterError(f"unknown format {text!r}; use int3, int4, int8 (optionally :gN), fp16 or bf16.")
@@ -169,7 +172,7 @@ class Block:
         return sum(r * c for r, c in self.shapes) if self.shapes else self.count
 
 
-def _as_block(b) -> Block:
+def _as_block(b: Any) -> Block:
     if isinstance(b, Block):
         blk = b
     else:
@@ -204,14 +207,14 @@ class Allocation:
     budget: Fraction
     damage: float
     formats: list[str]
-    blocks: list[dict] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def bits_per_weight(self) -> Fraction:
         """``total_bits / n_weights``, exact."""
         return self.total_bits / self.n_weights
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: exact fractions as ``"p/q"`` strings beside their floats."""
         return {"budget_bits": str(self.budget), "budget_bits_float": float(self.budget),
                 "bits_per_weight": str(self.bits_per_weight), "bits_per_weight_float": float(self.bits_per_weight),
@@ -219,7 +222,7 @@ class Allocation:
                 "formats": list(self.formats), "blocks": [dict(b) for b in self.blocks]}
 
 
-def allocate(blocks: Sequence, damage: Mapping[tuple[str, str], float], formats: str | Iterable[str | Format],
+def allocate(blocks: Sequence[Any], damage: Mapping[tuple[str, str], float], formats: str | Iterable[str | Format],
              budget_bits: int | float | str | Fraction) -> Allocation:
     """One format per block, average bits per weight <= ``budget_bits`` exactly, least summed damage.
 
@@ -257,7 +260,7 @@ def allocate(blocks: Sequence, damage: Mapping[tuple[str, str], float], formats:
     cost = [[block_bits(b, f) for f in fmts] for b in blks]
     dmg: list[list[float]] = []
     for b in blks:
-        row = []
+        row: list[float] = []
         for f in fmts:
             if (b.name, f.name) not in damage:
                 raise InvalidParameterError(f"no predicted damage for block {b.name!r} in format {f.name}.")
@@ -301,7 +304,7 @@ def allocate(blocks: Sequence, damage: Mapping[tuple[str, str], float], formats:
 
 # -- predicted damage per block from the pre-registered score ------------------------------------
 
-def block_units(model) -> list:
+def block_units(model: object) -> list[Any]:
     """Per depth, one unit made of every ``"matrix"`` unit of :func:`physgsa.models.units.units` at that depth.
 
     The merged unit is named ``block<depth>`` and holds the matrices' parts in the order
@@ -309,7 +312,7 @@ def block_units(model) -> list:
     """
     from ..models import units as U
 
-    by_depth: dict[int, list] = {}
+    by_depth: dict[int, list[Any]] = {}
     for u in U.units(model):
         if u.kind == "matrix":
             by_depth.setdefault(u.depth, []).append(u)
@@ -317,7 +320,7 @@ def block_units(model) -> list:
             for d, us in sorted(by_depth.items())]
 
 
-def plan_blocks(model, merged: Sequence | None = None) -> list[Block]:
+def plan_blocks(model: object, merged: Sequence[Any] | None = None) -> list[Block]:
     """The :class:`Block` (matrix shapes as (rows, cols), a conv kernel's cols = in * kh * kw) of each merged unit."""
     from ..models import units as U
 
@@ -329,9 +332,11 @@ def plan_blocks(model, merged: Sequence | None = None) -> list[Block]:
     return out
 
 
-def block_damage(model, formats: str | Iterable[str | Format], **sensitivity_params
+def block_damage(model: object, formats: str | Iterable[str | Format], **sensitivity_params: Any
                  ) -> tuple[list[Block], dict[tuple[str, str], float]]:
-    """The blocks of ``model`` and ``S`` per (block, format): the pre-registered score with the format on the whole block.
+    """The blocks of ``model`` and ``S`` per (block, format), the format applied to the whole block.
+
+    ``S`` is the pre-registered score of docs/validation.md, unchanged.
 
     ``**sensitivity_params`` go to :func:`physgsa.runs.sensitivity.sensitivity` (``module``,
     ``inputs``, ``what``, ``n_inputs``, ``seed``, compare parameters).

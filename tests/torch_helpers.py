@@ -42,3 +42,15 @@ class Float64(torch.overrides.TorchFunctionMode):
             if kwargs.get("dtype") is torch.float32:
                 kwargs["dtype"] = f64
         return func(*args, **kwargs)
+
+
+def tiny_gpt2():
+    """A seeded 2-layer GPT-2 of width 16 (transformers, from a config) and one batch of 8 token ids."""
+    import transformers
+
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
+                                  eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(0))
+    return model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]

@@ -166,13 +166,9 @@ torch = pytest.importorskip("torch")
 
 def test_blocks_and_predicted_damage_of_a_tiny_gpt2():
     from physgsa.runs.plan import block_damage, block_units
+    from torch_helpers import tiny_gpt2
 
-    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
-                                  eos_token_id=0)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(0))
-    inputs = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    model, inputs = tiny_gpt2()
     merged = block_units(model)
     assert [u.name for u in merged] == ["block0", "block1"]
     assert all(len(u.parts) == 6 for u in merged)  # q, k, v, o, up, down

@@ -90,13 +90,9 @@ transformers = pytest.importorskip("transformers")
 def tiny():
     from physgsa.models import units as U
     from physgsa.runs.sensitivity import sensitivity
+    from torch_helpers import tiny_gpt2
 
-    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
-                                  eos_token_id=0)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(0))
-    inputs = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    model, inputs = tiny_gpt2()
     pick = [u for u in U.units(model) if u.name in ("layer0.k", "layer1.head1", "layer1.mlp0")]
     changes = {"int3": parse_change(quantize="int3", group_size=32), "none": parse_change(prune="magnitude:0")}
     df = sensitivity(model, unit_list=pick, changes=changes, inputs=inputs, what="8 seeded ids")

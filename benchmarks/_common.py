@@ -35,3 +35,44 @@ def residual_factors(n_factors: int, n: int, seed: int = 0):
         u, _ = np.linalg.qr(rng.standard_normal((n, n)))
         v, _ = np.linalg.qr(rng.standard_normal((n, n)))
         yield np.eye(n) + (u * s) @ v.T
+
+
+def log(msg: str, t0: float) -> None:
+    """One progress line, seconds since ``t0`` first."""
+    import time
+
+    print(f"[{time.time() - t0:8.1f} s] {msg}", flush=True)
+
+
+def run_models(args, run_model, summarize) -> int:
+    """The driver of the per-model benchmarks (sensitivity.py, plan.py): every model of ``args.models``.
+
+    Threads pinned to ``args.threads``; a model whose ``<out>/<model>.json`` exists is skipped unless
+    ``args.overwrite``; ``run_model(name, args, t0)`` writes it. Then ``<out>/summary.json`` holds
+    ``summarize(record)`` of every model's JSON found in ``<out>``.
+    """
+    import time
+
+    pin_threads(args.threads)
+    import torch  # after the threads are pinned
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if os.path.exists(os.path.join(args.out, f"{name}.json")) and not args.overwrite:
+            log(f"{name}: result exists, skipped (--overwrite to redo)", t0)
+            continue
+        log(f"{name}: start", t0)
+        run_model(name, args, t0)
+    summary = {}
+    for fn in sorted(os.listdir(args.out)):
+        if fn.endswith(".json") and fn != "summary.json":
+            with open(os.path.join(args.out, fn)) as fh:
+                record = json.load(fh)
+            summary[record["model"]] = summarize(record)
+    with open(os.path.join(args.out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    log(f"summary of {', '.join(summary)} -> {os.path.join(args.out, 'summary.json')}", t0)
+    return 0

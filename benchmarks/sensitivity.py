@@ -38,15 +38,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import pin_threads  # noqa: E402
+from _common import log, run_models  # noqa: E402
 
 # numpy, pandas, torch and physgsa are imported inside the functions, after pin_threads.
 
 SET_SEED = 23
-
-
-def _log(msg: str, t0: float) -> None:
-    print(f"[{time.time() - t0:8.1f} s] {msg}", flush=True)
 
 
 def _fmt(x: float) -> str:
@@ -123,7 +119,7 @@ def run_model(name: str, args, t0: float) -> dict:
     model = D.load(name)
     params = dict(model.named_parameters(remove_duplicate=False))
     base_out = D.evaluate(name, model)
-    _log(f"{name}: {len(found)} units x {len(changes)} changes; base evaluated on {base_out.n_examples} "
+    log(f"{name}: {len(found)} units x {len(changes)} changes; base evaluated on {base_out.n_examples} "
          f"held-out examples", t0)
 
     # 1. damage per unit x change
@@ -135,7 +131,7 @@ def run_model(name: str, args, t0: float) -> dict:
             row.update(_damage_row(name, base_out, model, U.changed_weights(name, u, change), params))
             drows.append(row)
         if (i + 1) % 8 == 0 or i + 1 == len(found):
-            _log(f"{name}: damage {i + 1}/{len(found)} units", t0)
+            log(f"{name}: damage {i + 1}/{len(found)} units", t0)
     t_damage = time.time() - t_damage
     metrics = [k for k in drows[0] if k not in ("unit", "change") and not k.endswith(("_low", "_high"))]
 
@@ -143,7 +139,7 @@ def run_model(name: str, args, t0: float) -> dict:
     t_pred = time.time()
     pred = S.sensitivity(name, unit_list=found)
     t_pred = time.time() - t_pred
-    _log(f"{name}: predictors in {t_pred:.1f} s ({pred.attrs['factors']})", t0)
+    log(f"{name}: predictors in {t_pred:.1f} s ({pred.attrs['factors']})", t0)
     predictors = [*S.PHYSGSA_PREDICTORS, *S.BASELINES]
     table = pred.merge(pd.DataFrame(drows), on=["unit", "change"], how="inner", validate="one_to_one")
     if len(table) != len(found) * len(changes):
@@ -182,7 +178,7 @@ def run_model(name: str, args, t0: float) -> dict:
     set_corr = _spearman_rows(sets_df, ["S", *[f"sum_{p}" for p in predictors]], metrics, list(changes),
                               args.n_boot, args.seed)
     t_sets = time.time() - t_sets
-    _log(f"{name}: {len(sets)} sets of {k} units in {t_sets:.1f} s", t0)
+    log(f"{name}: {len(sets)} sets of {k} units in {t_sets:.1f} s", t0)
 
     result = {
         "model": name, "n_units": len(found), "changes": list(changes), "metrics": metrics,
@@ -198,7 +194,7 @@ def run_model(name: str, args, t0: float) -> dict:
     with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
         json.dump(result, fh, indent=2, sort_keys=True)
         fh.write("\n")
-    _log(f"{name}: done in {result['seconds']['total']} s", t0)
+    log(f"{name}: done in {result['seconds']['total']} s", t0)
     return result
 
 
@@ -239,6 +235,10 @@ def _write_md(res: dict, table, sets_df, predictors, metrics, out: str) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
+def _summary(r: dict) -> dict:
+    return {**{k: r[k] for k in ("n_units", "factors", "seconds", "spearman")}, "sets_spearman": r["sets"]["spearman"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits-resnet,digits-vit")
@@ -250,30 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    pin_threads(args.threads)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    t0 = time.time()
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        if os.path.exists(os.path.join(args.out, f"{name}.json")) and not args.overwrite:
-            _log(f"{name}: result exists, skipped (--overwrite to redo)", t0)
-            continue
-        _log(f"{name}: start", t0)
-        run_model(name, args, t0)
-    summary = {}
-    for fn in sorted(os.listdir(args.out)):
-        if fn.endswith(".json") and fn != "summary.json":
-            with open(os.path.join(args.out, fn)) as fh:
-                r = json.load(fh)
-            summary[r["model"]] = {k: r[k] for k in ("n_units", "factors", "seconds", "spearman")}
-            summary[r["model"]]["sets_spearman"] = r["sets"]["spearman"]
-    with open(os.path.join(args.out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    _log(f"summary of {', '.join(summary)} -> {os.path.join(args.out, 'summary.json')}", t0)
-    return 0
+    return run_models(args, run_model, _summary)
 
 
 if __name__ == "__main__":

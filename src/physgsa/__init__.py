@@ -32,6 +32,7 @@ __all__ = [
     "load_chain",
     "compare",
     "study",
+    "plan",
     "save",
     "CERTIFY_PARAMS",
     "Chain",
@@ -64,6 +65,7 @@ _LAZY = {
     "spectra": "api",
     "compare": "api",
     "study": "api",
+    "plan": "api",
     "save": "api",
     "load_chain": "api",
 }

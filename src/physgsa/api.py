@@ -21,11 +21,12 @@ from .core.validation import InvalidParameterError
 if TYPE_CHECKING:  # the runs load pandas and scipy; they are imported when a function is called
     from .core.chain import Chain
     from .outputs.compare import CompareResult
+    from .outputs.plan import PlanResult
     from .outputs.result import Result
     from .outputs.spectra import SpectraResult
     from .outputs.study import StudyResult
 
-__all__ = ["certify", "spectra", "compare", "study", "save", "chain_from", "load_chain", "load_result"]
+__all__ = ["certify", "spectra", "compare", "study", "plan", "save", "chain_from", "load_chain", "load_result"]
 
 Progress = Callable[[str, int, int, str], None]
 _P = ParamSpec("_P")
@@ -156,6 +157,21 @@ def compare(base: Any, others: Sequence[Any] = (), *, quantize: str | None = Non
                           support_quantile=support_quantile, outlier_factor=outlier_factor, pair_radius=pair_radius,
                           safety=safety, tau_e=tau_e, tau_rho=tau_rho, window_band=window_band,
                           gap_floor=gap_floor, seed=seed, max_memory=max_memory)
+
+
+@_named_errors
+def plan(model: Any, *, bits: Any, formats: Any = "int4,int8", inputs: str | None = None, n_inputs: int = 4,
+         seed: int = 0, per: str = "matrix", apply: bool = False) -> PlanResult:
+    """One format per block of ``model`` within ``bits`` bits per weight, least summed predicted damage.
+
+    The parameters are :data:`~physgsa.runs.plan.PLAN_PARAMS`; see
+    :func:`physgsa.runs.plan.plan_model`. ``physgsa.save(result, DIR)`` writes ``plan.json``,
+    ``plan.html`` and, with ``apply=True``, ``checkpoint/``.
+    """
+    from .runs.plan import plan_model  # start-up: pandas and torch load when a run starts
+
+    return plan_model(model, bits=bits, formats=formats, inputs=inputs, n_inputs=n_inputs, seed=seed, per=per,
+                      apply=apply)
 
 
 def load_result(directory: Any) -> Result:

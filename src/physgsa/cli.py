@@ -34,7 +34,6 @@ from typer.core import TyperGroup
 
 from .core.validation import (
     CertificateBugError,
-    ChainFileError,
     EnvironmentFailure,
     InvalidParameterError,
     Param,
@@ -436,31 +435,6 @@ def _announce_done(announced: bool) -> None:
             typer.echo(f"physgsa: digits-resnet trained: {acc[0]} of {acc[1]} held-out digits correct", err=True)
 
 
-def _load_groups(groups: str):
-    """``--groups FILE.npz``: user-given row groups, one integer array per interface name
-    (``left->right``) or right-hand factor name.
-    """
-    if not groups.endswith(".npz"):
-        return groups
-    import numpy as np  # only for a groups file (start-up)
-
-    from .models.files import _ZIP_ERRORS, check_archive, not_an_archive
-
-    path = Path(groups)
-    if not path.is_file():
-        raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
-    why = not_an_archive(path)
-    if why is not None:
-        raise ChainFileError(f"Groups file '{path}' is not a readable .npz archive: {why}. Save the integer arrays "
-                             "with numpy.savez.")
-    check_archive(path, f"Groups file '{path}'", error=ChainFileError)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except _ZIP_ERRORS + (ValueError,) as exc:
-        raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None
-
-
 def _freq(freq: str) -> tuple[int, ...]:
     """``--freq u,v,n`` as three integers."""
     try:
@@ -517,6 +491,7 @@ def certify(
       physgsa certify chain.npz --order a,b,c --q 0.95 --groups modes --out out/
     """
     from .api import chain_from, save
+    from .models.files import read_groups
     from .models.load import check_model_options
     from .runs.certify import CERTIFY_PARAMS
     from .runs.certify import certify as run_certify
@@ -534,7 +509,7 @@ def certify(
         ch = chain_from(chain, **model, **walker)
         _announce_done(announced)
         params = {k: v for k, v in p.items() if k in CERTIFY_PARAMS}
-        result = run_certify(ch, progress=run.progress, **{**params, "groups": _load_groups(p["groups"])},
+        result = run_certify(ch, progress=run.progress, **{**params, "groups": read_groups(p["groups"])},
                              checkpoint=out, overwrite=p["overwrite"], keep_others=p["keep_others"], wait=p["wait"],
                              lock=run.lock)
         save(result, out, keep_others=p["keep_others"], lock=run.lock)
@@ -765,6 +740,47 @@ def study(
     n = len(res.entries)
     _summary(f"{n} model{'s' * (n != 1)}, {int(res.table['interface'].notna().sum())} interfaces; "
              f"wrote {out}/study.html", quiet=quiet or p["json"])
+
+
+def _plan_tables() -> tuple:
+    from .runs.plan import PLAN_PARAMS  # the table lives with its entry point (start-up: see the top)
+
+    return (PLAN_PARAMS,)
+
+
+@app.command()
+@_options("bits", "formats", "out", "per", "apply", "inputs", "n_inputs", "seed", "keep_others", "quiet",
+          tables=_plan_tables, out="Output directory for plan.json, plan.html and, with --apply, checkpoint/.",
+          quiet="No summary line.")
+def plan(
+    model: str = typer.Argument(..., help="A bundled model (digits-resnet, digits-vit, pysource-gpt, minilm, digits-"
+                                "diffusion) or a model folder with config.json (GPT-2, BERT, a diffusers UNet)."),
+    **p: Any,
+) -> None:
+    """Choose a weight format per block within a bits budget, from the predicted damage S.
+
+    S is the combined score of docs/validation.md: no labels (attention models use unlabeled
+    inputs). Writes OUT/plan.json, OUT/plan.html, and with --apply OUT/checkpoint/.
+
+    Example:
+
+      physgsa plan pysource-gpt --bits 4.5 --formats int3,int4,int8 --apply --out plan/
+    """
+    from .api import save
+    from .outputs.directory import refuse_foreign
+    from .outputs.plan import CHECKPOINT_DIR
+    from .runs.plan import plan_model
+
+    out, quiet = p["out"], p["quiet"]
+    with _running(out, quiet=quiet, lock="plan") as run:
+        refuse_foreign(Path(out), p["keep_others"], folders=(CHECKPOINT_DIR,))  # before any work
+        announced = _announce(model, quiet)
+        res = plan_model(model, **{k: p[k] for k in ("bits", "formats", "inputs", "n_inputs", "seed", "per", "apply")})
+        _announce_done(announced)
+        save(res, out, keep_others=p["keep_others"], lock=run.lock)
+    doc = res.document
+    _summary(f"{len(doc['blocks'])} blocks at {doc['bits_per_weight_float']:.4g} bits per weight (budget "
+             f"{doc['budget_bits_float']:g}); wrote {out}/plan.html", quiet=quiet)
 
 
 def main() -> None:

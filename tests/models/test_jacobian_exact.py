@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from physgsa.core.validation import InvalidParameterError
 from physgsa.models import load_chain
-from physgsa.models.jacobian import _encodings, token_jacobian, transformer_sublayers
+from physgsa.models.jacobian import encodings, token_jacobian, transformer_sublayers
 
 transformers.logging.set_verbosity_error()
 
@@ -212,7 +212,7 @@ def test_sublayer_maps_reproduce_the_models_hidden_states(make):
     eager = copy.deepcopy(model)  # its own config: set_attn_implementation writes to the config
     eager.set_attn_implementation("eager")
     assert model.config._attn_implementation == "sdpa"
-    for enc in _encodings(model, None, "random", SEED)[0]:
+    for enc in encodings(model, None, "random", SEED)[0]:
         x0, subs = transformer_sublayers(eager, enc, factor="full")
         for real in (model, eager):
             with torch.no_grad():
@@ -236,7 +236,7 @@ def test_gpt2_factors_are_jacobians_of_the_causal_model(factor, attn):
     SDPA: the reference runs the fused kernel while physgsa differentiates an eager copy.
     """
     model = tiny_gpt2(attn)
-    encs = _encodings(model, None, "random", SEED)[0]
+    encs = encodings(model, None, "random", SEED)[0]
     ref = reference_factors(model, encs, factor)
     for tokens in ("uniform", "diagonal"):
         check_chain_against_real_forward(chain_of(tiny_gpt2, factor, tokens, attn), ref, factor, tokens)
@@ -255,7 +255,7 @@ def test_gpt2_factors_are_jacobians_of_the_causal_model(factor, attn):
 @pytest.mark.parametrize("factor", ["full", "branch"])
 def test_bert_factors_are_jacobians_of_the_real_model(factor):
     model = tiny_bert()
-    ref = reference_factors(model, _encodings(model, None, "random", SEED)[0], factor)
+    ref = reference_factors(model, encodings(model, None, "random", SEED)[0], factor)
     for tokens in ("uniform", "diagonal"):
         check_chain_against_real_forward(chain_of(tiny_bert, factor, tokens), ref, factor, tokens)
 
@@ -263,7 +263,7 @@ def test_bert_factors_are_jacobians_of_the_real_model(factor):
 def test_pre_ln_full_is_identity_plus_branch():
     """GPT-2: J_full = I + J_branch for the (T d x T d) Jacobians and for both reduced factors."""
     model = tiny_gpt2()
-    enc = _encodings(model, None, "random", SEED)[0][0]
+    enc = encodings(model, None, "random", SEED)[0][0]
     x0, full = transformer_sublayers(model, enc, factor="full")
     _, branch = transformer_sublayers(model, enc, factor="branch")
     x = x0
@@ -283,7 +283,7 @@ def test_post_ln_full_is_layernorm_jacobian_times_identity_plus_branch():
     """BERT: J_full[t, s] = J_LN(y_t) (delta_ts I + J_branch[t, s]), y = x + branch(x)."""
     model = tiny_bert()
     model.set_attn_implementation("eager")
-    enc = _encodings(model, None, "random", SEED)[0][0]
+    enc = encodings(model, None, "random", SEED)[0][0]
     x0, full = transformer_sublayers(model, enc, factor="full")
     _, branch = transformer_sublayers(model, enc, factor="branch")
     x = x0

@@ -24,7 +24,7 @@ from ..core.chain import Chain, Deferred, Factor, check_matrix
 from ..core.resources import default_limit, format_bytes
 from ..core.validation import ChainFileError, ResourceLimitError
 
-__all__ = ["read_chain", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive",
+__all__ = ["read_chain", "read_groups", "FileMatrix", "SafetensorsFile", "SUFFIXES", "not_an_archive", "check_archive",
            "check_npy_members"]
 
 SUFFIXES = (".npz", ".safetensors")
@@ -458,3 +458,24 @@ def read_chain(path, *, order: Sequence[str] | None = None) -> Chain:
     return Chain.from_factors([Factor(name=k, matrix=FileMatrix(p.resolve(), k, shape, stamp, where, digest),
                                       provenance={"source": "matrix", "kind": "given", "dtype": d})
                                for k, shape, d, where, digest in entries], source=str(p))
+
+
+def read_groups(groups: str):
+    """``--groups FILE.npz``: user-given row groups, one integer array per interface name
+    (``left->right``) or right-hand factor name; any other value is returned as it is (a rule name).
+    """
+    if not groups.endswith(".npz"):
+        return groups
+    path = Path(groups)
+    if not path.is_file():
+        raise ChainFileError(f"Groups file '{path}' does not exist. Check the path.")
+    why = not_an_archive(path)
+    if why is not None:
+        raise ChainFileError(f"Groups file '{path}' is not a readable .npz archive: {why}. Save the integer arrays "
+                             "with numpy.savez.")
+    check_archive(path, f"Groups file '{path}'", error=ChainFileError)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except _ZIP_ERRORS + (ValueError,) as exc:
+        raise ChainFileError(f"Groups file '{path}' is not a readable .npz of integer arrays ({exc}).") from None

@@ -520,7 +520,7 @@ def token_jacobian(f, x, *, tokens: str = "uniform", local: bool = False, probes
     return TokenJacobian((acc / t_len).numpy(), kept, total, "exact")
 
 
-def _encodings(model, tok, inputs, seed: int):
+def encodings(model, tok, inputs, seed: int):
     """One model input (dict of (1, T) tensors) per sequence, and what they are."""
     torch = import_torch()
     if getattr(model.config, "model_type", None) in ("clip", "clip_vision_model"):
@@ -579,7 +579,7 @@ def _probe_generator(seed: int, n_input: int, n_sublayer: int):
 
 def _transformer_jacobians(model, tok, factor: str, tokens: str, inputs, seed: int):
     """[(name, matrix, provenance extras)], what the inputs were."""
-    encs, what = _encodings(model, tok, inputs, seed)
+    encs, what = encodings(model, tok, inputs, seed)
     acc, kept, total, method = {}, {}, {}, {}
     for n, enc in enumerate(encs):
         x, subs = transformer_sublayers(model, enc, factor=factor)

@@ -40,15 +40,18 @@ from ..core.perturb import Change
 from .changed import ChangedSource, Part, change_part
 from .sources import ModelSourceError, WeightSource, import_torch
 
-__all__ = ["Unit", "units", "changed_weights", "unit_source", "unit_matrices", "training_inputs", "attention_chain",
+__all__ = ["Unit", "units", "changed_weights", "changed_together",
+           "unit_source", "unit_matrices", "training_inputs", "attention_chain",
            "module_with", "factor_chain", "bundled_module", "architecture", "weight_source", "MLP_SLICES",
-           "CNN_SLICES", "UNIT_KINDS", "ATTENTION_ARCHS"]
+           "CNN_SLICES", "UNIT_KINDS", "ATTENTION_ARCHS", "TRAINING_INPUTS"]
 
 MLP_SLICES = 4
 CNN_SLICES = 8
 UNIT_KINDS = ("matrix", "head", "mlp_slice")
 #: Architectures whose factors for the combined score are Jacobian-mode (softmax included).
 ATTENTION_ARCHS = ("gpt2", "vit", "bert")
+#: The bundled models with attention, whose unlabeled training inputs :func:`training_inputs` draws.
+TRAINING_INPUTS = ("digits-vit", "pysource-gpt", "minilm")
 
 
 @dataclass(frozen=True)
@@ -247,12 +250,22 @@ def _stored_in_out(src: WeightSource):
 
 def changed_weights(source, unit: Unit, change: Change) -> dict[str, np.ndarray]:
     """The unit's weight tensors (stored layout, float64) with ``change`` applied to the unit's blocks only."""
+    return changed_together(source, [(unit, change)])
+
+
+def changed_together(source, changes) -> dict[str, np.ndarray]:
+    """The weight tensors of several ``(unit, change)`` pairs, each change applied to its unit's blocks only.
+
+    Units that share a tensor (GPT-2's fused ``c_attn`` holds q, k and v) change their own rows
+    of it, one after the other, so no change overwrites another's.
+    """
     src = _source(source)
     in_out = _stored_in_out(src)
     out: dict[str, np.ndarray] = {}
-    for key, rows, cols in unit.parts:
-        w = out[key] if key in out else np.asarray(src.get(key), dtype=np.float64)
-        out[key] = change_part(w, change, key, rows, cols, in_out=bool(in_out(key)))
+    for unit, change in changes:
+        for key, rows, cols in unit.parts:
+            w = out[key] if key in out else np.asarray(src.get(key), dtype=np.float64)
+            out[key] = change_part(w, change, key, rows, cols, in_out=bool(in_out(key)))
     return out
 
 
@@ -418,6 +431,8 @@ def module_with(model, weights: dict[str, np.ndarray]):
     work = copy.deepcopy(model)
     sd = work.state_dict()
     for key, w in weights.items():
+        if key not in sd and key.split(".", 1)[-1] in sd:
+            key = key.split(".", 1)[1]  # a checkpoint of a head model (transformer.h.0...) read by its base model
         if key not in sd:
             raise ModelSourceError(f"{key!r} is not a parameter of {type(model).__name__}.")
         sd[key].copy_(torch.as_tensor(w, dtype=sd[key].dtype))

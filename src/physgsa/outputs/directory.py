@@ -58,7 +58,8 @@ OWN_FILES = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.par
              "heatmaps.npz", "report.html", "provenance.json", FIGURES_DIR,
              # physgsa compare's, study's and spectra's own outputs (one tool may write beside another)
              "compare.parquet", "compare_factors.parquet", "compare.json", "compare.html",
-             "study.parquet", "study.html", "runs", "spectra.parquet", "spectra.json", "spectra.html")
+             "study.parquet", "study.html", "runs", "spectra.parquet", "spectra.json", "spectra.html",
+             "plan.json", "plan.html", "checkpoint")
 _OWNER = ".physgsa-owner.json"
 
 

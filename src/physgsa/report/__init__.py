@@ -6,6 +6,7 @@ result             what is drawn                                  drawn by
 Result (certify)   ``report.html`` and ``figures/NAME.svg``        :func:`pages.draw_certify`
 SpectraResult      ``spectra.html``                               :func:`pages.draw_spectra`
 CompareResult      ``compare.html``                               :func:`compare.draw_compare`
+PlanResult         ``plan.html``                                  :func:`plan.draw_plan`
 =================  =============================================  ==========================
 
 :func:`draw` writes a result's pages into a folder (the staging folder of a save:
@@ -28,6 +29,7 @@ from typing import Any
 from ..core.validation import OutputDirectoryError
 from ..outputs.compare import CompareResult
 from ..outputs.directory import FIGURES_DIR, OutputLock, held, staged_write
+from ..outputs.plan import PlanResult
 from ..outputs.result import OWN_FIGURE, Result, load_result
 from ..outputs.spectra import SpectraResult
 from ..outputs.study import OWN_FIGURE as STUDY_FIGURE
@@ -35,6 +37,7 @@ from ..outputs.study import StudyResult
 from .compare import draw_compare
 from .figures import Figure, result_figures
 from .pages import draw_certify, draw_spectra, fmt, verdict_view
+from .plan import draw_plan
 from .study import draw_study
 
 __all__ = ["draw", "write", "rerender", "panels", "summary"]
@@ -62,6 +65,7 @@ _PAGES: dict[type, _Pages] = {
     Result: _Pages(draw_certify, {FIGURES_DIR: OWN_FIGURE}),
     SpectraResult: _Pages(draw_spectra, {}),
     CompareResult: _Pages(draw_compare, {}),
+    PlanResult: _Pages(draw_plan, {}),
     StudyResult: _Pages(_draw_study, {FIGURES_DIR: STUDY_FIGURE}),
 }
 

@@ -54,12 +54,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+
 from ..core.perturb import Change, parse_change
-from ..core.validation import InvalidParameterError
+from ..core.validation import InvalidParameterError, Param, check_params, spell
+from ..models import units as U
+from ..models.jacobian import encodings, load_module
+from ..models.sources import ModelSourceError
+from ..outputs.plan import PlanResult
+from .sensitivity import sensitivity
 
 __all__ = ["Format", "Block", "Allocation", "InfeasibleBudgetError", "parse_format", "parse_formats", "as_budget",
            "matrix_bits", "block_bits", "allocate", "block_units", "plan_blocks", "block_damage",
-           "SCALE_BITS", "DEFAULT_GROUP"]
+           "Prediction", "predict", "plan_allocation",
+           "SCALE_BITS", "DEFAULT_GROUP", "PLAN_PARAMS", "plan_model"]
 
 #: Bits of one scale (fp16), per scaling block.
 SCALE_BITS = 16
@@ -304,26 +312,32 @@ def allocate(blocks: Sequence[Any], damage: Mapping[tuple[str, str], float], for
 
 # -- predicted damage per block from the pre-registered score ------------------------------------
 
-def block_units(model: object) -> list[Any]:
-    """Per depth, one unit made of every ``"matrix"`` unit of :func:`physgsa.models.units.units` at that depth.
+#: How ``physgsa plan`` groups weights into blocks (one format per block).
+PER = ("matrix", "depth")
 
-    The merged unit is named ``block<depth>`` and holds the matrices' parts in the order
-    :func:`~physgsa.models.units.units` lists them.
+
+def block_units(model: object, per: str = "depth") -> list[Any]:
+    """The blocks of ``model`` as units: each weight matrix (``per="matrix"``), or all matrices at one depth.
+
+    ``"matrix"``: the units of kind ``"matrix"`` of :func:`physgsa.models.units.units` as they
+    are (GPT-2's fused ``c_attn`` as its q, k and v rows). ``"depth"``: per depth, one unit named
+    ``block<depth>`` made of those matrices' parts, in the order :func:`~physgsa.models.units.units`
+    lists them.
     """
-    from ..models import units as U
-
+    if per not in PER:
+        raise InvalidParameterError(f"per must be one of {PER}; got {per!r}.")
+    found = [u for u in U.units(model) if u.kind == "matrix"]
+    if per == "matrix":
+        return found
     by_depth: dict[int, list[Any]] = {}
-    for u in U.units(model):
-        if u.kind == "matrix":
-            by_depth.setdefault(u.depth, []).append(u)
+    for u in found:
+        by_depth.setdefault(u.depth, []).append(u)
     return [U.Unit(f"block{d}", us[0].model, d, "matrix", tuple(p for u in us for p in u.parts))
             for d, us in sorted(by_depth.items())]
 
 
 def plan_blocks(model: object, merged: Sequence[Any] | None = None) -> list[Block]:
     """The :class:`Block` (matrix shapes as (rows, cols), a conv kernel's cols = in * kh * kw) of each merged unit."""
-    from ..models import units as U
-
     src = U.weight_source(model)
     out = []
     for u in (block_units(model) if merged is None else merged):
@@ -332,19 +346,233 @@ def plan_blocks(model: object, merged: Sequence[Any] | None = None) -> list[Bloc
     return out
 
 
-def block_damage(model: object, formats: str | Iterable[str | Format], **sensitivity_params: Any
-                 ) -> tuple[list[Block], dict[tuple[str, str], float]]:
-    """The blocks of ``model`` and ``S`` per (block, format), the format applied to the whole block.
+@dataclass(frozen=True)
+class Prediction:
+    """The blocks of a model, ``S`` per (block, format), and the blocks ``S`` cannot see.
+
+    ``unseen``: the blocks whose weights no factor of the chain reads (a stem or a classifier
+    outside the residual blocks): their ``S`` is 0 in every format because the score cannot see
+    them, not because they are harmless. ``factors`` says which factors ``S`` used.
+    """
+
+    blocks: list[Block]
+    damage: dict[tuple[str, str], float]
+    unseen: tuple[str, ...]
+    factors: str
+
+
+def predict(model: object, formats: str | Iterable[str | Format], *, per: str = "depth",
+            **sensitivity_params: Any) -> Prediction:
+    """The blocks of ``model``, ``S`` per (block, format) with the format applied to the whole block, and the unseen.
 
     ``S`` is the pre-registered score of docs/validation.md, unchanged.
 
     ``**sensitivity_params`` go to :func:`physgsa.runs.sensitivity.sensitivity` (``module``,
     ``inputs``, ``what``, ``n_inputs``, ``seed``, compare parameters).
     """
-    from .sensitivity import sensitivity
-
     fmts = parse_formats(formats)
-    merged = block_units(model)
+    merged = block_units(model, per)
     df = sensitivity(model, changes={f.name: f.change for f in fmts}, unit_list=merged, **sensitivity_params)
     damage = {(str(u), str(c)): float(s) for u, c, s in zip(df["unit"], df["change"], df["S"])}
-    return plan_blocks(model, merged), damage
+    touched = df.groupby("unit", sort=False)["n_touched_factors"].max()
+    unseen = tuple(u.name for u in merged if int(touched[u.name]) == 0)
+    return Prediction(plan_blocks(model, merged), damage, unseen, str(df.attrs["factors"]))
+
+
+def block_damage(model: object, formats: str | Iterable[str | Format], **sensitivity_params: Any
+                 ) -> tuple[list[Block], dict[tuple[str, str], float]]:
+    """The blocks of ``model`` and ``S`` per (block, format): :func:`predict` without the unseen."""
+    found = predict(model, formats, **sensitivity_params)
+    return found.blocks, found.damage
+
+
+def plan_allocation(prediction: Prediction, formats: str | Iterable[str | Format],
+                    budget_bits: int | float | str | Fraction) -> Allocation:
+    """``physgsa plan``'s choice: the unseen blocks in their widest format, the others by :func:`allocate`.
+
+    A block ``S`` cannot see (:class:`Prediction`) is kept in the format of most bits, since
+    nothing says it is safe to narrow; its bits count in the budget. The other blocks share
+    what is left: :func:`allocate` at the budget ``(B * n_total - bits_unseen) / n_seen``, which
+    is the same exact inequality ``sum bits <= B * n_total``.
+    """
+    fmts = parse_formats(formats)
+    budget = as_budget(budget_bits)
+    blks = prediction.blocks
+    n_total = sum(b.n_weights for b in blks)
+    widest = {b.name: max(fmts, key=lambda f: (block_bits(b, f), -fmts.index(f))) for b in blks
+              if b.name in prediction.unseen}
+    kept = Fraction(sum((block_bits(b, widest[b.name]) for b in blks if b.name in widest), Fraction(0)))
+    seen = [b for b in blks if b.name not in widest]
+    if not seen:
+        alloc = None
+    else:
+        n_seen = sum(b.n_weights for b in seen)
+        rest = (budget * n_total - kept) / n_seen
+        try:
+            alloc = allocate(seen, prediction.damage, fmts, rest if rest > 0 else Fraction(1, 10**9))
+        except InfeasibleBudgetError:
+            if not widest:
+                raise
+            least = (kept + sum(min(block_bits(b, f) for f in fmts) for b in seen)) / n_total
+            raise InfeasibleBudgetError(
+                f"a budget of {float(budget):g} bits per weight cannot be met with {', '.join(f.name for f in fmts)} "
+                f"when the blocks the score cannot see ({', '.join(widest)}) keep their widest format: the least "
+                f"achievable is {float(least):.6g} bits per weight ({least}), scales counted.", least) from None
+    rows, assignment, total_bits, total = [], {}, Fraction(0), 0.0
+    by_name = {r["block"]: r for r in (alloc.blocks if alloc else [])}
+    for b in blks:  # in block order, so the same input gives the same plan
+        if b.name in widest:
+            f = widest[b.name]
+            c = block_bits(b, f)
+            row = {"block": b.name, "format": f.name, "n_weights": b.n_weights, "bits": str(c),
+                   "bits_per_weight": float(c / b.n_weights), "predicted_damage": prediction.damage[(b.name, f.name)]}
+        else:
+            row = by_name[b.name]
+        rows.append({**row, "seen": b.name not in widest})
+        assignment[b.name] = row["format"]
+        total_bits += Fraction(row["bits"])
+        total += row["predicted_damage"]
+    assert total_bits <= budget * n_total  # the invariant the tests check independently
+    return Allocation(assignment=assignment, total_bits=total_bits, n_weights=n_total, budget=budget, damage=total,
+                      formats=[f.name for f in fmts], blocks=rows)
+
+
+# -- the plan of a model: ``physgsa plan`` ---------------------------------------------------------
+
+def _budget_param(value: Any, where: str) -> Fraction:
+    try:
+        return as_budget(value)
+    except InvalidParameterError:
+        raise InvalidParameterError(f"{where} must be a number of bits per weight above 0 (for example 4.5). "
+                                    f"Got {value!r} instead.") from None
+
+
+def _formats_param(value: Any, where: str) -> list[Format]:
+    try:
+        return parse_formats(value)
+    except (InvalidParameterError, AttributeError, TypeError) as exc:
+        raise InvalidParameterError(f"{where} must name formats separated by commas: int3, int4 (groups of 32), "
+                                    f"int8 (per output channel), intK:gN, fp16, bf16. Got {value!r} instead "
+                                    f"({exc}).") from None
+
+
+#: The parameters of ``physgsa plan`` (and :func:`physgsa.plan`): defaults, rules and help texts.
+PLAN_PARAMS = {
+    "bits": Param(..., "any", extra=_budget_param, cli_type=str,
+                  help="The budget: the largest average bits per weight over the planned blocks, scales counted "
+                       "(e.g. 4.5). Exact: 4.6 means 46/10."),
+    "formats": Param("int4,int8", "any", extra=_formats_param, cli_type=str,
+                     help="The formats to choose from, comma-separated: int3 and int4 (round-to-nearest in groups "
+                          "of 32 along the input axis), int8 (per output channel), intK:gN (groups of N), fp16, "
+                          "bf16."),
+    "inputs": Param(None, "any", allow_none=True, extra=lambda v, where: str(v),
+                    help="A model folder with attention (GPT-2, BERT): a text file of unlabeled sentences, one per "
+                         "line, or 'random' (random token ids, flagged). Default: the bundled sentences. The "
+                         "bundled models use their own training inputs."),
+    "n_inputs": Param(4, "int", low=1, high=64,
+                      help="How many unlabeled training inputs a bundled attention model's Jacobian-mode factors "
+                           "are averaged over."),
+    "seed": Param(0, "int", low=0, help="Seed of the unlabeled inputs and of the Jacobian probes."),
+    "per": Param("matrix", "choice", choices=PER,
+                 help="The blocks that get one format each: every weight matrix (GPT-2's fused c_attn as its q, k "
+                      "and v), or every depth (all matrices of one residual block together)."),
+    "apply": Param(False, "bool", help="Also write the planned model's weights to OUT/checkpoint/ "
+                                       "(model.safetensors, and config.json where the model has one)."),
+}
+
+
+def _jacobian_inputs(model: Any, src: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`~physgsa.runs.sensitivity.sensitivity` needs for Jacobian-mode factors of ``model``."""
+    if U.architecture(src) not in U.ATTENTION_ARCHS:
+        return {}
+    if isinstance(model, str) and model in U.TRAINING_INPUTS:
+        return {"n_inputs": p["n_inputs"], "seed": p["seed"]}
+    if src.config.get("model_type") == "vit":
+        raise ModelSourceError(f"{src.name}: a ViT folder needs unlabeled images for its Jacobian-mode factors, "
+                               "which plan does not read; the bundled digits-vit has its own.")
+    module, tok = load_module(model)
+    found, what = encodings(module, tok, p["inputs"], p["seed"])
+    return {"module": module, "inputs": found, "what": what, "seed": p["seed"]}
+
+
+def _checkpoint(src: Any, changed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every tensor of ``src``, the planned blocks' replaced by ``changed`` (floats as float32, integers as int64)."""
+    out = {}
+    for key in sorted(src.keys()):
+        code = str(src.dtype(key)).upper().replace("TORCH.", "")
+        value = changed[key] if key in changed else src.get(key)
+        integer = code.startswith(("I", "U")) or "INT" in code
+        out[key] = np.ascontiguousarray(value, dtype=np.int64 if integer else np.float32)
+    return out
+
+
+def _part_text(part: tuple) -> str:
+    """``key``, with the rows or columns of the (out, in) matrix a part covers where it is not all of it."""
+    key, rows, cols = part
+    where = [f"{what} {sl.start}:{sl.stop}" for what, sl in (("rows", rows), ("columns", cols)) if sl is not None]
+    return key + (f" ({', '.join(where)})" if where else "")
+
+
+def plan_model(model: Any, **params: Any) -> PlanResult:
+    """One format per block of ``model``, within a bits budget, least summed predicted damage ``S``.
+
+    The blocks are :func:`block_units` (every weight matrix at one depth); the predicted damage of
+    block ``b`` in format ``f`` is the pre-registered combined score ``S`` of docs/validation.md
+    with ``f`` applied to the whole block (:func:`block_damage`); :func:`allocate` chooses the
+    formats (exact knapsack, budget met exactly in rational arithmetic). Weights outside every
+    block (embeddings, norms, biases, a classifier head outside the chain) are left as they are
+    and not counted in the budget; ``plan.json`` says how many there are.
+
+    Parameters
+    ----------
+    model : str or WeightSource
+        A bundled model name or a model folder / checkpoint physgsa reads (GPT-2, ViT, BERT, the
+        torch ResNet, the UNet).
+    **params
+        Keyword-only, validated against :data:`PLAN_PARAMS`: ``bits`` (required), ``formats``,
+        ``inputs``, ``n_inputs``, ``seed``, ``per``, ``apply``.
+
+    Returns
+    -------
+    PlanResult
+        ``document`` (what ``plan.json`` holds) and, with ``apply``, the planned weights.
+    """
+    if "bits" not in params:
+        raise InvalidParameterError("plan needs a budget: bits=B, the largest average bits per weight.")
+    p = check_params("plan", PLAN_PARAMS, params)
+    fmts: list[Format] = p["formats"]
+    src = U.weight_source(model)
+    kw = _jacobian_inputs(model, src, p)
+    found = predict(model if isinstance(model, str) else src, fmts, per=p["per"], **kw)
+    blocks, damage = found.blocks, found.damage
+    try:
+        alloc = plan_allocation(found, fmts, p["bits"])
+    except InfeasibleBudgetError as exc:  # said in the terms of the interface that was called
+        raise InfeasibleBudgetError(f"{spell('bits', params['bits'])}: {exc} Give a larger budget or cheaper formats.",
+                                    exc.minimum) from None
+    merged = {u.name: u for u in block_units(src, p["per"])}
+    by_name = {f.name: f for f in fmts}
+    changed = U.changed_together(src, [(merged[b], by_name[f].change) for b, f in alloc.assignment.items()])
+    planned = {key for u in merged.values() for key, _, _ in u.parts}
+    outside = int(sum(int(np.prod(src.shape(k))) for k in src.keys() if k not in planned))
+    n = alloc.n_weights
+    uniform = [{"format": f.name, "bits_per_weight": float(sum(block_bits(b, f) for b in blocks) / n),
+                "fits": bool(sum(block_bits(b, f) for b in blocks) <= alloc.budget * n),
+                "predicted_damage": float(sum(damage[(b.name, f.name)] for b in blocks))} for f in fmts]
+    doc = {
+        "model": model if isinstance(model, str) else src.name,
+        "architecture": U.architecture(src),
+        **alloc.to_dict(),
+        "score": "S, the pre-registered combined score of docs/validation.md, per block and format",
+        "factors": found.factors,
+        "unseen": list(found.unseen),
+        "predicted": {b.name: {f.name: damage[(b.name, f.name)] for f in fmts} for b in blocks},
+        "matrices": {name: [_part_text(part) for part in merged[name].parts] for name in alloc.assignment},
+        "uniform": uniform,
+        "weights_outside_blocks": outside,
+        "parameters": {"bits": str(p["bits"]), "formats": [f.name for f in fmts], "inputs": p["inputs"],
+                       "n_inputs": p["n_inputs"], "seed": p["seed"], "per": p["per"],
+                       "apply": p["apply"]},
+    }
+    return PlanResult(document=doc, checkpoint=_checkpoint(src, changed) if p["apply"] else None,
+                      config=dict(src.config) if p["apply"] and src.config else None)

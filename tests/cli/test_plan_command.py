@@ -138,7 +138,8 @@ def test_the_same_input_gives_the_same_bytes_and_python_agrees(planned, gpt2_fol
 
 def test_a_plan_without_apply_removes_an_earlier_checkpoint(gpt2_folder, tmp_path):
     out = tmp_path / "o"
-    args = [str(gpt2_folder), "--bits", "8", "--formats", "int4,int8", "--inputs", "random", "--out", str(out)]
+    args = [str(gpt2_folder), "--bits", "8", "--formats", "int4,int8", "--per", "depth", "--inputs", "random",
+            "--out", str(out)]
     run([*args, "--apply"])
     assert (out / "checkpoint" / "model.safetensors").is_file()
     run(args)

@@ -542,6 +542,13 @@ def plan_model(model: Any, **params: Any) -> PlanResult:
     p = check_params("plan", PLAN_PARAMS, params)
     fmts: list[Format] = p["formats"]
     src = U.weight_source(model)
+    shapes = plan_blocks(src, block_units(src, p["per"]))
+    least = sum((min(block_bits(b, f) for f in fmts) for b in shapes), Fraction(0)) / sum(b.n_weights for b in shapes)
+    if least > p["bits"]:  # refused before any factor is computed
+        names = ", ".join(f.name for f in fmts)
+        raise InfeasibleBudgetError(f"{spell('bits', params['bits'])} cannot be met with {names}: the least"
+                                    f" achievable is {float(least):.6g} bits per weight ({least}), scales counted. "
+                                    "Give a larger budget or cheaper formats.", least)
     kw = _jacobian_inputs(model, src, p)
     found = predict(model if isinstance(model, str) else src, fmts, per=p["per"], **kw)
     blocks, damage = found.blocks, found.damage

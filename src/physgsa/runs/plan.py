@@ -386,6 +386,11 @@ def block_damage(model: object, formats: str | Iterable[str | Format], **sensiti
     return found.blocks, found.damage
 
 
+def _some(names: list[str], most: int = 5) -> str:
+    """Up to ``most`` names, then how many more."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def plan_allocation(prediction: Prediction, formats: str | Iterable[str | Format],
                     budget_bits: int | float | str | Fraction) -> Allocation:
     """``physgsa plan``'s choice: the unseen blocks in their widest format, the others by :func:`allocate`.
@@ -416,7 +421,7 @@ def plan_allocation(prediction: Prediction, formats: str | Iterable[str | Format
             least = (kept + sum(min(block_bits(b, f) for f in fmts) for b in seen)) / n_total
             raise InfeasibleBudgetError(
                 f"a budget of {float(budget):g} bits per weight cannot be met with {', '.join(f.name for f in fmts)} "
-                f"when the blocks the score cannot see ({', '.join(widest)}) keep their widest format: the least "
+                f"when the blocks the score cannot see ({_some(list(widest))}) keep their widest format: the least "
                 f"achievable is {float(least):.6g} bits per weight ({least}), scales counted.", least) from None
     rows, assignment, total_bits, total = [], {}, Fraction(0), 0.0
     by_name = {r["block"]: r for r in (alloc.blocks if alloc else [])}

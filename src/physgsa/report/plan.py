@@ -43,6 +43,8 @@ def render_plan_page(result: PlanResult) -> str:
         factors=doc["factors"], jacobian=doc["factors"] != "static", sentence=sentence, bits_line=bits_line,
         damage=doc["predicted_damage"], uniform_line=uniform_line, blocks=rows, format_names=doc["formats"],
         uniform=doc["uniform"], applied=bool(doc["parameters"].get("apply")),
+        per_text=("every weight matrix at one depth" if doc["parameters"].get("per") == "depth" else
+                  "one weight matrix, or the q, k or v rows of a fused one"),
         outside=(f"{outside} weights lie outside the planned blocks (embeddings, norms, biases, a head outside the "
                  "chain): they keep their precision and are not counted in the budget." if outside else
                  "Every weight lies in a planned block.") + unseen_line)

@@ -362,6 +362,7 @@ class Prediction:
 
 
 def predict(model: object, formats: str | Iterable[str | Format], *, per: str = "depth",
+            merged: Sequence[Any] | None = None, blocks: list[Block] | None = None,
             **sensitivity_params: Any) -> Prediction:
     """The blocks of ``model``, ``S`` per (block, format) with the format applied to the whole block, and the unseen.
 
@@ -371,12 +372,13 @@ def predict(model: object, formats: str | Iterable[str | Format], *, per: str = 
     ``inputs``, ``what``, ``n_inputs``, ``seed``, compare parameters).
     """
     fmts = parse_formats(formats)
-    merged = block_units(model, per)
+    merged = block_units(model, per) if merged is None else list(merged)  # a caller that has them passes them
     df = sensitivity(model, changes={f.name: f.change for f in fmts}, unit_list=merged, **sensitivity_params)
     damage = {(str(u), str(c)): float(s) for u, c, s in zip(df["unit"], df["change"], df["S"])}
     touched = df.groupby("unit", sort=False)["n_touched_factors"].max()
     unseen = tuple(u.name for u in merged if int(touched[u.name]) == 0)
-    return Prediction(plan_blocks(model, merged), damage, unseen, str(df.attrs["factors"]))
+    return Prediction(plan_blocks(model, merged) if blocks is None else blocks, damage, unseen,
+                      str(df.attrs["factors"]))
 
 
 def block_damage(model: object, formats: str | Iterable[str | Format], **sensitivity_params: Any
@@ -547,7 +549,8 @@ def plan_model(model: Any, **params: Any) -> PlanResult:
     p = check_params("plan", PLAN_PARAMS, params)
     fmts: list[Format] = p["formats"]
     src = U.weight_source(model)
-    shapes = plan_blocks(src, block_units(src, p["per"]))
+    merged_units = block_units(src, p["per"])
+    shapes = plan_blocks(src, merged_units)
     least = sum((min(block_bits(b, f) for f in fmts) for b in shapes), Fraction(0)) / sum(b.n_weights for b in shapes)
     if least > p["bits"]:  # refused before any factor is computed
         names = ", ".join(f.name for f in fmts)
@@ -555,14 +558,15 @@ def plan_model(model: Any, **params: Any) -> PlanResult:
                                     f" achievable is {float(least):.6g} bits per weight ({least}), scales counted. "
                                     "Give a larger budget or cheaper formats.", least)
     kw = _jacobian_inputs(model, src, p)
-    found = predict(model if isinstance(model, str) else src, fmts, per=p["per"], **kw)
+    found = predict(model if isinstance(model, str) else src, fmts, per=p["per"], merged=merged_units, blocks=shapes,
+                    **kw)
     blocks, damage = found.blocks, found.damage
     try:
         alloc = plan_allocation(found, fmts, p["bits"])
     except InfeasibleBudgetError as exc:  # said in the terms of the interface that was called
         raise InfeasibleBudgetError(f"{spell('bits', params['bits'])}: {exc} Give a larger budget or cheaper formats.",
                                     exc.minimum) from None
-    merged = {u.name: u for u in block_units(src, p["per"])}
+    merged = {u.name: u for u in merged_units}
     by_name = {f.name: f for f in fmts}
     changed = U.changed_together(src, [(merged[b], by_name[f].change) for b, f in alloc.assignment.items()])
     planned = {key for u in merged.values() for key, _, _ in u.parts}

@@ -38,8 +38,11 @@ def versions() -> dict[str, str]:
 
 def nullable(values: Iterable[Any]) -> Any:
     """Floats with None (never NaN or inf) for values that are undefined (a pandas ``Float64`` array)."""
-    out = [None if (v is None or not np.isfinite(v)) else float(v) for v in values]
-    return pd.array(out, dtype="Float64")
+    # One array pass (tables hold hundreds of thousands of profile steps): None becomes NaN
+    # first, then every non-finite value is masked, with NaN under the mask as pandas puts it.
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    finite = np.isfinite(arr)
+    return pd.arrays.FloatingArray(np.where(finite, arr, np.nan), ~finite)
 
 
 def jsonable(x: Any) -> Any:

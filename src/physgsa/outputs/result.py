@@ -273,7 +273,7 @@ def _profile_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         parts.append(pd.DataFrame(frame))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in PROFILE_COLUMNS})
     for col in PROFILE_COLUMNS[2:]:
-        table[col] = nullable([None if not np.isfinite(x) else float(x) for x in table[col].to_numpy(float)])
+        table[col] = nullable(table[col].to_numpy(float))
     out: pd.DataFrame = table[list(PROFILE_COLUMNS)]
     return out
 

@@ -518,27 +518,37 @@ def _step_points(X: np.ndarray, Y: np.ndarray) -> str:
 
     Steps closer than 0.1 px are drawn as one vertical stroke through the lowest and highest
     value among them (nothing visible is lost), and a run of one value as one horizontal stroke,
-    so that a profile of thousands of steps stays a small file.
+    so that a profile of thousands of steps stays a small file. ``X`` and ``Y`` are finite pixel
+    coordinates. Vectorized (a profile has tens of thousands of steps): the points and their
+    0.1-px columns are arrays, and each column keeps its first point, its first lowest and first
+    highest points and its last point, in order.
     """
-    pts: list[tuple[float, float]] = [(float(X[0]), float(Y[0]))]
-    for i in range(1, X.shape[0]):
-        pts += [(float(X[i]), float(Y[i - 1])), (float(X[i]), float(Y[i]))]
-    # One stroke per 0.1-px column: its first point, its extremes and its last point, in order.
-    cols: list[list[tuple[float, float]]] = []
-    for p in pts:
-        if cols and round(cols[-1][0][0] * 10) == round(p[0] * 10):
-            cols[-1].append(p)
-        else:
-            cols.append([p])
-    kept: list[tuple[float, float]] = []
-    for c in cols:
-        ys = [y for _, y in c]
-        picks = sorted({0, int(np.argmin(ys)), int(np.argmax(ys)), len(c) - 1})
-        kept += [c[j] for j in picks]
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n = X.shape[0]
+    # The polyline's points: (X0, Y0), then across to (X_i, Y_{i-1}) and up or down to (X_i, Y_i).
+    px = np.empty(2 * n - 1)
+    py = np.empty(2 * n - 1)
+    px[0], py[0] = X[0], Y[0]
+    px[1::2], px[2::2] = X[1:], X[1:]
+    py[1::2], py[2::2] = Y[:-1], Y[1:]
+    # One stroke per 0.1-px column: runs of equal round(10 x) (half to even, as Python's round).
+    key = np.rint(px * 10.0)
+    start = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    run = np.repeat(np.arange(start.shape[0]), np.diff(np.append(start, px.shape[0])))
+    idx = np.arange(px.shape[0])
+    keep = np.zeros(px.shape[0], dtype=bool)
+    keep[start] = True
+    keep[np.append(start[1:] - 1, px.shape[0] - 1)] = True
+    for order in (np.lexsort((idx, py, run)), np.lexsort((idx, -py, run))):
+        # The first point of each run in (run, y, index) order: the run's first lowest (or highest).
+        first = np.concatenate(([True], run[order][1:] != run[order][:-1]))
+        keep[order[first]] = True
+    kx, ky = px[keep], py[keep]
     # Interior points of a horizontal run say nothing.
-    out = [p for j, p in enumerate(kept)
-           if j in (0, len(kept) - 1) or not (kept[j - 1][1] == p[1] == kept[j + 1][1])]
-    return " ".join(f"{num(x)},{num(y)}" for x, y in out)
+    flat = np.zeros(kx.shape[0], dtype=bool)
+    flat[1:-1] = (ky[:-2] == ky[1:-1]) & (ky[1:-1] == ky[2:])
+    return " ".join(f"{num(x)},{num(y)}" for x, y in zip(kx[~flat].tolist(), ky[~flat].tolist()))
 
 
 def _bars(s: _Series, X: np.ndarray, ok: np.ndarray, px, y0: float, py) -> list[str]:

@@ -91,8 +91,8 @@ def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "
             outlier_energy: float = 0.5, pair_radius: str = "l2", safety: float = 0.9, tau_e: float = 0.5,
             tau_rho: float = 0.5, window_band: float | None = None, gap_floor: float = 1e-3, n_perturbations: int = 32,
             perturbation: str = "blocks", below: Sequence[float] = (0.25, 0.5, 0.9),
-            above: Sequence[float] = (1.1, 1.5, 2.0, 4.0), window_search: bool = False, seed: int = 0,
-            workers: int = 1, scheduler: str | None = None, dask_local: int = 0, max_memory: Any = None,
+            above: Sequence[float] = (1.1, 1.5, 2.0, 4.0), window_search: bool = False, route: str = "fast",
+            seed: int = 0, workers: int = 1, scheduler: str | None = None, dask_local: int = 0, max_memory: Any = None,
             device: str | None = None, progress: Progress | None = None, checkpoint: Any = None,
             overwrite: bool = False, keep_others: bool = False, wait: bool = False) -> Result:
     """Spectra, transport, PAM structure and the static certificate of every interface of ``chain``.
@@ -112,7 +112,7 @@ def certify(chain: Chain, *, q: float = 0.9, chart: str = "top", groups: Any = "
                        outlier_energy=outlier_energy, pair_radius=pair_radius, safety=safety, tau_e=tau_e,
                        tau_rho=tau_rho, window_band=window_band, gap_floor=gap_floor,
                        n_perturbations=n_perturbations, perturbation=perturbation, below=below, above=above,
-                       window_search=window_search, seed=seed, workers=workers, scheduler=scheduler,
+                       window_search=window_search, route=route, seed=seed, workers=workers, scheduler=scheduler,
                        dask_local=dask_local, max_memory=max_memory, device=device, progress=progress,
                        checkpoint=checkpoint, overwrite=overwrite, keep_others=keep_others, wait=wait)
 

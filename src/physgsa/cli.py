@@ -464,7 +464,7 @@ def _certify_tables() -> tuple:
 @_options("out", "order", "q", "chart", "groups", "n_groups", "units", "threshold", "support_quantile",
           "outlier_factor", "full_support", "identical_supports", "outlier_columns", "outlier_energy", "pair_radius",
           "window_band", "safety", "n_perturbations", "perturbation", "build", "sample_shape", "sample",
-          "window_search", "seed", "factor", "interfaces", "mode", "inputs",
+          "window_search", "route", "seed", "factor", "interfaces", "mode", "inputs",
           "tokens", "conv", "freq", "json", "quiet", "max_memory", "overwrite", "keep_others", "wait", "workers",
           "scheduler", "dask_local", "device", tables=_certify_tables)
 def certify(

@@ -24,13 +24,17 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from .chain import check_matrix
+from .spectra import SVD_BACKWARD
 from .validation import InvalidFactorError, InvalidParameterError
 
 __all__ = [
     "DEFAULT_EPSS",
     "default_ks",
     "HeadOverlaps",
+    "Commutator",
     "commutator",
+    "commutator_bounded",
+    "commutator_from_frames",
     "cuts_repeated",
     "head_overlaps",
     "intersection_dimensions",
@@ -302,8 +306,73 @@ def commutator(a_left: ArrayLike, a_right: ArrayLike) -> float:
     # PQ - QP = [[0, 1], [-1, 0]], ||.||_F = sqrt(2), ||P||_F ||Q||_F = 1 * 2.
     # (Without PSD-ness the same norms obey only ||XY - YX||_F <= 2 ||X||_F ||Y||_F by the
     # triangle inequality and submultiplicativity; Boettcher-Wenzel sharpens that to sqrt(2).)
-    a = check_matrix(a_left, "a_left", "commutator", copy=False)
-    b = check_matrix(a_right, "a_right", "commutator", copy=False)
+    # den > 0 in commutator_bounded: each scaled factor has an entry of modulus >= 1/2, so
+    # ||P||_F >= ||P||_2 >= 1/4.
+    return commutator_bounded(a_left, a_right).value
+
+
+class Commutator(NamedTuple):
+    """The section 8 commutator with its accuracy bound (issue 25's routes).
+
+    Attributes
+    ----------
+    value : float
+        ``c`` as computed, in ``[0, 1/sqrt(2)]``.
+    bound : float
+        A bound on ``|value - c_exact|``, ``c_exact`` the commutator of the exact factors.
+    route : str
+        ``"direct"`` (the Gram products of the factors, :func:`commutator_bounded`) or
+        ``"frames"`` (from the two SVDs, :func:`commutator_from_frames`).
+    """
+
+    value: float
+    bound: float
+    route: str
+
+
+_U = float(np.finfo(np.float64).eps) / 2.0  # unit roundoff
+_MAX_C = 1.0 / float(np.sqrt(2.0))
+
+
+def _gamma(n: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: the relative rounding of an ``n``-term sum of products."""
+    nu = n * _U
+    return nu / (1.0 - nu) if nu < 0.5 else float("inf")
+
+
+def _ratio_bound(value: float, num_err: float, den: float, den_err: float) -> float:
+    """A bound on ``|N~ / D~ - N / D|`` given ``|N~ - N| <= num_err`` and ``|D~ - D| <= den_err``.
+
+    ``N / D - N~ / D~ = (N - N~) / D + (N~ / D~) (D~ - D) / D``, so the error is at most
+    ``(num_err + value den_err) / (D~ - den_err)`` (plus the division's rounding ``u value``); when
+    ``den_err >= D~`` nothing is known beyond ``c`` in ``[0, 1/sqrt(2)]``.
+    """
+    if not den_err < den:
+        return _MAX_C
+    return min(_MAX_C, (num_err + value * den_err) / (den - den_err) + 2.0 * _U * value)
+
+
+def commutator_bounded(a_left: ArrayLike, a_right: ArrayLike) -> Commutator:
+    r"""The commutator of :func:`commutator` (route ``"direct"``) with a bound on its rounding error.
+
+    The reference route: ``P~ = fl(a a^T)``, ``Q~ = fl(b^T b)`` and ``X~ = fl(P~ Q~)`` for the
+    power-of-two scaled factors ``a`` (``m x n``) and ``b`` (``p x m``), which are exact. With
+    Higham's ``gamma_k``, ``||P~ - P||_F <= gamma_n ||a||_F^2 =: e_P``, ``||Q~ - Q||_F <=
+    gamma_p ||b||_F^2 =: e_Q`` and ``||X~ - P~ Q~||_F <= gamma_m ||P~||_F ||Q~||_F =: e_X``. Since
+    ``||[X, Y]||_F <= sqrt(2) ||X||_F ||Y||_F`` (Boettcher-Wenzel),
+
+    .. math:: |N~ - N| \le \sqrt2\,(e_P \|Q~\|_F + (\|P~\|_F + e_P) e_Q) + 2 e_X
+              + (u + \gamma_{m^2}) N~,
+
+    ``|D~ - D| <= e_P ||Q~||_F + (||P~||_F + e_P) e_Q + (2 gamma_{m^2} + u) D~`` for
+    ``N = ||[P, Q]||_F`` and ``D = ||P||_F ||Q||_F``, and :func:`_ratio_bound` turns these into a
+    bound on ``c``. On the small-rank path (``n + p < m``) the computed basis ``W~`` of the thin
+    QR is within ``omega = 8 m eps`` of orthonormal per column, which adds ``delta_a =
+    sqrt(n + p) (omega + gamma_m (1 + omega)) ||a||_F`` to the projected ``a`` (and the same for
+    ``b``) before the products. docs/definitions.md, section 8.
+    """
+    a = _pow2_scaled(check_matrix(a_left, "a_left", "commutator", copy=False))
+    b = _pow2_scaled(check_matrix(a_right, "a_right", "commutator", copy=False))
     m, n = a.shape
     p = b.shape[0]
     if b.shape[1] != m:
@@ -311,19 +380,129 @@ def commutator(a_left: ArrayLike, a_right: ArrayLike) -> float:
             f"commutator: a_left has {m} rows (outputs) but a_right has {b.shape[1]} columns (inputs); "
             "an interface needs n_{l+1} = m_l."
         )
-    a = _pow2_scaled(a)
-    b = _pow2_scaled(b)
+    fa, fb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    da = db = 0.0
+    d = m
     if n + p < m:
-        w, _ = np.linalg.qr(np.concatenate([a, b.T], axis=1))  # m x (n + p), orthonormal columns
-        a = w.T @ a
-        b = b @ w
+        w, _ = np.linalg.qr(np.concatenate([a, b.T], axis=1))
+        omega = SVD_BACKWARD * m * 2.0 * _U
+        grow = float(np.sqrt(n + p)) * (omega + _gamma(m) * (1.0 + omega))
+        da, db = grow * fa, grow * fb
+        a, b, d = w.T @ a, b @ w, n + p
     pm = a @ a.T
     qm = b.T @ b
     x = pm @ qm
-    num = np.linalg.norm(x - x.T)
-    den = np.linalg.norm(pm) * np.linalg.norm(qm)
-    # den > 0: each scaled factor has an entry of modulus >= 1/2, so ||P||_F >= ||P||_2 >= 1/4.
-    return float(min(num / den, 1.0 / np.sqrt(2.0)))
+    y = x - x.T
+    num = float(np.linalg.norm(y))
+    fp, fq = float(np.linalg.norm(pm)), float(np.linalg.norm(qm))
+    den = fp * fq
+    value = min(num / den, _MAX_C)
+    # The projected factors' errors enter P and Q as 2 ||a|| delta_a + delta_a^2 (and likewise for b).
+    e_p = _gamma(a.shape[1]) * float(np.linalg.norm(a)) ** 2 + da * (2.0 * fa + da)
+    e_q = _gamma(b.shape[0]) * float(np.linalg.norm(b)) ** 2 + db * (2.0 * fb + db)
+    e_x = _gamma(d) * fp * fq
+    g2 = _gamma(d * d)
+    cross = e_p * fq + (fp + e_p) * e_q
+    num_err = float(np.sqrt(2.0)) * cross + 2.0 * e_x + (_U + g2) * num
+    den_err = cross + (2.0 * g2 + _U) * den
+    return Commutator(value, _ratio_bound(num / den, num_err, den, den_err), "direct")
+
+
+def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: ArrayLike, sigma_right: ArrayLike,
+                           *, shape_left: tuple[int, int], shape_right: tuple[int, int],
+                           c: ArrayLike | None = None) -> Commutator:
+    r"""The section 8 commutator from the SVDs already at hand (route ``"frames"``), with its bound.
+
+    With ``A_l = U S V^T`` (``U``: ``m x r``) and ``A_{l+1} = U' S' V'^T`` (``V'``: ``m x r'``),
+    ``P = U D U^T`` and ``Q = V' D' V'^T`` (``D = S^2``, ``D' = S'^2``). When ``U`` is square
+    (``r = m``), ``U^T [P, Q] U = D K - K D`` with ``K = U^T Q U = F^T F``, ``F = S' C`` and
+    ``C = V'^T U``, so
+
+    .. math:: \|[P, Q]\|_F = \|((d_i - d_j) K_{ij})_{ij}\|_F,\qquad
+              \|P\|_F \|Q\|_F = \|d\|_2\,\|d'\|_2:
+
+    one product for ``C`` (which the transport reuses) and one Gram product, against the three
+    products of the direct route; no subtraction of nearly equal matrices. When ``V'`` is square
+    (``r' = m``) the same holds in ``V'``'s frame with ``J = G G^T``, ``G = C S``, and the roles of
+    ``d`` and ``d'`` exchanged. Otherwise :class:`ValueError` (use :func:`commutator_bounded`).
+
+    The bound (docs/definitions.md, section 8, route "frames") has two parts:
+
+    1. The computed SVD of ``A`` is the exact SVD ``U^ S~ V^^T`` of ``A + E`` with ``||E||_2 <=
+       eta = omega sigma~_1``, ``omega = 8 max(m, n) eps`` (backward stability, the same
+       constant as :func:`physgsa.core.spectra.truncation_allowance`), and the computed frames are
+       within ``omega`` of ``U^``, ``V^`` per column. Then ``||P^ - P||_F <= pi = sqrt(r) eta
+       (2 sigma~_1 + 3 eta)`` (likewise ``pi'``), which moves ``N`` by at most ``sqrt(2) Delta``
+       and ``D`` by at most ``Delta = pi ||d'|| + (||d|| + pi) pi'``.
+    2. The frames route evaluated on the computed frames: ``||C~ - V'^^T U^||_F <= chi_C =
+       sqrt(r') omega' + (1 + omega') sqrt(r) omega + gamma_m (1 + omega)(1 + omega') sqrt(r r')``;
+       ``||F~ - F^||_F <= chi_F = sigma~'_1 chi_C + u ||F~||_F``; ``||K~ - K^||_F <= chi_K = chi_F
+       (sigma~'_1 + ||F~||_F) + gamma_{r'} ||F~||_F^2``; the weights ``d_i - d_j`` and the
+       products and sum add ``3 u d_1 ||K~||_F + (u + gamma_{m^2}) N~``, and ``D~`` is within
+       ``gamma_{r + r' + 6} D~`` of ``||d|| ||d'||``.
+
+    Parameters
+    ----------
+    u_left : array_like, shape (m, r)
+        ``U`` of the left factor (columns by descending singular value).
+    sigma_left : array_like, shape (r,)
+        Its singular values, descending.
+    vt_right : array_like, shape (r', m)
+        ``V'^T`` of the right factor.
+    sigma_right : array_like, shape (r',)
+        Its singular values, descending.
+    shape_left, shape_right : tuple of int
+        The factors' shapes ``(m, n)`` and ``(p, m)`` (for the SVDs' backward errors).
+    c : array_like, shape (r', r), optional
+        ``C = V'^T U`` when the caller has formed it.
+
+    Returns
+    -------
+    Commutator
+        Value, bound against the exact factors' commutator, and ``route="frames"``.
+    """
+    u = np.asarray(u_left, dtype=np.float64)
+    vt = np.asarray(vt_right, dtype=np.float64)
+    s = np.asarray(sigma_left, dtype=np.float64)
+    sp = np.asarray(sigma_right, dtype=np.float64)
+    m, r, rp = u.shape[0], s.shape[0], sp.shape[0]
+    if not (r == m or rp == m):
+        raise ValueError("commutator_from_frames needs a square frame (r = m or r' = m); use commutator_bounded.")
+    cm = vt @ u if c is None else np.asarray(c, dtype=np.float64)
+    d, dp = s * s, sp * sp
+    if r == m:
+        f = sp[:, None] * cm
+        k = f.T @ f  # K = U^T Q U
+        w, first, second = d, sp, s
+    else:
+        f = (cm * s[None, :]).T  # G^T, so that J = G G^T = f^T f
+        k = f.T @ f  # J = V'^T P V'
+        w, first, second = dp, s, sp
+    y = (w[:, None] - w[None, :]) * k
+    num = float(np.linalg.norm(y))
+    nd, ndp = float(np.linalg.norm(d)), float(np.linalg.norm(dp))
+    den = nd * ndp
+    value = min(num / den, _MAX_C)
+    # Part 1: the SVDs' backward errors (exact frames of nearby factors).
+    om = SVD_BACKWARD * max(shape_left) * 2.0 * _U
+    omp = SVD_BACKWARD * max(shape_right) * 2.0 * _U
+    eta, etap = om * float(s[0]), omp * float(sp[0])
+    pi = float(np.sqrt(r)) * eta * (2.0 * float(s[0]) + 3.0 * eta)
+    pip = float(np.sqrt(rp)) * etap * (2.0 * float(sp[0]) + 3.0 * etap)
+    delta = pi * ndp + (nd + pi) * pip
+    b1 = _ratio_bound(num / den, float(np.sqrt(2.0)) * delta, den, delta)
+    # Part 2: the route on the computed frames. ``first`` scales C's rows (or columns) into F.
+    chi_c = float(np.sqrt(rp)) * omp + (1.0 + omp) * float(np.sqrt(r)) * om + \
+        _gamma(m) * (1.0 + om) * (1.0 + omp) * float(np.sqrt(r * rp))
+    nf = float(np.linalg.norm(f))
+    s1 = float(first[0])
+    chi_f = s1 * chi_c + _U * nf
+    chi_k = chi_f * (s1 + nf) + _gamma(f.shape[0]) * nf * nf
+    num_err = float(w[0]) * chi_k + 3.0 * _U * float(w[0]) * float(np.linalg.norm(k)) + (_U + _gamma(m * m)) * num
+    den_err = _gamma(r + rp + 6) * den
+    b2 = _ratio_bound(num / den, num_err, den, den_err)
+    del second
+    return Commutator(value, min(_MAX_C, b1 + b2), "frames")
 
 
 class HeadOverlaps(NamedTuple):

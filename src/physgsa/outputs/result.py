@@ -236,6 +236,8 @@ def _interface_detail(it: dict[str, Any]) -> dict[str, Any]:
         {k: it["outliers"][k] for k in ("columns", "shares", "energy_share", "top_share", "top_columns", "dominated")},
         "alignment": {
             "commutator": it["alignment"]["commutator"],
+            "commutator_bound": it["alignment"]["commutator_bound"],
+            "commutator_route": it["alignment"]["commutator_route"],
             "intersection": it["alignment"]["intersection"],
             "heads": None if it["alignment"]["heads"] is None else
             {k: v for k, v in it["alignment"]["heads"].items() if k != "table"},

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..core.alignment import DEFAULT_EPSS, commutator, cuts_repeated, default_ks, head_overlaps, intersection_dimensions
+from ..core.alignment import DEFAULT_EPSS, commutator_bounded, commutator_from_frames, cuts_repeated, default_ks, head_overlaps, intersection_dimensions
 from ..core.certificate import PAIR_RADII, adversarial, margins, perturbation_tests, verdicts
 from ..core.chain import Chain
 from ..core.graded import Graded, check_elements, element_bounds, grade, graded_labels, row_error_bounds
@@ -75,6 +75,11 @@ _EMPTY.setflags(write=False)
 #: product then cannot be told from zero (its rounding error is at most ``gamma_n |A_hat'||A_hat|``
 #: entrywise, ``gamma_n ~ n u``; the factor 4 also covers the rounding of ``A_hat`` itself).
 ROUNDING_LEVEL = 4.0
+
+#: The numerical routes (issue 25; docs/definitions.md, "Routes"): ``fast`` computes the section 8
+#: commutator from the SVDs where one frame is square; ``reference`` forms it from the factors'
+#: products, as releases up to 0.2 did. Both are deterministic and record their error bounds.
+ROUTES = ("fast", "reference")
 
 #: The q grid of the window search, in [0.5, 0.999].
 WINDOW_SEARCH_QS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
@@ -164,6 +169,11 @@ CERTIFY_PARAMS = {
     "window_search": Param(False, "bool", doc="search the smallest certified windows",
                            help="Also search, along q from 0.5 to 0.999, the smallest windows for which the direct "
                                 "check and the measured verdict hold (shown in the report)."),
+    "route": Param("fast", "choice", choices=ROUTES,
+                   doc="numerical route: 'fast' (the section 8 commutator from the SVDs) or 'reference' "
+                       "(LAPACK products throughout); each number's bound is in docs/definitions.md",
+                   help="Numerical route: fast (the commutator from the SVDs at hand) or reference (LAPACK "
+                        "products throughout). Both are deterministic; their bounds are in docs/definitions.md."),
     "seed": Param(0, "int", 0, None, doc="seed of every random choice", help="Seed of every random choice."),
     "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)",
                      help="Local processes for factors and interfaces; results are identical."),
@@ -327,9 +337,11 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     check_memory(interface_bytes(fr.shape[0], fl.shape[1]), p["max_memory"],
                  f"Interface {where!r} ({fr.shape[0]} x {fl.shape[1]} products)")
     rng = np.random.default_rng([p["seed"], link.index])
-    # The whole C = V'^T U only for the window search, which reuses it at many windows; one
-    # window needs only thin blocks of it.
-    c = matmul(R.vt, L.u, backend(p["device"])) if p["window_search"] else None
+    # The whole C = V'^T U for the window search, which reuses it at many windows, and for the
+    # fast route's commutator (one square frame needed), whose transport then reads its thin
+    # blocks from it; otherwise one window needs only thin blocks of C.
+    frames = p["route"] == "fast" and (L.u.shape[1] == L.u.shape[0] or R.vt.shape[0] == R.vt.shape[1])
+    c = matmul(R.vt, L.u, backend(p["device"])) if p["window_search"] or frames else None
     m_full = matmul(R.a_hat, L.a_hat, backend(p["device"]))
     tr = transport(L, R, L.k, R.k, c=c, m_full=m_full, device=backend(p["device"]))
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
@@ -379,7 +391,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
                               graded={"apriori": pam.graded.apriori.memberships,
                                       "measured": pam.graded.measured.memberships})
     search = _window_search(L, R, c, m_full, p, link, fl, fr) if p["window_search"] else None
-    alignment = _alignment(L, R, fl, fr, tr)
+    alignment = _alignment(L, R, fl, fr, tr, c if frames else None)
     return {
         "name": where, "left": fl.name, "right": fr.name, "index": link.index,
         # The interface's big matrices (M, M_w, E) are not kept past this point: only figures are.
@@ -404,7 +416,7 @@ INTERSECTION_EPS = 1e-2
 GRID_MAX_K = 64
 
 
-def _alignment(L, R, fl, fr, tr) -> dict:
+def _alignment(L, R, fl, fr, tr, c=None) -> dict:
     """Section 8's weight-space diagnostics of one interface (beyond the two papers).
 
     The intersection dimension ``#{cos >= 1 - eps}`` at the dominant windows ``(k, k')`` (from
@@ -415,13 +427,21 @@ def _alignment(L, R, fl, fr, tr) -> dict:
     subspace overlap table (rows: reading heads of ``l+1``, columns: writing heads of ``l``).
     The grid stops at 64 because each rank costs an SVD of its block (a grid to the full width
     cost a third of certify on 768-wide chains); the windows themselves are always covered.
+    Given the whole ``C`` (the fast route, a square frame), the commutator comes from the SVDs
+    (:func:`~physgsa.core.alignment.commutator_from_frames`), else from the factors' products
+    (:func:`~physgsa.core.alignment.commutator_bounded`); either way with its error bound.
     """
     r = min(L.sigma.shape[0], R.sigma.shape[0])
     ks = [k for k in default_ks(r) if k <= GRID_MAX_K]
     dims, ks = intersection_dimensions(L.u, R.vt, ks=ks, epss=DEFAULT_EPSS)
     window = [int(np.sum(tr.cosines >= 1.0 - eps)) for eps in DEFAULT_EPSS]
     at_window = window[DEFAULT_EPSS.index(INTERSECTION_EPS)]
-    out = {"commutator": commutator(L.a_hat, R.a_hat),
+    if c is None:
+        com = commutator_bounded(L.a_hat, R.a_hat)
+    else:
+        com = commutator_from_frames(L.u, L.sigma, R.vt, R.sigma, shape_left=(L.rows, L.cols),
+                                     shape_right=(R.rows, R.cols), c=c)
+    out = {"commutator": com.value, "commutator_bound": com.bound, "commutator_route": com.route,
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
                             "windows": [tr.k_left, tr.k_right], "at_windows": window,
                             "eps": INTERSECTION_EPS, "at_window": at_window,

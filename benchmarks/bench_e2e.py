@@ -5,12 +5,14 @@ random frames, saved as an .npz. The command runs in a fresh process each time (
 imports, reading, hashing, every output and the report all count), with the threads pinned in
 its environment. The floor is ``numpy.linalg.svd`` (gesdd, with vectors) of the same 24
 matrices, in this process, on the same number of threads. Contenders alternate within one
-run; the ratio is of the medians. The outputs of every run must be byte-identical.
+run; the ratio is of the medians. Each route (``--routes``, default ``fast,reference``) is one
+contender; every run of one contender must give the same bytes (determinism, issue 25).
 
     python benchmarks/bench_e2e.py --threads 1 --repeats 5 --json benchmarks/results/e2e.json
 
 ``--before DIR/src`` runs another version's command in alternation as well (for example a git
-worktree of the previous release), and requires byte-identical outputs from it too.
+worktree of the previous release, which has no ``--route``); ``same_as_before`` says which of
+the routes gave its bytes (tables, heatmaps and figures; the report lists the new parameter).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from _common import emit, pin_threads, residual_factors  # noqa: E402
 # numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
 # and OpenMP read their thread counts when they load (and `--help` stays fast).
 
-OUTPUTS = ("certificate.json", "factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet",
+# certificate.json records the route and the version, so it differs between contenders by design.
+OUTPUTS = ("factors.parquet", "interfaces.parquet", "rows.parquet", "heads.parquet",
            "heatmaps.npz", "report.html")
 
 
-def _digest(out: Path) -> str:
+def _digest(out: Path, report: bool = True) -> str:
+    """SHA-256 of the outputs (``report=False``: the tables, heatmaps and figures only)."""
     h = hashlib.sha256()
-    for name in OUTPUTS:
+    for name in OUTPUTS if report else OUTPUTS[:-1]:
         h.update((out / name).read_bytes())
     for svg in sorted((out / "figures").glob("*.svg")):
         h.update(svg.read_bytes())
@@ -49,6 +53,7 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=24)
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--json", type=str, default="")
+    ap.add_argument("--routes", type=str, default="fast,reference", help="certify --route values to time")
     ap.add_argument("--before", type=str, default="",
                     help="a src/ folder of another version (a git worktree's): its command runs in alternation too")
     args = ap.parse_args()
@@ -68,36 +73,40 @@ def main() -> None:
         for m in mats.values():
             np.linalg.svd(m, full_matrices=False)
 
-    times = {"floor": [], "command": []}
+    routes = [r for r in args.routes.split(",") if r]
+    times: dict[str, list[float]] = {"floor": [], **{r: [] for r in routes}}
+    digests: dict[str, set[str]] = {r: set() for r in routes}
+    numbers: dict[str, set[str]] = {r: set() for r in routes}
     if args.before:
-        times["before"] = []
+        times["before"], digests["before"], numbers["before"] = [], set(), set()
         env_before = dict(env, PYTHONPATH=str(Path(args.before).resolve()))
-    digests = set()
     load = [os.getloadavg()[0]]
     for rep in range(args.repeats):
         t = time.perf_counter()
         floor()
         times["floor"].append(time.perf_counter() - t)
-        out = tmp / f"out-{rep}"
-        t = time.perf_counter()
-        subprocess.run(cmd + ["--out", str(out)], env=env, check=True)
-        times["command"].append(time.perf_counter() - t)
-        digests.add(_digest(out))
-        if args.before:
-            out = tmp / f"before-{rep}"
+        # Alternate the contenders, in an order that flips every repeat.
+        order = routes + (["before"] if args.before else [])
+        for who in (order if rep % 2 == 0 else order[::-1]):
+            out = tmp / f"{who}-{rep}"
+            extra, e = (([], env_before) if who == "before" else (["--route", who], env))
             t = time.perf_counter()
-            subprocess.run(cmd + ["--out", str(out)], env=env_before, check=True)
-            times["before"].append(time.perf_counter() - t)
-            digests.add(_digest(out))  # the other version must give the same bytes
+            subprocess.run(cmd + extra + ["--out", str(out)], env=e, check=True)
+            times[who].append(time.perf_counter() - t)
+            digests[who].add(_digest(out))
+            numbers[who].add(_digest(out, report=False))
     load.append(os.getloadavg()[0])
     med = {k: float(np.median(v)) for k, v in times.items()}
     emit({
         "factors": args.factors, "width": n, "threads": args.threads, "repeats": args.repeats,
         "chain_mb": round(chain.stat().st_size / 2**20, 1),
-        "median_s": med, "ratio": med["command"] / med["floor"],
-        "ratio_before": med["before"] / med["floor"] if args.before else None, "before_src": args.before or None,
-        "paired_ratios": [c / f for c, f in zip(times["command"], times["floor"])],
-        "runs_s": times, "outputs_identical": len(digests) == 1, "load_average": load,
+        "median_s": med, "ratio": {k: med[k] / med["floor"] for k in med if k != "floor"},
+        "before_src": args.before or None,
+        "paired_ratios": {k: [c / f for c, f in zip(times[k], times["floor"])] for k in times if k != "floor"},
+        "runs_s": times, "deterministic": {k: len(v) == 1 for k, v in digests.items()},
+        # The report lists the parameters (--route is new), so only the tables and figures are compared.
+        "same_as_before": [r for r in routes if args.before and numbers[r] == numbers["before"]],
+        "load_average": load,
     }, args.json)
 
 

@@ -22,9 +22,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import physgsa
+from budget import cases
 from physgsa import PhysgsaError
 
-N_NPZ, N_SAFETENSORS, N_CONFIG = 3500, 4000, 2600  # 10,100 inputs
+# 10,100 inputs in CI (PHYSGSA_FULL_TESTS=1), 1,400 in the README's quick run (tests/budget.py).
+N_NPZ, N_SAFETENSORS, N_CONFIG = cases(3500, 500), cases(4000, 500), cases(2600, 400)
 # A fixed seed and no example database: the same inputs wherever the checkout lies (derandomize
 # alone seeds from the test's digest, which differs between checkouts).
 FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False, database=None)

@@ -13,7 +13,15 @@ from typing import Mapping
 
 import numpy as np
 
-from ..core.alignment import DEFAULT_EPSS, commutator_bounded, commutator_from_frames, cuts_repeated, default_ks, head_overlaps, intersection_dimensions
+from ..core.alignment import (
+    DEFAULT_EPSS,
+    commutator_bounded,
+    commutator_from_frames,
+    cuts_repeated,
+    default_ks,
+    head_overlaps,
+    intersection_dimensions,
+)
 from ..core.certificate import PAIR_RADII, adversarial, margins, perturbation_tests, verdicts
 from ..core.chain import Chain
 from ..core.graded import Graded, check_elements, element_bounds, grade, graded_labels, row_error_bounds

@@ -30,6 +30,7 @@ from .structure import CORE, Partition, Reference, Structure, pow2_scale, row_pr
 from .validation import CertificateBugError
 
 __all__ = ["Graded", "Profile", "Shares", "certify_elements", "change_bounds", "check_elements", "element_bounds",
+           "gram_spectral_norm",
            "grade", "graded_labels", "pair_radii", "robustness_profile", "row_error_bounds"]
 
 
@@ -184,17 +185,54 @@ def _column_block_norms(sigma: np.ndarray, vt: np.ndarray, part: Partition) -> n
     return out
 
 
-def _group_spectral_norms(x: np.ndarray, part: Partition) -> np.ndarray:
-    """``||x[G_g, :]||_2`` (largest singular value of each group's row block)."""
+#: Higham's unit roundoff.
+_U = float(np.finfo(np.float64).eps) / 2.0
+
+
+def gram_spectral_norm(block: np.ndarray) -> float:
+    r"""An upper bound on ``||B||_2`` from the Gram matrix of ``B``'s smaller side (the fast route).
+
+    With ``B`` scaled by a power of two ``c`` (exact; ``b = B / c``) and ``G~ = fl(b b^T)`` (or
+    ``b^T b``, whichever is smaller), ``||G~ - b b^T||_2 <= gamma_n ||b||_F^2`` (``n`` the inner
+    size), and the symmetric eigensolver returns ``lambda~`` within ``4 s eps ||G~||_2`` of
+    ``lambda_max(G~)`` (backward stability, ``s`` the Gram's size). So, by Weyl,
+
+    .. math:: \|B\|_2^2 \le c^2 \bigl(\lambda~ (1 + 4 s \epsilon) + \gamma_n \|b\|_F^2\bigr),
+
+    and the square root is raised by ``4 u`` for its own rounding and that of ``||b||_F^2``. The
+    bound exceeds ``||B||_2`` by at most about ``n u`` times ``B``'s stable rank, relatively
+    (docs/definitions.md, "Numerical routes").
+    """
+    c = pow2_scale(float(np.max(np.abs(block))))
+    b = block / c
+    small = b @ b.T if b.shape[0] <= b.shape[1] else b.T @ b
+    n = max(b.shape)
+    lam = max(float(np.linalg.eigvalsh(small)[-1]), 0.0)
+    fro2 = float(np.einsum("ij,ij->", b, b))
+    s = small.shape[0]
+    gamma = n * _U / (1.0 - n * _U)
+    upper = lam * (1.0 + 8.0 * s * _U) + gamma * fro2
+    return c * float(np.sqrt(upper)) * (1.0 + 4.0 * _U)
+
+
+def _group_spectral_norms(x: np.ndarray, part: Partition, *, gram: bool = False) -> np.ndarray:
+    """``||x[G_g, :]||_2`` (largest singular value of each group's row block).
+
+    ``gram=True`` (the fast route): :func:`gram_spectral_norm`, an upper bound within about
+    ``n u`` relative; else the SVD's largest value (the reference route).
+    """
     out = np.zeros(part.n_groups)
     for g in range(part.n_groups):
         block = x[part.groups == g]
-        if block.size:
+        if block.size and gram:
+            out[g] = gram_spectral_norm(block) if np.any(block) else 0.0
+        elif block.size:
             out[g] = float(np.linalg.svd(block, compute_uv=False)[0])
     return out
 
 
-def element_bounds(left: Spectrum, right: Spectrum, k: int, kp: int, part: Partition) -> np.ndarray:
+def element_bounds(left: Spectrum, right: Spectrum, k: int, kp: int, part: Partition, *,
+                   gram: bool = False) -> np.ndarray:
     r"""A priori bounds ``beta_g(u) >= ||E[G_g, u]||_F`` from the two windows (definitions section 5b).
 
     With ``A = A_hat_l``, ``A' = A_hat_{l+1}`` and their rank-``k`` / ``k'`` truncations,
@@ -206,11 +244,13 @@ def element_bounds(left: Spectrum, right: Spectrum, k: int, kp: int, part: Parti
     (``||XY||_F <= ||X||_2 ||Y||_F``). The column norms come from the SVD without subtraction
     (``||(A - A_w) e_u||^2 = sum_{j > k} sigma_j^2 V_{uj}^2``), and ``(A' - A'_w)[G_g, :] =
     U'[G_g, k':] S'_{>k'} V'^T_{>k'}`` has the spectral norm of ``U'[G_g, k':] S'_{>k'}``.
+    ``gram=True`` (the fast route) takes the spectral norms from the row blocks' Gram matrices,
+    as upper bounds (:func:`gram_spectral_norm`).
     """
     tail_cols = _column_block_norms(left.sigma[k:], left.vt[k:], part)
     win_cols = _column_block_norms(left.sigma[:k], left.vt[:k], part)
-    right_norm = _group_spectral_norms(right.a_hat, part)
-    right_tail = _group_spectral_norms(right.u[:, kp:] * right.sigma[kp:], part)
+    right_norm = _group_spectral_norms(right.a_hat, part, gram=gram)
+    right_tail = _group_spectral_norms(right.u[:, kp:] * right.sigma[kp:], part, gram=gram)
     beta: np.ndarray = right_norm[:, None] * tail_cols[None, :] + right_tail[:, None] * win_cols[None, :]
     return beta
 

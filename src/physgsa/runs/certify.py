@@ -288,7 +288,7 @@ class PAM:
         self.s1 = structure_of(a1, self.ref)
         self.diff = compare(self.ref.structure, self.s1)
         self.rounding = rounding
-        self.graded = _graded(L, R, tr, self, where)
+        self.graded = _graded(L, R, tr, self, where, gram=p["route"] == "fast")
         if self.diff and (self.ver["a_priori"] or self.ver["measured"]):
             raise CertificateBugError(
                 f"Interface {where} is certified (||E||_F = {tr.trunc_error:.6g}, rho_static = "
@@ -297,15 +297,16 @@ class PAM:
             )
 
 
-def _graded(L, R, tr, pam: PAM, where: str) -> Graded:
+def _graded(L, R, tr, pam: PAM, where: str, *, gram: bool = False) -> Graded:
     """The graded certificate of one interface (definitions section 5b), checked against the direct check.
 
     A priori from the per-element bounds ``beta`` (the two windows alone), measured from the exact
     ``||E[G_g, u]||_F``; each with the rounding allowance of the computed products. A product at
-    rounding level certifies nothing (its structure is rounding noise).
+    rounding level certifies nothing (its structure is rounding noise). ``gram``: the fast route's
+    spectral norms of the row blocks (upper bounds from their Gram matrices).
     """
     part = pam.ref.partition
-    beta = element_bounds(L, R, tr.k_left, tr.k_right, part)
+    beta = element_bounds(L, R, tr.k_left, tr.k_right, part, gram=gram)
     error = unit_energies(pam.e, part)
     if pam.negligible:
         beta = error = np.full_like(beta, np.inf)

@@ -133,15 +133,20 @@ def _old_kmeans(x, m, rng, max_iter=100):
 
 
 def test_certify_reports_the_brute_force_commutator_bit_for_bit():
-    # Outputs stay byte-identical to earlier releases: the commutator keeps its three products.
+    # The reference route keeps the three products of earlier releases, bit for bit; the fast
+    # route (issue 25) computes it from the SVDs and stays within its recorded bound.
     import physgsa
     from physgsa.core.spectra import normalize as nz
 
     rng = np.random.default_rng(5)
     wide, tall, nxt = rng.standard_normal((6, 9)), rng.standard_normal((9, 4)), rng.standard_normal((5, 6))
     for left, right in ((wide, nxt), (tall, wide)):
-        res = physgsa.certify(physgsa.Chain.from_arrays([("l", left), ("r", right)]), n_perturbations=0)
-        assert res.interfaces.iloc[0]["commutator"] == commutator(nz(left)[0], nz(right)[0])
+        chain = physgsa.Chain.from_arrays([("l", left), ("r", right)])
+        want = commutator(nz(left)[0], nz(right)[0])
+        res = physgsa.certify(chain, n_perturbations=0, route="reference")
+        assert res.interfaces.iloc[0]["commutator"] == want
+        fast = physgsa.certify(chain, n_perturbations=0).certificate["interfaces"][0]["alignment"]
+        assert abs(fast["commutator"] - want) <= fast["commutator_bound"] < 1e-12
 
 
 # --------------------------------------------------------------------------- bitwise: same arithmetic

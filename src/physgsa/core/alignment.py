@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import numpy as np
-import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from .chain import check_matrix
+from .linalg import svd, svdvals
 from .spectra import SVD_BACKWARD
 from .validation import InvalidFactorError, InvalidParameterError
 
@@ -100,18 +100,11 @@ def _pow2_scaled(a: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _svd(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    try:
-        return np.linalg.svd(a, full_matrices=False)
-    except np.linalg.LinAlgError:  # gesdd occasionally fails to converge; gesvd is robust
-        return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+    return svd(a, None)
 
 
 def _svdvals(a: NDArray[np.float64]) -> NDArray[np.float64]:
-    try:
-        # numpy's stubs widen the dtype to floating; a float64 input gives float64 singular values.
-        return cast("NDArray[np.float64]", np.linalg.svd(a, compute_uv=False))
-    except np.linalg.LinAlgError:
-        return scipy.linalg.svd(a, compute_uv=False, lapack_driver="gesvd")
+    return cast("NDArray[np.float64]", svdvals(a))
 
 
 # --------------------------------------------------------------------------- principal angles

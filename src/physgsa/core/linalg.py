@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import scipy.linalg
 
-__all__ = ["Backend", "svd", "matmul"]
+# scipy.linalg is imported only where gesdd fails (rare): the spectra command never loads it.
+__all__ = ["Backend", "svd", "svdvals", "eigvalsh_descending", "matmul"]
 
 
 class Backend(Protocol):
@@ -30,8 +30,28 @@ def svd(a: np.ndarray, backend: Backend | None) -> tuple[np.ndarray, np.ndarray,
             return np.linalg.svd(a, full_matrices=False)
         except np.linalg.LinAlgError:
             # gesdd occasionally fails to converge; gesvd is slower but more robust.
+            import scipy.linalg
+
             return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
     return backend.svd(a)
+
+
+def svdvals(a: np.ndarray) -> np.ndarray:
+    """Singular values, descending (LAPACK gesdd; gesvd where gesdd does not converge)."""
+    try:
+        values: np.ndarray = np.linalg.svd(a, compute_uv=False)
+        return values
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        out: np.ndarray = scipy.linalg.svd(a, compute_uv=False, lapack_driver="gesvd")
+        return out
+
+
+def eigvalsh_descending(g: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a symmetric matrix (its lower triangle), descending (LAPACK syevd)."""
+    lam: np.ndarray = np.linalg.eigvalsh(g)[::-1]
+    return lam
 
 
 def matmul(a: np.ndarray, b: np.ndarray, backend: Backend | None) -> np.ndarray:

@@ -66,8 +66,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
+from .linalg import svdvals
 from .spectra import gram_energies
 
 __all__ = ["Energies", "WWLayer", "energies", "energies_from_sigma", "pool", "powerlaw_fit", "ww_metrics",
@@ -144,7 +144,7 @@ def energies(a: np.ndarray) -> Energies:
         return _rescaled(lam, c)
     _, k = _pow2_split(float(np.max(np.abs(a))))
     scale = math.ldexp(1.0, k)  # a power of two: dividing by it is exact
-    sigma = scipy.linalg.svdvals(a / scale, check_finite=False)
+    sigma = svdvals(a / scale)
     return Energies(lam=sigma * sigma, e=2 * k)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from . import linalg, orbit, resources
 from .chain import Factor
@@ -190,7 +189,8 @@ def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
         g = b.T @ b if m >= n else b @ b.T
         del b
         trace = float(np.trace(g))
-    lam = scipy.linalg.eigh(g, eigvals_only=True, check_finite=False, driver="evd", overwrite_a=True)[::-1]
+    lam = linalg.eigvalsh_descending(g)
+    del g
     delta = (m + n) * np.finfo(np.float64).eps * trace
     if lam[-1] <= 2.0 * delta:
         return None
@@ -373,7 +373,7 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
         u, sigma, vt = linalg.svd(a_hat, device)
     else:
         if got is None:
-            sigma = scipy.linalg.svdvals(a_hat, check_finite=False)
+            sigma = linalg.svdvals(a_hat)
         else:
             # Energies only (the Gram path): A_hat is never formed; sum lambda = ||A / c||_F^2.
             lam_c, c = got

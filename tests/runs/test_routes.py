@@ -47,6 +47,8 @@ def test_routes_give_the_same_structure_where_the_margins_exceed_the_bound(kind,
         save(certify(ch, route=route, n_perturbations=4), tmp_path / route)
         docs[route] = json.loads((tmp_path / route / "certificate.json").read_text())
     assert docs["fast"]["parameters"]["route"] == "fast"
+    assert docs["fast"]["routes"]["block_norms"] == "gram" and docs["reference"]["routes"]["block_norms"] == "svd"
+    assert docs["reference"]["routes"]["commutator"]["frames"] == 0
     routes, checked = set(), 0
     for fast, ref in zip(docs["fast"]["interfaces"], docs["reference"]["interfaces"], strict=True):
         fa, ra = fast["alignment"], ref["alignment"]
@@ -70,6 +72,9 @@ def test_routes_give_the_same_structure_where_the_margins_exceed_the_bound(kind,
     assert checked >= 1  # the comparison is never vacuous on these chains
     square = {"residual": {"frames"}, "rectangular": {"frames", "direct"}, "cliff": {"frames"}}[kind]
     assert routes == square
+    counts = docs["fast"]["routes"]["commutator"]
+    taken = [i["alignment"]["commutator_route"] for i in docs["fast"]["interfaces"]]
+    assert counts == {"frames": taken.count("frames"), "direct": taken.count("direct")}
 
 
 @pytest.mark.parametrize("route", ["fast", "reference"])

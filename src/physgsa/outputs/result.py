@@ -428,6 +428,23 @@ def source_label(source: str) -> str:
     return "file" if ("/" in source or os.sep in source or Path(source).exists()) else source
 
 
+def routes_used(params: dict[str, Any], interface_records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Which numerical route computed what (docs/definitions.md, "Numerical routes"; issue 25).
+
+    ``decomposition``: LAPACK's gesdd, or torch on ``params["device"]``; ``commutator``: how many
+    interfaces took the frames route and how many the direct one; ``block_norms``: the graded
+    bounds' row-block spectral norms, from Gram matrices (fast) or SVDs (reference).
+    """
+    route = params.get("route", "reference")
+    taken = [rec["detail"]["alignment"].get("commutator_route") for rec in interface_records]
+    return {
+        "route": route,
+        "decomposition": "LAPACK gesdd" if params.get("device") is None else f"torch on {params['device']}",
+        "commutator": {"frames": taken.count("frames"), "direct": taken.count("direct")},
+        "block_norms": "gram" if route == "fast" else "svd",
+    }
+
+
 def build_result(chain: Chain, factor_records: Sequence[dict[str, Any]], interface_records: Sequence[dict[str, Any]],
                  params: dict[str, Any], verdict: dict[str, Any],
                  input_sha256: str | None = None) -> Result:
@@ -437,6 +454,7 @@ def build_result(chain: Chain, factor_records: Sequence[dict[str, Any]], interfa
         "source": source_label(chain.source),
         "input_sha256": input_sha256,
         "parameters": _params_json(params),
+        "routes": routes_used(params, interface_records),
         "versions": versions(),
         "factors": [f.name for f in chain.factors],
         "chain_breaks": [{"left": b.left, "right": b.right, "reason": b.reason} for b in chain.breaks],

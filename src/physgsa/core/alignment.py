@@ -466,11 +466,11 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     if r == m:
         f = sp[:, None] * cm
         k = f.T @ f  # K = U^T Q U
-        w, first, second = d, sp, s
+        w, first = d, sp  # weights d_i - d_j; sigma' scales C's rows into F
     else:
         f = (cm * s[None, :]).T  # G^T, so that J = G G^T = f^T f
         k = f.T @ f  # J = V'^T P V'
-        w, first, second = dp, s, sp
+        w, first = dp, s  # weights d'_i - d'_j; sigma scales C's columns into G
     y = (w[:, None] - w[None, :]) * k
     num = float(np.linalg.norm(y))
     nd, ndp = float(np.linalg.norm(d)), float(np.linalg.norm(dp))
@@ -484,7 +484,7 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     pip = float(np.sqrt(rp)) * etap * (2.0 * float(sp[0]) + 3.0 * etap)
     delta = pi * ndp + (nd + pi) * pip
     b1 = _ratio_bound(num / den, float(np.sqrt(2.0)) * delta, den, delta)
-    # Part 2: the route on the computed frames. ``first`` scales C's rows (or columns) into F.
+    # Part 2: the route on the computed frames.
     chi_c = float(np.sqrt(rp)) * omp + (1.0 + omp) * float(np.sqrt(r)) * om + \
         _gamma(m) * (1.0 + om) * (1.0 + omp) * float(np.sqrt(r * rp))
     nf = float(np.linalg.norm(f))
@@ -494,7 +494,6 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     num_err = float(w[0]) * chi_k + 3.0 * _U * float(w[0]) * float(np.linalg.norm(k)) + (_U + _gamma(m * m)) * num
     den_err = _gamma(r + rp + 6) * den
     b2 = _ratio_bound(num / den, num_err, den, den_err)
-    del second
     return Commutator(value, min(_MAX_C, b1 + b2), "frames")
 
 

@@ -20,7 +20,13 @@ For each bundled model named:
 Writes ``<out>/<model>.csv`` (one row per unit x change), ``<out>/<model>_sets.csv``,
 ``<out>/<model>.md`` (the tables), ``<out>/<model>.json`` (the numbers) and
 ``<out>/summary.json`` (every model's JSON found in ``<out>``). A model whose JSON exists is
-skipped unless ``--overwrite``, so the long models can run separately.
+skipped unless ``--overwrite``, so the long models can run separately. The predictors are kept in
+chunks (``<out>/<model>.predictors/``), so a stopped run resumes; ``--shard I/N`` splits them
+over processes (MiniLM's 396 Jacobian-mode chains take over two hours on one core):
+
+    python benchmarks/sensitivity.py --models minilm --shard 0/2 &
+    python benchmarks/sensitivity.py --models minilm --shard 1/2; wait
+    python benchmarks/sensitivity.py --models minilm
 
     python benchmarks/sensitivity.py --models digits-resnet,digits-vit --out benchmarks/results/sensitivity
 
@@ -105,6 +111,50 @@ def _damage_row(name, base_out, model, new, params) -> dict:
     return out
 
 
+def _predictors(S, name: str, found, args, t0: float):
+    """The predictor rows of every unit, computed in chunks that are kept, so a stopped run resumes.
+
+    ``S.sensitivity`` runs on ``--chunk`` units at a time; each chunk is written at once to its own
+    file, ``<out>/<model>.predictors/<first unit>.csv`` (written to a temporary name, then renamed),
+    and a later run reads every chunk file and computes only the units missing. A unit's rows
+    depend only on the base chain and that unit's changed chains, so chunks give the rows of one
+    call. With ``--shard I/N`` this process takes every N-th missing unit from the I-th and stops
+    after them (returns None): two shards on two cores, then one run without ``--shard``
+    assembles the table and goes on.
+    """
+    import pandas as pd
+
+    folder = os.path.join(args.out, f"{name}.predictors")
+    os.makedirs(folder, exist_ok=True)
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".csv"))
+    done = [pd.read_csv(os.path.join(folder, f), keep_default_na=True) for f in files]
+    have = {u for d in done for u in d["unit"]}
+    index = {u.name: i for i, u in enumerate(found)}
+    todo = [u for u in found if u.name not in have]
+    i, n = args.shard
+    mine = todo[i::n]
+    log(f"{name}: predictors of {len(found) - len(todo)} units kept, {len(todo)} to do, {len(mine)} here", t0)
+    for a in range(0, len(mine), args.chunk):
+        chunk = mine[a:a + args.chunk]
+        part = S.sensitivity(name, unit_list=chunk)
+        with open(os.path.join(folder, "attrs.json"), "w") as fh:
+            json.dump(part.attrs, fh, sort_keys=True)
+        path = os.path.join(folder, f"{index[chunk[0].name]:05d}.csv")
+        part.to_csv(path + ".tmp", index=False)
+        os.replace(path + ".tmp", path)
+        done.append(pd.read_csv(path))
+        log(f"{name}: predictors {a + len(chunk)}/{len(mine)} units of this process", t0)
+    if args.shard != (0, 1):
+        return None
+    pred = pd.concat(done, ignore_index=True)
+    order = {c: j for j, c in enumerate(S.CHANGES)}
+    pred = pred.sort_values(["unit", "change"], key=lambda col: col.map(index if col.name == "unit" else order))
+    pred = pred.reset_index(drop=True)
+    with open(os.path.join(folder, "attrs.json")) as fh:
+        pred.attrs.update(json.load(fh))
+    return pred
+
+
 def run_model(name: str, args, t0: float) -> dict:
     import numpy as np
     import pandas as pd
@@ -116,6 +166,9 @@ def run_model(name: str, args, t0: float) -> dict:
     tm = time.time()
     changes = S.CHANGES
     found = U.units(name)
+    if args.shard != (0, 1):  # a shard computes its share of the predictors only
+        _predictors(S, name, found, args, t0)
+        return {}
     model = D.load(name)
     params = dict(model.named_parameters(remove_duplicate=False))
     base_out = D.evaluate(name, model)
@@ -137,7 +190,7 @@ def run_model(name: str, args, t0: float) -> dict:
 
     # predictors
     t_pred = time.time()
-    pred = S.sensitivity(name, unit_list=found)
+    pred = _predictors(S, name, found, args, t0)
     t_pred = time.time() - t_pred
     log(f"{name}: predictors in {t_pred:.1f} s ({pred.attrs['factors']})", t0)
     predictors = [*S.PHYSGSA_PREDICTORS, *S.BASELINES]
@@ -249,7 +302,13 @@ def main(argv=None) -> int:
     ap.add_argument("--set-size", type=int, default=4)
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=4, help="units per kept chunk of predictors")
+    ap.add_argument("--shard", default="0/1", help="I/N: compute every N-th missing unit from the I-th, then stop")
     args = ap.parse_args(argv)
+    i, n = (int(x) for x in args.shard.split("/"))
+    if not 0 <= i < n:
+        ap.error(f"--shard {args.shard}: expected I/N with 0 <= I < N")
+    args.shard = (i, n)
     return run_models(args, run_model, _summary)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .chain import check_matrix
-from .linalg import svd, svdvals
+from .linalg import UNIT_ROUNDOFF, gamma, svd, svdvals
 from .spectra import SVD_BACKWARD
 from .validation import InvalidFactorError, InvalidParameterError
 
@@ -323,14 +323,8 @@ class Commutator(NamedTuple):
     route: str
 
 
-_U = float(np.finfo(np.float64).eps) / 2.0  # unit roundoff
+_U = UNIT_ROUNDOFF
 _MAX_C = 1.0 / float(np.sqrt(2.0))
-
-
-def _gamma(n: float) -> float:
-    """Higham's ``gamma_n = n u / (1 - n u)``: the relative rounding of an ``n``-term sum of products."""
-    nu = n * _U
-    return nu / (1.0 - nu) if nu < 0.5 else float("inf")
 
 
 def _ratio_bound(value: float, num_err: float, den: float, den_err: float) -> float:
@@ -379,7 +373,7 @@ def commutator_bounded(a_left: ArrayLike, a_right: ArrayLike) -> Commutator:
     if n + p < m:
         w, _ = np.linalg.qr(np.concatenate([a, b.T], axis=1))
         omega = SVD_BACKWARD * m * 2.0 * _U
-        grow = float(np.sqrt(n + p)) * (omega + _gamma(m) * (1.0 + omega))
+        grow = float(np.sqrt(n + p)) * (omega + gamma(m) * (1.0 + omega))
         da, db = grow * fa, grow * fb
         a, b, d = w.T @ a, b @ w, n + p
     pm = a @ a.T
@@ -391,10 +385,10 @@ def commutator_bounded(a_left: ArrayLike, a_right: ArrayLike) -> Commutator:
     den = fp * fq
     value = min(num / den, _MAX_C)
     # The projected factors' errors enter P and Q as 2 ||a|| delta_a + delta_a^2 (and likewise for b).
-    e_p = _gamma(a.shape[1]) * float(np.linalg.norm(a)) ** 2 + da * (2.0 * fa + da)
-    e_q = _gamma(b.shape[0]) * float(np.linalg.norm(b)) ** 2 + db * (2.0 * fb + db)
-    e_x = _gamma(d) * fp * fq
-    g2 = _gamma(d * d)
+    e_p = gamma(a.shape[1]) * float(np.linalg.norm(a)) ** 2 + da * (2.0 * fa + da)
+    e_q = gamma(b.shape[0]) * float(np.linalg.norm(b)) ** 2 + db * (2.0 * fb + db)
+    e_x = gamma(d) * fp * fq
+    g2 = gamma(d * d)
     cross = e_p * fq + (fp + e_p) * e_q
     num_err = float(np.sqrt(2.0)) * cross + 2.0 * e_x + (_U + g2) * num
     den_err = cross + (2.0 * g2 + _U) * den
@@ -486,13 +480,13 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     b1 = _ratio_bound(num / den, float(np.sqrt(2.0)) * delta, den, delta)
     # Part 2: the route on the computed frames.
     chi_c = float(np.sqrt(rp)) * omp + (1.0 + omp) * float(np.sqrt(r)) * om + \
-        _gamma(m) * (1.0 + om) * (1.0 + omp) * float(np.sqrt(r * rp))
+        gamma(m) * (1.0 + om) * (1.0 + omp) * float(np.sqrt(r * rp))
     nf = float(np.linalg.norm(f))
     s1 = float(first[0])
     chi_f = s1 * chi_c + _U * nf
-    chi_k = chi_f * (s1 + nf) + _gamma(f.shape[0]) * nf * nf
-    num_err = float(w[0]) * chi_k + 3.0 * _U * float(w[0]) * float(np.linalg.norm(k)) + (_U + _gamma(m * m)) * num
-    den_err = _gamma(r + rp + 6) * den
+    chi_k = chi_f * (s1 + nf) + gamma(f.shape[0]) * nf * nf
+    num_err = float(w[0]) * chi_k + 3.0 * _U * float(w[0]) * float(np.linalg.norm(k)) + (_U + gamma(m * m)) * num
+    den_err = gamma(r + rp + 6) * den
     b2 = _ratio_bound(num / den, num_err, den, den_err)
     return Commutator(value, min(_MAX_C, b1 + b2), "frames")
 

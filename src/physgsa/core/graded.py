@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .linalg import UNIT_ROUNDOFF, gamma
 from .spectra import Spectrum
 from .structure import CORE, Partition, Reference, Structure, pow2_scale, row_profiles_scaled
 from .validation import CertificateBugError
@@ -185,8 +186,7 @@ def _column_block_norms(sigma: np.ndarray, vt: np.ndarray, part: Partition) -> n
     return out
 
 
-#: Higham's unit roundoff.
-_U = float(np.finfo(np.float64).eps) / 2.0
+_U = UNIT_ROUNDOFF
 
 
 def gram_spectral_norm(block: np.ndarray) -> float:
@@ -210,8 +210,7 @@ def gram_spectral_norm(block: np.ndarray) -> float:
     lam = max(float(np.linalg.eigvalsh(small)[-1]), 0.0)
     fro2 = float(np.einsum("ij,ij->", b, b))
     s = small.shape[0]
-    gamma = n * _U / (1.0 - n * _U)
-    upper = lam * (1.0 + 8.0 * s * _U) + gamma * fro2
+    upper = lam * (1.0 + 8.0 * s * _U) + gamma(n) * fro2
     return c * float(np.sqrt(upper)) * (1.0 + 4.0 * _U)
 
 

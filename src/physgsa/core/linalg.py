@@ -12,7 +12,16 @@ from typing import Protocol
 import numpy as np
 
 # scipy.linalg is imported only where gesdd fails (rare): the spectra command never loads it.
-__all__ = ["Backend", "svd", "svdvals", "eigvalsh_descending", "matmul"]
+__all__ = ["Backend", "UNIT_ROUNDOFF", "gamma", "svd", "svdvals", "eigvalsh_descending", "matmul"]
+
+#: Higham's unit roundoff ``u = eps / 2`` of float64.
+UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2.0
+
+
+def gamma(n: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: the relative rounding of an ``n``-term sum of products."""
+    nu = n * UNIT_ROUNDOFF
+    return nu / (1.0 - nu) if nu < 0.5 else float("inf")
 
 
 class Backend(Protocol):

@@ -64,13 +64,16 @@ print(light, physgsa.spectra is spectra, physgsa.certify.__module__, physgsa.Res
     assert out.stdout.split() == ["True", "True", "physgsa.api", "True", "[]"], out.stderr[-2000:]
 
 
-def test_certify_of_an_npz_imports_no_torch(tmp_path):
+def test_certify_of_a_small_npz_imports_no_torch_and_no_scipy_linalg(tmp_path):
     arrays = {f"blocks.{i}": np.eye(12) + 0.1 * np.random.default_rng(i).standard_normal((12, 12)) for i in range(3)}
     np.savez(tmp_path / "c.npz", **arrays)
     mods = imported_by(tmp_path, "certify", str(tmp_path / "c.npz"), "--out", str(tmp_path / "o"), "--quiet",
                        "--n-perturbations", "2")
     assert (tmp_path / "o" / "certificate.json").is_file()
     assert not {"torch", "transformers"} & mods
+    # Factors this small take sigma_1(M) from LAPACK through numpy; ARPACK (and with it
+    # scipy.linalg, 0.25 to 0.4 s of start-up) loads only for a large M (issue 25).
+    assert not {"scipy.linalg", "scipy.sparse.linalg"} & mods
 
 
 # -- saving: every panel drawn once --------------------------------------------------------------

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-from scipy.sparse.linalg import svds
 
 from . import linalg, orbit
+from .linalg import svdvals
 from .spectra import Spectrum
 
 __all__ = ["Transport", "Rigidity", "CBlocks", "transport", "window_products", "windowed_product", "rigidity",
@@ -206,13 +205,13 @@ def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool
         r = c.left.u.shape[1]
     n_cos = min(k, kp)
     if orthogonal and 4 * (r - kp) < kp:
-        s = scipy.linalg.svdvals(c.rows_from(kp)[:, :k], check_finite=False) if r > kp else np.zeros(0)
+        s = svdvals(c.rows_from(kp)[:, :k]) if r > kp else np.zeros(0)
         cos = np.sqrt(np.clip(1.0 - s**2, 0.0, 1.0))
         full = np.concatenate([np.ones(max(k - s.shape[0], 0)), np.sort(cos)[::-1]])
         full = np.sort(full)[::-1][:n_cos]
         if full.shape[0] == n_cos and full[-1] >= 1e-3:
             return full
-    cosines: np.ndarray = scipy.linalg.svdvals(c.window(kp, k), check_finite=False)
+    cosines: np.ndarray = svdvals(c.window(kp, k))
     return cosines
 
 
@@ -230,7 +229,9 @@ def _top_singular_value_scaled(m: np.ndarray, seed: int) -> tuple[float, int]:
     e = int(np.frexp(amax)[1])
     ms = np.ldexp(m, -e)
     if min(m.shape) <= 32:
-        return float(scipy.linalg.svdvals(ms, check_finite=False)[0]), e
+        return float(svdvals(ms)[0]), e
+    from scipy.sparse.linalg import svds  # start-up: ARPACK (and scipy.linalg) load only for large M
+
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(min(m.shape))
     s = svds(ms, k=1, tol=0, v0=v0, return_singular_vectors=False, solver="arpack")

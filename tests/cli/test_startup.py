@@ -32,14 +32,14 @@ with open(out, "w") as fh:
 """
 
 
-def imported_by(tmp_path, *argv) -> set:
-    """The modules a fresh ``physgsa ARGV...`` process has imported when it ends (it must succeed)."""
+def imported_by(tmp_path, *argv, code: int = 0) -> set:
+    """The modules a fresh ``physgsa ARGV...`` process has imported when it ends (with exit ``code``)."""
     record = tmp_path / "modules.json"
     proc = subprocess.run([sys.executable, "-c", _DRIVER, str(record), *argv], capture_output=True, text=True,
                           timeout=300)
     assert record.is_file(), proc.stderr[-2000:]
     doc = json.loads(record.read_text())
-    assert doc["code"] == 0, proc.stderr[-2000:]
+    assert doc["code"] == code, proc.stderr[-2000:]
     return set(doc["modules"])
 
 
@@ -74,6 +74,15 @@ def test_certify_of_a_small_npz_imports_no_torch_and_no_scipy_linalg(tmp_path):
     # Factors this small take sigma_1(M) from LAPACK through numpy; ARPACK (and with it
     # scipy.linalg, 0.25 to 0.4 s of start-up) loads only for a large M (issue 25).
     assert not {"scipy.linalg", "scipy.sparse.linalg"} & mods
+
+
+def test_a_bad_sample_file_is_refused_before_torch_loads(tmp_path):
+    # torch's start-up (3 to 4 s) is paid only for a .pt sample; a wrong --sample is one line at once.
+    (tmp_path / "net.py").write_text("def make():\n    raise SystemExit('never built')\n")
+    (tmp_path / "s.txt").write_text("1 2 3")
+    mods = imported_by(tmp_path, "certify", "--build", str(tmp_path / "net.py") + ":make", "--sample",
+                       str(tmp_path / "s.txt"), "--out", str(tmp_path / "o"), code=2)
+    assert "torch" not in mods and not (tmp_path / "o").exists()
 
 
 # -- saving: every panel drawn once --------------------------------------------------------------

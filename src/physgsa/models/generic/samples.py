@@ -100,7 +100,7 @@ def read_sample(path, caller: str = "python"):
     """
     from ..files import _ZIP_ERRORS, check_archive, not_an_archive
 
-    torch = import_torch()
+    torch = None  # loaded only for a .pt: a bad file is refused in a fraction of torch's start-up
     path = Path(path)
     where = f"{flag('sample', caller)} {path}" if caller == "cli" else f"sample={str(path)!r}"
 
@@ -135,6 +135,7 @@ def read_sample(path, caller: str = "python"):
             return arrays
         if not_an_archive(path) is None:
             check_archive(path, where, error=InvalidParameterError)
+        torch = import_torch()
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except InvalidParameterError:
         raise

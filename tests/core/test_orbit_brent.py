@@ -9,10 +9,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
+from budget import cases
 from physgsa.core import orbit
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
-MANY = settings(max_examples=3000, deadline=None, derandomize=True)
+# 3,000 examples in CI (PHYSGSA_FULL_TESTS=1), 800 in the README's quick run (tests/budget.py).
+MANY = settings(max_examples=cases(3000, 800), deadline=None, derandomize=True)
 
 
 def _scipy(f, lo, hi):

@@ -330,9 +330,14 @@ def test_refusals_before_work_write_nothing(tmp_path):
     code, _, err = _run("certify", big, "--out", tmp_path / "b", "--max-memory", "200K")
     assert code == 2 and ("'c'" in err or "'b->c'" in err) and not (tmp_path / "b").exists()
     assert "decomposition" in err or "products" in err
-    # An unreachable or unparsable scheduler: exit 2, nothing written.
+    # An unreachable or unparsable scheduler: exit 2, nothing written. (Dask retries a refused
+    # port until the connection timeout; 2 s of it is enough to see the refusal.)
     for address in ("not-an-address", "tcp://127.0.0.1:9"):
-        code, _, err = _run("certify", f, "--out", tmp_path / "s", "--scheduler", address)
+        p = subprocess.Popen([sys.executable, "-m", "physgsa", "certify", str(f), "--out", str(tmp_path / "s"),
+                              "--scheduler", address], env=dict(ENV, PHYSGSA_CONNECT_TIMEOUT="2"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = p.communicate(timeout=300)
+        code = p.returncode
         assert code == 2 and "--scheduler" in err and not (tmp_path / "s").exists(), err
     assert time.monotonic() - t0 < 120
 

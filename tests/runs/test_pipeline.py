@@ -281,7 +281,8 @@ def test_dask_local_cluster_gives_results_identical_to_a_serial_run():
         np.testing.assert_array_equal(serial.heatmaps[k], dask.heatmaps[k])
 
 
-def test_unreachable_dask_scheduler_is_a_clear_error():
+def test_unreachable_dask_scheduler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PHYSGSA_CONNECT_TIMEOUT", "2")  # Dask retries a refused port until then
     with pytest.raises(physgsa.InvalidParameterError, match="Cannot reach a Dask scheduler at --scheduler"):
         certify(physgsa.example_chain(n_factors=2, width=8), scheduler="tcp://127.0.0.1:9")
 

@@ -1,6 +1,6 @@
 """The README's test command, timed as a user runs it (issue 25: at most 6 minutes on 2 cores).
 
-Runs ``python -m pytest -q -n 2`` (the README's command, from this checkout) ``--repeats`` times
+Runs ``python -m pytest -q -n 2 --dist worksteal`` (the README's command, from this checkout) ``--repeats`` times
 and records each run's wall time, its summary line and the load average before and after.
 ``--fresh-cache`` points ``XDG_CACHE_HOME`` at an empty folder for each run, so the bundled models
 are trained as on a new user's machine (the first run of the suite trains them; later runs read
@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMAND = [sys.executable, "-m", "pytest", "-q", "-n", "2"]
+COMMAND = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "worksteal"]
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ def binned_abs(a: np.ndarray, order: np.ndarray, size: int = MAX_BINS) -> np.nda
     nonnegative, so the sum's rounding is relative), as any summation order gives; the panels
     are only drawn (docs/definitions.md, "Numerical routes").
     """
-    x = np.abs(np.asarray(a, dtype=np.float64)[order])
+    x: np.ndarray = np.abs(np.asarray(a, dtype=np.float64)[order])
     m, n = x.shape
     if m <= size and n <= size:
         return x

@@ -9,12 +9,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # 60 s. Set before numpy or torch load their thread pools; subprocesses inherit it.
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"
-    if {"numpy", "torch"} & set(sys.modules):  # a plugin loaded them first: pin the live pools
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(1)
+    _early = sorted({"numpy", "torch"} & set(sys.modules))
+    assert not _early, f"{_early} loaded before tests/conftest.py could pin the worker's threads"
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

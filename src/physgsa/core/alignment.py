@@ -23,7 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .chain import check_matrix
-from .linalg import UNIT_ROUNDOFF, gamma, svd, svdvals
+from .linalg import UNIT_ROUNDOFF as _U
+from .linalg import gamma, svd, svdvals
 from .spectra import SVD_BACKWARD
 from .validation import InvalidFactorError, InvalidParameterError
 
@@ -323,7 +324,6 @@ class Commutator(NamedTuple):
     route: str
 
 
-_U = UNIT_ROUNDOFF
 _MAX_C = 1.0 / float(np.sqrt(2.0))
 
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .linalg import UNIT_ROUNDOFF, gamma
+from .linalg import UNIT_ROUNDOFF as _U
+from .linalg import gamma
 from .spectra import Spectrum
 from .structure import CORE, Partition, Reference, Structure, pow2_scale, row_profiles_scaled
 from .validation import CertificateBugError
@@ -184,9 +185,6 @@ def _column_block_norms(sigma: np.ndarray, vt: np.ndarray, part: Partition) -> n
         sq = sq @ part.unit_indicator()
     out: np.ndarray = np.sqrt(sq)
     return out
-
-
-_U = UNIT_ROUNDOFF
 
 
 def gram_spectral_norm(block: np.ndarray) -> float:

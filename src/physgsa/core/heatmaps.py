@@ -169,16 +169,16 @@ def binned_abs(a: np.ndarray, order: np.ndarray, size: int = MAX_BINS) -> np.nda
 
 
 def _bin_starts(n: int, size: int) -> np.ndarray:
-    """First index of each of ``np.array_split(range(n), min(size, n))``'s pieces."""
-    k = min(size, n)
-    q, r = divmod(n, k)
-    lengths = np.full(k, q, dtype=np.int64)
-    lengths[:r] += 1  # array_split gives the first n % k pieces one more
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    """First index of each bin of an axis of length ``n``: the pieces of ``np.array_split`` into
+    ``min(size, n)`` (the one place the panels' bins are cut).
+    """
+    lengths = [len(piece) for piece in np.array_split(np.arange(n), min(size, n))]
+    return np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
 
 
 def changed_bins(cols: list[int], n: int, size: int = MAX_BINS) -> np.ndarray:
     """Which column bins of :func:`binned_abs` (``n`` columns) hold any of the columns ``cols`` (booleans)."""
-    bins = np.array_split(np.arange(n), min(size, n))
-    hit = set(cols)
-    return np.array([any(c in hit for c in b) for b in bins])
+    starts = _bin_starts(n, size)
+    hit = np.zeros(starts.shape[0], dtype=bool)
+    hit[np.searchsorted(starts, np.asarray(cols, dtype=np.int64), side="right") - 1] = True
+    return hit

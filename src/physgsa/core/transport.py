@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from . import linalg, orbit
-from .linalg import svdvals
 from .spectra import Spectrum
 
 __all__ = ["Transport", "Rigidity", "CBlocks", "transport", "window_products", "windowed_product", "rigidity",
@@ -205,13 +204,13 @@ def principal_cosines(c: CBlocks | np.ndarray, k: int, kp: int, orthogonal: bool
         r = c.left.u.shape[1]
     n_cos = min(k, kp)
     if orthogonal and 4 * (r - kp) < kp:
-        s = svdvals(c.rows_from(kp)[:, :k]) if r > kp else np.zeros(0)
+        s = linalg.svdvals(c.rows_from(kp)[:, :k]) if r > kp else np.zeros(0)
         cos = np.sqrt(np.clip(1.0 - s**2, 0.0, 1.0))
         full = np.concatenate([np.ones(max(k - s.shape[0], 0)), np.sort(cos)[::-1]])
         full = np.sort(full)[::-1][:n_cos]
         if full.shape[0] == n_cos and full[-1] >= 1e-3:
             return full
-    cosines: np.ndarray = svdvals(c.window(kp, k))
+    cosines: np.ndarray = linalg.svdvals(c.window(kp, k))
     return cosines
 
 
@@ -229,7 +228,7 @@ def _top_singular_value_scaled(m: np.ndarray, seed: int) -> tuple[float, int]:
     e = int(np.frexp(amax)[1])
     ms = np.ldexp(m, -e)
     if min(m.shape) <= 32:
-        return float(svdvals(ms)[0]), e
+        return float(linalg.svdvals(ms)[0]), e
     from scipy.sparse.linalg import svds  # start-up: ARPACK (and scipy.linalg) load only for large M
 
     rng = np.random.default_rng(seed)

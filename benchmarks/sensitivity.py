@@ -142,7 +142,7 @@ def _predictors(S, name: str, found, args, t0: float):
         path = os.path.join(folder, f"{index[chunk[0].name]:05d}.csv")
         part.to_csv(path + ".tmp", index=False)
         os.replace(path + ".tmp", path)
-        done.append(pd.read_csv(path))
+        done.append(pd.read_csv(path))  # read back: fresh and resumed chunks parse the same way
         log(f"{name}: predictors {a + len(chunk)}/{len(mine)} units of this process", t0)
     if args.shard != (0, 1):
         return None

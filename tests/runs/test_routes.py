@@ -55,7 +55,12 @@ def test_routes_give_the_same_structure_where_the_margins_exceed_the_bound(kind,
         routes.add(fa["commutator_route"])
         assert ra["commutator_route"] == "direct"
         assert abs(fa["commutator"] - ra["commutator"]) <= fa["commutator_bound"] + ra["commutator_bound"]
-        allowance = ref["verdicts"]["rounding_allowance"]
+        # The fast route's allowance carries its Gram SVDs' measured error levels: never below gesdd's.
+        allowance = fast["verdicts"]["rounding_allowance"]
+        assert allowance >= ref["verdicts"]["rounding_allowance"]
+        shape = {f.name: f.shape for f in ch.factors}
+        ranks = [min(shape[fast[side]]) for side in ("left", "right")]
+        assert allowance == 4 * max(fast["svd"]["omega"]) * np.sqrt(ranks[0] * ranks[1])
         rho = ref["margins"]["rho_static"]
         if rho is not None and rho > 2 * allowance:
             checked += 1
@@ -72,6 +77,16 @@ def test_routes_give_the_same_structure_where_the_margins_exceed_the_bound(kind,
     assert checked >= 1  # the comparison is never vacuous on these chains
     square = {"residual": {"frames"}, "rectangular": {"frames", "direct"}, "cliff": {"frames"}}[kind]
     assert routes == square
+    # The factors' SVDs: the Gram route on the well-conditioned chains, gesdd on the cliff (its
+    # sigma_1 / sigma_r is 1e6); the counts are the interfaces' own.
+    svd = docs["fast"]["routes"]["svd"]
+    n_factors = len(docs["fast"]["factors"])
+    assert svd["gram"] + svd["gesdd"] == n_factors and docs["reference"]["routes"]["svd"]["gesdd"] == n_factors
+    assert svd["gram"] == {"residual": n_factors, "rectangular": svd["gram"], "cliff": 0}[kind]
+    if kind == "rectangular":
+        assert svd["gram"] >= 1
+    sides = {(i[side], r) for i in docs["fast"]["interfaces"] for side, r in zip(("left", "right"), i["svd"]["routes"])}
+    assert sorted(r for _, r in sides).count("gram") == svd["gram"]
     counts = docs["fast"]["routes"]["commutator"]
     taken = [i["alignment"]["commutator_route"] for i in docs["fast"]["interfaces"]]
     assert counts == {"frames": taken.count("frames"), "direct": taken.count("direct")}

@@ -23,9 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .chain import check_matrix
+from .linalg import SVD_BACKWARD, gamma, svd, svd_omega, svdvals
 from .linalg import UNIT_ROUNDOFF as _U
-from .linalg import gamma, svd, svdvals
-from .spectra import SVD_BACKWARD
 from .validation import InvalidFactorError, InvalidParameterError
 
 __all__ = [
@@ -372,7 +371,7 @@ def commutator_bounded(a_left: ArrayLike, a_right: ArrayLike) -> Commutator:
     d = m
     if n + p < m:
         w, _ = np.linalg.qr(np.concatenate([a, b.T], axis=1))
-        omega = SVD_BACKWARD * m * 2.0 * _U
+        omega = SVD_BACKWARD * m * 2.0 * _U  # the thin QR's basis: Householder, gesdd's model level
         grow = float(np.sqrt(n + p)) * (omega + gamma(m) * (1.0 + omega))
         da, db = grow * fa, grow * fb
         a, b, d = w.T @ a, b @ w, n + p
@@ -397,7 +396,8 @@ def commutator_bounded(a_left: ArrayLike, a_right: ArrayLike) -> Commutator:
 
 def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: ArrayLike, sigma_right: ArrayLike,
                            *, shape_left: tuple[int, int], shape_right: tuple[int, int],
-                           c: ArrayLike | None = None) -> Commutator:
+                           c: ArrayLike | None = None, omega_left: float | None = None,
+                           omega_right: float | None = None) -> Commutator:
     r"""The section 8 commutator from the SVDs already at hand (route ``"frames"``), with its bound.
 
     With ``A_l = U S V^T`` (``U``: ``m x r``) and ``A_{l+1} = U' S' V'^T`` (``V'``: ``m x r'``),
@@ -416,8 +416,8 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     The bound (docs/definitions.md, section 8, route "frames") has two parts:
 
     1. The computed SVD of ``A`` is the exact SVD ``U^ S~ V^^T`` of ``A + E`` with ``||E||_2 <=
-       eta = omega sigma~_1``, ``omega = 8 max(m, n) eps`` (backward stability, the same
-       constant as :func:`physgsa.core.spectra.truncation_allowance`), and the computed frames are
+       eta = omega sigma~_1``, ``omega`` each factor's error level (gesdd's model ``8 max(m, n) eps``
+       unless given: a Gram SVD's measured one), and the computed frames are
        within ``omega`` of ``U^``, ``V^`` per column. Then ``||P^ - P||_F <= pi = sqrt(r) eta
        (2 sigma~_1 + 3 eta)`` (likewise ``pi'``), which moves ``N`` by at most ``sqrt(2) Delta``
        and ``D`` by at most ``Delta = pi ||d'|| + (||d|| + pi) pi'``.
@@ -442,6 +442,8 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
         The factors' shapes ``(m, n)`` and ``(p, m)`` (for the SVDs' backward errors).
     c : array_like, shape (r', r), optional
         ``C = V'^T U`` when the caller has formed it.
+    omega_left, omega_right : float, optional
+        The two SVDs' error levels (:attr:`physgsa.core.spectra.Spectrum.omega`); default gesdd's model.
 
     Returns
     -------
@@ -471,8 +473,8 @@ def commutator_from_frames(u_left: ArrayLike, sigma_left: ArrayLike, vt_right: A
     den = nd * ndp
     value = min(num / den, _MAX_C)
     # Part 1: the SVDs' backward errors (exact frames of nearby factors).
-    om = SVD_BACKWARD * max(shape_left) * 2.0 * _U
-    omp = SVD_BACKWARD * max(shape_right) * 2.0 * _U
+    om = svd_omega(shape_left) if omega_left is None else omega_left
+    omp = svd_omega(shape_right) if omega_right is None else omega_right
     eta, etap = om * float(s[0]), omp * float(sp[0])
     pi = float(np.sqrt(r)) * eta * (2.0 * float(s[0]) + 3.0 * eta)
     pip = float(np.sqrt(rp)) * etap * (2.0 * float(sp[0]) + 3.0 * etap)

@@ -12,10 +12,22 @@ from typing import Protocol
 import numpy as np
 
 # scipy.linalg is imported only where gesdd fails (rare): the spectra command never loads it.
-__all__ = ["Backend", "UNIT_ROUNDOFF", "gamma", "svd", "svdvals", "eigvalsh_descending", "matmul"]
+__all__ = ["Backend", "UNIT_ROUNDOFF", "SVD_BACKWARD", "gamma", "svd", "svd_omega", "gram_svd", "svdvals",
+           "eigvalsh_descending", "matmul"]
 
 #: Higham's unit roundoff ``u = eps / 2`` of float64.
 UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2.0
+
+
+#: ``c`` in LAPACK gesdd's error model (docs/definitions.md, "Numerical routes"): the computed SVD
+#: is the exact SVD of ``A + E`` with ``||E||_2 <= omega sigma~_1`` and frames within ``omega`` of
+#: orthonormal ones per column, ``omega = c max(m, n) eps``.
+SVD_BACKWARD = 8.0
+
+
+def svd_omega(shape: tuple[int, int]) -> float:
+    """The error level of LAPACK gesdd's model, ``omega = 8 max(m, n) eps`` (:data:`SVD_BACKWARD`)."""
+    return SVD_BACKWARD * max(shape) * 2.0 * UNIT_ROUNDOFF
 
 
 def gamma(n: float) -> float:
@@ -69,3 +81,79 @@ def matmul(a: np.ndarray, b: np.ndarray, backend: Backend | None) -> np.ndarray:
         product: np.ndarray = a @ b
         return product
     return backend.matmul(a, b)
+
+
+def _fro_up(x: np.ndarray) -> float:
+    """An upper bound on ``||x||_F`` in floating point (the computed norm raised by its rounding)."""
+    return float(np.linalg.norm(x)) * (1.0 + gamma(x.size + 2))
+
+
+def _orthogonality(q: np.ndarray) -> float:
+    """An upper bound on ``||Q^T Q - I||_2`` for ``Q`` with ``s`` rows: the computed Frobenius norm of
+    ``fl(Q^T Q) - I`` plus the product's rounding ``gamma_s ||Q||_F^2`` (entrywise ``gamma_s |Q|^T |Q|``,
+    whose Frobenius norm is at most ``gamma_s || |Q| ||_F^2``), both raised by their own rounding.
+    """
+    g = q.T @ q
+    g[np.diag_indices_from(g)] -= 1.0
+    return (_fro_up(g) + gamma(q.shape[0]) * _fro_up(q) ** 2) * (1.0 + 4.0 * UNIT_ROUNDOFF)
+
+
+def gram_svd(a: np.ndarray, *, max_omega: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    r"""Thin SVD ``(U, sigma, V^T, omega)`` from the Gram matrix of the smaller side, with its error level.
+
+    For ``m >= n``: ``A^T A = V Lambda V^T`` (LAPACK syevd), ``sigma = sqrt(lambda)`` descending,
+    ``U = fl(A V) / sigma``; for ``m < n`` the same on ``A^T``. A product and a symmetric
+    eigensolve cost about half of gesdd with vectors at 768 x 768.
+
+    ``omega`` is measured a posteriori, not assumed: with ``eta_V >= ||V~^T V~ - I||_2`` and
+    ``eta_U >= ||U~^T U~ - I||_2`` (:func:`_orthogonality`), the polar factors ``V^``, ``U^`` of
+    the computed frames are orthonormal and within ``eta_V``, ``eta_U`` of them, so
+    ``U^ diag(sigma~) V^^T`` is an exact SVD of ``A + E``. Since ``U~ diag(sigma~) = A V~ + Delta``
+    with ``|Delta| <= u |fl(A V~)| + gamma_n |A| |V~|``, and ``||A||_2 <= sigma~_1 + ||E||_2`` (Weyl),
+
+    .. math:: \|E\|_2 \le rac{\sigma~_1 (\eta_U + (2 + \eta_U)\eta_V) + (1 + \eta_V)
+              (u \|fl(AV~)\|_F + \gamma_n \|A\|_F \|V~\|_F)}{1 - \eta_V},
+
+    and ``omega = max(||E||_2 / sigma~_1, eta_U, eta_V)``: the same statement as gesdd's model
+    (:func:`svd_omega`), with a measured constant. ``None`` where ``omega > max_omega``, a
+    computed eigenvalue is not positive, the Gram is not finite (squares beyond float64's range),
+    or ``u lambda_1 / lambda_min`` (the least the Gram costs the frames' orthogonality) already
+    exceeds ``max_omega``: the caller then takes gesdd.
+    """
+    m, n = a.shape
+    if m < n:
+        got = gram_svd(a.T, max_omega=max_omega)
+        if got is None:
+            return None
+        u_t, s_t, vt_t, om = got
+        return np.ascontiguousarray(vt_t.T), s_t, np.ascontiguousarray(u_t.T), om
+    if n == 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # squares beyond range: refused below
+        g = a.T @ a
+    if not np.all(np.isfinite(g)):
+        return None
+    lam, w = np.linalg.eigh(g)
+    del g
+    lam = lam[::-1]
+    fro = _fro_up(a)
+    # The Gram loses u lambda_1 / lambda_min of U's orthogonality at the very least: hopeless frames
+    # are refused before the product that forms them (the measured bound below decides the rest).
+    if not lam[-1] > 0.0 or UNIT_ROUNDOFF * float(lam[0]) > max_omega * float(lam[-1]):
+        return None
+    sigma = np.sqrt(lam)
+    v = np.ascontiguousarray(w[:, ::-1])
+    del w
+    b = a @ v
+    u = b / sigma
+    eta_v = _orthogonality(v)
+    eta_u = _orthogonality(u)
+    if max(eta_u, eta_v) >= 0.5:
+        return None
+    s1 = float(sigma[0])
+    delta = UNIT_ROUNDOFF * _fro_up(b) + gamma(n) * fro * _fro_up(v)
+    e = (s1 * (eta_u + (2.0 + eta_u) * eta_v) + (1.0 + eta_v) * delta) / (1.0 - eta_v)
+    omega = max(e / s1, eta_u, eta_v) * (1.0 + 16.0 * UNIT_ROUNDOFF)
+    if not omega <= max_omega:
+        return None
+    return u, sigma, np.ascontiguousarray(v.T), omega

@@ -84,6 +84,10 @@ class Spectrum:
     numerical_rank: int
     fisher: float
     flags: tuple[str, ...]
+    #: What computed the SVD: "gesdd" (LAPACK), "gram" (:func:`physgsa.core.linalg.gram_svd`) or
+    #: "device" (torch); and its error level ``omega`` (gesdd's model constant, or the Gram's measured one).
+    svd_route: str
+    omega: float
 
     @property
     def lam(self) -> np.ndarray:
@@ -113,9 +117,22 @@ class Spectrum:
         ``||A_hat||_F^2 - sum_{j<=k} sigma_j^2`` cancels when the tail is tiny; the subtraction
         and the ``k + m + n`` term sums err by at most ``(k + m + n) eps ||A_hat||_F^2``
         (doubled here), so the a priori bound stays an upper bound however small the tail.
+
+        A Gram SVD (``svd_route == "gram"``) is the exact SVD of ``A_hat + E`` within its measured
+        ``omega`` (frames within ``omega`` of orthonormal, ``||E||_2 <= omega sigma~_1``): the
+        computed window ``W~`` is then within ``3 sqrt(k) omega sigma~_1`` of the exact truncation
+        of ``A_hat + E``, whose tail is ``||A_hat + E||_F^2 - sum_{j<=k} sigma~_j^2`` with
+        ``||A_hat + E||_F <= ||A_hat||_F + sqrt(r) omega sigma~_1``. So the bound becomes
+        ``(sqrt(t + 3 sqrt(r) omega sigma~_1 ||A_hat||_F) + 4 sqrt(r) omega sigma~_1)^2`` on the
+        bound ``t`` above (docs/definitions.md, "Numerical routes"). gesdd's error is inside the
+        rounding allowance as before.
         """
         eps: float = np.finfo(np.float64).eps
-        return self.tau_at(k) + 2.0 * (k + self.rows + self.cols) * eps * self.fro2_hat
+        t = self.tau_at(k) + 2.0 * (k + self.rows + self.cols) * eps * self.fro2_hat
+        if self.svd_route != "gram":
+            return t
+        e = float(np.sqrt(self.r)) * self.omega * float(self.sigma[0])
+        return float((np.sqrt(t + 3.0 * e * np.sqrt(self.fro2_hat)) + 4.0 * e) ** 2) * (1.0 + 8.0 * eps)
 
 
 def normalize(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -214,16 +231,22 @@ def window_band(q: float, band: float | None) -> float:
     return (1.0 - q) / 2.0 if band is None else band
 
 
-#: ``c`` in the SVD's backward error ``||E||_2 <= c max(m, n) eps sigma_1`` (the same scale as
-#: ``window_degenerate``'s test).
-SVD_BACKWARD = 8.0
+#: A Gram SVD (:func:`physgsa.core.linalg.gram_svd`) is taken only when its measured error level is
+#: at most this many times gesdd's model level ``8 max(m, n) eps`` (docs/definitions.md, "Numerical
+#: routes"): the allowances that read it stay within three orders of gesdd's.
+GRAM_MAX_OMEGA = 1024.0
+
+#: The Gram route's spread gate: ``lambda_r >= 2^-20 lambda_1`` (so ``sigma_1 / sigma_r <= 1024``) and
+#: the window's energies spread by at least ``2^-20`` in ``log`` (no chart flag can hinge on rounding).
+GRAM_MIN_SPREAD = 2.0**-20
 
 
-def truncation_allowance(sigma: np.ndarray, shape: tuple[int, int], k: int) -> float:
+def truncation_allowance(sigma: np.ndarray, shape: tuple[int, int], k: int, *, omega: float | None = None) -> float:
     r"""A bound on ``||W~_k - T_k(A_hat)||_F``: the computed rank-``k`` truncation against the exact one.
 
-    The computed SVD is that of ``A_hat + E`` with ``||E||_2 <= eta = c max(m, n) eps sigma~_1``
-    (backward stability; :data:`SVD_BACKWARD`), so ``||E||_F <= sqrt(r) eta``. With ``P`` and
+    The computed SVD is that of ``A_hat + E`` with ``||E||_2 <= eta = omega sigma~_1``, ``omega``
+    the factor's error level (default gesdd's ``8 max(m, n) eps``,
+    :data:`physgsa.core.linalg.SVD_BACKWARD`), so ``||E||_F <= sqrt(r) eta``. With ``P`` and
     ``P'`` the projectors on the top-``k`` left singular subspaces of ``A_hat`` and ``A_hat + E``,
     ``T_k(A_hat + E) - T_k(A_hat) = P' E + (P' - P) A_hat``, and Wedin's theorem gives
     ``||P' - P||_F <= 2 ||E||_F / (delta - eta)`` for the exact gap
@@ -241,7 +264,7 @@ def truncation_allowance(sigma: np.ndarray, shape: tuple[int, int], k: int) -> f
     if r == 0 or sigma[0] == 0:
         return 0.0
     s1 = float(sigma[0])
-    eta = SVD_BACKWARD * max(m, n) * float(np.finfo(np.float64).eps) * s1
+    eta = (linalg.svd_omega(shape) if omega is None else omega) * s1
     root_r = float(np.sqrt(r))
     if k >= r:
         return 2.0 * root_r * eta
@@ -349,9 +372,62 @@ def chart_residual(p: np.ndarray, s: float) -> tuple[float, float]:
     return h, max(kl, 0.0)
 
 
+def gram_resolved(sigma: np.ndarray, omega: float, shape: tuple[int, int], *, q: float, band: float | None,
+                  gap_floor: float) -> bool:
+    """Whether a Gram SVD's values decide this factor's windows and flags as the exact values do.
+
+    ``sigma`` is within ``omega sigma_1`` of the exact singular values (Weyl), and gesdd's within
+    its model level ``omega_0``; with ``e = (omega + 2 omega_0) sigma_1`` each energy moves by at most
+    ``2 sigma_j e + e^2`` and each cumulative fraction by at most ``f = 2 D / (T - D)`` (``D`` the
+    summed moves, ``T`` the total). Resolved when:
+
+    * ``lambda_r >= 2^-20 lambda_1`` and the window's ``log`` energies spread by ``2^-20``
+      (:data:`GRAM_MIN_SPREAD`): full numerical rank, and no chart flag (flat, steep, equal
+      energies) can turn on rounding;
+    * every cumulative fraction is more than ``f`` from ``q`` and from the band's edges ``q -+ b``
+      (``k_q`` and the candidates are fixed);
+    * the largest candidate gap beats every other by more than ``4 e`` (the window ``k`` is fixed),
+      and is more than ``2 e + 8 r eps (sigma_1 + e)`` (not degenerate);
+    * the relative gap is more than its own error from ``gap_floor``.
+
+    Otherwise the caller takes gesdd (docs/definitions.md, "Numerical routes").
+    """
+    r = sigma.shape[0]
+    s1 = float(sigma[0])
+    if r < 2 or not s1 > 0:
+        return False
+    lam = sigma**2
+    if not lam[-1] >= GRAM_MIN_SPREAD * lam[0]:
+        return False
+    e = (omega + 2.0 * linalg.svd_omega(shape)) * s1
+    moves = 2.0 * sigma * e + e * e
+    total, d = float(lam.sum()), float(moves.sum())
+    if not d < 0.5 * total:
+        return False
+    f = 2.0 * d / (total - d) * (1.0 + 1e-6)
+    b = window_band(q, band)
+    frac = (np.cumsum(lam) / total)[:-1]
+    if np.any(np.abs(frac - q) <= f) or np.any(np.abs(frac - (q - b)) <= f) or np.any(np.abs(frac - (q + b)) <= f):
+        return False
+    k_q, k, gap = dominant_window(sigma, q, band)
+    gaps = np.append(sigma[:-1] - sigma[1:], sigma[-1])
+    cand = np.flatnonzero((frac >= q - b) & (frac <= q + b))
+    if cand.size > 1:
+        rest = np.delete(gaps[cand], int(np.argmax(gaps[cand])))
+        if not float(gaps[k - 1]) - float(rest.max()) > 4.0 * e:
+            return False
+    eps = float(np.finfo(np.float64).eps)
+    if k < r and not float(gaps[k - 1]) - 2.0 * e > 8.0 * r * eps * (s1 + e):
+        return False
+    if not abs(gap - gap_floor) > (2.0 * e + gap * e) / (s1 - e) * (1.0 + 1e-6):
+        return False
+    kk = min(max(k, 2), r)
+    return bool(np.log(lam[0]) - np.log(lam[kk - 1]) >= GRAM_MIN_SPREAD)
+
+
 def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor: float, chart: str,
                      vectors: bool = True, device: linalg.Backend | None = None,
-                     max_memory: int | None = None) -> Spectrum:
+                     max_memory: int | None = None, svd: str = "gesdd") -> Spectrum:
     """All section 2 quantities of one factor, from one SVD of ``A_hat``.
 
     ``vectors=False`` computes the energies only, from :func:`gram_energies` when they are
@@ -359,6 +435,9 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
     enough for every per-factor quantity, and several times faster, but gives no transport.
     ``device`` runs the SVD through torch (see :mod:`physgsa.core.linalg`). ``max_memory`` (bytes)
     refuses a decomposition whose estimated working set is larger (:mod:`physgsa.core.resources`).
+    ``svd="gram"`` (certify's fast route) tries :func:`physgsa.core.linalg.gram_svd` first and keeps
+    it only where :func:`gram_resolved` says every decision this factor makes is the exact
+    spectrum's; else gesdd, as ``svd="gesdd"``.
     """
     m, n = factor.shape
     r = min(m, n)
@@ -369,8 +448,18 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
     if got is None:
         a_hat, fro, fro2_hat = normalize(matrix)
     del matrix  # A_hat (or the energies) is all that is kept: the input goes as soon as it can
+    route, omega = ("gesdd" if device is None else "device"), linalg.svd_omega((m, n))
     if vectors:
-        u, sigma, vt = linalg.svd(a_hat, device)
+        gsvd = None
+        if svd == "gram" and device is None:
+            gsvd = linalg.gram_svd(a_hat, max_omega=GRAM_MAX_OMEGA * omega)
+            if gsvd is not None and not gram_resolved(gsvd[1], gsvd[3], (m, n), q=q, band=band, gap_floor=gap_floor):
+                gsvd = None
+        if gsvd is None:
+            u, sigma, vt = linalg.svd(a_hat, device)
+        else:
+            u, sigma, vt, omega = gsvd
+            route = "gram"
     else:
         if got is None:
             sigma = linalg.svdvals(a_hat)
@@ -443,4 +532,6 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
         numerical_rank=numerical_rank,
         fisher=orbit.fisher(r, s_hat),
         flags=tuple(flags),
+        svd_route=route,
+        omega=omega,
     )

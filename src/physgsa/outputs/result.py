@@ -242,6 +242,7 @@ def _interface_detail(it: dict[str, Any]) -> dict[str, Any]:
             "heads": None if it["alignment"]["heads"] is None else
             {k: v for k, v in it["alignment"]["heads"].items() if k != "table"},
         },
+        "svd": it.get("svd"),
         "flags": _interface_row(it)["flags"].split(";") if _interface_row(it)["flags"] else [],
         "margins": {"gamma": mg.gamma, "gamma_g": mg.gamma_g, "nu_g": mg.nu_g, "noise_margin": mg.noise_margin,
                     "pairs": list(mg.pairs), "mu_min": mg.mu_min, "rho_static": mg.rho_static,
@@ -431,15 +432,26 @@ def source_label(source: str) -> str:
 def routes_used(params: dict[str, Any], interface_records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Which numerical route computed what (docs/definitions.md, "Numerical routes"; issue 25).
 
-    ``decomposition``: LAPACK's gesdd, or torch on ``params["device"]``; ``commutator``: how many
-    interfaces took the frames route and how many the direct one; ``block_norms``: the graded
-    bounds' row-block spectral norms, from Gram matrices (fast) or SVDs (reference).
+    ``decomposition``: LAPACK's gesdd, or torch on ``params["device"]``; ``svd``: how many of the
+    factors in an interface took each SVD route ("gram": the fast route's Gram SVD where it
+    resolved, "gesdd", "device") and the largest error level ``omega`` among them; ``commutator``:
+    how many interfaces took the frames route and how many the direct one; ``block_norms``: the
+    graded bounds' row-block spectral norms, from Gram matrices (fast) or SVDs (reference).
     """
     route = params.get("route", "reference")
     taken = [rec["detail"]["alignment"].get("commutator_route") for rec in interface_records]
+    svds: dict[str, tuple[str, float]] = {}
+    for rec in interface_records:
+        got = rec["detail"].get("svd")
+        if got:
+            for side, r, om in zip(("left", "right"), got["routes"], got["omega"]):
+                svds[rec["detail"][side]] = (r, om)
+    kinds = [r for r, _ in svds.values()]
     return {
         "route": route,
         "decomposition": "LAPACK gesdd" if params.get("device") is None else f"torch on {params['device']}",
+        "svd": {**{k: kinds.count(k) for k in ("gram", "gesdd", "device")},
+                "omega_max": max((om for _, om in svds.values()), default=None)},
         "commutator": {"frames": taken.count("frames"), "direct": taken.count("direct")},
         "block_norms": "gram" if route == "fast" else "svd",
     }

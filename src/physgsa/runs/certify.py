@@ -274,9 +274,10 @@ class PAM:
         self.mg = margins(self.ref, p["pair_radius"])
         self.e = tr.m_excluded  # E = A1 - A0 as computed: what the direct check and the ICM bounds see
         self.direct_norm = fro_norm(self.e)
-        # Rounding of the products M and M_w is at most ~ (inner size) eps ||A_hat'||_F ||A_hat||_F.
-        eps = np.finfo(np.float64).eps
-        rounding = 32.0 * eps * max(a0.shape[0], a0.shape[1], L.rows) * float(np.sqrt(L.r * R.r))
+        # delta = 4 omega sqrt(r r'), omega the larger of the two SVDs' error levels: the frames' error
+        # and the products' rounding (~ inner size * eps) both move M_w and M by at most ~ omega
+        # ||A_hat'||_F ||A_hat||_F. gesdd's model level gives section 5's 32 eps max(...) sqrt(r r').
+        rounding = 4.0 * max(L.omega, R.omega) * float(np.sqrt(L.r * R.r))
         self.ver = verdicts(self.mg.rho_static, tr.eps_trunc, tr.trunc_error, p["safety"],
                             direct_norm=self.direct_norm, rounding=rounding)
         # M at rounding level, or A0 (from the frames: its rounding is normwise) at rounding level.
@@ -356,7 +357,9 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
     rig = rigidity(L, R, m_full, seed=p["seed"] + link.index)
     if rig.slack is not None and rig.slack < -1e-9:
         raise CertificateBugError(f"Interface {where}: slack {rig.slack:.3e} < 0. This is a bug in physgsa.")
-    if tr.trunc_error > tr.trunc_bound * (1 + 1e-10) + 1e-300:
+    # The exact error and its bound are read off the same frames; frames within omega of orthonormal
+    # move the first relative to the second by at most ~ 4 omega.
+    if tr.trunc_error > tr.trunc_bound * (1 + 1e-10 + 8.0 * max(L.omega, R.omega)) + 1e-300:
         raise CertificateBugError(
             f"Interface {where}: exact truncation error {tr.trunc_error:.17g} exceeds its bound "
             f"{tr.trunc_bound:.17g}. This is a bug in physgsa."
@@ -416,6 +419,7 @@ def _interface(link, fl, fr, L, R, p: dict) -> dict:
         "units_fallback": pam.units_fallback,
         "window_search": search,
         "alignment": alignment,
+        "svd": {"routes": [L.svd_route, R.svd_route], "omega": [L.omega, R.omega]},
     }
 
 
@@ -449,7 +453,7 @@ def _alignment(L, R, fl, fr, tr, c=None) -> dict:
         com = commutator_bounded(L.a_hat, R.a_hat)
     else:
         com = commutator_from_frames(L.u, L.sigma, R.vt, R.sigma, shape_left=(L.rows, L.cols),
-                                     shape_right=(R.rows, R.cols), c=c)
+                                     shape_right=(R.rows, R.cols), c=c, omega_left=L.omega, omega_right=R.omega)
     out = {"commutator": com.value, "commutator_bound": com.bound, "commutator_route": com.route,
            "intersection": {"ks": list(ks), "epss": list(DEFAULT_EPSS), "dims": dims,
                             "windows": [tr.k_left, tr.k_right], "at_windows": window,
@@ -711,8 +715,11 @@ def certify(chain: Chain, *, progress=None, checkpoint=None, overwrite: bool = F
     if p["max_memory"] is None:
         p["max_memory"] = default_limit()
     report = progress if progress is not None else (lambda stage, done, total, name: None)
+    # The fast route tries the Gram SVD per factor (kept where it resolves every decision); the
+    # window search refits windows at other q, which the Gram route's check does not cover.
+    svd = "gram" if p["route"] == "fast" and not p["window_search"] else "gesdd"
     kw = dict(q=p["q"], band=p["window_band"], gap_floor=p["gap_floor"], chart=p["chart"], device=backend(p["device"]),
-              max_memory=p["max_memory"])
+              max_memory=p["max_memory"], svd=svd)
     fs, links = chain.factors, chain.links
     # Everything that can be refused is refused before anything is written: the row groups and
     # column units the layout decides, every memory estimate (from the shapes alone), then the

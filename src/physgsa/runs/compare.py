@@ -226,9 +226,9 @@ def compare_chains(base: Chain, others: list[tuple[str, Chain]], *, change: dict
             # The computed truncations against the exact ones (the window's conditioning): an
             # identical factor has an identical computed and exact truncation, so D = 0 exactly.
             same = so.a_hat.shape == sb.a_hat.shape and bool(np.array_equal(so.a_hat, sb.a_hat))
-            w_b = truncation_allowance(sb.sigma, sb.a_hat.shape, k)
+            w_b = truncation_allowance(sb.sigma, sb.a_hat.shape, k, omega=sb.omega)
             base_allow.append(w_b)
-            d_allow.append(0.0 if same else w_b + truncation_allowance(so.sigma, so.a_hat.shape, k))
+            d_allow.append(0.0 if same else w_b + truncation_allowance(so.sigma, so.a_hat.shape, k, omega=so.omega))
             factor_rows.append({
                 "other": name, "factor": fb.name, "delta_rho": so.rho - sb.rho, "delta_s_hat": so.s_hat - sb.s_hat,
                 "delta_k_q": so.k_q - sb.k_q, "delta_a_hat": d_hat[-1],

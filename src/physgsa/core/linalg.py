@@ -111,7 +111,7 @@ def gram_svd(a: np.ndarray, *, max_omega: float) -> tuple[np.ndarray, np.ndarray
     ``U^ diag(sigma~) V^^T`` is an exact SVD of ``A + E``. Since ``U~ diag(sigma~) = A V~ + Delta``
     with ``|Delta| <= u |fl(A V~)| + gamma_n |A| |V~|``, and ``||A||_2 <= sigma~_1 + ||E||_2`` (Weyl),
 
-    .. math:: \|E\|_2 \le rac{\sigma~_1 (\eta_U + (2 + \eta_U)\eta_V) + (1 + \eta_V)
+    .. math:: \|E\|_2 \le \frac{\sigma~_1 (\eta_U + (2 + \eta_U)\eta_V) + (1 + \eta_V)
               (u \|fl(AV~)\|_F + \gamma_n \|A\|_F \|V~\|_F)}{1 - \eta_V},
 
     and ``omega = max(||E||_2 / sigma~_1, eta_U, eta_V)``: the same statement as gesdd's model

@@ -84,9 +84,11 @@ _EMPTY.setflags(write=False)
 #: entrywise, ``gamma_n ~ n u``; the factor 4 also covers the rounding of ``A_hat`` itself).
 ROUNDING_LEVEL = 4.0
 
-#: The numerical routes (issue 25; docs/definitions.md, "Routes"): ``fast`` computes the section 8
-#: commutator from the SVDs where one frame is square; ``reference`` forms it from the factors'
-#: products, as releases up to 0.2 did. Both are deterministic and record their error bounds.
+#: The numerical routes (issue 25; docs/definitions.md, "Numerical routes"): ``fast`` takes each
+#: factor's SVD from its Gram matrix where that resolves (gesdd elsewhere) and computes the section 8
+#: commutator from the SVDs where one frame is square; ``reference`` keeps gesdd and forms the
+#: commutator from the factors' products, as releases up to 0.2 did. Both are deterministic and
+#: record their error bounds.
 ROUTES = ("fast", "reference")
 
 #: The q grid of the window search, in [0.5, 0.999].
@@ -178,10 +180,12 @@ CERTIFY_PARAMS = {
                            help="Also search, along q from 0.5 to 0.999, the smallest windows for which the direct "
                                 "check and the measured verdict hold (shown in the report)."),
     "route": Param("fast", "choice", choices=ROUTES,
-                   doc="numerical route: 'fast' (the section 8 commutator from the SVDs) or 'reference' "
-                       "(LAPACK products throughout); each number's bound is in docs/definitions.md",
-                   help="Numerical route: fast (the commutator from the SVDs at hand) or reference (LAPACK "
-                        "products throughout). Both are deterministic; their bounds are in docs/definitions.md."),
+                   doc="numerical route: 'fast' (Gram SVDs where they resolve, the section 8 commutator from the "
+                       "SVDs) or 'reference' (LAPACK gesdd and products throughout); each number's bound is in "
+                       "docs/definitions.md",
+                   help="Numerical route: fast (Gram SVDs where they resolve, the commutator from the SVDs at hand) "
+                        "or reference (LAPACK gesdd and products throughout). Both are deterministic; their "
+                        "bounds are in docs/definitions.md."),
     "seed": Param(0, "int", 0, None, doc="seed of every random choice", help="Seed of every random choice."),
     "workers": Param(1, "int", 1, None, doc="local processes for factors and interfaces (results are identical)",
                      help="Local processes for factors and interfaces; results are identical."),

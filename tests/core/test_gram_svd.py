@@ -191,3 +191,37 @@ def test_a_well_conditioned_factor_takes_the_gram_route_and_an_ill_one_gesdd():
     assert good.omega <= GRAM_MAX_OMEGA * linalg.svd_omega((30, 24))
     ill = compute_spectrum(Factor(name="f", matrix=factor(rng, 30, 24, 6)), svd="gram", **KW)
     assert ill.svd_route == "gesdd" and ill.omega == linalg.svd_omega((30, 24))
+
+
+@settings(derandomize=True, max_examples=30, deadline=None)
+@given(n=st.integers(2, 60), log_kappa=st.floats(0.0, 12.0), seed=st.integers(0, 2**32 - 1))
+def test_the_condition_screen_is_a_lower_bound(n, log_kappa, seed):
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    lam = np.logspace(0, -log_kappa, n)
+    g = (q * lam) @ q.T
+    g = (g + g.T) / 2
+    true = float(lam[0] / lam[-1])
+    got = linalg.condition_at_least(g)
+    assert got <= true * (1 + 1e-6) or got == np.inf and log_kappa > 10
+    if n >= 2 and log_kappa <= 8:
+        assert got >= true / 50  # four steps find the extremes of a geometric spectrum closely
+
+
+def test_the_screen_refuses_before_the_eigensolve_and_only_what_the_gate_refuses(monkeypatch):
+    rng = np.random.default_rng(4)
+    n = linalg.SCREEN_FROM
+    qa, qb = np.linalg.qr(rng.standard_normal((n, n)))[0], np.linalg.qr(rng.standard_normal((n, n)))[0]
+    for kappa in (100.0, 900.0):  # sigma_1 / sigma_r below 1024: the Gram SVD is taken
+        a = (qa * np.logspace(0, -np.log10(kappa), n)) @ qb.T
+        assert linalg.gram_svd(a, max_omega=1.0, max_condition=2.0**20) is not None, kappa
+    # sigma_1 / sigma_r = 5000: refused by the screen, without the eigensolve.
+    a = (qa * np.logspace(0, -np.log10(5000.0), n)) @ qb.T
+
+    def no_eigh(*args, **kwargs):
+        raise AssertionError("the eigensolve ran for a factor the screen refuses")
+
+    monkeypatch.setattr(np.linalg, "eigh", no_eigh)
+    assert linalg.gram_svd(a, max_omega=1.0, max_condition=2.0**20) is None
+    # A Gram that is not positive definite is screened out.
+    assert linalg.condition_at_least(np.diag([1.0, 0.0, -1.0])) == np.inf

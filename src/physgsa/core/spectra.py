@@ -452,7 +452,7 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
     if vectors:
         gsvd = None
         if svd == "gram" and device is None:
-            gsvd = linalg.gram_svd(a_hat, max_omega=GRAM_MAX_OMEGA * omega)
+            gsvd = linalg.gram_svd(a_hat, max_omega=GRAM_MAX_OMEGA * omega, max_condition=1.0 / GRAM_MIN_SPREAD)
             if gsvd is not None and not gram_resolved(gsvd[1], gsvd[3], (m, n), q=q, band=band, gap_floor=gap_floor):
                 gsvd = None
         if gsvd is None:

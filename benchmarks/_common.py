@@ -37,6 +37,20 @@ def residual_factors(n_factors: int, n: int, seed: int = 0):
         yield np.eye(n) + (u * s) @ v.T
 
 
+def ill_conditioned_factors(n_factors: int, n: int, kappa: float = 1e4, seed: int = 0):
+    """Factors like trained weights' (``sigma_1 / sigma_r = kappa``, geometric spectrum, random
+    orthogonal frames, seeded), which the fast route's Gram SVD refuses. Import numpy only after pinning.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    s = np.logspace(0.0, -np.log10(kappa), n)
+    for _ in range(n_factors):
+        u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        yield (u * s) @ v.T
+
+
 def log(msg: str, t0: float) -> None:
     """One progress line, seconds since ``t0`` first."""
     import time

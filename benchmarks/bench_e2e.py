@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, pin_threads, residual_factors  # noqa: E402
+from _common import emit, ill_conditioned_factors, pin_threads, residual_factors  # noqa: E402
 
 # numpy, torch, transformers and physgsa are imported inside the functions, after pin_threads: BLAS
 # and OpenMP read their thread counts when they load (and `--help` stays fast).
@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--factors", type=int, default=24)
     ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--chain", choices=("residual", "ill"), default="residual",
+                    help="residual: I + R (the bench chain; the Gram SVD resolves); ill: sigma_1 / sigma_r = 1e4 "
+                         "(trained-like; the Gram SVD refuses every factor, so the fast route must not lose to gesdd)")
     ap.add_argument("--json", type=str, default="")
     ap.add_argument("--routes", type=str, default="fast,reference", help="certify --route values to time")
     ap.add_argument("--before", type=str, default="",
@@ -62,7 +65,8 @@ def main() -> None:
     import numpy as np
 
     n = args.width
-    mats = {f"blocks.{i}": m for i, m in enumerate(residual_factors(args.factors, n))}
+    make = residual_factors if args.chain == "residual" else ill_conditioned_factors
+    mats = {f"blocks.{i}": m for i, m in enumerate(make(args.factors, n))}
     tmp = Path(tempfile.mkdtemp(prefix="physgsa-e2e-"))
     chain = tmp / "chain.npz"
     np.savez(chain, **mats)
@@ -98,7 +102,7 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     med = {k: float(np.median(v)) for k, v in times.items()}
     emit({
-        "factors": args.factors, "width": n, "threads": args.threads, "repeats": args.repeats,
+        "factors": args.factors, "width": n, "chain": args.chain, "threads": args.threads, "repeats": args.repeats,
         "chain_mb": round(chain.stat().st_size / 2**20, 1),
         "median_s": med, "ratio": {k: med[k] / med["floor"] for k in med if k != "floor"},
         "before_src": args.before or None,

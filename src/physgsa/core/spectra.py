@@ -84,8 +84,9 @@ class Spectrum:
     numerical_rank: int
     fisher: float
     flags: tuple[str, ...]
-    #: What computed the SVD: "gesdd" (LAPACK), "gram" (:func:`physgsa.core.linalg.gram_svd`) or
-    #: "device" (torch); and its error level ``omega`` (gesdd's model constant, or the Gram's measured one).
+    #: What computed the SVD: "gesdd" (LAPACK), "gram" (:func:`physgsa.core.linalg.gram_svd`),
+    #: "device" (torch) or, without vectors, "gram_energies" (:func:`gram_energies`); and the SVD's
+    #: error level ``omega`` (gesdd's model constant, or the Gram SVD's measured one).
     svd_route: str
     omega: float
 
@@ -469,6 +470,7 @@ def compute_spectrum(factor: Factor, *, q: float, band: float | None, gap_floor:
             total = float(np.sum(lam_c))
             fro, fro2_hat = c * np.sqrt(total), float(r)
             sigma = np.sqrt(lam_c * (r / total))
+            route = "gram_energies"
         a_hat = np.empty((0, 0))
         u, vt = np.empty((m, 0)), np.empty((0, n))
     lam = sigma**2

@@ -82,9 +82,9 @@ def test_routes_give_the_same_structure_where_the_margins_exceed_the_bound(kind,
     svd = docs["fast"]["routes"]["svd"]
     n_factors = len(docs["fast"]["factors"])
     assert svd["gram"] + svd["gesdd"] == n_factors and docs["reference"]["routes"]["svd"]["gesdd"] == n_factors
-    assert svd["gram"] == {"residual": n_factors, "rectangular": svd["gram"], "cliff": 0}[kind]
-    if kind == "rectangular":
-        assert svd["gram"] >= 1
+    want = {"residual": range(n_factors, n_factors + 1), "rectangular": range(1, n_factors + 1),
+            "cliff": range(0, 1)}[kind]
+    assert svd["gram"] in want
     sides = {(i[side], r) for i in docs["fast"]["interfaces"] for side, r in zip(("left", "right"), i["svd"]["routes"])}
     assert sorted(r for _, r in sides).count("gram") == svd["gram"]
     counts = docs["fast"]["routes"]["commutator"]

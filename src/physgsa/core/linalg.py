@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 # scipy.linalg is imported only where gesdd fails (rare): the spectra command never loads it.
-__all__ = ["Backend", "UNIT_ROUNDOFF", "SVD_BACKWARD", "gamma", "svd", "svd_omega", "gram_svd",
+__all__ = ["Backend", "UNIT_ROUNDOFF", "SVD_BACKWARD", "gamma", "svd", "svd_omega", "gram", "gram_svd",
            "condition_at_least", "svdvals", "eigvalsh_descending", "matmul"]
 
 #: Higham's unit roundoff ``u = eps / 2`` of float64.
@@ -83,19 +83,33 @@ def matmul(a: np.ndarray, b: np.ndarray, backend: Backend | None) -> np.ndarray:
     return backend.matmul(a, b)
 
 
+def gram(a: np.ndarray) -> np.ndarray:
+    """The Gram matrix of the smaller side: ``A^T A`` when ``m >= n``, else ``A A^T``.
+
+    Squares beyond float64's range are not warned about: the callers test the result (its trace,
+    or its finiteness) and scale or refuse.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        g: np.ndarray = a.T @ a if a.shape[0] >= a.shape[1] else a @ a.T
+    return g
+
+
 def _fro_up(x: np.ndarray) -> float:
     """An upper bound on ``||x||_F`` in floating point (the computed norm raised by its rounding)."""
     return float(np.linalg.norm(x)) * (1.0 + gamma(x.size + 2))
 
 
-def _orthogonality(q: np.ndarray) -> float:
-    """An upper bound on ``||Q^T Q - I||_2`` for ``Q`` with ``s`` rows: the computed Frobenius norm of
-    ``fl(Q^T Q) - I`` plus the product's rounding ``gamma_s ||Q||_F^2`` (entrywise ``gamma_s |Q|^T |Q|``,
-    whose Frobenius norm is at most ``gamma_s || |Q| ||_F^2``), both raised by their own rounding.
+def _orthogonality(q: np.ndarray) -> tuple[float, float]:
+    """An upper bound on ``||Q^T Q - I||_2`` for ``Q`` with ``s`` rows, and one on ``||Q||_F``.
+
+    The first is the computed Frobenius norm of ``fl(Q^T Q) - I`` plus the product's rounding
+    ``gamma_s ||Q||_F^2`` (entrywise ``gamma_s |Q|^T |Q|``, whose Frobenius norm is at most
+    ``gamma_s || |Q| ||_F^2``), both raised by their own rounding.
     """
     g = q.T @ q
     g[np.diag_indices_from(g)] -= 1.0
-    return (_fro_up(g) + gamma(q.shape[0]) * _fro_up(q) ** 2) * (1.0 + 4.0 * UNIT_ROUNDOFF)
+    fro = _fro_up(q)
+    return (_fro_up(g) + gamma(q.shape[0]) * fro**2) * (1.0 + 4.0 * UNIT_ROUNDOFF), fro
 
 
 #: Below this many columns of the Gram, :func:`gram_svd` skips the condition screen: the eigensolve it
@@ -166,9 +180,8 @@ def gram_svd(a: np.ndarray, *, max_omega: float,
         return np.ascontiguousarray(vt_t.T), s_t, np.ascontiguousarray(u_t.T), om
     if n == 0:
         return None
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # squares beyond range: refused below
-        g = a.T @ a
-    if not np.all(np.isfinite(g)):
+    g = gram(a)  # A^T A: a is tall here
+    if not np.all(np.isfinite(g)):  # squares beyond float64's range: refused
         return None
     if n >= SCREEN_FROM and condition_at_least(g) > min(max_condition, max_omega / UNIT_ROUNDOFF):
         return None
@@ -186,12 +199,12 @@ def gram_svd(a: np.ndarray, *, max_omega: float,
     del w
     b = a @ v
     u = b / sigma
-    eta_v = _orthogonality(v)
-    eta_u = _orthogonality(u)
+    eta_v, fro_v = _orthogonality(v)
+    eta_u, _ = _orthogonality(u)
     if max(eta_u, eta_v) >= 0.5:
         return None
     s1 = float(sigma[0])
-    delta = UNIT_ROUNDOFF * _fro_up(b) + gamma(n) * fro * _fro_up(v)
+    delta = UNIT_ROUNDOFF * _fro_up(b) + gamma(n) * fro * fro_v
     e = (s1 * (eta_u + (2.0 + eta_u) * eta_v) + (1.0 + eta_v) * delta) / (1.0 - eta_v)
     omega = max(e / s1, eta_u, eta_v) * (1.0 + 16.0 * UNIT_ROUNDOFF)
     if not omega <= max_omega:

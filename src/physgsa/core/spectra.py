@@ -196,15 +196,15 @@ def gram_energies(a: np.ndarray) -> tuple[np.ndarray, float] | None:
     """
     m, n = a.shape
     c = 1.0
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # detected just below
-        g = a.T @ a if m >= n else a @ a.T
+    g = linalg.gram(a)
+    with np.errstate(over="ignore", invalid="ignore"):  # an inf or nan trace is detected just below
         trace = float(np.trace(g))
     if not 1e-200 < trace < 1e200:
         # Squares overflowed or underflowed (entries beyond about 1e100 or 1e-100): scale by
         # max |A| and form the Gram again. Ordinary weights never take this copy.
         c = max(float(a.max()), -float(a.min()))
         b = a / c
-        g = b.T @ b if m >= n else b @ b.T
+        g = linalg.gram(b)
         del b
         trace = float(np.trace(g))
     lam = linalg.eigvalsh_descending(g)

@@ -487,3 +487,27 @@ def test_graded_shared_labels_need_their_correlation_margin():
         far = shared & (np.sqrt(icm["f_core"]) + 2 * row_err / np.linalg.norm(a0, axis=1) < np.sqrt(0.9))
         assert far.sum() >= 3
         assert np.all(ok[far] == want)
+
+
+def test_graded_labels_of_stacked_cases_are_each_cases_own_and_take_the_callers_profiles():
+    # certify asks for the a priori and the measured labels in one call (shared row work): each
+    # row of the stacked answer must be that case's own answer, bit for bit, with or without the
+    # profiles the caller already holds.
+    from physgsa.core.icm import icm_rows
+
+    rng = np.random.default_rng(6)
+    a0 = rng.standard_normal((40, 12))
+    a0[3] = 0.0  # a zero row is never certified, in any case
+    r = make_reference(a0, 3)
+    part, codes = r.partition, r.structure.codes
+    icm = icm_rows(a0, np.zeros_like(a0), part, codes, tau_e=0.5, tau_rho=0.5, interface_certified=True)
+    unc = rng.uniform(size=(3, part.n_units)) < 0.3
+    err = rng.uniform(0, 0.5, size=(3, 40)) * np.linalg.norm(a0, axis=1)
+    one = [G.graded_labels(a0, part, codes, icm["label"], icm["delta_rho"], unc[i], err[i], tau_e=0.5)
+           for i in range(3)]
+    assert len({o.tobytes() for o in one}) > 1  # the cases differ, so a mix-up would show
+    for profiles in (None, S.row_profiles_scaled(a0)):
+        both = G.graded_labels(a0, part, codes, icm["label"], icm["delta_rho"], unc, err, tau_e=0.5,
+                               profiles=profiles)
+        assert both.shape == (3, 40) and np.array_equal(both, np.stack(one))
+    assert not np.stack(one)[:, 3].any()

@@ -421,7 +421,8 @@ def check_elements(s0: Structure, s1: Structure, shares: Shares, where: str, how
 
 
 def graded_labels(a0: np.ndarray, part: Partition, codes: np.ndarray, label: np.ndarray, delta_rho: np.ndarray,
-                  uncertain_units: np.ndarray, row_err: np.ndarray, *, tau_e: float) -> np.ndarray:
+                  uncertain_units: np.ndarray, row_err: np.ndarray, *, tau_e: float,
+                  profiles: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     r"""Which rows' ICM labels are certified, graded (definitions section 5b, proof in docs/definitions.md).
 
     For row ``x = A0[i, :]`` of group ``g`` with core set ``K`` and the set ``V`` of its columns in
@@ -434,31 +435,43 @@ def graded_labels(a0: np.ndarray, part: Partition, codes: np.ndarray, label: np.
     SC is certified iff the left side exceeds ``sqrt(tau_E)``; a non-SC label iff the right side is
     below it and (its SA / ST split resting on ``kappa_i``, whose centroid is fixed and which
     does not depend on the masks) ``2 eps_i / ||x_c|| < delta_rho``. Zero rows are never certified.
+
+    ``uncertain_units`` (units) and ``row_err`` (rows) may each carry a leading axis of cases
+    (the a priori and the measured certificate): the answer then has that axis too, and what
+    the cases share (the scaled rows, their core energies and centred norms) is computed once.
+    ``profiles``: ``row_profiles_scaled(A0)`` when the caller has it.
     """
+    unc_all, err_all = np.asarray(uncertain_units, dtype=bool), np.asarray(row_err, dtype=np.float64)
+    stacked = err_all.ndim == 2
+    unc_all, err_all = np.atleast_2d(unc_all), np.atleast_2d(err_all)
     # Rows divided by their largest |entry| before squaring, as the ICM reads them (scale-free).
-    _, _, rmax, scaled = row_profiles_scaled(a0)
+    _, _, rmax, scaled = row_profiles_scaled(a0) if profiles is None else profiles
     nonzero = rmax > 0
     sq = scaled * scaled
     total = np.where(nonzero, sq.sum(axis=1), 1.0)
     core_cols = (codes == CORE)[part.groups][:, part.units]
-    unc_cols = uncertain_units[part.units][None, :]
-    core_lost = (sq * (core_cols & unc_cols)).sum(axis=1)
-    core_gained = (sq * (~core_cols & unc_cols)).sum(axis=1)
     core = (sq * core_cols).sum(axis=1)
     norms = np.sqrt(total)
-    err = np.divide(row_err, rmax, out=np.full_like(row_err, np.inf), where=nonzero)
-    shift = 2.0 * err / norms
-    low = np.sqrt(np.maximum(core - core_lost, 0.0) / total) - shift
-    high = np.sqrt(np.minimum(core + core_gained, total) / total) + shift
     xc = scaled - scaled.mean(axis=1, keepdims=True)
     xc_norm = np.linalg.norm(xc, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound_rho = np.where(xc_norm > 0, 2.0 * err / np.where(xc_norm > 0, xc_norm, 1.0), np.inf)
+    del xc
     sc = label == "SC"
     root = np.sqrt(tau_e)
-    ok = np.where(sc, low > root, (high < root) & (bound_rho < delta_rho))
-    out: np.ndarray = ok & nonzero & (label != "zero")
-    return out
+    out = []
+    for uncertain, row_e in zip(unc_all, err_all):
+        unc_cols = uncertain[part.units][None, :]
+        core_lost = (sq * (core_cols & unc_cols)).sum(axis=1)
+        core_gained = (sq * (~core_cols & unc_cols)).sum(axis=1)
+        err = np.divide(row_e, rmax, out=np.full_like(row_e, np.inf), where=nonzero)
+        shift = 2.0 * err / norms
+        low = np.sqrt(np.maximum(core - core_lost, 0.0) / total) - shift
+        high = np.sqrt(np.minimum(core + core_gained, total) / total) + shift
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound_rho = np.where(xc_norm > 0, 2.0 * err / np.where(xc_norm > 0, xc_norm, 1.0), np.inf)
+        ok = np.where(sc, low > root, (high < root) & (bound_rho < delta_rho))
+        out.append(ok & nonzero & (label != "zero"))
+    result: np.ndarray = np.stack(out) if stacked else out[0]
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

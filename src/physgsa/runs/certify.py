@@ -337,12 +337,11 @@ def _graded_rows(L, R, tr, pam: PAM, icm: dict, p: dict) -> tuple[np.ndarray, np
     blocks = np.sqrt(np.sum(gr.beta * gr.beta, axis=1))[part.groups]
     ap_err = np.minimum(row_error_bounds(L, R, tr.k_left, tr.k_right), blocks) + pam.rounding
     me_err = np.linalg.norm(pam.e, axis=1) + pam.rounding
-    s0 = pam.ref.structure
-    kw = dict(tau_e=p["tau_e"])
-    return (graded_labels(tr.m_window, part, s0.codes, icm["label"], icm["delta_rho"], ~gr.apriori.columns, ap_err,
-                          **kw),
-            graded_labels(tr.m_window, part, s0.codes, icm["label"], icm["delta_rho"], ~gr.measured.columns, me_err,
-                          **kw))
+    # Both certificates in one call: the scaled rows and their core energies are shared.
+    apriori, measured = graded_labels(tr.m_window, part, pam.ref.structure.codes, icm["label"], icm["delta_rho"],
+                                      ~np.stack([gr.apriori.columns, gr.measured.columns]), np.stack([ap_err, me_err]),
+                                      tau_e=p["tau_e"], profiles=pam.profiles)
+    return apriori, measured
 
 
 def _interface(link, fl, fr, L, R, p: dict) -> dict:

@@ -106,6 +106,17 @@ def test_jacobian_without_a_tokenizer_names_the_command_line_option(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("model_type, words", [("bert", "--inputs random"), ("clip_vision_model", "--inputs FILE.npy")])
+def test_jacobian_inputs_a_folder_cannot_take_are_refused_from_its_config_alone(tmp_path, model_type, words):
+    # A folder holding only config.json: the refusal is decided from the files, before any weight
+    # (or torch) is loaded, so no weights are needed to get it.
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": model_type}))
+    line = one_error_line(cli("certify", "m", "--mode", "jacobian", "--out", "o", cwd=tmp_path))
+    assert words in line
+    assert not (tmp_path / "o").exists()
+
+
 # -- usage errors: one line, exit 2 --------------------------------------------------------------
 
 @pytest.mark.parametrize("args, words", [

@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -147,6 +148,41 @@ def bundled_sentences() -> list[str]:
     return resources.files("physgsa").joinpath("data/sentences.txt").read_text(encoding="utf-8").split("\n")[:-1]
 
 
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+
+
+def _no_tokenizer() -> ModelSourceError:
+    return ModelSourceError("This model has no tokenizer to encode sentences with; use random token ids "
+                            f"instead: {spell('inputs', 'random')} (flagged as such).")
+
+
+def _no_images() -> ModelSourceError:
+    return ModelSourceError(f"A CLIP vision tower has no bundled images: pass {spell('inputs', 'random')} (flagged) "
+                            f"or {spell('inputs', 'FILE.npy')}, an .npy file of images (N, C, H, W).")
+
+
+def refuse_before_loading(source, inputs) -> None:
+    """The default inputs a model folder cannot take, refused from its config.json alone.
+
+    A folder without a tokenizer has no sentences to encode, and a CLIP vision tower no bundled
+    images: known from the files, so refused before torch and transformers load (about ten
+    seconds) with the same message :func:`encodings` gives. Anything else is left to the loader.
+    """
+    if inputs is not None or not isinstance(source, (str, Path)) or str(source) in ("minilm", "digits-resnet"):
+        return
+    folder = Path(source)
+    folder = folder.parent if folder.is_file() else folder
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # load_module names what is wrong with the folder
+    if model_type in ("clip", "clip_vision_model"):
+        raise _no_images()
+    if model_type in _TRANSFORMER_TYPES and not _has_tokenizer(folder):
+        raise _no_tokenizer()
+
+
 def load_module(source):
     """The nn.Module behind a source (Jacobian mode needs the forward pass, not only weights)."""
     torch = import_torch()
@@ -172,7 +208,7 @@ def load_module(source):
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"transformers cannot load '{folder}' for Jacobian mode ({exc}).") from None
     tok = None
-    if (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file():
+    if _has_tokenizer(folder):
         tok = transformers.AutoTokenizer.from_pretrained(str(folder))
     return model.eval(), tok
 
@@ -527,8 +563,7 @@ def encodings(model, tok, inputs, seed: int):
         return _clip_encodings(model, tok, inputs, seed)
     if inputs == "random" or tok is None:
         if inputs != "random":
-            raise ModelSourceError("This model has no tokenizer to encode sentences with; use random token ids "
-                                   f"instead: {spell('inputs', 'random')} (flagged as such).")
+            raise _no_tokenizer()
         g = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
         ids = [torch.randint(0, vocab, (1, 8), generator=g) for _ in range(4)]
@@ -560,8 +595,7 @@ def _clip_encodings(model, tok, inputs, seed: int):
         arr = torch.as_tensor(np.load(inputs, allow_pickle=False), dtype=torch.float64)
         imgs, what = [a[None] for a in arr], f"images from {inputs}"
     else:
-        raise ModelSourceError(f"A CLIP vision tower has no bundled images: pass {spell('inputs', 'random')} (flagged) "
-                               f"or {spell('inputs', 'FILE.npy')}, an .npy file of images (N, C, H, W).")
+        raise _no_images()
     if mt == "clip_vision_model":
         return [{"pixel_values": i} for i in imgs], what
     g = torch.Generator().manual_seed(seed + 1)
@@ -699,6 +733,7 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
         Each factor's provenance holds ``source``, ``kind``, ``inputs``, ``tokens`` and, for
         transformers, ``energy_kept`` and ``energy_kept_method``.
     """
+    refuse_before_loading(source, inputs)
     torch = import_torch()
     for pname, value, choices in (("factor", factor, ("full", "branch")), ("tokens", tokens, TOKENS)):
         if not isinstance(value, str) or value not in choices:

@@ -64,8 +64,9 @@ def test_channel_jacobian_matches_autograd_on_the_digits_resnet():
     np.testing.assert_allclose(channel_jacobian(blk, x), ref, atol=1e-6, rtol=0)
 
 
-def test_digits_resnet_jacobian_chain_uses_real_images(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def test_digits_resnet_jacobian_chain_uses_real_images():
+    # The trained model from the shared cache, as the other digits-resnet tests use it: training
+    # and caching are test_adapters_cnn's test_digits_resnet_is_trained_and_cached.
     chain = load_chain("digits-resnet", mode="jacobian")
     assert [f.shape for f in chain.factors] == [(16, 16), (32, 16), (64, 32)]
     assert chain.factors[0].provenance["inputs"] == "digits test images"

@@ -47,7 +47,9 @@ def main() -> None:
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wall = time.perf_counter() - t
         summary = [ln for ln in r.stdout.splitlines() if re.search(r"\d+ (passed|failed)", ln)]
+        failed = [ln for ln in r.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
         runs.append({"wall_s": round(wall, 1), "returncode": r.returncode, "summary": summary[-1] if summary else "",
+                     "failed": failed,
                      "fresh_cache": bool(cache), "load_average": [load, os.getloadavg()[0]]})
         print(runs[-1], flush=True)
     emit({"command": " ".join(["python"] + COMMAND[1:]), "cpus": os.cpu_count(), "runs": runs}, args.json)

@@ -108,8 +108,8 @@ def test_jacobian_without_a_tokenizer_names_the_command_line_option(tmp_path):
 
 @pytest.mark.parametrize("model_type, words", [("bert", "--inputs random"), ("clip_vision_model", "--inputs FILE.npy")])
 def test_jacobian_inputs_a_folder_cannot_take_are_refused_from_its_config_alone(tmp_path, model_type, words):
-    # A folder holding only config.json: the refusal is decided from the files, before any weight
-    # (or torch) is loaded, so no weights are needed to get it.
+    # A folder holding only config.json: the refusal is decided from the files, before transformers
+    # loads any weight, so no weights are needed to get it.
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": model_type}))
     line = one_error_line(cli("certify", "m", "--mode", "jacobian", "--out", "o", cwd=tmp_path))

@@ -166,8 +166,9 @@ def refuse_before_loading(source, inputs) -> None:
     """The default inputs a model folder cannot take, refused from its config.json alone.
 
     A folder without a tokenizer has no sentences to encode, and a CLIP vision tower no bundled
-    images: known from the files, so refused before torch and transformers load (about ten
-    seconds) with the same message :func:`encodings` gives. Anything else is left to the loader.
+    images: known from the files, so refused before transformers loads the model (most of the
+    twelve seconds such a refusal took), with the same message :func:`encodings` gives. Anything
+    else is left to the loader, after :func:`physgsa.models.load.load_chain` has checked the files.
     """
     if inputs is not None or not isinstance(source, (str, Path)) or str(source) in ("minilm", "digits-resnet"):
         return
@@ -733,12 +734,12 @@ def jacobian_chain(source, *, factor: str = "full", tokens: str = "uniform", inp
         Each factor's provenance holds ``source``, ``kind``, ``inputs``, ``tokens`` and, for
         transformers, ``energy_kept`` and ``energy_kept_method``.
     """
-    refuse_before_loading(source, inputs)
     torch = import_torch()
     for pname, value, choices in (("factor", factor, ("full", "branch")), ("tokens", tokens, TOKENS)):
         if not isinstance(value, str) or value not in choices:
             raise InvalidParameterError(f"The '{pname}' parameter of jacobian_chain must be one of "
                                         f"{{{', '.join(repr(c) for c in choices)}}}. Got {value!r} instead.")
+    refuse_before_loading(source, inputs)
     model, tok = load_module(source)
     mt = getattr(getattr(model, "config", None), "model_type", None)
     if mt in _STATIC_ONLY:

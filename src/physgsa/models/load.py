@@ -112,7 +112,6 @@ def check_model_options(source=None, *, order=None, **model_params) -> None:
                                         "in depth order. Leave it out.")
         if p["mode"] == "jacobian" and not walker:
             _refuse_trained_jacobian(source)
-        jacobian.refuse_before_loading(source, p["inputs"])  # before torch loads: seconds sooner
         if p["conv"] != "dc" and p["mode"] == "jacobian":
             raise InvalidParameterError(f"{spell('conv', p['conv'])} applies to static factors; Jacobian factors use "
                                         "spatially uniform directions (zero frequency). Drop one of them.")
@@ -285,7 +284,6 @@ def _load_chain(source, p: dict) -> Chain:
         source = TensorDictSource(source, None, "the state dict")
     if p["mode"] == "jacobian":
         _refuse_trained_jacobian(source)
-        jacobian.refuse_before_loading(source, p["inputs"])  # before torch loads: seconds sooner
         if not isinstance(source, import_torch().nn.Module) and without_layout(source):
             raise ModelSourceError(layout_help(source_name(source), p["caller"]))
 

@@ -511,3 +511,5 @@ def test_graded_labels_of_stacked_cases_are_each_cases_own_and_take_the_callers_
                                profiles=profiles)
         assert both.shape == (3, 40) and np.array_equal(both, np.stack(one))
     assert not np.stack(one)[:, 3].any()
+    with pytest.raises(ValueError, match="same leading axis"):
+        G.graded_labels(a0, part, codes, icm["label"], icm["delta_rho"], unc, err[0], tau_e=0.5)

@@ -443,6 +443,9 @@ def graded_labels(a0: np.ndarray, part: Partition, codes: np.ndarray, label: np.
     """
     unc_all, err_all = np.asarray(uncertain_units, dtype=bool), np.asarray(row_err, dtype=np.float64)
     stacked = err_all.ndim == 2
+    if unc_all.ndim != err_all.ndim or (stacked and unc_all.shape[0] != err_all.shape[0]):
+        raise ValueError("graded_labels: uncertain_units and row_err need the same leading axis of cases "
+                         f"(got shapes {unc_all.shape} and {err_all.shape}).")
     unc_all, err_all = np.atleast_2d(unc_all), np.atleast_2d(err_all)
     # Rows divided by their largest |entry| before squaring, as the ICM reads them (scale-free).
     _, _, rmax, scaled = row_profiles_scaled(a0) if profiles is None else profiles

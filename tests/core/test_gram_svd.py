@@ -224,5 +224,8 @@ def test_the_screen_refuses_before_the_eigensolve_and_only_what_the_gate_refuses
 
     monkeypatch.setattr(np.linalg, "eigh", no_eigh)
     assert linalg.gram_svd(a, max_omega=1.0, max_condition=2.0**20) is None
+    # The same for a wide factor (it goes through its transpose, which must keep max_condition).
+    wide = np.concatenate([a, a], axis=1) / np.sqrt(2.0)  # n x 2n, the same singular values
+    assert linalg.gram_svd(wide, max_omega=1.0, max_condition=2.0**20) is None
     # A Gram that is not positive definite is screened out.
     assert linalg.condition_at_least(np.diag([1.0, 0.0, -1.0])) == np.inf

@@ -173,7 +173,7 @@ def gram_svd(a: np.ndarray, *, max_omega: float,
     """
     m, n = a.shape
     if m < n:
-        got = gram_svd(a.T, max_omega=max_omega)
+        got = gram_svd(a.T, max_omega=max_omega, max_condition=max_condition)
         if got is None:
             return None
         u_t, s_t, vt_t, om = got
